@@ -1,0 +1,3 @@
+"""citypass CLI."""
+def main() -> None:
+    pass

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a Debian machine, idempotently:
+#   - system packages (libzbar0 for pyzbar, mosquitto for the broker) with apt-get when missing;
+#   - a local virtual environment in .venv with the project and its dev tools.
+# The venv is rebuilt only when pyproject.toml changes (a hash stamp records the last install).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+need_apt=()
+ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0' || need_apt+=(libzbar0)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo_cmd[@]}" apt-get update -qq >&2
+    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >&2
+fi
+
+python_bin="${PYTHON:-python3}"
+if ! "$python_bin" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+    echo "bootstrap: Python 3.11 or newer is required (found: $("$python_bin" --version 2>&1))" >&2
+    exit 1
+fi
+
+stamp=".venv/.citypass-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: preparing .venv (this takes a minute the first time)" >&2
+    [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip >&2
+    .venv/bin/python -m pip install -q -e '.[dev]' >&2
+    echo "$want" > "$stamp"
+fi
