@@ -1,3 +1,28 @@
-"""citypass CLI."""
+"""The ``citypass`` command: the one place that wires every subsystem's commands together."""
+
+from __future__ import annotations
+
+import click
+
+from bench.cli import bench
+from citypass.codecli import code, qr_group
+from gate.cli import gate
+from holder.cli import holder
+from issuer.cli import issuer
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="citypass")
+def cli() -> None:
+    """City Pass gate appliance: issue, show, check and measure City Pass codes.
+
+    Start with `citypass issuer init --home DIR --site west-lake`, then `citypass issuer mint …`.
+    """
+
+
+for group in (issuer, holder, code, qr_group, gate, bench):
+    cli.add_command(group)
+
+
 def main() -> None:
-    pass
+    cli(prog_name="citypass")

@@ -1,0 +1,15 @@
+"""``citypass bench …``: the project's benchmarks. Each prints figures measured on this machine."""
+
+from __future__ import annotations
+
+import click
+
+from bench.verify import verify_command
+
+
+@click.group()
+def bench() -> None:
+    """Measure speed on this machine (figures, not pass/fail)."""
+
+
+bench.add_command(verify_command)

@@ -1,0 +1,211 @@
+"""``citypass issuer …``: initialise an issuer, mint credentials, revoke, rotate keys, export snapshots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from citypass.clitools import ISO_TIME, friendly_errors
+from citypass.timefmt import format_time, utc_now
+from credential.claims import Mode, Product
+from credential.codes import CodeError
+from credential.keys import Alg, read_public_key
+from credential.sites import SiteKind, SiteSettings
+from issuer.home import HomeError, IssuerHome
+from issuer.service import IssueError, Issuer
+
+ERRORS = (HomeError, IssueError, CodeError, ValueError, OSError)
+HOME_OPTION = click.option(
+    "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Issuer home directory (keys and store).",
+)
+PASSPHRASE_ENV = "CITYPASS_KEY_PASSPHRASE"
+
+
+def _home(path: Path) -> IssuerHome:
+    # The passphrase is read here, at the wiring point, never at import time.
+    secret = os.environ.get(PASSPHRASE_ENV)
+    return IssuerHome(path, secret.encode() if secret else None)
+
+
+@click.group()
+def issuer() -> None:
+    """Run the central issuer: keys, credentials, revocations, ledger snapshots.
+
+    Private keys can be encrypted: set CITYPASS_KEY_PASSPHRASE before `init` and for every later call.
+    """
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--site", "sites", multiple=True, metavar="NAME[:KIND]",
+              help="A site to create (repeatable). KIND: scenic (default), museum, metro, bus, water_bus.")
+@click.option("--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True,
+              help="Signature algorithm for the new keys.")
+@friendly_errors(*ERRORS)
+def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
+    """Create the root, issuer-signing and ledger-signing keys and the store in HOME.
+
+    Sites are numbered 1, 2, … in the order given: list annual-pass sites first, so that annual passes
+    stay small. Prints the root key id; pin HOME/root.pub on every gate.
+    """
+    pairs = []
+    for spec in sites:
+        name, _, kind = spec.partition(":")
+        if kind and kind not in {k.value for k in SiteKind}:
+            raise click.BadParameter(f"unknown site kind {kind!r}", param_hint="--site")
+        pairs.append((name, kind or "scenic"))
+    result = Issuer.init(_home(home), pairs, utc_now(), Alg.from_name(alg))
+    click.echo(f"issuer home {home} ready; root key id {result.root_key().kid.hex()}; "
+               f"{len(pairs)} site(s); pin {result.home.root_pub_path} on gates")
+
+
+@issuer.command("add-site")
+@HOME_OPTION
+@click.argument("name")
+@click.option("--kind", type=click.Choice([k.value for k in SiteKind]), default="scenic", show_default=True)
+@click.option("--title", default="", help="Display name.")
+@click.option("--capacity", type=click.IntRange(min=1), default=None, help="Most people inside at once.")
+@click.option("--hours", default=None, metavar="HH:MM-HH:MM", help="Opening hours, local time.")
+@click.option("--passback", "passback", type=click.IntRange(0, 1440), default=30, show_default=True,
+              help="Anti-passback minutes for annual passes.")
+@click.option("--soft-passback", is_flag=True, help="Allow and flag instead of denying inside the window.")
+@friendly_errors(*ERRORS)
+def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None, hours: str | None,
+             passback: int, soft_passback: bool) -> None:
+    """Add a site NAME (its number is the next free one)."""
+    iss = Issuer.open(_home(home))
+    opens, closes = (hours.split("-", 1) + [None])[:2] if hours else (None, None)
+    settings = SiteSettings(number=iss.store.next_site_number(), name=name, kind=SiteKind(kind), title=title,
+                            capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
+                            passback_hard=not soft_passback)
+    iss.add_site(settings)
+    click.echo(f"site {name} is number {settings.number}")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--product", required=True, type=click.Choice([p.name.lower() for p in Product]))
+@click.option("--sites", help="annual: comma-separated site names or numbers.")
+@click.option("--venue", help="reservation: the venue (site name or number).")
+@click.option("--site", help="group: the site (name or number).")
+@click.option("--slot-start", type=ISO_TIME, help="reservation: slot start.")
+@click.option("--slot-end", type=ISO_TIME, help="reservation: slot end.")
+@click.option("--grace", type=click.IntRange(0, 1440), default=15, show_default=True,
+              help="reservation: minutes of entry grace before the slot starts and after it ends.")
+@click.option("--party", type=click.IntRange(1, 99), default=1, show_default=True,
+              help="reservation/group: persons admitted on this code.")
+@click.option("--account", help="transit: the account the taps are charged to.")
+@click.option("--modes", default="metro,bus,water_bus", show_default=True,
+              help="transit: comma-separated modes (metro, bus, water_bus).")
+@click.option("--passback", type=click.IntRange(0, 1440), default=None,
+              help="annual: anti-passback minutes (default: each site's own setting).")
+@click.option("--valid-from", type=ISO_TIME, help="Start of validity (default: now).")
+@click.option("--valid-to", type=ISO_TIME,
+              help="End of validity (default: annual +365 d, group +1 d, transit +1 d authorisation).")
+@click.option("--holder-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bind to a holder's public key (FILE.pub from `citypass holder keygen`).")
+@friendly_errors(*ERRORS)
+def mint(home: Path, product: str, sites: str | None, venue: str | None, site: str | None,
+         slot_start: int | None, slot_end: int | None, grace: int, party: int, account: str | None, modes: str,
+         passback: int | None, valid_from: int | None, valid_to: int | None, holder_key: Path | None) -> None:
+    """Sign a credential and print exactly one line: its code text."""
+    iss = Issuer.open(_home(home))
+    holder = read_public_key(holder_key) if holder_key else None
+    now = utc_now()
+    kind = Product.from_name(product)
+    if kind is Product.ANNUAL:
+        if not sites:
+            raise click.UsageError("--product annual needs --sites")
+        code = iss.mint_annual([s.strip() for s in sites.split(",") if s.strip()], now, valid_from, valid_to,
+                               passback, holder)
+    elif kind is Product.RESERVATION:
+        if not venue or slot_start is None or slot_end is None:
+            raise click.UsageError("--product reservation needs --venue, --slot-start and --slot-end")
+        if slot_end <= slot_start:
+            raise click.UsageError("--slot-end must be after --slot-start")
+        code = iss.mint_reservation(venue, slot_start, slot_end, party, now, grace, holder)
+    elif kind is Product.TRANSIT:
+        if not account:
+            raise click.UsageError("--product transit needs --account")
+        code = iss.mint_transit(account, Mode.parse(modes), now, valid_to, holder)
+    else:
+        if not site:
+            raise click.UsageError("--product group needs --site")
+        code = iss.mint_group(site, party, now, valid_from, valid_to, holder)
+    click.echo(code)
+
+
+@issuer.command()
+@HOME_OPTION
+@click.argument("credential_id")
+@click.option("--reason", default="", help="Why (kept in the store).")
+@friendly_errors(*ERRORS)
+def revoke(home: Path, credential_id: str, reason: str) -> None:
+    """Revoke CREDENTIAL_ID (hex, from `citypass code inspect`; a whole code text also works)."""
+    cred_id = Issuer.open(_home(home)).revoke(credential_id, utc_now(), reason)
+    click.echo(f"revoked {cred_id.hex()}")
+
+
+@issuer.command("revoke-holder")
+@HOME_OPTION
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reason", default="lost phone", show_default=True)
+@friendly_errors(*ERRORS)
+def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
+    """Revoke every credential bound to a holder PUBLIC_KEY (a lost phone)."""
+    holder_id = Issuer.open(_home(home)).revoke_holder(read_public_key(public_key), utc_now(), reason)
+    click.echo(f"revoked holder {holder_id.hex()}")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--retire-old-at", type=ISO_TIME, help="When the current issuer key stops verifying (default +30 d).")
+@friendly_errors(*ERRORS)
+def rotate(home: Path, retire_old_at: int | None) -> None:
+    """Add a new issuer signing key; the old one verifies until --retire-old-at."""
+    iss = Issuer.open(_home(home))
+    old = iss.store.active_key("issuer")
+    new = iss.rotate(utc_now(), retire_old_at)
+    note = ""
+    if old is not None:
+        retired = next(k.entry for k in iss.store.keys() if k.entry.role == "issuer" and k.entry.kid == old.kid)
+        note = f"; old key {old.kid.hex()} verifies until {format_time(retired.valid_to)}"
+    click.echo(f"new issuer key {new.kid.hex()}{note}")
+
+
+@issuer.command("require-dynamic")
+@HOME_OPTION
+@click.argument("products", default="")
+@friendly_errors(*ERRORS)
+def require_dynamic(home: Path, products: str) -> None:
+    """Require holder-bound dynamic codes for PRODUCTS (comma-separated; empty to clear)."""
+    kinds = [Product.from_name(p.strip()) for p in products.split(",") if p.strip()]
+    Issuer.open(_home(home)).set_require_dynamic(kinds)
+    click.echo("dynamic codes required for: " + (", ".join(p.name.lower() for p in kinds) or "nothing"))
+
+
+@issuer.command()
+@HOME_OPTION
+@friendly_errors(*ERRORS)
+def keys(home: Path) -> None:
+    """List the keys in the trust list."""
+    for k in Issuer.open(_home(home)).store.keys():
+        click.echo(f"{k.entry.role:8} {k.entry.kid.hex()} {k.entry.key.alg.label:7} "
+                   f"from {format_time(k.entry.valid_from)} to {format_time(k.entry.valid_to) or '-'}"
+                   f"{'  (active)' if k.active else ''}")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Snapshot file to write.")
+@friendly_errors(*ERRORS)
+def export(home: Path, out: Path) -> None:
+    """Write a signed ledger snapshot (trust list, revocations, site settings) for gates."""
+    data = Issuer.open(_home(home)).export(utc_now())
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)  # a gate never sees half a snapshot
+    click.echo(f"wrote {out} ({len(data)} bytes)")
