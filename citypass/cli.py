@@ -6,6 +6,7 @@ import click
 
 from bench.cli import bench
 from citypass.codecli import code, qr_group
+from citypass.demo import demo
 from gate.cli import gate
 from holder.cli import holder
 from issuer.cli import issuer
@@ -20,7 +21,7 @@ def cli() -> None:
     """
 
 
-for group in (issuer, holder, code, qr_group, gate, bench):
+for group in (demo, issuer, holder, code, qr_group, gate, bench):
     cli.add_command(group)
 
 

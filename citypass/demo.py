@@ -1,0 +1,130 @@
+"""``citypass demo``: a scripted walk-through of the credential system, end to end, on this machine.
+
+It initialises an issuer, mints a code of every product (static and holder-bound dynamic), renders each
+to a phone-screen PNG, reads the PNGs back through the gate's own QR decoder, and decides each at the
+right kind of gate from a signed snapshot — then shows what a gate does with a forged code, a revoked
+pass, a screenshot replayed after its window, a passback attempt and a code for the wrong site.
+Everything it writes goes to ``--out`` (default ``demo-out/``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from citypass.timefmt import format_time, utc_now
+from credential import Mode, SigningKey, load_snapshot, parse, present, qr
+from credential.codes import encode_text
+from credential.cose import encode_cbor, sign1
+from gate.decision import Direction, GateContext, decide
+from gate.memory_ledger import MemoryLedger
+from issuer.home import IssuerHome
+from issuer.service import Issuer
+
+SITES = [("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"),
+         ("longxiangqiao", "metro"), ("bus-k7", "bus"), ("water-bus-1", "water_bus")]
+
+
+@dataclass
+class Step:
+    label: str
+    code: str
+    site: str
+    direction: Direction = Direction.ENTRY
+    at_offset: int = 0
+    via_image: bool = True
+
+
+def _steps(iss: Issuer, phone: SigningKey, now: int) -> list[Step]:
+    annual = iss.mint_annual([s for s, k in SITES if k == "scenic"], now - 3600)
+    reservation = iss.mint_reservation("zhejiang-museum", now - 600, now + 3000, 3, now)
+    transit = iss.mint_transit("13800000000", Mode.METRO | Mode.BUS | Mode.WATER_BUS, now, holder=phone.public)
+    group = iss.mint_group("lingyin", 12, now)
+    revoked = iss.mint_annual(["west-lake"], now - 3600)
+    iss.revoke(parse(revoked).credential.id.hex(), now, "reported lost")
+    forged = encode_text(sign1(SigningKey.generate(), encode_cbor(parse(annual).credential.to_claims()),
+                               kid=parse(annual).sign1.kid))
+    live = present(transit, phone, now)
+    return [
+        Step("annual pass, static", annual, "west-lake"),
+        Step("annual pass again 2 min later (passback)", annual, "west-lake", at_offset=120, via_image=False),
+        Step("annual pass at another scenic spot", annual, "lingyin", at_offset=900),
+        Step("museum reservation, party of 3", reservation, "zhejiang-museum"),
+        Step("same reservation shown again", reservation, "zhejiang-museum", at_offset=60, via_image=False),
+        Step("tour group of 12", group, "lingyin", at_offset=1000),
+        Step("transit, live code: metro tap-in", live, "longxiangqiao"),
+        Step("same live code again, 5 s later (replay)", live, "longxiangqiao", at_offset=5, via_image=False),
+        Step("transit, screenshot replayed after 2 min", live, "bus-k7", at_offset=120, via_image=False),
+        Step("transit, fresh live code on the water bus", present(transit, phone, now + 300), "water-bus-1",
+             at_offset=300),
+        Step("transit, metro tap-out", present(transit, phone, now + 1500), "longxiangqiao",
+             Direction.EXIT, at_offset=1500),
+        Step("transit shown as a static code", transit, "bus-k7", at_offset=1600, via_image=False),
+        Step("annual pass at the museum (wrong site)", annual, "zhejiang-museum", at_offset=1700, via_image=False),
+        Step("revoked annual pass", revoked, "west-lake", at_offset=1800),
+        Step("forged code (issuer key id, forged signature)", forged, "west-lake", at_offset=1900),
+    ]
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
+              help="Directory for the issuer home, snapshot and QR images (recreated).")
+def demo(out: Path) -> None:
+    """Walk through issuing, showing and checking City Pass codes of every kind."""
+    from gate.imagefile import read_image_file
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=150)  # keep the table readable in logs and CI output
+    if out.exists():
+        shutil.rmtree(out)
+    now = utc_now()
+    iss = Issuer.init(IssuerHome(out / "issuer"), SITES, now - 86_400)
+    console.print(f"[bold]City Pass demo[/] — issuer initialised in {out / 'issuer'} at {format_time(now)}")
+    phone = SigningKey.generate()
+    steps = _steps(iss, phone, now)
+    snapshot_path = out / "snapshot.cbor"
+    snapshot_path.write_bytes(iss.export(now))
+    snap = load_snapshot(snapshot_path.read_bytes(), iss.root_key().public)
+    console.print(f"signed snapshot: {snapshot_path} (seq {snap.seq}, {len(snap.revoked)} revoked, "
+                  f"{len(snap.trust.keys)} keys), verified against the pinned root key\n")
+    ledgers: dict[str, MemoryLedger] = {}
+    table = Table(title="Gate decisions", show_lines=False)
+    for col in ("#", "presentation", "gate", "QR", "read by", "decision", "reason / 原因"):
+        table.add_column(col)
+    allowed = denied = 0
+    for i, step in enumerate(steps, 1):
+        text, read_by = step.code, "text"
+        if step.via_image:
+            png = out / "codes" / f"{i:02d}.png"
+            png.parent.mkdir(parents=True, exist_ok=True)
+            qr.render_png(step.code, png, scale=6)
+            texts, decoder, _ms = read_image_file(str(png))
+            if texts != [step.code]:
+                raise click.ClickException(f"the decoder did not read back {png}")
+            text, read_by = texts[0], decoder
+        settings = snap.site(step.site)
+        assert settings is not None
+        ledger = ledgers.setdefault(step.site, MemoryLedger(snap, clock_floor=now - 3600))
+        decision = decide(text, ledger, GateContext(f"{step.site}-{step.direction}", settings, step.direction),
+                          now + step.at_offset)
+        ledger.record(decision, settings.number)
+        if decision.allowed:
+            allowed += 1
+            verdict = f"[green]allow ×{decision.persons}[/] {decision.kind}"
+            why = "请通行 / Welcome" + (f" (flags: {', '.join(decision.flags)})" if decision.flags else "")
+        else:
+            denied += 1
+            assert decision.reason is not None
+            verdict = "[red]deny[/]"
+            why = f"{decision.reason.value}: {decision.reason.zh} / {decision.reason.en}"
+        table.add_row(str(i), step.label, f"{step.site} ({step.direction})", f"v{qr.version(step.code)}", read_by,
+                      verdict, why)
+    console.print(table)
+    console.print(f"\n{allowed} allowed, {denied} denied. QR images in {out / 'codes'}; "
+                  f"try: citypass gate check --snapshot {snapshot_path} --site west-lake {out / 'codes' / '01.png'}")
