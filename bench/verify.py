@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from credential.claims import Annual, Credential, HolderKey
 from credential.codes import issue, present
@@ -65,6 +66,7 @@ def run_verify_bench(seconds: float = 1.0, revoked: int = 100_000) -> list[Rate]
     message = os.urandom(110)
     signature = issuer.sign(message)
     raw_key = issuer.public.key
+    assert isinstance(raw_key, Ed25519PublicKey)
     return [
         _rate("raw Ed25519 verify (one signature)", lambda: raw_key.verify(signature, message), seconds),
         _rate("verify static annual pass (1 signature)", lambda: verify(static, trust, view, site, NOW), seconds),

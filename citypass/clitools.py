@@ -13,7 +13,7 @@ from citypass.timefmt import parse_time
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class TimeParam(click.ParamType):
+class TimeParam(click.ParamType):  # type: ignore[type-arg]
     """An ISO 8601 time on the command line, converted to Unix seconds (naive = UTC+08:00)."""
 
     name = "ISO-TIME"

@@ -51,6 +51,6 @@ def qr_group() -> None:
 @friendly_errors(OSError, ValueError)
 def render(text: str, out: Path, scale: int, dark_mode: bool) -> None:
     """Render TEXT as a PNG QR code (alphanumeric mode, ECC M)."""
-    colours = {"dark": "#fff", "light": "#000"} if dark_mode else {}
-    qr.render_png(text, out, scale=scale, **colours)
+    dark, light = ("#fff", "#000") if dark_mode else ("#000", "#fff")
+    qr.render_png(text, out, scale=scale, dark=dark, light=light)
     click.echo(f"wrote {out} (QR version {qr.version(text)})")

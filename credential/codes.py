@@ -70,7 +70,8 @@ class ParsedCode:
 
 
 def encode_text(data: bytes) -> str:
-    return PREFIX + base45.b45encode(data).decode("ascii")
+    encoded: bytes = base45.b45encode(data)
+    return PREFIX + encoded.decode("ascii")
 
 
 def decode_text(text: str) -> bytes:

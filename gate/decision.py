@@ -171,7 +171,8 @@ def _product_rules(
     if isinstance(t, Transit):
         if site.kind is not SiteKind.METRO:
             return TapKind.TAP, 1, []
-        open_tap_in = usage.tapped_in_at is not None and now - usage.tapped_in_at < policy.metro_max_journey_minutes * 60
+        max_journey = policy.metro_max_journey_minutes * 60
+        open_tap_in = usage.tapped_in_at is not None and now - usage.tapped_in_at < max_journey
         if ctx.direction is Direction.ENTRY:
             return Reason.ALREADY_TAPPED_IN if open_tap_in else (TapKind.TAP_IN, 1, [])
         if not open_tap_in:

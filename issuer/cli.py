@@ -77,7 +77,11 @@ def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None,
              passback: int, soft_passback: bool) -> None:
     """Add a site NAME (its number is the next free one)."""
     iss = Issuer.open(_home(home))
-    opens, closes = (hours.split("-", 1) + [None])[:2] if hours else (None, None)
+    opens = closes = None
+    if hours:
+        opens, sep, closes = hours.partition("-")
+        if not sep:
+            raise click.BadParameter("use HH:MM-HH:MM", param_hint="--hours")
     settings = SiteSettings(number=iss.store.next_site_number(), name=name, kind=SiteKind(kind), title=title,
                             capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
                             passback_hard=not soft_passback)

@@ -40,20 +40,20 @@ class IssuerStore:
 
     def _migrate(self) -> None:
         if "meta" not in self.db.table_names():
-            self.db["meta"].create({"key": str, "value": str}, pk="key")
-            self.db["sites"].create({"number": int, "name": str, "settings": str}, pk="number")
-            self.db["sites"].create_index(["name"], unique=True)
-            self.db["keys"].create(
+            self.db.table("meta").create({"key": str, "value": str}, pk="key")
+            self.db.table("sites").create({"number": int, "name": str, "settings": str}, pk="number")
+            self.db.table("sites").create_index(["name"], unique=True)
+            self.db.table("keys").create(
                 {"role": str, "kid": str, "alg": int, "pub": bytes, "valid_from": int, "valid_to": int,
                  "products": str, "sites": str, "active": int},
                 pk=("role", "kid"), not_null={"role", "kid", "alg", "pub", "valid_from", "active"},
             )
-            self.db["credentials"].create(
+            self.db.table("credentials").create(
                 {"id": str, "product": int, "issued_at": int, "kid": str, "holder_id": str, "details": str},
                 pk="id",
             )
-            self.db["revocations"].create({"id": str, "revoked_at": int, "reason": str}, pk="id")
-            self.db["holder_revocations"].create({"holder_id": str, "revoked_at": int, "reason": str},
+            self.db.table("revocations").create({"id": str, "revoked_at": int, "reason": str}, pk="id")
+            self.db.table("holder_revocations").create({"holder_id": str, "revoked_at": int, "reason": str},
                                                  pk="holder_id")
             self.set_meta("schema_version", str(SCHEMA_VERSION))
             self.set_meta("ledger_seq", "0")
@@ -66,7 +66,7 @@ class IssuerStore:
         return default if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+        self.db.table("meta").upsert({"key": key, "value": value}, pk="key")
 
     def bump(self, key: str) -> int:
         value = int(self.get_meta(key, "0") or 0) + 1
@@ -75,12 +75,12 @@ class IssuerStore:
 
     # -- sites ---------------------------------------------------------------------------------------
     def add_site(self, settings: SiteSettings) -> None:
-        self.db["sites"].insert({"number": settings.number, "name": settings.name,
+        self.db.table("sites").insert({"number": settings.number, "name": settings.name,
                                  "settings": settings.model_dump_json()})
         self.bump("ledger_seq")
 
     def sites(self) -> list[SiteSettings]:
-        return [SiteSettings.model_validate_json(r["settings"]) for r in self.db["sites"].rows_where(order_by="number")]
+        return [SiteSettings.model_validate_json(r["settings"]) for r in self.db.table("sites").rows_where(order_by="number")]
 
     def next_site_number(self) -> int:
         row = self.db.execute("SELECT max(number) FROM sites").fetchone()
@@ -90,7 +90,7 @@ class IssuerStore:
     def add_key(self, entry: TrustedKey, active: bool) -> None:
         if active:
             self.db.execute("UPDATE keys SET active = 0 WHERE role = ?", [entry.role])
-        self.db["keys"].insert({
+        self.db.table("keys").insert({
             "role": entry.role, "kid": entry.kid.hex(), "alg": int(entry.key.alg), "pub": entry.key.raw,
             "valid_from": entry.valid_from, "valid_to": entry.valid_to,
             "products": None if entry.products is None else json.dumps(sorted(entry.products)),
@@ -99,20 +99,20 @@ class IssuerStore:
         })
 
     def set_key_valid_to(self, role: str, kid: bytes, valid_to: int) -> None:
-        self.db["keys"].update((role, kid.hex()), {"valid_to": valid_to})
+        self.db.table("keys").update((role, kid.hex()), {"valid_to": valid_to})
 
     def keys(self) -> list[StoredKey]:
         return [StoredKey(_key_from_row(r), bool(r["active"]))
-                for r in self.db["keys"].rows_where(order_by="role, valid_from")]
+                for r in self.db.table("keys").rows_where(order_by="role, valid_from")]
 
     def active_key(self, role: str) -> TrustedKey | None:
-        rows = list(self.db["keys"].rows_where("role = ? AND active = 1", [role]))
+        rows = list(self.db.table("keys").rows_where("role = ? AND active = 1", [role]))
         return _key_from_row(rows[0]) if rows else None
 
     # -- credentials and revocations -----------------------------------------------------------------
     def record_credential(self, cred_id: bytes, product: int, issued_at: int, kid: bytes,
                           holder_id: bytes | None, details: dict[str, Any]) -> None:
-        self.db["credentials"].insert({
+        self.db.table("credentials").insert({
             "id": cred_id.hex(), "product": product, "issued_at": issued_at, "kid": kid.hex(),
             "holder_id": holder_id.hex() if holder_id else None, "details": json.dumps(details),
         })
@@ -124,14 +124,14 @@ class IssuerStore:
         """Revoke a credential id; False when it already was."""
         if self.db.execute("SELECT 1 FROM revocations WHERE id = ?", [cred_id.hex()]).fetchone():
             return False
-        self.db["revocations"].insert({"id": cred_id.hex(), "revoked_at": at, "reason": reason})
+        self.db.table("revocations").insert({"id": cred_id.hex(), "revoked_at": at, "reason": reason})
         self.bump("ledger_seq")
         return True
 
     def revoke_holder(self, holder_id: bytes, at: int, reason: str = "") -> bool:
         if self.db.execute("SELECT 1 FROM holder_revocations WHERE holder_id = ?", [holder_id.hex()]).fetchone():
             return False
-        self.db["holder_revocations"].insert({"holder_id": holder_id.hex(), "revoked_at": at, "reason": reason})
+        self.db.table("holder_revocations").insert({"holder_id": holder_id.hex(), "revoked_at": at, "reason": reason})
         self.bump("ledger_seq")
         return True
 

@@ -30,7 +30,7 @@ from credential.codes import encode_text
 from credential.cose import decode_cbor, encode_cbor, sign1
 from tests.conftest import ANNUAL_SITES, NOW, World
 
-QR_ALPHANUMERIC = re.compile(r"^[0-9A-Z $%*+\-./:]+$")
+QR_TEXT_RE = QR_ALPHANUMERIC = re.compile(r"^[0-9A-Z $%*+\-./:]+$")
 
 
 @pytest.mark.parametrize("terms", [
