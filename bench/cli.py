@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bench.decode import decode_command
 from bench.verify import verify_command
 
 
@@ -13,3 +14,4 @@ def bench() -> None:
 
 
 bench.add_command(verify_command)
+bench.add_command(decode_command)
