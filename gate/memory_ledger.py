@@ -8,6 +8,7 @@ SQLite ledger, which answers the same :class:`~gate.decision.LedgerView` questio
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 
 from credential.snapshot import LedgerSnapshot
 from credential.trustlist import TrustList
@@ -19,7 +20,8 @@ class MemoryLedger:
 
     def __init__(self, snapshot: LedgerSnapshot, clock_floor: int | None = None) -> None:
         self.snapshot = snapshot
-        self._usage: dict[tuple[bytes, int], Usage] = {}
+        self._usage: dict[tuple[bytes, int], Usage] = {}  # persons and passback: per credential and site
+        self._tapped_in: dict[bytes, tuple[int | None, int | None]] = {}  # metro: per credential
         self._seen: set[bytes] = set()
         self._occupancy: dict[int, int] = defaultdict(int)
         self._floor = snapshot.issued_at if clock_floor is None else clock_floor
@@ -46,22 +48,25 @@ class MemoryLedger:
         return presentation_id in self._seen
 
     def usage(self, credential_id: bytes, site: int) -> Usage:
-        # metro tap-in state is per credential, not per station: key transit usage by site 0
-        return self._usage.get((credential_id, site), Usage())
+        # a rider taps in at one station and out at another: tap-in state is per credential only
+        at, where = self._tapped_in.get(credential_id, (None, None))
+        return replace(self._usage.get((credential_id, site), Usage()), tapped_in_at=at, tapped_in_site=where)
 
     def occupancy(self, site: int) -> int:
         return self._occupancy[site]
 
     def record(self, decision: Decision, site: int) -> None:
         """Apply an allowed decision: usage, replay cache, occupancy."""
+        self._floor = max(self._floor, decision.effective_now)  # every recorded tap raises the floor
         if not decision.allowed or decision.credential is None:
             return
         key = (decision.credential.id, site)
-        self._usage[key] = usage_after(decision, self.usage(*key), site)
+        after = usage_after(decision, self.usage(*key), site)
+        self._usage[key] = after
+        self._tapped_in[decision.credential.id] = (after.tapped_in_at, after.tapped_in_site)
         if decision.presentation_id is not None:
             self._seen.add(decision.presentation_id)
         if decision.kind is TapKind.ENTRY:
             self._occupancy[site] += decision.persons
         elif decision.kind is TapKind.EXIT:
             self._occupancy[site] = max(0, self._occupancy[site] - 1)
-        self._floor = max(self._floor, decision.effective_now)

@@ -1,0 +1,120 @@
+"""The gate daemon's one wiring point: build every adapter from a :class:`~gate.config.GateConfig`.
+
+Everything that touches the outside world is created here and nowhere else — the ledger file, the
+camera, the decoder, the pins, the health port, systemd's notify socket, signal handlers — so the rest of
+the daemon can be driven by injected fakes in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from credential.keys import VerifyKey, read_public_key
+from gate.barrier.gpio import Barrier
+from gate.camera import open_camera
+from gate.config import ConfigError, GateConfig
+from gate.daemon import GateDaemon
+from gate.decision import GateContext
+from gate.decoders import make_decoder
+from gate.health import HealthServer
+from gate.ledger import GateLedger
+from gate.ledger.connection import LedgerError
+from gate.logs import EventLog
+from gate.metrics import GateMetrics
+
+
+def systemd_notifier(environ: dict[str, str] | None = None) -> Callable[[str], None]:
+    """``sd_notify`` over the socket systemd names in NOTIFY_SOCKET (a no-op when it names none)."""
+    env = os.environ if environ is None else environ
+    address = env.get("NOTIFY_SOCKET")
+    if not address:
+        return lambda _msg: None
+    target = "\0" + address[1:] if address.startswith("@") else address
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def notify(message: str) -> None:
+        try:
+            sock.sendto(message.encode(), target)
+        except OSError:
+            pass  # losing a status line must never stop the gate
+
+    return notify
+
+
+def open_ledger(cfg: GateConfig, root: VerifyKey, log: EventLog) -> GateLedger:
+    """Open (and migrate) the ledger; on first boot load the configured snapshot."""
+    ledger = GateLedger.from_config(cfg.ledger, root=root)
+    if ledger.seq is None:
+        if cfg.snapshot is None:
+            ledger.close()
+            raise ConfigError(f"{cfg.ledger.path} holds no snapshot yet and no 'snapshot' is configured")
+        try:
+            ledger.load_snapshot(cfg.snapshot.read_bytes(), root)
+        except (OSError, LedgerError) as exc:
+            ledger.close()
+            raise ConfigError(f"cannot load snapshot {cfg.snapshot}: {exc}") from None
+        log.event("snapshot_loaded", path=str(cfg.snapshot), seq=ledger.seq)
+    return ledger
+
+
+def build_daemon(cfg: GateConfig, *, log: EventLog | None = None) -> GateDaemon:
+    log = log or EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
+    try:
+        root = read_public_key(cfg.root_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the root key {cfg.root_key}: {exc}") from None
+    ledger = open_ledger(cfg, root, log)
+    site = ledger.site(cfg.site)
+    if site is None:
+        known = ", ".join(s.name for s in ledger.sites())
+        ledger.close()
+        raise ConfigError(f"site_not_configured: site {cfg.site!r} is not in the ledger (known: {known})")
+    ledger.set_identity(cfg.gate_id, site.number, cfg.direction)
+    pin_factory = None
+    if cfg.pins == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        pin_factory = MockFactory()
+    barrier = Barrier(cfg.barrier, pin_factory=pin_factory)  # claims pins straight into the safe state
+    camera = open_camera(cfg.camera)
+    return GateDaemon(
+        cfg,
+        GateContext(cfg.gate_id, site, cfg.direction),
+        camera=camera,
+        decoder=make_decoder(cfg.decoder),
+        barrier=barrier,
+        ledger=ledger,
+        log=log,
+        metrics=GateMetrics(),
+        notify=systemd_notifier(),
+    )
+
+
+@contextmanager
+def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
+    """Run the health endpoint (if enabled) and stop the daemon on SIGTERM / SIGINT."""
+    cfg = daemon.config.health
+    server = HealthServer(cfg.host, cfg.port, daemon.status, daemon.metrics).start() if cfg.enabled else None
+    if server is not None:
+        daemon.log.event("health", url=f"http://{cfg.host}:{server.port}/healthz")
+    previous = {sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield server
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.close()
+
+
+def run_from_file(path: Path, max_frames: int | None = None) -> None:
+    from gate.config import load_config
+
+    daemon = build_daemon(load_config(path))
+    with serving(daemon):
+        daemon.run(max_frames=max_frames)
