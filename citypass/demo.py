@@ -128,3 +128,6 @@ def demo(out: Path) -> None:
     console.print(table)
     console.print(f"\n{allowed} allowed, {denied} denied. QR images in {out / 'codes'}; "
                   f"try: citypass gate check --snapshot {snapshot_path} --site west-lake {out / 'codes' / '01.png'}")
+    from citypass.demo_gate import run_gate_demo
+
+    run_gate_demo(console, out, iss, snapshot_path, now)

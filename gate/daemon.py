@@ -116,6 +116,7 @@ class GateDaemon:
         wall: Callable[[], float] = time.time,
         mono: Callable[[], float] = time.monotonic,
         notify: Callable[[str], None] | None = None,
+        observer: Callable[[Outcome], None] | None = None,
     ) -> None:
         self.config, self.ctx = config, ctx
         self.camera, self.decoder, self.barrier, self.ledger = camera, decoder, barrier, ledger
@@ -123,6 +124,7 @@ class GateDaemon:
         self.metrics = metrics or GateMetrics()
         self.wall, self.mono = wall, mono
         self.notify = notify or (lambda _msg: None)
+        self.observer = observer  # sees every outcome (the demo's live view); must be quick and not raise
         self.policy = config.policy.to_policy()
         self.tracker = PresentationTracker(config.decision.leave_after_s)
         self._stop = threading.Event()
@@ -204,7 +206,10 @@ class GateDaemon:
             self.log.event("decision_slow", level="warning", ms=round((stages["committed"] - started) * 1000, 2))
         self._actuate(decision, tap_id, stages)
         self._account(text, decision, tap_id, stages, fallback)
-        return Outcome(text, decision, tap_id, frame.seq, stages, fallback)
+        outcome = Outcome(text, decision, tap_id, frame.seq, stages, fallback)
+        if self.observer is not None:
+            self.observer(outcome)
+        return outcome
 
     def _actuate(self, decision: Decision, tap_id: str | None, stages: dict[str, float]) -> None:
         if decision.allowed and decision.persons > 0:

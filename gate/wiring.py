@@ -18,7 +18,7 @@ from credential.keys import VerifyKey, read_public_key
 from gate.barrier.gpio import Barrier
 from gate.camera import open_camera
 from gate.config import ConfigError, GateConfig
-from gate.daemon import GateDaemon
+from gate.daemon import GateDaemon, Outcome
 from gate.decision import GateContext
 from gate.decoders import make_decoder
 from gate.health import HealthServer
@@ -62,7 +62,10 @@ def open_ledger(cfg: GateConfig, root: VerifyKey, log: EventLog) -> GateLedger:
     return ledger
 
 
-def build_daemon(cfg: GateConfig, *, log: EventLog | None = None) -> GateDaemon:
+def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: object | None = None,
+                 observer: Callable[[Outcome], None] | None = None) -> GateDaemon:
+    """Build a ready-to-run daemon. ``pin_factory`` overrides the configured pins (the demo drives its
+    own gpiozero ``MockFactory``); ``observer`` sees every outcome."""
     log = log or EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
     try:
         root = read_public_key(cfg.root_key)
@@ -75,8 +78,7 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None) -> GateDaemon:
         ledger.close()
         raise ConfigError(f"site_not_configured: site {cfg.site!r} is not in the ledger (known: {known})")
     ledger.set_identity(cfg.gate_id, site.number, cfg.direction)
-    pin_factory = None
-    if cfg.pins == "mock":
+    if pin_factory is None and cfg.pins == "mock":
         from gpiozero.pins.mock import MockFactory
 
         pin_factory = MockFactory()
@@ -92,6 +94,7 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None) -> GateDaemon:
         log=log,
         metrics=GateMetrics(),
         notify=systemd_notifier(),
+        observer=observer,
     )
 
 
