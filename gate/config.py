@@ -78,7 +78,10 @@ class DecisionConfig(BaseModel):
         250,
         ge=10,
         le=5000,
-        description="Longest a decision (including its ledger commit) may take before the fallback applies.",
+        description=(
+            "A decision slower than this (ledger commit included) is logged as decision_slow. Waiting on a "
+            "locked ledger is bounded by ledger.busy_timeout_ms, after which the fallback applies."
+        ),
     )
     fallback: Literal["deny", "allow"] = Field(
         "deny", description="What the gate does when a decision cannot be made in its deadline (recorded either way)."
@@ -153,4 +156,9 @@ def load_config(path: Path) -> GateConfig:
     if cfg.snapshot is not None:
         updates["snapshot"] = base / cfg.snapshot
     updates["ledger"] = cfg.ledger.model_copy(update={"path": base / cfg.ledger.path})
+    camera = cfg.camera
+    if camera.kind in ("images", "file") and not Path(camera.target).is_absolute():
+        text = camera.source.strip()
+        prefix = text[: text.index(":") + 1] if camera.kind == "images" else ""
+        updates["camera"] = camera.model_copy(update={"source": prefix + str(base / camera.target)})
     return cfg.model_copy(update=updates)

@@ -7,6 +7,7 @@ the daemon can be driven by injected fakes in tests.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -115,9 +116,39 @@ def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
             server.close()
 
 
+class EventLogHandler(logging.Handler):
+    """Routes the standard-library log records of the gate's own modules (camera grabber, barrier) into
+    the JSON event log, so stderr carries one JSON object per line and nothing else."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(record.levelno, "error")
+        self.log.event("library_log", level=level, logger=record.name, message=record.getMessage())
+
+
+@contextmanager
+def library_logs_as_events(log: EventLog) -> Iterator[None]:
+    logger = logging.getLogger("gate")
+    handler = EventLogHandler(log)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    previous, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous
+
+
 def run_from_file(path: Path, max_frames: int | None = None) -> None:
     from gate.config import load_config
 
-    daemon = build_daemon(load_config(path))
-    with serving(daemon):
-        daemon.run(max_frames=max_frames)
+    cfg = load_config(path)
+    log = EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
+    with library_logs_as_events(log):
+        daemon = build_daemon(cfg, log=log)
+        with serving(daemon):
+            daemon.run(max_frames=max_frames)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FailMode = Literal["fail_safe", "fail_secure"]
 """``fail_safe``: barrier free when software or power fails (evacuation first, typical indoors and in
@@ -71,7 +71,7 @@ class BarrierConfig(BaseModel):
     sensor_pull_up: bool | None = Field(
         default=True,
         description="Pull resistor on the sensor pin: True = internal pull-up, False = pull-down, "
-        "None = floating (an external resistor sets the idle level).",
+        "\"floating\" (or None) = no internal resistor (an external one sets the idle level).",
     )
     sensor_active_low: bool = Field(
         default=True, description="True if the sensor pin reads low while the beam is broken."
@@ -79,12 +79,12 @@ class BarrierConfig(BaseModel):
     sensor_bounce_s: float | None = Field(
         default=0.02,
         ge=0,
-        description="Debounce time of the sensor in seconds (gpiozero bounce_time); None disables it.",
+        description="Debounce time of the sensor in seconds (gpiozero bounce_time); 0 disables it.",
     )
     fire_alarm_pull_up: bool | None = Field(
         default=True,
         description="Pull resistor on the fire-alarm pin: True = up, False = down, None = floating "
-        "(an external resistor sets the idle level).",
+        "\"floating\" = none (an external resistor sets the idle level).",
     )
     fire_alarm_active_low: bool = Field(
         default=True,
@@ -92,7 +92,7 @@ class BarrierConfig(BaseModel):
         "use False with a normally-closed contact so that a cut wire also frees the barrier.",
     )
     fire_alarm_bounce_s: float | None = Field(
-        default=0.05, ge=0, description="Debounce time of the fire-alarm input in seconds; None disables it."
+        default=0.05, ge=0, description="Debounce time of the fire-alarm input in seconds; 0 disables it."
     )
 
     # -- behaviour ------------------------------------------------------------------------------------
@@ -130,6 +130,17 @@ class BarrierConfig(BaseModel):
     forced_entry_alarm_s: float = Field(
         default=3.0, gt=0, description="Seconds the alarm sounds after a passage without a grant."
     )
+
+    @field_validator("sensor_pull_up", "fire_alarm_pull_up", mode="before")
+    @classmethod
+    def _floating(cls, value: object) -> object:
+        # TOML has no null: "floating" is how a config file asks for no internal pull resistor
+        return None if value == "floating" else value
+
+    @field_validator("sensor_bounce_s", "fire_alarm_bounce_s", mode="before")
+    @classmethod
+    def _zero_bounce(cls, value: object) -> object:
+        return None if value == 0 else value
 
     @model_validator(mode="after")
     def _pins_are_distinct(self) -> BarrierConfig:

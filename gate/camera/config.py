@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SourceKind = Literal["device", "file", "stream", "images", "memory"]
 
@@ -94,7 +94,7 @@ class CameraConfig(BaseModel):
         gt=0,
         description=(
             "Frame width in pixels. Requested from live cameras (which may refuse); files and image "
-            "folders are resized to it. None keeps the source's own size."
+            "folders are resized to it. 0 (or None) keeps the source's own size."
         ),
     )
     height: int | None = Field(
@@ -157,6 +157,12 @@ class CameraConfig(BaseModel):
             "which may legitimately repeat a picture."
         ),
     )
+
+    @field_validator("width", "height", mode="before")
+    @classmethod
+    def _zero_is_unset(cls, value: object) -> object:
+        # TOML has no null: 0 is how a config file says "keep the source's own size"
+        return None if value == 0 else value
 
     @model_validator(mode="after")
     def _check(self) -> CameraConfig:
