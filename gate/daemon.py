@@ -56,6 +56,9 @@ from gate.logs import EventLog
 from gate.metrics import GateMetrics
 
 
+HOUSEKEEPING_S = 5.0
+
+
 class Camera(Protocol):
     def wait_for_frame(self, after_seq: int = 0, timeout: float | None = None) -> Frame | None: ...
     def status(self) -> CameraStatus: ...
@@ -133,6 +136,8 @@ class GateDaemon:
         self._grants: dict[str, tuple[float, int]] = {}  # tap id -> (presented at, persons) for the budget
         self._status: dict[str, Any] = {"healthy": False, "state": "starting"}
         self._fallback_journal = Path(str(config.ledger.path) + ".fallback.jsonl")
+        self._backlog: int | None = None
+        self._housekeeping_at = float("-inf")
 
     # -- the loop ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -325,7 +330,21 @@ class GateDaemon:
             self.notify(f"STATUS={'deciding' if ok else 'out of order: ' + (status.last_error or 'camera')}")
         self._refresh_status(status)
 
+    def _housekeeping(self) -> None:
+        """Every few seconds: outbox backlog for status and metrics; acknowledged rows past retention pruned."""
+        now = self.mono()
+        if now - self._housekeeping_at < HOUSEKEEPING_S:
+            return
+        self._housekeeping_at = now
+        try:
+            self._backlog = self.ledger.backlog()
+            self.metrics.outbox_backlog.set(self._backlog)
+            self.ledger.prune(int(self.wall()))
+        except LedgerError as exc:
+            self.log.event("housekeeping_failed", level="warning", error=str(exc))
+
     def _refresh_status(self, camera: CameraStatus) -> None:
+        self._housekeeping()
         synced = self.ledger.synced_at
         age = None if synced is None else max(0.0, self.wall() - synced)
         if age is not None:
@@ -342,7 +361,7 @@ class GateDaemon:
                 "restarts": camera.restarts,
                 "last_error": camera.last_error,
             },
-            "ledger": {"seq": self.ledger.seq, "age_s": age},
+            "ledger": {"seq": self.ledger.seq, "age_s": age, "outbox_backlog": self._backlog},
             "barrier": self.barrier.state.mode,
         }
 

@@ -239,3 +239,10 @@ def test_metrics_count_decisions_and_stage_latencies(rig: Rig) -> None:
     assert 'citypass_decisions_total{decision="allow",reason=""} 1.0' in text
     assert 'citypass_decisions_total{decision="deny",reason="not_citypass"} 1.0' in text
     assert "citypass_frame_to_relay_seconds_count 1.0" in text
+
+
+def test_status_reports_the_outbox_backlog(rig: Rig) -> None:
+    rig.show(rig.issuer.mint_reservation("museum", rig.now - 600, rig.now + 3600, 1, rig.now))
+    rig.daemon.check_camera()
+    backlog = rig.daemon.status()["ledger"]["outbox_backlog"]
+    assert backlog == rig.ledger.backlog() and backlog >= 1
