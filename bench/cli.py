@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from bench.decode import decode_command
+from bench.gate import gate_command
 from bench.ledger import ledger_command
 from bench.verify import verify_command
 
@@ -16,4 +17,5 @@ def bench() -> None:
 
 bench.add_command(verify_command)
 bench.add_command(decode_command)
+bench.add_command(gate_command)
 bench.add_command(ledger_command)

@@ -55,7 +55,6 @@ from gate.ledger.connection import LedgerError
 from gate.logs import EventLog
 from gate.metrics import GateMetrics
 
-
 HOUSEKEEPING_S = 5.0
 
 
