@@ -14,9 +14,11 @@ from credential.codes import CodeError
 from credential.keys import Alg, read_public_key
 from credential.sites import SiteKind, SiteSettings
 from issuer.home import HomeError, IssuerHome
+from issuer.records import ROLES, Conflict
 from issuer.service import IssueError, Issuer
+from issuer.tokens import TOKEN_PREFIX, create_token, parse_secret
 
-ERRORS = (HomeError, IssueError, CodeError, ValueError, OSError)
+ERRORS = (HomeError, IssueError, CodeError, Conflict, ValueError, OSError)
 HOME_OPTION = click.option(
     "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
     help="Issuer home directory (keys and store).",
@@ -85,7 +87,7 @@ def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None,
     settings = SiteSettings(number=iss.store.next_site_number(), name=name, kind=SiteKind(kind), title=title,
                             capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
                             passback_hard=not soft_passback)
-    iss.add_site(settings)
+    iss.add_site(settings, utc_now())
     click.echo(f"site {name} is number {settings.number}")
 
 
@@ -187,7 +189,7 @@ def rotate(home: Path, retire_old_at: int | None) -> None:
 def require_dynamic(home: Path, products: str) -> None:
     """Require holder-bound dynamic codes for PRODUCTS (comma-separated; empty to clear)."""
     kinds = [Product.from_name(p.strip()) for p in products.split(",") if p.strip()]
-    Issuer.open(_home(home)).set_require_dynamic(kinds)
+    Issuer.open(_home(home)).set_require_dynamic(kinds, utc_now())
     click.echo("dynamic codes required for: " + (", ".join(p.name.lower() for p in kinds) or "nothing"))
 
 
@@ -213,3 +215,66 @@ def export(home: Path, out: Path) -> None:
     tmp.write_bytes(data)
     os.replace(tmp, out)  # a gate never sees half a snapshot
     click.echo(f"wrote {out} ({len(data)} bytes)")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@friendly_errors(*ERRORS)
+def serve(home: Path, host: str, port: int, log_level: str) -> None:
+    """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
+
+    Create a token first: `citypass issuer token create --home HOME --role admin`.
+    """
+    import uvicorn  # the server is only needed here
+
+    from issuer.api import create_app
+
+    iss = Issuer.open(_home(home))
+    iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
+    try:
+        uvicorn.run(create_app(iss), host=host, port=port, log_level=log_level)
+    finally:
+        iss.close()
+
+
+@issuer.group()
+def token() -> None:
+    """API tokens for `citypass issuer serve` (shown once, stored hashed)."""
+
+
+@token.command("create")
+@HOME_OPTION
+@click.option("--role", required=True, type=click.Choice(list(ROLES)), help="What the token may do (docs/issuer.md).")
+@click.option("--label", default="", help="Who or what holds it (kept in the store).")
+@friendly_errors(*ERRORS)
+def token_create(home: Path, role: str, label: str) -> None:
+    """Create an API token and print it (the only time it is shown)."""
+    iss = Issuer.open(_home(home))
+    issued = create_token(iss.store, role, utc_now(), label=label)
+    click.echo(issued.text)
+
+
+@token.command("list")
+@HOME_OPTION
+@friendly_errors(*ERRORS)
+def token_list(home: Path) -> None:
+    """List tokens: id, role, device, label, created, revoked (never the secrets)."""
+    for t in Issuer.open(_home(home)).store.tokens():
+        click.echo(f"{t.id} {t.role:10} {t.device_id or '-':20} {format_time(t.created_at)} "
+                   f"{'revoked ' + (format_time(t.revoked_at) or '') if t.revoked_at else 'live'}  {t.label}")
+
+
+@token.command("revoke")
+@HOME_OPTION
+@click.argument("token_id")
+@friendly_errors(*ERRORS)
+def token_revoke(home: Path, token_id: str) -> None:
+    """Revoke the token whose id is TOKEN_ID (the 12 hex digits after `cpt_`; a whole token works too)."""
+    ident = parse_secret(token_id, TOKEN_PREFIX) or token_id
+    if not Issuer.open(_home(home)).store.revoke_token(ident, utc_now()):
+        raise click.ClickException(f"no live token {ident}")
+    click.echo(f"revoked token {ident}")

@@ -1,7 +1,9 @@
 """Issuer operations: initialise a home, mint credentials, revoke, rotate keys, export snapshots.
 
-This is the logic behind ``citypass issuer …`` (and, later, the issuer's HTTP API). Time is always an
-argument, so every operation can be tested at any instant.
+This is the logic behind ``citypass issuer …`` and the issuer's HTTP API (:mod:`issuer.api`). Time is
+always an argument, so every operation can be tested at any instant. Storage is any
+:class:`~issuer.repository.IssuerRepository` (the SQLite :class:`~issuer.store.IssuerStore` by default);
+keys are files in the :class:`~issuer.home.IssuerHome`.
 
 Example::
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from credential.claims import Annual, Credential, Group, HolderKey, Mode, Product, Reservation, Terms, Transit
 from credential.codes import issue, parse
@@ -26,6 +28,8 @@ from credential.sites import SiteKind, SiteSettings
 from credential.snapshot import LedgerSnapshot
 from credential.trustlist import TrustedKey, TrustList
 from issuer.home import HomeError, IssuerHome
+from issuer.records import Conflict
+from issuer.repository import IssuerRepository
 from issuer.store import IssuerStore
 
 DAY = 86_400
@@ -40,7 +44,9 @@ class IssueError(ValueError):
 @dataclass
 class Issuer:
     home: IssuerHome
-    store: IssuerStore
+    store: IssuerRepository
+    # Private keys loaded once: with a passphrase, every load runs a slow key-derivation function.
+    _keys: dict[tuple[str, bytes], SigningKey] = field(default_factory=dict, repr=False, compare=False)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @classmethod
@@ -55,15 +61,25 @@ class Issuer:
         home.save_key("root", root)
         store.set_meta("root_kid", root.kid.hex())
         for name, kind in sites:
-            issuer.add_site(SiteSettings(number=store.next_site_number(), name=name, kind=SiteKind(kind)))
+            issuer.add_site(SiteSettings(number=store.next_site_number(), name=name, kind=SiteKind(kind)), now)
         issuer._new_key("issuer", alg, now)
         issuer._new_key("ledger", alg, now)
         return issuer
 
     @classmethod
-    def open(cls, home: IssuerHome) -> Issuer:
+    def open(cls, home: IssuerHome, repository: IssuerRepository | None = None) -> Issuer:
+        """Open an existing home; ``repository`` replaces the default SQLite store in it."""
         home.require()
-        return cls(home, IssuerStore(home.db_path))
+        return cls(home, repository if repository is not None else IssuerStore(home.db_path))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def signing_key(self, role: str, kid: bytes) -> SigningKey:
+        key = self._keys.get((role, kid))
+        if key is None:
+            key = self._keys[(role, kid)] = self.home.load_key(role, kid)
+        return key
 
     def _new_key(self, role: str, alg: Alg, now: int, products: frozenset[int] | None = None,
                  sites: frozenset[int] | None = None) -> TrustedKey:
@@ -76,13 +92,16 @@ class Issuer:
         entry = TrustedKey(key.kid, key.public, role, valid_from=now, products=products, sites=sites)
         self.store.add_key(entry, active=True)
         self.store.bump("trust_version")
-        self.store.bump("ledger_seq")
+        self.store.log_change("trust", key.kid.hex(), now)
         return entry
 
-    def add_site(self, settings: SiteSettings) -> None:
+    def add_site(self, settings: SiteSettings, now: int = 0) -> None:
         if any(s.name == settings.name for s in self.store.sites()):
             raise IssueError(f"site {settings.name!r} already exists")
-        self.store.add_site(settings)
+        try:
+            self.store.add_site(settings, now)
+        except Conflict as exc:
+            raise IssueError(str(exc)) from None
 
     def rotate(self, now: int, retire_old_at: int | None = None, alg: Alg | None = None) -> TrustedKey:
         """Add a new issuer signing key and retire the current one at ``retire_old_at`` (default now+30d).
@@ -98,10 +117,10 @@ class Issuer:
             self.store.set_key_valid_to("issuer", old.kid, retire_at)
         return new
 
-    def set_require_dynamic(self, products: Sequence[Product]) -> None:
+    def set_require_dynamic(self, products: Sequence[Product], now: int = 0) -> None:
         self.store.set_meta("require_dynamic", ",".join(str(int(p)) for p in products))
         self.store.bump("trust_version")
-        self.store.bump("ledger_seq")
+        self.store.log_change("trust", "require_dynamic", now)
 
     def require_dynamic(self) -> frozenset[int]:
         text = self.store.get_meta("require_dynamic", "") or ""
@@ -130,7 +149,7 @@ class Issuer:
             entry.sites is not None and not (Credential(id=b"x", terms=terms).sites() or frozenset()) <= entry.sites
         ):
             raise IssueError("the active issuer key is not scoped for this product or these sites")
-        key = self.home.load_key("issuer", entry.kid)
+        key = self.signing_key("issuer", entry.kid)
         while True:
             cred_id = os.urandom(8)
             if not self.store.credential_exists(cred_id):
@@ -175,19 +194,28 @@ class Issuer:
                          valid_to if valid_to is not None else start + DAY, holder)
 
     # -- revocation ----------------------------------------------------------------------------------
-    def revoke(self, ref: str, now: int, reason: str = "") -> bytes:
-        """Revoke by credential id (hex) or by a code's text. Returns the credential id."""
+    @staticmethod
+    def credential_ref(ref: str) -> bytes:
+        """A credential id from its hex or from a whole code text."""
         if ref.startswith("CP"):
-            cred_id = parse(ref).credential.id
-        else:
-            try:
-                cred_id = bytes.fromhex(ref)
-            except ValueError:
-                raise IssueError(f"not a credential id (hex) or code: {ref!r}") from None
+            return parse(ref).credential.id
+        try:
+            cred_id = bytes.fromhex(ref)
+        except ValueError:
+            raise IssueError(f"not a credential id (hex) or code: {ref!r}") from None
         if not 1 <= len(cred_id) <= 16:
             raise IssueError("a credential id is 1..16 bytes of hex")
+        return cred_id
+
+    def revoke(self, ref: str, now: int, reason: str = "") -> bytes:
+        """Revoke by credential id (hex) or by a code's text. Returns the credential id."""
+        cred_id = self.credential_ref(ref)
         self.store.revoke(cred_id, now, reason)
         return cred_id
+
+    def unrevoke(self, ref: str, now: int) -> bool:
+        """Lift a revocation (a pass reported lost was found). False when it was not revoked."""
+        return self.store.unrevoke(self.credential_ref(ref), now)
 
     def revoke_holder(self, holder: VerifyKey, now: int, reason: str = "") -> bytes:
         holder_id = HolderKey(holder).holder_id
@@ -197,7 +225,7 @@ class Issuer:
     # -- trust list and snapshot ---------------------------------------------------------------------
     def root_key(self) -> SigningKey:
         kid = bytes.fromhex(self.store.get_meta("root_kid") or "")
-        return self.home.load_key("root", kid)
+        return self.signing_key("root", kid)
 
     def trust_list(self, now: int) -> TrustList:
         return TrustList(
@@ -209,15 +237,18 @@ class Issuer:
         root = self.root_key()
         trust = self.trust_list(now)
         return LedgerSnapshot(
-            seq=int(self.store.get_meta("ledger_seq", "0") or 0), issued_at=now, trust=trust,
+            seq=self.store.ledger_seq(), issued_at=now, trust=trust,
             trust_signed=trust.sign(root), sites=tuple(self.store.sites()),
             revoked=frozenset(self.store.revoked_ids()), revoked_holders=frozenset(self.store.revoked_holders()),
             root=root.public,
         )
 
-    def export(self, now: int) -> bytes:
-        """The signed snapshot file's bytes."""
+    def ledger_key(self) -> SigningKey:
         entry = self.store.active_key("ledger")
         if entry is None:
             raise HomeError("no active ledger key")
-        return self.snapshot(now).sign(self.home.load_key("ledger", entry.kid))
+        return self.signing_key("ledger", entry.kid)
+
+    def export(self, now: int) -> bytes:
+        """The signed snapshot file's bytes."""
+        return self.snapshot(now).sign(self.ledger_key())

@@ -135,7 +135,9 @@ def test_image_dir_plays_in_name_order_at_rate_and_loops(image_dir: Path) -> Non
     elapsed = time.monotonic() - start
     src.close()
     assert levels == [0, 50, 100, 150, 0, 50, 100, 150, 0, 50]
-    assert 0.30 <= elapsed <= 0.60  # the first frame is immediate, then 9 periods of 40 ms = 0.36 s
+    # the first frame is immediate, then 9 periods of 40 ms = 0.36 s; the upper bound only catches a pacer
+    # that sleeps far too long (a loaded CI machine can stretch the sleeps)
+    assert 0.30 <= elapsed <= 1.5
 
 
 def test_image_dir_without_loop_ends(image_dir: Path) -> None:
@@ -266,7 +268,7 @@ def test_stalled_read_is_detected_and_reopened(fake: FakeCamera) -> None:
         assert len(stuck) >= 2  # the abandoned, still-blocked readers and the working one
         status = camera.status()
         assert status.restarts >= 2  # the reopen that stalled again, and the one that worked
-        assert status.last_frame_age_s is not None and status.last_frame_age_s < 0.1
+        assert status.last_frame_age_s is not None and status.last_frame_age_s < 0.5
 
 
 def test_frozen_frames_are_detected_and_reopened(fake: FakeCamera) -> None:
@@ -368,7 +370,7 @@ def test_close_is_prompt_even_with_a_stuck_reader(fake: FakeCamera) -> None:
     assert wait_until(lambda: fake.opens >= 1, timeout=1.0)
     started = time.monotonic()
     camera.close(timeout=0.5)
-    assert time.monotonic() - started < 0.7
+    assert time.monotonic() - started < 1.5  # bounded, not the waiter's 5 s (slack for a loaded CI machine)
     waiter.join(1.0)
     assert woke == [None]  # a blocked consumer wakes up with None
     assert camera.status().state == "stopped"
@@ -385,7 +387,7 @@ def test_close_interrupts_a_slow_image_folder(image_dir: Path) -> None:
     assert camera.wait_for_frame(timeout=1.0) is not None  # the first one comes at once
     started = time.monotonic()
     camera.close()  # the reader is in its 2 s pacing wait: interrupt() cuts it short
-    assert time.monotonic() - started < 0.3
+    assert time.monotonic() - started < 1.0  # well under the 2 s pacing wait
     assert not any(t.name.startswith("camera-") and t.is_alive() for t in threading.enumerate())
 
 
@@ -394,7 +396,7 @@ def test_close_with_flowing_frames_stops_all_threads(fake: FakeCamera) -> None:
     assert camera.wait_for_frame(timeout=1.0) is not None
     started = time.monotonic()
     camera.close()
-    assert time.monotonic() - started < 0.2
+    assert time.monotonic() - started < 1.0  # prompt (slack for a loaded CI machine)
     assert not any(t.name.startswith("camera-") and t.is_alive() for t in threading.enumerate())
     assert fake.closes == fake.opens == 1
 

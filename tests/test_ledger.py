@@ -435,7 +435,7 @@ def test_a_locked_ledger_fails_fast_and_reads_still_work(issued: Issued) -> None
         started = time.monotonic()
         with pytest.raises(LedgerBusy):
             ledger.record(denied_at(NOW + 1), lake)
-        assert time.monotonic() - started < 0.5
+        assert time.monotonic() - started < 1.0  # the 20 ms busy timeout, not a hang
         assert ledger.is_revoked(b"\x00" * 8) is False and ledger.clock_floor == NOW  # reads never wait
         other.execute("ROLLBACK")
         other.close()
