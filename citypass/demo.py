@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -129,5 +130,20 @@ def demo(out: Path) -> None:
     console.print(f"\n{allowed} allowed, {denied} denied. QR images in {out / 'codes'}; "
                   f"try: citypass gate check --snapshot {snapshot_path} --site west-lake {out / 'codes' / '01.png'}")
     from citypass.demo_gate import run_gate_demo
+    from issuer.api import create_app
+    from issuer.api.server import BackgroundServer
+    from issuer.tokens import create_token
 
-    run_gate_demo(console, out, iss, snapshot_path, now)
+    with BackgroundServer(create_app(iss)) as server:
+        console.print(f"\n[bold]Issuer service[/] at {server.url} (OpenAPI: {server.url}/docs)")
+        clients = {
+            role: httpx.Client(base_url=server.url, headers={
+                "Authorization": f"Bearer {create_token(iss.store, role, now, label='demo').text}"})
+            for role in ("issuer", "operator", "technician")
+        }
+        try:
+            run_gate_demo(console, out, iss.home.root_pub_path, clients["issuer"], clients["operator"],
+                          clients["technician"], now)
+        finally:
+            for client in clients.values():
+                client.close()

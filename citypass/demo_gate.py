@@ -1,4 +1,9 @@
-"""The demo's second act: a real gate daemon deciding on camera-style frames.
+"""The demo's second act: the issuer service and a real gate daemon deciding on camera-style frames.
+
+The issuer's HTTP API is served for real (uvicorn on a free local port): the visitors' codes come from
+``POST /v1/passes`` and ``POST /v1/reservations``, the gate's ledger from ``GET /v1/ledger/snapshot``,
+and afterwards the gate's outbox goes up with ``POST /v1/taps`` and the operator's view comes back from
+``GET /v1/sites/{site}/occupancy`` and ``GET /v1/incidents``.
 
 A museum entrance gate is built by the daemon's own wiring point (:func:`gate.wiring.build_daemon`)
 from a config: SQLite ledger loaded from the issuer's signed snapshot, the zxing decoder, a barrier on
@@ -10,12 +15,15 @@ entries are annulled, the ticket is not burned).
 
 from __future__ import annotations
 
+import base64
 import queue
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 from gpiozero.pins.mock import MockFactory
 from rich.console import Console
 from rich.table import Table
@@ -27,7 +35,6 @@ from gate.config import GateConfig
 from gate.daemon import Outcome
 from gate.ledger import GateLedger
 from gate.wiring import build_daemon
-from issuer.service import Issuer
 
 SIZE = (1280, 720)
 FEED = "demo-museum"
@@ -41,13 +48,37 @@ class Visitor:
     walkers: int  # how many people actually walk through if the gate opens
 
 
-def _visitors(iss: Issuer, now: int) -> list[Visitor]:
-    family = iss.mint_reservation("zhejiang-museum", now - 600, now + 3000, 3, now)
-    couple = iss.mint_reservation("zhejiang-museum", now - 600, now + 3000, 2, now)
-    annual = iss.mint_annual(["west-lake"], now - 3600)
+def _ok(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path}: {response.status_code} "
+                           f"{response.text[:300]}")
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def _ok_list(response: httpx.Response) -> list[dict[str, Any]]:
+    if response.status_code >= 300:
+        raise RuntimeError(f"{response.request.url.path}: {response.status_code} {response.text[:300]}")
+    body: list[dict[str, Any]] = response.json()
+    return body
+
+
+def _visitors(api: httpx.Client, now: int) -> list[Visitor]:
+    slot = _ok(api.post("/v1/venues/zhejiang-museum/slots",
+                        json={"starts_at": now - 600, "ends_at": now + 3000, "capacity": 40}))
+
+    def reserve(party: int, holder: SigningKey | None = None) -> str:
+        body: dict[str, Any] = {"slot_id": slot["id"], "party": party}
+        if holder is not None:
+            body["holder_key"] = base64.b64encode(holder.public.raw).decode()
+        code: str = _ok(api.post("/v1/reservations", json=body))["code"]
+        return code
+
+    family, couple = reserve(3), reserve(2)
+    annual = _ok(api.post("/v1/passes", json={"product": "annual", "sites": ["west-lake"]}))["code"]
     phone = SigningKey.generate()
-    bound = iss.mint_reservation("zhejiang-museum", now - 600, now + 3000, 1, now, holder=phone.public)
-    forged_base = iss.mint_reservation("zhejiang-museum", now - 600, now + 3000, 1, now)
+    bound = reserve(1, phone)
+    forged_base = reserve(1)
     forged = forged_base[:-8] + ("A" if forged_base[-8] != "A" else "B") + forged_base[-7:]
     return [
         Visitor("family of 3, phone tilted", family, "perspective", 3),
@@ -60,9 +91,28 @@ def _visitors(iss: Issuer, now: int) -> list[Visitor]:
     ]
 
 
-def run_gate_demo(console: Console, out: Path, iss: Issuer, snapshot: Path, now: int) -> None:
+def _enrol_gate(fleet: httpx.Client, gate_id: str, site: int) -> httpx.Client:
+    """Register the gate and enrol it: a one-time enrollment token, redeemed for the device's own API
+    token (role ``device``), which is what uploads its taps."""
+    _ok(fleet.post("/v1/devices", json={"id": gate_id, "site": site, "description": "demo museum entrance"}))
+    enrollment = _ok(fleet.post("/v1/enrollments", json={"device_id": gate_id, "ttl_s": 600}))
+    redeemed = _ok(httpx.post(f"{fleet.base_url}/v1/enrollments/redeem", json={"token": enrollment["token"]}))
+    return httpx.Client(base_url=fleet.base_url, headers={"Authorization": f"Bearer {redeemed['api_token']}"})
+
+
+def run_gate_demo(console: Console, out: Path, root_pub: Path, api: httpx.Client, reports: httpx.Client,
+                  fleet: httpx.Client, now: int) -> None:
+    """Serve visitors at a museum gate whose codes and ledger come from the issuer at ``api``."""
+    visitors = _visitors(api, now)
+    museum = next(s for s in _ok_list(api.get("/v1/venues")) if s["name"] == "zhejiang-museum")
+    device = _enrol_gate(fleet, "museum-entrance-1", museum["number"])
+    snapshot = out / "gate-museum-snapshot.cbor"
+    response = api.get("/v1/ledger/snapshot")
+    if response.status_code != 200:
+        raise RuntimeError(f"GET /v1/ledger/snapshot: {response.status_code} {response.text[:200]}")
+    snapshot.write_bytes(response.content)
     cfg = GateConfig.model_validate({
-        "gate_id": "museum-entrance-1", "site": "zhejiang-museum", "root_key": str(iss.home.root_pub_path),
+        "gate_id": "museum-entrance-1", "site": "zhejiang-museum", "root_key": str(root_pub),
         "snapshot": str(snapshot), "ledger": {"path": str(out / "gate-museum.db")}, "pins": "mock",
         "camera": {"source": f"memory:{FEED}", "width": SIZE[0], "height": SIZE[1], "fps": 30},
         "barrier": {"passage_timeout_s": 1.5, "open_per_person_s": 1.0, "sensor_bounce_s": None},
@@ -73,7 +123,6 @@ def run_gate_demo(console: Console, out: Path, iss: Issuer, snapshot: Path, now:
     feed = memory_feed(FEED, maxsize=2)
     daemon = build_daemon(cfg, pin_factory=pins, observer=outcomes.put)
     rows: list[list[str]] = []
-    visitors = _visitors(iss, now)
 
     def simulate() -> None:
         """The visitors, on their own thread: the gate loop owns the main thread (and the ledger)."""
@@ -124,6 +173,8 @@ def run_gate_demo(console: Console, out: Path, iss: Issuer, snapshot: Path, now:
         table.add_row(*row)
     console.print(table)
     _summary(console, cfg)
+    with device:
+        _reconcile(console, cfg, device, reports)
 
 
 def _row(v: Visitor, result: Outcome | None, walked: int) -> list[str]:
@@ -146,6 +197,28 @@ def _summary(console: Console, cfg: GateConfig) -> None:
     console.print(f"ledger: {kinds.get('tap', 0)} taps, {kinds.get('passage', 0)} passages, "
                   f"{kinds.get('annul', 0)} annulments waiting in the outbox for the issuer; integrity "
                   f"{'ok' if ok else 'FAILED'}")
+
+
+def _reconcile(console: Console, cfg: GateConfig, api: httpx.Client, reports: httpx.Client) -> None:
+    """Upload the gate's outbox to the issuer (marking uploaded only what it acknowledged) and show
+    what the operator sees."""
+    with GateLedger.from_config(cfg.ledger) as ledger:
+        while rows := ledger.pending(500):
+            batch = [{"event_id": r.event_id, "tap_id": r.tap_id, "kind": r.kind, "body": r.body,
+                      "created_at": r.created_at} for r in rows]
+            result = _ok(api.post("/v1/taps", json={"device_id": cfg.gate_id, "events": batch}))
+            if not result["acknowledged"]:
+                break
+            ledger.mark_uploaded(result["acknowledged"])
+        left = ledger.backlog()
+    site = _ok(reports.get("/v1/sites/zhejiang-museum/occupancy"))
+    incidents = reports.get("/v1/incidents").json()
+    kinds: dict[str, int] = {}
+    for incident in incidents:
+        kinds[incident["kind"]] = kinds.get(incident["kind"], 0) + 1
+    console.print(f"issuer: outbox uploaded ({left} left on the gate); zhejiang-museum occupancy now "
+                  f"{site['inside']} ({site['entries_today']} entries today); incidents: "
+                  + (", ".join(f"{k} ×{n}" for k, n in sorted(kinds.items())) or "none"))
 
 
 def _wait(predicate: object, timeout: float) -> None:
