@@ -10,6 +10,7 @@ from citypass.demo import demo
 from gate.cli import gate
 from holder.cli import holder
 from issuer.cli import issuer
+from sync.cli import broker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -21,7 +22,7 @@ def cli() -> None:
     """
 
 
-for group in (demo, issuer, holder, code, qr_group, gate, bench):
+for group in (demo, issuer, holder, code, qr_group, gate, bench, broker):
     cli.add_command(group)
 
 
