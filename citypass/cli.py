@@ -7,9 +7,11 @@ import click
 from bench.cli import bench
 from citypass.codecli import code, qr_group
 from citypass.demo import demo
+from firmware_hooks.cli import hooks
 from gate.cli import gate
 from holder.cli import holder
 from issuer.cli import issuer
+from provisioning.cli import provision, selftest
 from sync.cli import broker
 
 
@@ -22,7 +24,7 @@ def cli() -> None:
     """
 
 
-for group in (demo, issuer, holder, code, qr_group, gate, bench, broker):
+for group in (demo, issuer, holder, code, qr_group, gate, bench, broker, hooks, provision, selftest):
     cli.add_command(group)
 
 

@@ -133,8 +133,10 @@ def demo(out: Path) -> None:
     from issuer.api import create_app
     from issuer.api.server import BackgroundServer
     from issuer.tokens import create_token
+    from sync.home import BrokerHome
 
-    with BackgroundServer(create_app(iss)) as server:
+    broker_home = BrokerHome(out / "broker").init()  # the issuer is the CA for device identity
+    with BackgroundServer(create_app(iss, broker_home=broker_home, broker_address="127.0.0.1:8883")) as server:
         console.print(f"\n[bold]Issuer service[/] at {server.url} (OpenAPI: {server.url}/docs)")
         clients = {
             role: httpx.Client(base_url=server.url, headers={
@@ -142,7 +144,7 @@ def demo(out: Path) -> None:
             for role in ("issuer", "operator", "technician")
         }
         try:
-            run_gate_demo(console, out, iss.home.root_pub_path, clients["issuer"], clients["operator"],
+            run_gate_demo(console, out, clients["issuer"], clients["operator"],
                           clients["technician"], now)
         finally:
             for client in clients.values():

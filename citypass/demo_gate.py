@@ -31,10 +31,12 @@ from rich.table import Table
 from bench.frames import synth_frame
 from credential import SigningKey, present
 from gate.camera import forget_feed, memory_feed
-from gate.config import GateConfig
+from gate.config import GateConfig, load_config
 from gate.daemon import Outcome
 from gate.ledger import GateLedger
 from gate.wiring import build_daemon
+from provisioning.device import read_record
+from provisioning.enroll import EnrollRequest, enroll
 
 SIZE = (1280, 720)
 FEED = "demo-museum"
@@ -91,32 +93,36 @@ def _visitors(api: httpx.Client, now: int) -> list[Visitor]:
     ]
 
 
-def _enrol_gate(fleet: httpx.Client, gate_id: str, site: int) -> httpx.Client:
-    """Register the gate and enrol it: a one-time enrollment token, redeemed for the device's own API
-    token (role ``device``), which is what uploads its taps."""
+def _enrol_gate(console: Console, fleet: httpx.Client, home: Path, gate_id: str, site: int) -> httpx.Client:
+    """Register the gate at the issuer and enrol it exactly as a technician would (`citypass provision
+    enroll`): device key made here, CSR signed by the issuer's device CA, snapshot verified against the
+    pinned root, ledger installed, gate.toml written. Returns a client with the device's own API token."""
     _ok(fleet.post("/v1/devices", json={"id": gate_id, "site": site, "description": "demo museum entrance"}))
     enrollment = _ok(fleet.post("/v1/enrollments", json={"device_id": gate_id, "ttl_s": 600}))
-    redeemed = _ok(httpx.post(f"{fleet.base_url}/v1/enrollments/redeem", json={"token": enrollment["token"]}))
-    return httpx.Client(base_url=fleet.base_url, headers={"Authorization": f"Bearer {redeemed['api_token']}"})
+    steps: list[str] = []
+    enroll(EnrollRequest(issuer=str(fleet.base_url), token=enrollment["token"], home=home, device_id=gate_id,
+                         camera=f"memory:{FEED}", pins="mock", health_port=0),
+           on_step=lambda step, detail: steps.append(step))
+    console.print(f"enrolled {gate_id} through the real enrollment flow: {' → '.join(steps)}")
+    device = read_record(home)
+    return httpx.Client(base_url=fleet.base_url, headers={"Authorization": f"Bearer {device.api_token}"})
 
 
-def run_gate_demo(console: Console, out: Path, root_pub: Path, api: httpx.Client, reports: httpx.Client,
+def run_gate_demo(console: Console, out: Path, api: httpx.Client, reports: httpx.Client,
                   fleet: httpx.Client, now: int) -> None:
     """Serve visitors at a museum gate whose codes and ledger come from the issuer at ``api``."""
     visitors = _visitors(api, now)
     museum = next(s for s in _ok_list(api.get("/v1/venues")) if s["name"] == "zhejiang-museum")
-    device = _enrol_gate(fleet, "museum-entrance-1", museum["number"])
-    snapshot = out / "gate-museum-snapshot.cbor"
-    response = api.get("/v1/ledger/snapshot")
-    if response.status_code != 200:
-        raise RuntimeError(f"GET /v1/ledger/snapshot: {response.status_code} {response.text[:200]}")
-    snapshot.write_bytes(response.content)
-    cfg = GateConfig.model_validate({
-        "gate_id": "museum-entrance-1", "site": "zhejiang-museum", "root_key": str(root_pub),
-        "snapshot": str(snapshot), "ledger": {"path": str(out / "gate-museum.db")}, "pins": "mock",
-        "camera": {"source": f"memory:{FEED}", "width": SIZE[0], "height": SIZE[1], "fps": 30},
-        "barrier": {"passage_timeout_s": 1.5, "open_per_person_s": 1.0, "sensor_bounce_s": None},
-        "decision": {"leave_after_s": 0.4}, "health": {"enabled": False}, "log_level": "warning",
+    home = out / "gate-museum"
+    device = _enrol_gate(console, fleet, home, "museum-entrance-1", museum["number"])
+    enrolled = load_config(home / "gate.toml")
+    # the demo's own timings: a quick barrier and no health port; everything else as enrolled
+    cfg = enrolled.model_copy(update={
+        "camera": enrolled.camera.model_copy(update={"width": SIZE[0], "height": SIZE[1], "fps": 30}),
+        "barrier": enrolled.barrier.model_copy(update={"passage_timeout_s": 1.5, "open_per_person_s": 1.0,
+                                                       "sensor_bounce_s": None}),
+        "decision": enrolled.decision.model_copy(update={"leave_after_s": 0.4}),
+        "health": enrolled.health.model_copy(update={"enabled": False}), "log_level": "warning",
     })
     pins = MockFactory()
     outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()

@@ -223,8 +223,14 @@ def export(home: Path, out: Path) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True)
+@click.option("--broker-home", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A broker home (`citypass broker init`): the issuer then signs device certificates when an "
+                   "enrollment is redeemed with a CSR, and revokes them when a device is retired.")
+@click.option("--broker", "broker_address", metavar="HOST:PORT", default=None,
+              help="The broker address enrolled devices are told to dial (with --broker-home).")
 @friendly_errors(*ERRORS)
-def serve(home: Path, host: str, port: int, log_level: str) -> None:
+def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
+          broker_address: str | None) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`.
@@ -232,13 +238,60 @@ def serve(home: Path, host: str, port: int, log_level: str) -> None:
     import uvicorn  # the server is only needed here
 
     from issuer.api import create_app
+    from sync.home import BrokerError, BrokerHome
 
+    if broker_address is not None and broker_home is None:
+        raise click.UsageError("--broker needs --broker-home")
+    bhome = None
+    if broker_home is not None:
+        bhome = BrokerHome(broker_home)
+        try:
+            _ = bhome.ca  # fail now, not at the first enrollment, when there is no CA there
+        except Exception as exc:
+            raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
     iss = Issuer.open(_home(home))
     iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
     try:
-        uvicorn.run(create_app(iss), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(iss, broker_home=bhome, broker_address=broker_address), host=host, port=port,
+                    log_level=log_level)
     finally:
         iss.close()
+
+
+@issuer.command("enrollment-qr")
+@HOME_OPTION
+@click.option("--device", "device_id", required=True, help="The registered device to enroll.")
+@click.option("--url", required=True, metavar="URL", help="The issuer URL the device should call.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
+@click.option("--ttl", type=click.IntRange(60, 7 * 86_400), default=3600, show_default=True,
+              help="Seconds the enrollment may be redeemed.")
+@click.option("--token", "existing", metavar="TOKEN", help="Render an enrollment token made already (via the API).")
+@friendly_errors(*ERRORS)
+def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, existing: str | None) -> None:
+    """Create a one-time enrollment for DEVICE and render it as a setup QR code (PNG).
+
+    The technician shows it to the gate's camera: `citypass provision enroll --from-camera`. The code
+    carries the issuer URL, the device id, the root key id to pin and the token: treat it as a secret
+    until it is used or expires. Prints the setup code text too (for `--token` when typing).
+    """
+    from issuer.records import Enrollment
+    from issuer.tokens import ENROLLMENT_PREFIX, new_secret
+    from provisioning.setupcode import SetupCode, SetupCodeError
+
+    iss = Issuer.open(_home(home))
+    device = iss.store.device(device_id)
+    if device.status == "retired":
+        raise Conflict(f"device {device_id!r} is retired")
+    if existing is None:
+        now = utc_now()
+        existing, ident, digest = new_secret(ENROLLMENT_PREFIX)
+        iss.store.add_enrollment(Enrollment(ident, device.id, now, now + ttl), digest)
+    try:
+        code = SetupCode.parse(SetupCode(url, device.id, iss.root_key().kid.hex(), existing).text())
+    except SetupCodeError as exc:
+        raise click.BadParameter(str(exc)) from None
+    code.render(out)
+    click.echo(code.text())
 
 
 @issuer.group()

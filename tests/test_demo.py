@@ -20,8 +20,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert reason in out, reason
     # act 2: the served issuer, a gate daemon on camera frames, reconciliation over HTTP
     assert "Issuer service at http://127.0.0.1:" in out
+    assert "enrolled museum-entrance-1 through the real enrollment flow" in out
     assert "not read" not in out  # every rendered camera frame was decoded
     assert "ledger: 7 taps, 6 passages, 1 annulments" in out and "integrity ok" in out
     assert "outbox uploaded (0 left on the gate)" in out
     assert "occupancy now 6" in out and "forged_code ×1" in out
-    assert (tmp_path / "demo" / "gate-museum.db").exists()
+    assert (tmp_path / "demo" / "gate-museum" / "gate.toml").exists()

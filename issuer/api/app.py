@@ -35,6 +35,7 @@ from issuer.deltas import SnapshotRequired
 from issuer.home import HomeError
 from issuer.records import Conflict, NotFound
 from issuer.service import IssueError, Issuer
+from sync.home import BrokerHome
 
 DESCRIPTION = """\
 The City Pass issuer: signs entitlements, hands out museum reservations without overbooking, revokes
@@ -77,8 +78,13 @@ def _query_names(dependant: Any) -> set[str]:
     return names
 
 
-def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BODY) -> FastAPI:
-    """The API app over ``issuer`` (its home's keys, its repository), with ``clock`` giving Unix seconds."""
+def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BODY,
+               broker_home: BrokerHome | None = None, broker_address: str | None = None) -> FastAPI:
+    """The API app over ``issuer`` (its home's keys, its repository), with ``clock`` giving Unix seconds.
+
+    ``broker_home`` makes the issuer the device CA: an enrollment redeemed with a CSR gets a certificate
+    signed there (and the device joins the broker's ACL); a retired device's certificate is revoked.
+    ``broker_address`` (``host:port``) is what enrolled devices are told to dial."""
     app = FastAPI(title="City Pass issuer", version="1", description=DESCRIPTION,
                   dependencies=[Depends(refuse_unknown_query)],
                   openapi_tags=[{"name": t} for t in (
@@ -86,6 +92,7 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
                       "devices and enrollments", "taps", "reports")])
     services = Services(issuer, clock)
     app.state.services = services
+    app.state.device_ca = None if broker_home is None else fleet.DeviceCA(broker_home, broker_address)
     for module in (passes, venues, ledger, fleet, taps, reports):
         app.include_router(module.router)
 

@@ -1,9 +1,22 @@
-"""``/v1/devices`` (register, list, retire, health) and ``/v1/enrollments`` (one-time provisioning)."""
+"""``/v1/devices`` (register, list, retire, health) and ``/v1/enrollments`` (one-time provisioning).
+
+When the app is built with a broker home (``create_app(…, device_ca=DeviceCA(BrokerHome(dir), "host:8883"))``,
+``citypass issuer serve --broker-home DIR``), the issuer is the certificate authority for device identity:
+redeeming an enrollment with a CSR returns the device certificate (CN = device id) signed by the broker
+home's CA, and adds the device to the broker's ACL; retiring a device revokes its certificate and
+regenerates the CRL, so the broker refuses it from then on.
+"""
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
@@ -22,8 +35,24 @@ from issuer.api.deps import (
 )
 from issuer.records import DEVICE_ROLE, Conflict, Device, DeviceHealth, Enrollment, NotFound
 from issuer.tokens import ENROLLMENT_PREFIX, create_token, hash_secret, new_secret, parse_secret
+from sync.ca import CAError, check_common_name, common_name
+from sync.home import BrokerError, BrokerHome
 
 router = APIRouter(tags=["devices and enrollments"])
+
+
+@dataclass(frozen=True)
+class DeviceCA:
+    """The broker home whose CA signs device certificates, and the broker address handed to devices."""
+
+    home: BrokerHome
+    broker: str | None = None  # "host:port" as devices should dial it
+
+
+def device_ca(request: Request) -> DeviceCA | None:
+    ca: DeviceCA | None = getattr(request.app.state, "device_ca", None)
+    return ca
+
 
 DEVICE_ID = Path(pattern=ID_PATTERN, description="The device's id (its gate id).", examples=["gate-west-lake-01"])
 #: A device that has not reported for this long is ``stale`` in its health.
@@ -88,7 +117,14 @@ def retire(request: Request, device_id: Annotated[str, DEVICE_ID], services: Ser
     now = services.now()
     device = services.store.retire_device(device_id, now)
     revoked = services.store.revoke_device_tokens(device_id, now)
-    note(request, f"retired device {device_id}, {revoked} token(s) revoked")
+    certs = 0
+    ca = device_ca(request)
+    if ca is not None:
+        try:  # revokes in the CA, rewrites the CRL and the ACL, and reloads a running broker
+            certs = ca.home.revoke(device_id)
+        except (BrokerError, CAError):
+            certs = 0  # never given a certificate, or revoked already
+    note(request, f"retired device {device_id}, {revoked} token(s) and {certs} certificate(s) revoked")
     return DeviceOut.of(device)
 
 
@@ -191,6 +227,9 @@ def enroll(request: Request, body: EnrollmentIn, services: ServicesDep,
 
 class RedeemIn(Strict):
     token: str = Field(min_length=1, max_length=200, description="The enrollment token.")
+    csr: str | None = Field(None, max_length=8000,
+                            description="PEM certificate signing request made on the device (EC P-256/P-384, "
+                                        "CN = the device id). The issuer must have a broker home to sign it.")
 
 
 class RedeemOut(BaseModel):
@@ -200,6 +239,34 @@ class RedeemOut(BaseModel):
     api_token: str = Field(description="The device's own API token (role `device`): keep it on the device.")
     ledger_seq: int
     root_public_key: str = Field(description="PEM of the root key to pin.")
+    certificate: str | None = Field(None, description="With a CSR: the device certificate (PEM, CN = device id).")
+    ca_certificate: str | None = Field(None, description="With a CSR: the device CA's certificate (PEM).")
+    broker: str | None = Field(None, description="With a CSR: the MQTT broker as host:port, if the issuer knows it.")
+    snapshot: str = Field(description="The current signed ledger snapshot (base64), for the gate's first boot.")
+    site_settings: dict[str, Any] = Field(description="The device's site, as signed into the snapshot.")
+
+
+def _check_csr(text: str, services: ServicesDep) -> bytes:
+    """Refuse a bad CSR *before* the one-time token is spent on it."""
+    pem = text.encode()
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+        valid, key = csr.is_signature_valid, csr.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise HTTPException(422, "csr: not a PEM certificate signing request this issuer can read") from None
+    if not valid:
+        raise HTTPException(422, "csr: its signature does not verify")
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in {"secp256r1", "secp384r1"}:
+        raise HTTPException(422, "csr: device keys must be EC P-256 or P-384")
+    try:
+        cn = check_common_name(common_name(csr))
+    except CAError as exc:
+        raise HTTPException(422, f"csr: {exc}") from None
+    try:
+        services.store.device(cn)
+    except NotFound:
+        raise HTTPException(422, f"csr: its common name {cn!r} is not a registered device") from None
+    return pem
 
 
 @router.post("/v1/enrollments/redeem", status_code=201, response_model=RedeemOut, summary="Redeem an enrollment",
@@ -211,6 +278,12 @@ def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut
     request.state.actor = f"enrollment:{ident or '?'}"
     if ident is None:
         raise HTTPException(401, "not an enrollment token")
+    ca = device_ca(request)
+    csr_pem = None
+    if body.csr is not None:
+        if ca is None:
+            raise HTTPException(503, "this issuer signs no device certificates: serve it with --broker-home")
+        csr_pem = _check_csr(body.csr, services)
     now = services.now()
     try:
         enrollment = services.store.redeem_enrollment(ident, hash_secret(body.token), now)
@@ -219,8 +292,25 @@ def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut
     except Conflict as exc:
         raise HTTPException(410, str(exc)) from None
     device = services.store.device(enrollment.device_id)
+    cert_pem = ca_pem = None
+    if csr_pem is not None and ca is not None:
+        try:
+            if device.id in ca.home.ca.active("device"):  # re-enrollment: the old key may be lost or copied
+                ca.home.revoke(device.id)
+            # Also adds the device to the broker ACL and reloads a running broker.
+            cert = ca.home.add_device(device.id, device.site, csr_pem)
+        except (CAError, BrokerError) as exc:
+            raise HTTPException(422, f"csr: {exc} (the enrollment token is used up: create a new one)") from None
+        cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        ca_pem = ca.home.ca_cert.read_text()
     issued = create_token(services.store, DEVICE_ROLE, now, label=f"enrollment {ident}", device_id=device.id)
-    note(request, f"device {device.id} enrolled with token {issued.record.id}")
+    site = next((s for s in services.store.sites() if s.number == device.site), None)
+    note(request, f"device {device.id} enrolled with token {issued.record.id}"
+                  + (", certificate signed" if cert_pem else ""))
     return RedeemOut(device_id=device.id, site=device.site, direction=device.direction, api_token=issued.text,
                      ledger_seq=services.store.ledger_seq(),
-                     root_public_key=services.issuer.root_key().public.pem().decode())
+                     root_public_key=services.issuer.root_key().public.pem().decode(),
+                     certificate=cert_pem, ca_certificate=ca_pem,
+                     broker=ca.broker if ca is not None and cert_pem else None,
+                     snapshot=base64.b64encode(services.issuer.export(now)).decode(),
+                     site_settings=site.model_dump(mode="json") if site is not None else {})

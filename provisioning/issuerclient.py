@@ -1,0 +1,127 @@
+"""The few issuer calls a device makes while being provisioned, with errors a technician can act on.
+
+Every failure becomes a :class:`ProvisionError` whose message says what happened and what to do: an
+unreachable issuer, a used or expired enrollment token (HTTP 410), an unknown one (401), a clock that
+disagrees with the issuer's. ``transport`` is injectable (httpx's own ``MockTransport`` or a real one), so
+tests talk to a served issuer over real HTTP and nothing is patched.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+#: Refuse to enroll (and fail the self-test) when the local clock is further than this from the issuer's.
+MAX_CLOCK_OFFSET_S = 300.0
+
+
+class ProvisionError(Exception):
+    """A provisioning step failed; the message says why and what to do. The CLI exits 1 with it."""
+
+    step: str | None = None  # which step failed, when known
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    issuer_time: float  # Unix seconds, by the issuer
+    offset_s: float  # local minus issuer, corrected for half the round trip
+
+
+def describe_offset(offset: float) -> str:
+    ahead = "ahead of" if offset > 0 else "behind"
+    return f"{abs(offset):.0f} s {ahead} the issuer"
+
+
+class IssuerClient:
+    def __init__(self, url: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.url = url.rstrip("/")
+        self.clock = clock
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> IssuerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise ProvisionError(f"the issuer at {self.url} did not answer in time: check the network "
+                                 "(cable, VPN, firewall) and try again") from None
+        except httpx.TransportError as exc:
+            raise ProvisionError(f"cannot reach the issuer at {self.url} ({type(exc).__name__}: {exc}): "
+                                 "check the URL, the network and that the issuer is running") from None
+
+    @staticmethod
+    def _detail(resp: httpx.Response) -> str:
+        try:
+            body = resp.json()
+        except ValueError:
+            return resp.text[:200]
+        return str(body.get("detail", body)) if isinstance(body, dict) else str(body)[:200]
+
+    def clock_reading(self) -> ClockReading:
+        """The issuer's clock (``/healthz`` time, else the Date header) and how far the local clock is off."""
+        sent = self.clock()
+        resp = self._call("GET", "/healthz")
+        received = self.clock()
+        issuer_time: float | None = None
+        if resp.status_code == 200:
+            try:
+                issuer_time = float(resp.json()["time"])
+            except (ValueError, KeyError, TypeError):
+                issuer_time = None
+        if issuer_time is None and "date" in resp.headers:
+            issuer_time = email.utils.parsedate_to_datetime(resp.headers["date"]).timestamp()
+        if issuer_time is None:
+            raise ProvisionError(f"{self.url} does not look like a City Pass issuer "
+                                 f"(GET /healthz: HTTP {resp.status_code})")
+        return ClockReading(issuer_time, (sent + received) / 2 - issuer_time)
+
+    def check_clock(self, max_offset_s: float = MAX_CLOCK_OFFSET_S) -> ClockReading:
+        reading = self.clock_reading()
+        if abs(reading.offset_s) > max_offset_s:
+            raise ProvisionError(
+                f"this device's clock is {describe_offset(reading.offset_s)} (more than {max_offset_s:.0f} s): "
+                "set the time (timedatectl set-ntp true, or date -s) and enroll again; certificates and "
+                "dynamic codes depend on it")
+        return reading
+
+    def redeem(self, token: str, csr_pem: bytes) -> dict[str, Any]:
+        resp = self._call("POST", "/v1/enrollments/redeem", json={"token": token, "csr": csr_pem.decode()})
+        detail = self._detail(resp)
+        if resp.status_code == 410:
+            raise ProvisionError(f"the enrollment token cannot be used: {detail}. Ask the operator for a new "
+                                 "enrollment (citypass issuer enrollment-qr, or POST /v1/enrollments)")
+        if resp.status_code == 401:
+            raise ProvisionError(f"the issuer does not know this enrollment token ({detail}): check it was "
+                                 "copied whole, and that this is the issuer that created it")
+        if resp.status_code == 503:
+            raise ProvisionError(f"the issuer cannot enroll devices now: {detail}")
+        if resp.status_code != 201:
+            raise ProvisionError(f"the issuer refused the enrollment (HTTP {resp.status_code}): {detail}")
+        body: dict[str, Any] = resp.json()
+        return body
+
+    def retire(self, device_id: str, token: str) -> dict[str, Any]:
+        resp = self._call("DELETE", f"/v1/devices/{device_id}", headers={"Authorization": f"Bearer {token}"})
+        if resp.status_code in (401, 403):
+            raise ProvisionError(f"the issuer refused to retire {device_id} (HTTP {resp.status_code}: "
+                                 f"{self._detail(resp)}): use a technician or admin token")
+        if resp.status_code == 404:
+            raise ProvisionError(f"the issuer has no device {device_id!r}")
+        if resp.status_code != 200:
+            raise ProvisionError(f"retiring {device_id} failed (HTTP {resp.status_code}): {self._detail(resp)}")
+        body: dict[str, Any] = resp.json()
+        return body

@@ -1,0 +1,369 @@
+"""Provisioning end to end: a served issuer (real HTTP) that is the device CA of a real Mosquitto broker.
+
+One issuer and one broker serve the module. Each test registers its own device, creates an enrollment
+through the API as a technician would, and runs the real ``citypass`` commands (click's runner, or a
+subprocess for ``gate run``). Failures must say what happened and leave no half-written home.
+"""
+
+from __future__ import annotations
+
+import doctest
+import errno
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+from click.testing import CliRunner, Result
+
+from bench.frames import write_frames
+from citypass.cli import cli
+from gate.config import load_config
+from issuer.api import create_app
+from issuer.api.server import BackgroundServer
+from issuer.home import IssuerHome
+from issuer.service import Issuer
+from issuer.tokens import create_token
+from provisioning import device as layout
+from provisioning import enroll as enroll_module
+from provisioning import selftest as selftest_module
+from provisioning import setupcode
+from provisioning.enroll import EnrollRequest, Environment, enroll
+from provisioning.issuerclient import ProvisionError
+from provisioning.selftest import _Probe, check_broker
+from provisioning.setupcode import SetupCode
+from sync.broker import Broker, free_port
+from sync.ca import CertificateAuthority, make_csr, new_key
+from sync.home import BrokerHome
+
+CITYPASS = Path(sys.executable).parent / "citypass"
+SITES = [("west-lake", "scenic"), ("city-museum", "museum")]
+
+
+@dataclass
+class SkewClock:
+    """The issuer's clock: real time plus ``offset`` (a test moves it to fake an expiry or a skewed device)."""
+
+    offset: int = 0
+
+    def __call__(self) -> int:
+        return int(time.time()) + self.offset
+
+
+@dataclass
+class World:
+    base: Path
+    issuer_home: Path
+    issuer: Issuer
+    clock: SkewClock
+    url: str
+    technician: str
+    broker: Broker
+    broker_home: BrokerHome
+    frames: Path
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.technician}"}, timeout=10)
+
+    def enrollment(self, device_id: str, *, site: int = 1, ttl: int = 3600) -> str:
+        with self.api() as api:
+            assert api.post("/v1/devices", json={"id": device_id, "site": site}).status_code == 201
+            resp = api.post("/v1/enrollments", json={"device_id": device_id, "ttl_s": ttl})
+            assert resp.status_code == 201, resp.text
+            token: str = resp.json()["token"]
+            return token
+
+    def home(self, name: str) -> Path:
+        return self.base / "devices" / name
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("provisioning")
+    broker_home = BrokerHome(base / "broker").init()
+    frames = base / "frames"
+    write_frames(frames, [(None, "no_code")] * 3, (320, 240), seed=1)
+    now = int(time.time())
+    issuer = Issuer.init(IssuerHome(base / "issuer"), SITES, now=now)
+    clock = SkewClock()
+    technician = create_token(issuer.store, "technician", now, label="test").text
+    with Broker(broker_home) as broker:
+        app = create_app(issuer, clock=clock, broker_home=broker_home, broker_address=f"{broker.host}:{broker.port}")
+        with BackgroundServer(app) as server:
+            yield World(base, base / "issuer", issuer, clock, server.url, technician, broker, broker_home, frames)
+    issuer.close()
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def enroll_args(world: World, name: str, token: str, *extra: str) -> list[str]:
+    return ["provision", "enroll", "--issuer", world.url, "--token", token, "--gate", name,
+            "--home", str(world.home(name)), "--camera", f"dir:{world.frames}", "--pins", "mock",
+            "--health-port", "0", *extra]
+
+
+def assert_nothing_written(world: World, name: str) -> None:
+    parent = world.home(name).parent
+    assert not world.home(name).exists()
+    assert not list(parent.glob(f".{name}.*")), "a temporary directory was left behind"
+
+
+@pytest.fixture(scope="module")
+def enrolled(world: World) -> tuple[Path, Result]:
+    token = world.enrollment("gate-wl-e1")
+    result = run(*enroll_args(world, "gate-wl-e1", token, "--site", "west-lake"))
+    return world.home("gate-wl-e1"), result
+
+
+def test_enroll_writes_a_home_that_loads_and_gate_run_starts(world: World, enrolled: tuple[Path, Result]) -> None:
+    home, result = enrolled
+    assert result.exit_code == 0, result.output
+    for step in ("home", "disk", "issuer", "key", "redeem", "cert", "snapshot", "ledger", "config", "commit"):
+        assert f"✓ {step}" in result.output
+    assert oct((home / layout.KEY).stat().st_mode & 0o777) == "0o600"
+    assert oct((home / layout.DEVICE).stat().st_mode & 0o777) == "0o600"
+    cfg = load_config(home / layout.CONFIG)
+    assert (cfg.gate_id, cfg.site, cfg.pins) == ("gate-wl-e1", "west-lake", "mock")
+    record = layout.read_record(home)
+    assert record.broker == f"{world.broker.host}:{world.broker.port}" and record.site == 1
+    # The issuer signed the certificate with the broker's CA and put the device in the broker's ACL.
+    assert "gate-wl-e1" in CertificateAuthority(world.broker_home.ca_dir).active("device")
+    assert "user gate-wl-e1" in world.broker_home.acl_path.read_text()
+    proc = subprocess.run([str(CITYPASS), "gate", "run", "--config", str(home / layout.CONFIG), "--max-frames", "3"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_device_certificate_connects_and_the_acl_applies(enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    result = check_broker(home, layout.read_record(home))
+    assert result.status == "ok", result.detail
+    assert "ACL enforced" in result.detail
+
+
+def test_enrolling_again_is_safe(world: World, enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    before = (home / layout.KEY).read_bytes()
+    result = run(*enroll_args(world, "gate-wl-e1", "cpe_000000000000_" + "A" * 43))
+    assert result.exit_code == 0, result.output
+    assert "already enrolled as gate-wl-e1" in result.output
+    assert (home / layout.KEY).read_bytes() == before
+
+
+def test_selftest_passes_on_a_good_config(enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    result = run("selftest", "--config", str(home / layout.CONFIG))
+    assert result.exit_code == 0, result.output
+    for check in ("camera", "decoder", "gpio", "broker", "clock", "disk", "ledger"):
+        assert check in result.output
+    assert "all checks passed" in result.output
+
+
+def test_selftest_fails_naming_a_missing_camera(world: World, enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    text = (home / layout.CONFIG).read_text().replace(f"dir:{world.frames}", f"dir:{world.base / 'no-such'}")
+    bad = home / "badcam.toml"
+    bad.write_text(text)
+    try:
+        result = run("selftest", "--config", str(bad))
+    finally:
+        bad.unlink()
+    assert result.exit_code == 1, result.output
+    assert "FAILED: camera" in result.output
+
+
+def test_selftest_fails_naming_a_corrupt_ledger(world: World, enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    copy = world.base / "corrupt-copy"
+    shutil.copytree(home, copy)
+    ledger = copy / layout.LEDGER
+    data = bytearray(ledger.read_bytes())
+    for offset in range(4096, len(data), 512):  # every page after the header: garbage
+        data[offset:offset + 64] = os.urandom(64)
+    ledger.write_bytes(bytes(data))
+    result = run("selftest", "--config", str(copy / layout.CONFIG))
+    assert result.exit_code == 1, result.output
+    assert "FAILED: ledger" in result.output
+
+
+def test_an_expired_token_is_refused_and_nothing_is_written(world: World) -> None:
+    token = world.enrollment("gate-expired", ttl=60)
+    world.clock.offset += 120  # within the clock tolerance, past the token's life
+    try:
+        result = run(*enroll_args(world, "gate-expired", token))
+    finally:
+        world.clock.offset -= 120
+    assert result.exit_code == 1
+    assert "expired" in result.output and "new enrollment" in result.output
+    assert_nothing_written(world, "gate-expired")
+
+
+def test_a_used_token_is_refused_and_nothing_is_written(world: World) -> None:
+    token = world.enrollment("gate-used")
+    with httpx.Client(base_url=world.url) as anon:
+        assert anon.post("/v1/enrollments/redeem", json={"token": token}).status_code == 201
+    result = run(*enroll_args(world, "gate-used", token))
+    assert result.exit_code == 1
+    assert "used already" in result.output
+    assert_nothing_written(world, "gate-used")
+
+
+def test_an_unreachable_issuer_is_reported(world: World) -> None:
+    args = enroll_args(world, "gate-nowhere", "cpe_000000000000_" + "A" * 43)
+    args[args.index("--issuer") + 1] = f"http://127.0.0.1:{free_port()}"
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "cannot reach the issuer" in result.output
+    assert_nothing_written(world, "gate-nowhere")
+
+
+def test_a_skewed_clock_is_refused_before_the_token_is_spent(world: World) -> None:
+    token = world.enrollment("gate-skew")
+    world.clock.offset += 3600
+    try:
+        result = run(*enroll_args(world, "gate-skew", token))
+    finally:
+        world.clock.offset -= 3600
+    assert result.exit_code == 1
+    assert re.search(r"clock is 3[56]\d\d s behind the issuer", result.output), result.output
+    assert_nothing_written(world, "gate-skew")
+    # The token was not spent: with the clocks agreeing, the same command succeeds.
+    assert run(*enroll_args(world, "gate-skew", token)).exit_code == 0
+
+
+def _request(world: World, name: str, token: str) -> EnrollRequest:
+    return EnrollRequest(issuer=world.url, token=token, home=world.home(name), device_id=name, pins="mock",
+                         camera=f"dir:{world.frames}", health_port=0)
+
+
+def test_too_little_free_space_is_refused_before_anything(world: World) -> None:
+    token = world.enrollment("gate-full")
+    with pytest.raises(ProvisionError, match=r"the disk is full: 10 MB free"):
+        enroll(_request(world, "gate-full", token), Environment(free_bytes=lambda path: 10 * 2**20))
+    assert_nothing_written(world, "gate-full")
+
+
+def test_a_disk_filling_up_mid_way_leaves_nothing(world: World) -> None:
+    token = world.enrollment("gate-enospc")
+
+    def write(path: Path, data: bytes, mode: int) -> None:
+        if path.name == layout.CONFIG:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        layout.write_file(path, data, mode)
+
+    with pytest.raises(ProvisionError, match=r"the disk is full \(writing gate.toml\)") as caught:
+        enroll(_request(world, "gate-enospc", token), Environment(write=write))
+    assert caught.value.step == "config"
+    assert_nothing_written(world, "gate-enospc")
+
+
+def _connects(tls_dir: Path, device_id: str, world: World) -> bool:
+    probe = _Probe(tls_dir, device_id)
+    try:
+        return probe.connect(world.broker.host, world.broker.port, 3.0) is None
+    finally:
+        probe.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_decommission_revokes_the_certificate_and_wipes(world: World) -> None:
+    token = world.enrollment("gate-dc")
+    assert run(*enroll_args(world, "gate-dc", token)).exit_code == 0
+    home = world.home("gate-dc")
+    keep = world.base / "stolen" / "gate-dc"  # what a thief copied off the SD card before
+    shutil.copytree(home / layout.TLS, keep / layout.TLS)
+    assert _connects(keep, "gate-dc", world)
+    result = run("provision", "decommission", "--home", str(home), "--token", world.technician, "--yes")
+    assert result.exit_code == 0, result.output
+    assert not home.exists()
+    with world.api() as api:
+        assert api.get("/v1/devices/gate-dc").json()["status"] == "retired"
+    assert "gate-dc" not in CertificateAuthority(world.broker_home.ca_dir).active()
+    assert wait_for(lambda: not _connects(keep, "gate-dc", world)), "the broker still accepts a revoked certificate"
+
+
+def test_decommission_needs_a_token_or_local_only(world: World, tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["provision", "decommission", "--home", str(tmp_path), "--yes"])
+    assert result.exit_code == 2 and "--local-only" in result.output
+
+
+def test_enroll_from_the_setup_qr_through_the_camera(world: World) -> None:
+    with world.api() as api:
+        assert api.post("/v1/devices", json={"id": "gate-qr", "site": 2}).status_code == 201
+    camera = world.base / "setup-camera"
+    camera.mkdir()
+    result = run("issuer", "enrollment-qr", "--home", str(world.issuer_home), "--device", "gate-qr",
+                 "--url", world.url, "--out", str(camera / "setup.png"))
+    assert result.exit_code == 0, result.output
+    code = SetupCode.parse(result.output.strip())
+    assert code.device_id == "gate-qr" and code.root_kid == world.issuer.root_key().kid.hex()
+    home = world.home("gate-qr")
+    result = run("provision", "enroll", "--from-camera", "--camera", f"dir:{camera}", "--camera-timeout", "10",
+                 "--home", str(home), "--pins", "mock", "--health-port", "0")
+    assert result.exit_code == 0, result.output
+    assert layout.read_record(home).site_name == "city-museum"
+    assert load_config(home / layout.CONFIG).camera.source == f"dir:{camera}"
+
+
+def test_a_bad_csr_is_refused_before_the_token_is_spent(world: World) -> None:
+    token = world.enrollment("gate-csr")
+    with httpx.Client(base_url=world.url) as anon:
+        bad = anon.post("/v1/enrollments/redeem", json={"token": token, "csr": "-----BEGIN CERTIFICATE REQUEST-----"})
+        assert bad.status_code == 422 and "csr" in bad.json()["detail"]
+        stranger = make_csr(new_key(), "gate-not-registered").decode()
+        refused = anon.post("/v1/enrollments/redeem", json={"token": token, "csr": stranger})
+        assert refused.status_code == 422 and "not a registered device" in refused.json()["detail"]
+        csr = make_csr(new_key(), "gate-csr").decode()
+        good = anon.post("/v1/enrollments/redeem", json={"token": token, "csr": csr})
+        assert good.status_code == 201, good.text
+        body = good.json()
+        assert body["broker"] == f"{world.broker.host}:{world.broker.port}"
+        assert body["site_settings"]["name"] == "west-lake"
+
+
+def test_an_issuer_without_a_broker_home_answers_a_csr_with_503(world: World) -> None:
+    token = world.enrollment("gate-noca")
+    with BackgroundServer(create_app(world.issuer, clock=world.clock)) as server, \
+            httpx.Client(base_url=server.url) as anon:
+        csr = make_csr(new_key(), "gate-noca").decode()
+        resp = anon.post("/v1/enrollments/redeem", json={"token": token, "csr": csr})
+        assert resp.status_code == 503 and "--broker-home" in resp.json()["detail"]
+
+
+@pytest.mark.parametrize("module", [setupcode, enroll_module, selftest_module, layout])
+def test_docstring_examples(module: ModuleType) -> None:
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+def test_force_enrolls_again_and_the_old_certificate_is_revoked(world: World) -> None:
+    token = world.enrollment("gate-force")
+    assert run(*enroll_args(world, "gate-force", token)).exit_code == 0
+    home = world.home("gate-force")
+    old = world.base / "old" / "gate-force"
+    shutil.copytree(home / layout.TLS, old / layout.TLS)
+    with world.api() as api:
+        again = api.post("/v1/enrollments", json={"device_id": "gate-force"}).json()["token"]
+    result = run(*enroll_args(world, "gate-force", again, "--force"))
+    assert result.exit_code == 0, result.output
+    assert (home / layout.KEY).read_bytes() != (old / layout.KEY).read_bytes()
+    assert not list(home.parent.glob(".gate-force.*"))
+    assert wait_for(lambda: not _connects(old, "gate-force", world)), "the replaced certificate still connects"
+    assert _connects(home, "gate-force", world)
