@@ -8,6 +8,7 @@ from bench.decode import decode_command
 from bench.gate import gate_command
 from bench.ingest import ingest_command
 from bench.ledger import ledger_command
+from bench.sync import sync_command
 from bench.verify import verify_command
 
 
@@ -21,3 +22,4 @@ bench.add_command(decode_command)
 bench.add_command(gate_command)
 bench.add_command(ledger_command)
 bench.add_command(ingest_command)
+bench.add_command(sync_command)

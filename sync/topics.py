@@ -12,6 +12,7 @@ topic                           direction    QoS    retain  what
 ``gate/{device}/requests``      gate → issuer  1    no      "send me a snapshot / deltas from seq N"
 ``gate/{device}/status``        gate → all     1    yes     online status; the Last Will sets it offline
 ``gate/{device}/acks``          issuer → gate  1    no      tap ids the issuer has stored
+``gate/{device}/ledger``        issuer → gate  1    no      catch-up deltas answering that gate's request
 ``site/{site}/ledger``          issuer → site  1    no      signed ledger deltas for one site's gates
 ``all/ledger``                  issuer → all   1    no      signed deltas for every gate (keys, revocations)
 ``issuer/time``                 issuer → all   0    no      issuer-timestamped ticks for clock offset
@@ -42,9 +43,9 @@ PREFIX = "citypass/v1"
 # Per-gate topic leaves, by direction. The ACL grants a gate write on GATE_UP and read on GATE_DOWN of
 # its own subtree only, so a gate can neither impersonate another gate nor read another gate's acks.
 GATE_UP = ("taps", "requests", "status")
-GATE_DOWN = ("acks",)
+GATE_DOWN = ("acks", "ledger")
 
-TAPS, REQUESTS, STATUS, ACKS = "taps", "requests", "status", "acks"
+TAPS, REQUESTS, STATUS, ACKS, LEDGER = "taps", "requests", "status", "acks", "ledger"
 
 ALL_LEDGER = f"{PREFIX}/all/ledger"
 ISSUER_TIME = f"{PREFIX}/issuer/time"
@@ -93,6 +94,11 @@ def gate_status(device: str) -> str:
 def gate_acks(device: str) -> str:
     """Where the issuer acknowledges ``device``'s taps by id (QoS 1, to that device only)."""
     return gate_topic(device, ACKS)
+
+
+def gate_ledger(device: str) -> str:
+    """Catch-up ledger deltas for ``device`` alone, answering its request (QoS 1, issuer → that gate)."""
+    return gate_topic(device, LEDGER)
 
 
 def site_ledger(site: int) -> str:

@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from sqlite_utils import Database
 
 from credential.keys import VerifyKey
+from credential.sites import SiteSettings
 from credential.snapshot import LedgerSnapshot, SnapshotError, load_snapshot
 from credential.trustlist import TrustError, TrustList
 from gate.ledger.connection import SnapshotRefused
 from gate.ledger.revocations import delete_ids, insert_ids, replace_ids
 
 __all__ = ["LedgerState", "apply_delta", "install", "pinned_root", "raise_floor", "read_state",
-           "verify"]
+           "replace_sites", "verify"]
 
 #: What a gate trusts before its first snapshot: nothing (every code is denied ``unknown_key``).
 EMPTY_TRUST = TrustList(version=0, issued_at=0, keys=())
@@ -125,11 +126,7 @@ def install(db: Database, snap: LedgerSnapshot, *, force: bool = False) -> None:
          "signed": snap.trust_signed, "root_alg": int(snap.root.alg), "root_pub": snap.root.raw},
         pk="id",
     )
-    conn.execute("DELETE FROM sites")
-    db.table("sites").insert_all(
-        ({"number": s.number, "name": s.name, "settings": s.model_dump_json()} for s in snap.sites),
-        pk="number",
-    )
+    replace_sites(db, snap.sites)
     set_meta(conn, "revocations", replace_ids(conn, "revocations", snap.revoked))
     set_meta(conn, "revoked_holders", replace_ids(conn, "revoked_holders", snap.revoked_holders))
     set_meta(conn, "snapshot_seq", snap.seq)
@@ -137,9 +134,18 @@ def install(db: Database, snap: LedgerSnapshot, *, force: bool = False) -> None:
     raise_floor(conn, snap.issued_at)
 
 
+def replace_sites(db: Database, sites: Iterable[SiteSettings]) -> None:
+    """Replace the whole site list (inside the caller's transaction)."""
+    db.conn.execute("DELETE FROM sites")
+    db.table("sites").insert_all(
+        ({"number": s.number, "name": s.name, "settings": s.model_dump_json()} for s in sites),
+        pk="number",
+    )
+
+
 def apply_delta(db: Database, base_seq: int, seq: int, issued_at: int, revoked: Iterable[bytes],
                 unrevoked: Iterable[bytes], revoked_holders: Iterable[bytes],
-                unrevoked_holders: Iterable[bytes]) -> int:
+                unrevoked_holders: Iterable[bytes], sites: Iterable[SiteSettings] | None = None) -> int:
     """Apply a verified delta from ``base_seq`` to ``seq`` (inside a transaction); return rows changed.
 
     A delta only applies on top of exactly the state it was computed from: a gate that missed one
@@ -156,6 +162,10 @@ def apply_delta(db: Database, base_seq: int, seq: int, issued_at: int, revoked: 
         plus, minus = insert_ids(conn, table, added), delete_ids(conn, table, removed)
         set_meta(conn, table, (get_meta(conn, table) or 0) + plus - minus)
         changes += plus + minus
+    if sites is not None:
+        site_list = list(sites)
+        replace_sites(db, site_list)
+        changes += len(site_list)
     set_meta(conn, "snapshot_seq", seq)
     set_meta(conn, "synced_at", max(issued_at, get_meta(conn, "synced_at") or 0))
     raise_floor(conn, issued_at)

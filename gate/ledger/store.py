@@ -241,13 +241,14 @@ class GateLedger:
 
     def apply_delta(self, *, base_seq: int, seq: int, issued_at: int, revoked: Iterable[bytes] = (),
                     unrevoked: Iterable[bytes] = (), revoked_holders: Iterable[bytes] = (),
-                    unrevoked_holders: Iterable[bytes] = ()) -> int:
+                    unrevoked_holders: Iterable[bytes] = (), sites: Iterable[SiteSettings] | None = None) -> int:
         """Apply a revocation delta *whose signature the caller has verified* (the sync module checks
         it against a ``ledger`` key of :attr:`trust`). Refused unless the ledger is at ``base_seq``.
-        Returns the number of rows changed."""
+        ``sites``, when given (a delta that carries site settings), replaces the whole site list in the
+        same transaction. Returns the number of rows changed."""
         with self._write():
             return snapshots.apply_delta(self.db, base_seq, seq, issued_at, revoked, unrevoked,
-                                         revoked_holders, unrevoked_holders)
+                                         revoked_holders, unrevoked_holders, sites)
 
     def sites(self) -> list[SiteSettings]:
         rows = self.db.conn.execute("SELECT settings FROM sites ORDER BY number").fetchall()
