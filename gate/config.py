@@ -103,6 +103,27 @@ class HealthConfig(BaseModel):
     enabled: bool = Field(True, description="Serve /healthz and /metrics.")
 
 
+class SyncConfig(BaseModel):
+    """Reconciliation with the issuer over MQTT (docs/mqtt.md): taps up, signed ledger updates down.
+
+    Runs on its own thread with its own ledger connection; the decision loop never waits on it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Run the sync thread (false: buffer taps in the outbox only).")
+    broker_host: str = Field(description="The MQTT broker's host name or address.")
+    broker_port: int = Field(8883, ge=1, le=65535, description="The broker's TLS port.")
+    ca: Path = Field(description="The device CA certificate (PEM) the broker's certificate must chain to.")
+    cert: Path = Field(description="This gate's certificate (PEM); its CN is the gate id.")
+    key: Path = Field(description="This gate's private key (PEM, 0600; it never leaves the device).")
+    issuer_url: str | None = Field(None, description="The issuer's HTTP base URL, for snapshot catch-up.")
+    token_file: Path | None = Field(None, description="File holding the device's API token (for issuer_url).")
+    batch_size: int = Field(500, ge=1, le=1000, description="Outbox events per upload message.")
+    ack_timeout_s: float = Field(30.0, gt=0, description="Resend a batch the issuer has not acknowledged by then.")
+    status_interval_s: float = Field(30.0, gt=0, description="How often the retained status is refreshed.")
+    clock_alarm_s: float = Field(10.0, gt=0, description="Clock offset against the issuer that raises an alarm.")
+
+
 class GateConfig(BaseModel):
     """Everything one gate daemon needs."""
 
@@ -127,6 +148,7 @@ class GateConfig(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Degraded-condition policies.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Presentation and decision timing.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health and metrics endpoint.")
+    sync: SyncConfig | None = Field(None, description="MQTT sync with the issuer; absent: taps stay in the outbox.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Structured log level.")
 
     @model_validator(mode="after")
@@ -156,6 +178,11 @@ def load_config(path: Path) -> GateConfig:
     if cfg.snapshot is not None:
         updates["snapshot"] = base / cfg.snapshot
     updates["ledger"] = cfg.ledger.model_copy(update={"path": base / cfg.ledger.path})
+    if cfg.sync is not None:
+        paths = {k: base / getattr(cfg.sync, k) for k in ("ca", "cert", "key")}
+        if cfg.sync.token_file is not None:
+            paths["token_file"] = base / cfg.sync.token_file
+        updates["sync"] = cfg.sync.model_copy(update=paths)
     camera = cfg.camera
     if camera.kind in ("images", "file") and not Path(camera.target).is_absolute():
         text = camera.source.strip()

@@ -136,6 +136,8 @@ class GateDaemon:
         self._status: dict[str, Any] = {"healthy": False, "state": "starting"}
         self._fallback_journal = Path(str(config.ledger.path) + ".fallback.jsonl")
         self._backlog: int | None = None
+        #: set by the wiring point when MQTT sync runs beside the loop: its state for /healthz
+        self.sync_state: Callable[[], dict[str, Any]] | None = None
         self._housekeeping_at = float("-inf")
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -363,6 +365,9 @@ class GateDaemon:
             "ledger": {"seq": self.ledger.seq, "age_s": age, "outbox_backlog": self._backlog},
             "barrier": self.barrier.state.mode,
         }
+        if self.sync_state is not None:
+            state = self.sync_state()
+            self._status["sync"] = state | {"state": "connected" if state.get("connected") else "buffering"}
 
     def status(self) -> dict[str, Any]:
         return dict(self._status)

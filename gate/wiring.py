@@ -13,7 +13,9 @@ import signal
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from credential.keys import VerifyKey, read_public_key
 from gate.barrier.gpio import Barrier
@@ -27,6 +29,9 @@ from gate.ledger import GateLedger
 from gate.ledger.connection import LedgerError
 from gate.logs import EventLog
 from gate.metrics import GateMetrics
+
+if TYPE_CHECKING:
+    from sync.gate_sync import GateSync
 
 
 def systemd_notifier(environ: dict[str, str] | None = None) -> Callable[[str], None]:
@@ -143,6 +148,31 @@ def library_logs_as_events(log: EventLog) -> Iterator[None]:
         logger.propagate = previous
 
 
+def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync | None:
+    """The MQTT sync thread for this gate, or None when the config has no enabled ``[sync]``."""
+    from sync.endpoint import Endpoint, HttpLedgerSource
+    from sync.gate_sync import GateSync, GateSyncConfig
+    from sync.home import ClientFiles
+
+    sync = cfg.sync
+    if sync is None or not sync.enabled:
+        return None
+    fetcher = None
+    if sync.issuer_url and sync.token_file is not None:
+        try:
+            token = sync.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read sync.token_file {sync.token_file}: {exc.strerror}") from None
+        fetcher = HttpLedgerSource(sync.issuer_url, token)
+    endpoint = Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key))
+    settings = GateSyncConfig(
+        device_id=cfg.gate_id, ledger_path=cfg.ledger.path, root=read_public_key(cfg.root_key),
+        site=daemon.ctx.site.number, batch_size=sync.batch_size, ack_timeout_s=sync.ack_timeout_s,
+        status_interval_s=sync.status_interval_s, clock_alarm_s=sync.clock_alarm_s,
+    )
+    return GateSync(endpoint, settings, fetcher=fetcher, fps=lambda: daemon.camera.status().fps, events=log)
+
+
 def run_from_file(path: Path, max_frames: int | None = None) -> None:
     from gate.config import load_config
 
@@ -150,5 +180,14 @@ def run_from_file(path: Path, max_frames: int | None = None) -> None:
     log = EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
     with library_logs_as_events(log):
         daemon = build_daemon(cfg, log=log)
+        sync = build_sync(cfg, daemon, log)
+        if sync is not None:
+            daemon.sync_state = lambda: asdict(sync.state)
         with serving(daemon):
-            daemon.run(max_frames=max_frames)
+            if sync is not None:
+                sync.start()
+            try:
+                daemon.run(max_frames=max_frames)
+            finally:
+                if sync is not None:
+                    sync.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from issuer.home import HomeError, IssuerHome
 from issuer.records import ROLES, Conflict
 from issuer.service import IssueError, Issuer
 from issuer.tokens import TOKEN_PREFIX, create_token, parse_secret
+
+if TYPE_CHECKING:
+    from sync.issuer_sync import IssuerSync
 
 ERRORS = (HomeError, IssueError, CodeError, Conflict, ValueError, OSError)
 HOME_OPTION = click.option(
@@ -228,9 +232,14 @@ def export(home: Path, out: Path) -> None:
                    "enrollment is redeemed with a CSR, and revokes them when a device is retired.")
 @click.option("--broker", "broker_address", metavar="HOST:PORT", default=None,
               help="The broker address enrolled devices are told to dial (with --broker-home).")
+@click.option("--mqtt-workers", type=click.IntRange(0, 32), default=0, show_default=True,
+              help="With --broker-home and --broker: run this many MQTT ingest workers (shared subscription) and "
+                   "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
+@click.option("--mqtt-group", default="ingest", show_default=True,
+              help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
 @friendly_errors(*ERRORS)
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
-          broker_address: str | None) -> None:
+          broker_address: str | None, mqtt_workers: int, mqtt_group: str) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`.
@@ -249,13 +258,36 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
             _ = bhome.ca  # fail now, not at the first enrollment, when there is no CA there
         except Exception as exc:
             raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
+    if mqtt_workers and (bhome is None or broker_address is None):
+        raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
     iss = Issuer.open(_home(home))
     iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
+    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, mqtt_group, home) if mqtt_workers else None
     try:
         uvicorn.run(create_app(iss, broker_home=bhome, broker_address=broker_address), host=host, port=port,
                     log_level=log_level)
     finally:
+        if mqtt is not None:
+            mqtt.stop()
         iss.close()
+
+
+def _start_mqtt(iss: Issuer, bhome: object, address: str | None, workers: int, group: str,
+                home: Path) -> IssuerSync:
+    """Enrol the issuer's MQTT identities (renewed at each start) and start the sync beside the API."""
+    from sync.endpoint import Endpoint
+    from sync.home import BrokerHome, ClientFiles
+    from sync.issuer_sync import IssuerSync as Sync
+
+    assert isinstance(bhome, BrokerHome) and address is not None
+    host, _, port = address.rpartition(":")
+
+    def endpoint_for(cn: str) -> Endpoint:
+        files = bhome.add_service(cn, out_dir=home / "mqtt" / cn)
+        assert isinstance(files, ClientFiles)
+        return Endpoint(host, int(port), tls=files)
+
+    return Sync(iss, endpoint_for, workers=workers, group=group).start()
 
 
 @issuer.command("enrollment-qr")

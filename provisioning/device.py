@@ -31,6 +31,7 @@ TLS = "tls"
 KEY = "tls/device.key"
 CERT = "tls/device.pem"
 CA = "tls/ca.pem"
+TOKEN = "tls/api.token"  # the device API token again, as the gate config's sync.token_file (0600)
 
 
 class DeviceRecord(BaseModel):

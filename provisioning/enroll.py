@@ -208,7 +208,9 @@ class _Enrollment:
                 issuer=client.url, broker=answer.get("broker"), api_token=answer["api_token"],
                 enrolled_at=int(self.env.clock() - reading.offset_s), certificate_serial=f"{cert.serial_number:x}")
             self.write(layout.DEVICE, record.model_dump_json(indent=1).encode(), 0o600)
-            self.write(layout.CONFIG, self._gate_toml(site_name, answer["direction"]).encode())
+            self.write(layout.TOKEN, answer["api_token"].encode(), 0o600)
+            self.write(layout.CONFIG, self._gate_toml(site_name, answer["direction"], record.broker,
+                                                      client.url).encode())
             try:
                 load_config(self.tmp / layout.CONFIG)
             except ConfigError as exc:
@@ -282,7 +284,7 @@ class _Enrollment:
         if not integrity.ok:
             raise ProvisionError(f"the new ledger fails its integrity check: {'; '.join(integrity.problems)}")
 
-    def _gate_toml(self, site_name: str, direction: str) -> str:
+    def _gate_toml(self, site_name: str, direction: str, broker: str | None = None, issuer_url: str = "") -> str:
         req = self.req
         camera = req.camera or "0"
         kind, target = classify_source(camera)
@@ -308,7 +310,18 @@ class _Enrollment:
             "[health]",
             f"port = {req.health_port}",
             "",
+            *self._sync_toml(broker, issuer_url),
         ])
+
+    def _sync_toml(self, broker: str | None, issuer_url: str) -> list[str]:
+        """The [sync] section: MQTT to the broker the issuer named, with the enrolled certificate."""
+        if not broker or ":" not in broker:
+            return ["# no [sync]: the issuer named no broker; taps stay in the outbox until one is configured", ""]
+        host, _, port = broker.rpartition(":")
+        q = json.dumps
+        return ["[sync]", f"broker_host = {q(host)}", f"broker_port = {int(port)}", f"ca = {q(layout.CA)}",
+                f"cert = {q(layout.CERT)}", f"key = {q(layout.KEY)}", f"issuer_url = {q(issuer_url)}",
+                f"token_file = {q(layout.TOKEN)}", ""]
 
     def _commit(self) -> None:
         for path in [self.tmp, *(p for p in self.tmp.rglob("*") if p.is_dir())]:
