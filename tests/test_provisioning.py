@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -367,3 +368,42 @@ def test_force_enrolls_again_and_the_old_certificate_is_revoked(world: World) ->
     assert not list(home.parent.glob(".gate-force.*"))
     assert wait_for(lambda: not _connects(old, "gate-force", world)), "the replaced certificate still connects"
     assert _connects(home, "gate-force", world)
+
+
+def test_an_enrolled_gate_run_uploads_its_taps_over_mqtt(world: World) -> None:
+    """The whole chain: enrolled config with [sync] → `citypass gate run` decides on camera frames → the
+    sync thread uploads over the TLS broker → the issuer's ingest worker stores the taps and acks them."""
+    from sync.endpoint import Endpoint
+    from sync.home import ClientFiles
+    from sync.issuer_sync import IssuerSync
+
+    name = "gate-wl-sync"
+    code = world.issuer.mint_annual(["west-lake"], int(time.time()) - 60)
+    frames = world.base / "frames-sync"
+    write_frames(frames, [(code, "clean")] * 4 + [(None, "no_code")] * 20, (640, 480), seed=3)
+    token = world.enrollment(name)
+    result = run(*enroll_args(world, name, token, "--site", "west-lake"))
+    assert result.exit_code == 0, result.output
+    home = world.home(name)
+    config = home / layout.CONFIG
+    assert "[sync]" in config.read_text()
+    config.write_text(config.read_text().replace(f"dir:{world.frames}", f"dir:{frames}"))
+
+    def endpoint_for(cn: str) -> Endpoint:
+        files = world.broker_home.add_service(cn, out_dir=world.base / "mqtt" / cn)
+        assert isinstance(files, ClientFiles)
+        return Endpoint(world.broker.host, world.broker.port, tls=files)
+
+    before = world.issuer.store.tap_count()
+    with IssuerSync(world.issuer, endpoint_for, workers=1, group="provision-test"):
+        gate = subprocess.Popen([str(CITYPASS), "gate", "run", "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            uploaded = wait_for(lambda: world.issuer.store.tap_count() > before, timeout=45)
+        finally:
+            gate.send_signal(signal.SIGTERM)
+            _, err = gate.communicate(timeout=30)
+        assert uploaded, err[-2000:]
+        assert gate.returncode == 0 and '"decision": "allow"' in err
+    stored = [t for t in world.issuer.store.taps() if t.gate_id == name]
+    assert [(t.decision, t.site) for t in stored] == [("allow", 1)]
