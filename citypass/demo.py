@@ -133,11 +133,25 @@ def demo(out: Path) -> None:
     from issuer.api import create_app
     from issuer.api.server import BackgroundServer
     from issuer.tokens import create_token
-    from sync.home import BrokerHome
+    from sync.broker import Broker
+    from sync.endpoint import Endpoint
+    from sync.home import BrokerHome, ClientFiles
+    from sync.issuer_sync import IssuerSync
 
     broker_home = BrokerHome(out / "broker").init()  # the issuer is the CA for device identity
-    with BackgroundServer(create_app(iss, broker_home=broker_home, broker_address="127.0.0.1:8883")) as server:
-        console.print(f"\n[bold]Issuer service[/] at {server.url} (OpenAPI: {server.url}/docs)")
+    with Broker(broker_home) as broker, BackgroundServer(
+            create_app(iss, broker_home=broker_home, broker_address=f"{broker.host}:{broker.port}")) as server:
+        console.print(f"\n[bold]Issuer service[/] at {server.url} (OpenAPI: {server.url}/docs); "
+                      f"Mosquitto with TLS and per-device ACLs at {broker.host}:{broker.port}")
+
+        def endpoint_for(cn: str) -> Endpoint:
+            files = broker_home.add_service(cn, out_dir=out / "issuer-mqtt" / cn)
+            assert isinstance(files, ClientFiles)
+            return Endpoint(broker.host, broker.port, tls=files)
+
+        def issuer_sync() -> IssuerSync:
+            return IssuerSync(iss, endpoint_for, workers=2, group="demo-ingest")
+
         clients = {
             role: httpx.Client(base_url=server.url, headers={
                 "Authorization": f"Bearer {create_token(iss.store, role, now, label='demo').text}"})
@@ -145,7 +159,7 @@ def demo(out: Path) -> None:
         }
         try:
             run_gate_demo(console, out, clients["issuer"], clients["operator"],
-                          clients["technician"], now)
+                          clients["technician"], now, issuer_sync)
         finally:
             for client in clients.values():
                 client.close()

@@ -23,6 +23,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "enrolled museum-entrance-1 through the real enrollment flow" in out
     assert "not read" not in out  # every rendered camera frame was decoded
     assert "ledger: 7 taps, 6 passages, 1 annulments" in out and "integrity ok" in out
-    assert "outbox uploaded (0 left on the gate)" in out
+    assert "Mosquitto with TLS and per-device ACLs" in out
+    assert "reconnects to the broker with 18 events buffered while offline" in out
+    assert "18 events acknowledged over MQTT" in out and "(0 left on the gate)" in out
     assert "occupancy now 6" in out and "forged_code ×1" in out
     assert (tmp_path / "demo" / "gate-museum" / "gate.toml").exists()
