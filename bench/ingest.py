@@ -26,21 +26,19 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 import statistics
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
+from bench.report import Row, percentile, print_rows, scratch_dir
 from issuer.home import IssuerHome
 from issuer.ingest import prepare
 from issuer.records import Device, Slot, TapEvent
@@ -51,18 +49,6 @@ from issuer.tokens import create_token
 NOW = 1_800_000_000
 BATCH = 500
 SITES = [("west-lake", "scenic"), ("zhejiang-museum", "museum"), ("metro-a", "metro")]
-
-
-@dataclass(frozen=True)
-class Row:
-    measurement: str
-    result: str
-    note: str = ""
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def synthetic_events(count: int, gate_id: str, seed: int = 1) -> list[dict[str, Any]]:
@@ -296,20 +282,11 @@ def run_ingest_bench(taps: int, clients: int, per_client: int, directory: Path,
 def ingest_command(taps: int, clients: int, per_client: int, directory: Path | None) -> None:
     """Issuer: taps/s ingested (repository and HTTP, batches of 500) and reservation p99 under load."""
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
-    work = Path(tempfile.mkdtemp(prefix="citypass-bench-ingest-", dir=directory))
-    try:
+    with scratch_dir("citypass-bench-ingest-", directory) as work:
         started = time.perf_counter()
         rows = run_ingest_bench(taps, clients, per_client, work, lambda msg: console.log(msg, highlight=False))
         elapsed = time.perf_counter() - started
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    table = Table(title=f"Issuer ingest and reservations (SQLite, WAL, synchronous=FULL) — {elapsed:.0f} s in all")
-    table.add_column("measurement")
-    table.add_column("result", justify="right")
-    table.add_column("note")
-    for row in rows:
-        table.add_row(row.measurement, row.result, row.note)
-    console.print(table)
+    title = f"Issuer ingest and reservations (SQLite, WAL, synchronous=FULL) — {elapsed:.0f} s in all"
+    print_rows(title, rows, console)

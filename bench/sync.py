@@ -29,14 +29,12 @@ import multiprocessing
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from bench.report import Row, print_rows
 from issuer.home import IssuerHome
 from issuer.service import Issuer
 from issuer.store import IssuerStore
@@ -45,13 +43,6 @@ from sync.gate_sync import GateSync, GateSyncConfig
 from sync.home import ClientFiles
 from sync.issuer_sync import IssuerSync
 from sync.testing import SyncWorld, backlog, fill_outbox, wait_for
-
-
-@dataclass(frozen=True)
-class Row:
-    measurement: str
-    result: str
-    note: str = ""
 
 
 def _issuer_process(issuer_path: str, host: str, port: int, files: dict[str, ClientFiles], workers: int,
@@ -138,9 +129,4 @@ def run(gates: int, taps: int, backlog_taps: int, workers: int) -> list[Row]:
 def sync_command(gates: int, taps: int, backlog_taps: int, workers: int) -> None:
     """Taps/s from N gates through Mosquitto into the issuer store, and a 100,000-tap backlog's drain time."""
     rows = run(gates, taps, backlog_taps, workers)
-    table = Table(title="sync over MQTT (Mosquitto, TLS, QoS 1, SQLite synchronous=FULL)")
-    for column in ("measurement", "result", "note"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row.measurement, row.result, row.note)
-    Console().print(table)
+    print_rows("sync over MQTT (Mosquitto, TLS, QoS 1, SQLite synchronous=FULL)", rows)
