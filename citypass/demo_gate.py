@@ -38,8 +38,8 @@ from gate.daemon import GateDaemon, Outcome
 from gate.ledger import GateLedger
 from gate.logs import EventLog
 from gate.wiring import build_daemon, build_sync
-from provisioning.device import read_record
 from provisioning.enroll import EnrollRequest, enroll
+from sync.gate_sync import GateSync
 
 SIZE = (1280, 720)
 FEED = "demo-museum"
@@ -96,45 +96,66 @@ def _visitors(api: httpx.Client, now: int) -> list[Visitor]:
     ]
 
 
-def _enrol_gate(console: Console, fleet: httpx.Client, home: Path, gate_id: str, site: int) -> httpx.Client:
+def _enrol_gate(console: Console, fleet: httpx.Client, home: Path, gate_id: str, site: int, feed: str) -> GateConfig:
     """Register the gate at the issuer and enrol it exactly as a technician would (`citypass provision
     enroll`): device key made here, CSR signed by the issuer's device CA, snapshot verified against the
-    pinned root, ledger installed, gate.toml written. Returns a client with the device's own API token."""
+    pinned root, ledger installed, gate.toml (with its [sync] section) written. Returns the demo's config:
+    the enrolled one with a quick barrier and no health port."""
     _ok(fleet.post("/v1/devices", json={"id": gate_id, "site": site, "description": "demo museum entrance"}))
     enrollment = _ok(fleet.post("/v1/enrollments", json={"device_id": gate_id, "ttl_s": 600}))
     steps: list[str] = []
     enroll(EnrollRequest(issuer=str(fleet.base_url), token=enrollment["token"], home=home, device_id=gate_id,
-                         camera=f"memory:{FEED}", pins="mock", health_port=0),
+                         camera=f"memory:{feed}", pins="mock", health_port=0),
            on_step=lambda step, detail: steps.append(step))
     console.print(f"enrolled {gate_id} through the real enrollment flow: {' → '.join(steps)}")
-    device = read_record(home)
-    return httpx.Client(base_url=fleet.base_url, headers={"Authorization": f"Bearer {device.api_token}"})
-
-
-def run_gate_demo(console: Console, out: Path, api: httpx.Client, reports: httpx.Client,
-                  fleet: httpx.Client, now: int, issuer_sync: Callable[[], AbstractContextManager[object]]) -> None:
-    """Serve visitors at a museum gate whose codes and ledger come from the issuer at ``api``."""
-    visitors = _visitors(api, now)
-    museum = next(s for s in _ok_list(api.get("/v1/venues")) if s["name"] == "zhejiang-museum")
-    home = out / "gate-museum"
-    device = _enrol_gate(console, fleet, home, "museum-entrance-1", museum["number"])
     enrolled = load_config(home / "gate.toml")
-    # the demo's own timings: a quick barrier and no health port; everything else as enrolled
-    cfg = enrolled.model_copy(update={
+    return enrolled.model_copy(update={
         "camera": enrolled.camera.model_copy(update={"width": SIZE[0], "height": SIZE[1], "fps": 30}),
         "barrier": enrolled.barrier.model_copy(update={"passage_timeout_s": 1.5, "open_per_person_s": 1.0,
                                                        "sensor_bounce_s": None}),
         "decision": enrolled.decision.model_copy(update={"leave_after_s": 0.4}),
         "health": enrolled.health.model_copy(update={"enabled": False}), "log_level": "warning",
     })
+
+
+def run_gate_demo(console: Console, out: Path, api: httpx.Client, reports: httpx.Client,
+                  fleet: httpx.Client, now: int, issuer_sync: Callable[[], AbstractContextManager[object]]) -> None:
+    """Two lanes of a museum entrance, codes and ledgers from the issuer at ``api``: lane 1 decides with
+    its MQTT link down; lane 2 is online; then lane 1 comes back and catches up, and the issuer finds the
+    reservation that was used at both."""
+    visitors = _visitors(api, now)
+    museum = next(s for s in _ok_list(api.get("/v1/venues")) if s["name"] == "zhejiang-museum")
+    lane1 = _enrol_gate(console, fleet, out / "gate-museum", "museum-entrance-1", museum["number"], FEED)
+    lane2 = _enrol_gate(console, fleet, out / "gate-museum-2", "museum-entrance-2", museum["number"], FEED + "-2")
+    console.print(f"\n[bold]A gate on camera frames[/] — {lane1.gate_id}, ledger {lane1.ledger.path}; "
+                  "its MQTT link is down, so it decides offline and buffers every tap")
+    daemon1 = _run_lane(console, lane1, visitors, None)
+    _summary(console, lane1)
+    friends = Visitor("friends with a screenshot of the family's code", visitors[0].code, "glare", 3)
+    with issuer_sync():
+        console.print(f"\n[bold]The lane next to it[/] — {lane2.gate_id}, online: it uploads as it decides. "
+                      "It has not seen the family's entry at the offline lane.")
+        _run_lane(console, lane2, [friends], _quiet)
+        _catch_up(console, lane1, daemon1, reports)
+
+
+def _quiet(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:
+    return build_sync(cfg, daemon, EventLog(gate_id=cfg.gate_id, level="error"))
+
+
+def _run_lane(console: Console, cfg: GateConfig, visitors: list[Visitor],
+              online: Callable[[GateConfig, GateDaemon], GateSync | None] | None) -> GateDaemon:
+    """Run one gate daemon (main thread: it owns the ledger) while a visitor simulator on another thread
+    holds phones up to its camera and walks people through its beam. ``online`` builds its sync thread."""
     pins = MockFactory()
     outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
-    feed = memory_feed(FEED, maxsize=2)
+    feed_name = cfg.camera.source.split(":", 1)[1]
+    feed = memory_feed(feed_name, maxsize=2)
     daemon = build_daemon(cfg, pin_factory=pins, observer=outcomes.put)
+    sync = online(cfg, daemon) if online is not None else None
     rows: list[list[str]] = []
 
     def simulate() -> None:
-        """The visitors, on their own thread: the gate loop owns the main thread (and the ledger)."""
         relay, beam = pins.pin(cfg.barrier.relay_pin), pins.pin(cfg.barrier.sensor_pin)
         blank = synth_frame(None, "no_code", SIZE, 0)
         try:
@@ -164,28 +185,30 @@ def run_gate_demo(console: Console, out: Path, api: httpx.Client, reports: httpx
                     feed.push(blank, block=True, timeout=1.0)
                     time.sleep(1 / 30)
                 rows.append(_row(v, result, walked))
+            if sync is not None:  # an online lane: let the upload finish before it stops
+                with GateLedger.from_config(cfg.ledger) as ledger:  # this thread's own connection
+                    _wait(lambda: ledger.backlog() == 0, 10.0)
         finally:
             daemon.stop()
 
-    console.print(f"\n[bold]A gate on camera frames[/] — {daemon.ctx.site.name}, ledger {cfg.ledger.path}; "
-                  "its MQTT link is down, so it decides offline and buffers every tap")
     visitor_thread = threading.Thread(target=simulate, name="visitors", daemon=True)
+    if sync is not None:
+        sync.start()
     visitor_thread.start()
     try:
         daemon.run()
     finally:
         visitor_thread.join(timeout=5)
-        forget_feed(FEED)
-    table = Table(title="Museum entrance gate: camera frames → decision → barrier")
+        if sync is not None:
+            sync.stop()
+        forget_feed(feed_name)
+    table = Table(title=f"{cfg.gate_id}: camera frames → decision → barrier")
     for col in ("visitor", "frames", "decision", "reason / 原因", "persons", "walked", "frame→relay"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    _summary(console, cfg)
-    device.close()
-    with issuer_sync():
-        _catch_up(console, cfg, daemon, reports)
+    return daemon
 
 
 def _row(v: Visitor, result: Outcome | None, walked: int) -> list[str]:

@@ -26,5 +26,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "Mosquitto with TLS and per-device ACLs" in out
     assert "reconnects to the broker with 18 events buffered while offline" in out
     assert "18 events acknowledged over MQTT" in out and "(0 left on the gate)" in out
-    assert "occupancy now 6" in out and "forged_code ×1" in out
+    # lane 2 (online) admitted a screenshot of the code lane 1 (offline) had admitted: reported on catch-up
+    assert "enrolled museum-entrance-2 through the real enrollment flow" in out
+    assert "friends with a screenshot of the family's code" in out
+    assert "occupancy now 9" in out and "double_use ×1" in out and "forged_code ×1" in out
     assert (tmp_path / "demo" / "gate-museum" / "gate.toml").exists()
