@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from bench.all import all_command
 from bench.decode import decode_command
 from bench.gate import gate_command
 from bench.ingest import ingest_command
@@ -23,3 +24,4 @@ bench.add_command(gate_command)
 bench.add_command(ledger_command)
 bench.add_command(ingest_command)
 bench.add_command(sync_command)
+bench.add_command(all_command)
