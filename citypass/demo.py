@@ -28,7 +28,7 @@ from issuer.home import IssuerHome
 from issuer.service import Issuer
 
 SITES = [("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"),
-         ("longxiangqiao", "metro"), ("bus-k7", "bus"), ("water-bus-1", "water_bus")]
+         ("longxiangqiao", "metro"), ("fengqi", "metro"), ("bus-k7", "bus"), ("water-bus-1", "water_bus")]
 
 
 @dataclass

@@ -96,12 +96,14 @@ def _visitors(api: httpx.Client, now: int) -> list[Visitor]:
     ]
 
 
-def _enrol_gate(console: Console, fleet: httpx.Client, home: Path, gate_id: str, site: int, feed: str) -> GateConfig:
+def _enrol_gate(console: Console, fleet: httpx.Client, home: Path, gate_id: str, site: int, feed: str,
+                direction: str = "entry") -> GateConfig:
     """Register the gate at the issuer and enrol it exactly as a technician would (`citypass provision
     enroll`): device key made here, CSR signed by the issuer's device CA, snapshot verified against the
     pinned root, ledger installed, gate.toml (with its [sync] section) written. Returns the demo's config:
     the enrolled one with a quick barrier and no health port."""
-    _ok(fleet.post("/v1/devices", json={"id": gate_id, "site": site, "description": "demo museum entrance"}))
+    _ok(fleet.post("/v1/devices", json={"id": gate_id, "site": site, "direction": direction,
+                                        "description": f"demo {direction} gate"}))
     enrollment = _ok(fleet.post("/v1/enrollments", json={"device_id": gate_id, "ttl_s": 600}))
     steps: list[str] = []
     enroll(EnrollRequest(issuer=str(fleet.base_url), token=enrollment["token"], home=home, device_id=gate_id,
@@ -137,6 +139,40 @@ def run_gate_demo(console: Console, out: Path, api: httpx.Client, reports: httpx
                       "It has not seen the family's entry at the offline lane.")
         _run_lane(console, lane2, [friends], _quiet)
         _catch_up(console, lane1, daemon1, reports)
+        _metro(console, out, api, reports, fleet)
+
+
+def _metro(console: Console, out: Path, api: httpx.Client, reports: httpx.Client, fleet: httpx.Client) -> None:
+    """A metro ride: riders tap in at Longxiangqiao and out at Fengqi (two online gates); the issuer
+    pairs the taps into journeys across stations and prices them from its fare table."""
+    stations = {s["name"]: s["number"] for s in _ok_list(api.get("/v1/sites")) if s["kind"] == "metro"}
+    _ok(reports.put("/v1/fares", json={"default_fare": 300, "pairs": [[stations["longxiangqiao"],
+                                                                         stations["fengqi"], 400]]}))
+
+    def rider(account: str) -> str:
+        code: str = _ok(api.post("/v1/passes", json={"product": "transit", "account": account,
+                                                      "modes": ["metro"]}))["code"]
+        return code
+
+    commuter, late, gate_jumper = rider("13800000001"), rider("13800000002"), rider("13800000003")
+    entry = _enrol_gate(console, fleet, out / "gate-metro-in", "metro-longxiangqiao-in", stations["longxiangqiao"],
+                        FEED + "-metro-in")
+    exit_ = _enrol_gate(console, fleet, out / "gate-metro-out", "metro-fengqi-out", stations["fengqi"],
+                        FEED + "-metro-out", direction="exit")
+    console.print("\n[bold]Metro[/] — tap in at Longxiangqiao, tap out at Fengqi (both gates online)")
+    _run_lane(console, entry, [Visitor("commuter taps in", commuter, "perspective", 1),
+                               Visitor("rider taps in (still riding)", late, "dark_mode", 1)], _quiet)
+    _run_lane(console, exit_, [Visitor("commuter taps out", commuter, "glare", 1),
+                               Visitor("rider who jumped the entry gate", gate_jumper, "clean", 1)], _quiet)
+    table = Table(title="Journeys at the issuer (GET /v1/journeys)")
+    for col in ("credential", "from", "to", "fare (fen)", "complete", "flag"):
+        table.add_column(col)
+    names = {n: name for name, n in stations.items()}
+    for j in _ok_list(reports.get("/v1/journeys")):
+        table.add_row(j["credential_id"][:8], names.get(j["from_site"], "—"), names.get(j["to_site"], "—"),
+                      "—" if j["fare"] is None else str(j["fare"]), "yes" if j["complete"] else "no",
+                      j["flag"] or ("in progress" if not j["complete"] else ""))
+    console.print(table)
 
 
 def _quiet(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:

@@ -31,3 +31,6 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "friends with a screenshot of the family's code" in out
     assert "occupancy now 9" in out and "double_use ×1" in out and "forged_code ×1" in out
     assert (tmp_path / "demo" / "gate-museum" / "gate.toml").exists()
+    # the metro: a journey paired across two stations and priced, one in progress, one without a tap-in
+    assert "Journeys at the issuer" in out
+    assert "│ longxiangqiao │ fengqi │ 400" in out and "in progress" in out and "no_tap_in" in out
