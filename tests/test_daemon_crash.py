@@ -62,8 +62,9 @@ def test_daemon_killed_200_times_loses_no_opened_tap(tmp_path: Path) -> None:
     log = setup.spec.log_path
     assert run.exits == [], f"runs ended without being killed: {run.exits} (see {log})"
     assert run.kills == KILLS
-    # The kill moments really were spread: every phase was hit many times (expected ~40 / 80 / 80).
-    assert run.phases["startup"] >= 15 and run.phases["decision"] >= 40 and run.phases["idle"] >= 40, run.phases
+    # The kill moments really were spread: every phase was hit repeatedly (planned ~40 / 80 / 80; which phase a
+    # kill lands in depends on the machine's speed, so the bounds leave room for a loaded CI machine).
+    assert run.phases["startup"] >= 5 and run.phases["decision"] >= 25 and run.phases["idle"] >= 25, run.phases
     assert len(run.relays) >= 120, f"too few presentations reached the relay to prove much: {run.summary()}"
 
     with GateLedger.open(setup.ledger_path) as ledger:
