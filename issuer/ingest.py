@@ -14,12 +14,15 @@ counted); the repository's ``store_batch`` then stores it in one transaction.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
-from issuer.records import TapEvent
+from issuer.records import IngestResult, TapEvent
 from issuer.tap_records import TapRecord
+
+if TYPE_CHECKING:
+    from issuer.repository import TapRepository
 
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
 
@@ -55,6 +58,47 @@ MAX_PERSONS = 1000
 MAX_TIME = 2**40
 MAX_PRODUCT = 65535
 MAX_BODY_BYTES = 16_384
+
+
+class RawEvent(Protocol):
+    """An uploaded outbox row as either transport carries it (HTTP JSON, MQTT CBOR)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def tap_id(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def body(self) -> dict[str, Any] | str: ...
+    @property
+    def created_at(self) -> int: ...
+
+
+def parse_body(body: dict[str, Any] | str) -> tuple[dict[str, Any], str | None]:
+    """The event body as an object, and a problem if it is not one (the gate may send the JSON text
+    exactly as stored, or the object)."""
+    if isinstance(body, dict):
+        return body, None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return {"text": body[:200]}, "body is not valid JSON"
+    if not isinstance(parsed, dict):
+        return {"text": body[:200]}, "body is not a JSON object"
+    return parsed, None
+
+
+def ingest(store: TapRepository, raw: Iterable[RawEvent], device_id: str | None, received_at: int) -> IngestResult:
+    """One upload, whichever transport brought it: parse bodies, validate, store idempotently. The one
+    path behind ``POST /v1/taps`` and the MQTT ingest workers."""
+    events, problems = [], {}
+    for e in raw:
+        body, problem = parse_body(e.body)
+        events.append(TapEvent(e.event_id, e.tap_id, e.kind, body, e.created_at))
+        if problem:
+            problems[e.event_id] = problem
+    return store.store_batch(prepare(events, device_id, problems), device_id, received_at)
 
 
 def prepare(events: Sequence[TapEvent], device_id: str | None = None,

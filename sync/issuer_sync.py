@@ -5,7 +5,7 @@ Two kinds of client, each with its own broker identity (the broker forces client
 * :class:`IngestWorker` — any number at once, e.g. ``issuer-ingest-1`` … ``-4``. Each subscribes to
   ``$share/<group>/citypass/v1/gate/+/taps`` (and ``…/requests``), so the broker hands every batch to
   exactly one of them. A batch is stored through the issuer's own ingest path —
-  :func:`issuer.ingest.prepare` then the repository's ``store_batch``, the very code behind
+  :func:`issuer.ingest.ingest` (validation, then the repository's ``store_batch``), the very code behind
   ``POST /v1/taps`` — and acknowledged on ``gate/<device>/acks`` *after* the transaction commits. The
   device id comes from the topic, which the broker's ACL lets only that device publish to. Workers
   connect with a clean session: a dead worker's queue would hold its share of taps hostage; without
@@ -32,10 +32,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from issuer.api.taps import _body as parse_body  # the HTTP upload's body rule, shared, not copied
 from issuer.deltas import SnapshotRequired, build_delta
-from issuer.ingest import prepare
-from issuer.records import DeviceHealth, NotFound, TapEvent
+from issuer.ingest import ingest
+from issuer.records import DeviceHealth, NotFound
 from issuer.service import Issuer
 from sync import codec, topics
 from sync.endpoint import Endpoint, stop
@@ -136,13 +135,7 @@ class IngestWorker(_Client):
                 self.stats["refused"] += 1
                 log.warning("tap batch from unregistered device %s: not acknowledged", device)
                 return None
-        events, problems = [], {}
-        for e in batch.events:
-            body, problem = parse_body(e.body)
-            events.append(TapEvent(e.event_id, e.tap_id, e.kind, body, e.created_at))
-            if problem:
-                problems[e.event_id] = problem
-        result = store.store_batch(prepare(events, device, problems), device, int(self.clock()))
+        result = ingest(store, batch.events, device, int(self.clock()))
         ack = codec.Ack(batch.batch_id, result.acknowledged, result.new_taps, result.duplicates,
                         len(result.quarantined))
         self.client.publish(topics.gate_acks(device), codec.encode_ack(ack.batch_id, ack.event_ids, ack.new_taps,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
@@ -17,8 +16,8 @@ from issuer.api.deps import (
     roles_doc,
 )
 from issuer.api.fleet import HealthIn, record_health
-from issuer.ingest import prepare
-from issuer.records import DEVICE_ROLE, TapEvent
+from issuer.ingest import ingest
+from issuer.records import DEVICE_ROLE
 
 router = APIRouter(tags=["taps"])
 
@@ -77,29 +76,10 @@ def upload(request: Request, batch: TapBatchIn, services: ServicesDep,
     store = services.store
     if device_id is not None:
         store.device(device_id)  # NotFound → 404: taps are accepted from registered devices only
-    events, problems = [], {}
-    for e in batch.events:
-        body, problem = _body(e.body)
-        events.append(TapEvent(e.event_id, e.tap_id, e.kind, body, e.created_at))
-        if problem:
-            problems[e.event_id] = problem
-    result = store.store_batch(prepare(events, device_id, problems), device_id, services.now())
+    result = ingest(store, batch.events, device_id, services.now())
     if device_id is not None:
         record_health(services, device_id, batch.health)
     note(request, f"{len(result.acknowledged)} event(s) from {device_id or '-'}: {result.new_taps} new tap(s), "
                   f"{result.duplicates} repeated, {len(result.quarantined)} quarantined")
     return TapBatchOut(acknowledged=list(result.acknowledged), new_taps=result.new_taps, duplicates=result.duplicates,
                        quarantined=[QuarantinedOut(event_id=q.event_id, error=q.error) for q in result.quarantined])
-
-
-def _body(body: dict[str, Any] | str) -> tuple[dict[str, Any], str | None]:
-    """The event body as an object, and a problem if it is not one."""
-    if isinstance(body, dict):
-        return body, None
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):
-        return {"text": body[:200]}, "body is not valid JSON"
-    if not isinstance(parsed, dict):
-        return {"text": body[:200]}, "body is not a JSON object"
-    return parsed, None
