@@ -9,7 +9,11 @@ Everything it writes goes to ``--out`` (default ``demo-out/``).
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
+import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +22,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from citypass.city.cast import forge_signature
+from citypass.city.http import DemoError
 from citypass.timefmt import format_time, utc_now
 from credential import Mode, SigningKey, load_snapshot, parse, present, qr
-from credential.codes import encode_text
-from credential.cose import encode_cbor, sign1
 from gate.decision import Direction, GateContext, decide
 from gate.memory_ledger import MemoryLedger
 from issuer.home import IssuerHome
@@ -48,8 +52,7 @@ def _steps(iss: Issuer, phone: SigningKey, now: int) -> list[Step]:
     group = iss.mint_group("lingyin", 12, now)
     revoked = iss.mint_annual(["west-lake"], now - 3600)
     iss.revoke(parse(revoked).credential.id.hex(), now, "reported lost")
-    forged = encode_text(sign1(SigningKey.generate(), encode_cbor(parse(annual).credential.to_claims()),
-                               kid=parse(annual).sign1.kid))
+    forged = forge_signature(annual)
     live = present(transit, phone, now)
     return [
         Step("annual pass, static", annual, "west-lake"),
@@ -74,9 +77,22 @@ def _steps(iss: Issuer, phone: SigningKey, now: int) -> list[Step]:
 
 @click.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-out"), show_default=True,
-              help="Directory for the issuer home, snapshot and QR images (recreated).")
-def demo(out: Path) -> None:
-    """Walk through issuing, showing and checking City Pass codes of every kind."""
+              help="Directory for the issuer home, snapshot, QR images and the gates' homes (recreated).")
+@click.option("--visitors", type=click.IntRange(0, 2000), default=40, show_default=True,
+              help="Size of the crowd in the city act (on top of the scripted visitors).")
+@click.option("--duration", type=click.FloatRange(4, 3600), default=40.0, show_default=True,
+              help="Seconds over which the city act's visitors arrive (a busy gate may take longer).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the crowd's make-up.")
+@click.option("--live/--log", default=None,
+              help="Live terminal view, or one line per decision (default: live on a terminal).")
+def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None) -> None:
+    """Issue, show and check City Pass codes of every kind; then run a city of gates end to end.
+
+    Act 1 decides a code of every kind at the right kind of gate from a signed snapshot. Act 2 starts
+    Mosquitto (TLS, ACLs) and the issuer's API, enrolls six gates (scenic spot, two museum lanes, metro
+    entry and exit, bus reader) and runs them at once on rendered camera frames with simulated visitors;
+    one gate loses its broker link midway. It ends with the issuer's reports and checks them; exit
+    status 1 if any check fails."""
     from gate.imagefile import read_image_file
 
     console = Console()
@@ -129,7 +145,7 @@ def demo(out: Path) -> None:
     console.print(table)
     console.print(f"\n{allowed} allowed, {denied} denied. QR images in {out / 'codes'}; "
                   f"try: citypass gate check --snapshot {snapshot_path} --site west-lake {out / 'codes' / '01.png'}")
-    from citypass.demo_gate import run_gate_demo
+    from citypass.city.run import City, CityOptions, Clients
     from issuer.api import create_app
     from issuer.api.server import BackgroundServer
     from issuer.tokens import create_token
@@ -138,11 +154,15 @@ def demo(out: Path) -> None:
     from sync.home import BrokerHome, ClientFiles
     from sync.issuer_sync import IssuerSync
 
+    baseline = set(threading.enumerate())
     broker_home = BrokerHome(out / "broker").init()  # the issuer is the CA for device identity
-    with Broker(broker_home) as broker, BackgroundServer(
-            create_app(iss, broker_home=broker_home, broker_address=f"{broker.host}:{broker.port}")) as server:
+    with ExitStack() as stack:
+        broker = stack.enter_context(Broker(broker_home))
+        broker_pid = broker.pid
+        server = stack.enter_context(BackgroundServer(
+            create_app(iss, broker_home=broker_home, broker_address=f"{broker.host}:{broker.port}")))
         console.print(f"\n[bold]Issuer service[/] at {server.url} (OpenAPI: {server.url}/docs); "
-                      f"Mosquitto with TLS and per-device ACLs at {broker.host}:{broker.port}")
+                      f"Mosquitto (pid {broker_pid}) with TLS and per-device ACLs at {broker.host}:{broker.port}")
 
         def endpoint_for(cn: str) -> Endpoint:
             files = broker_home.add_service(cn, out_dir=out / "issuer-mqtt" / cn)
@@ -152,14 +172,43 @@ def demo(out: Path) -> None:
         def issuer_sync() -> IssuerSync:
             return IssuerSync(iss, endpoint_for, workers=2, group="demo-ingest")
 
-        clients = {
-            role: httpx.Client(base_url=server.url, headers={
-                "Authorization": f"Bearer {create_token(iss.store, role, now, label='demo').text}"})
-            for role in ("issuer", "operator", "technician")
-        }
+        clients = [stack.enter_context(httpx.Client(base_url=server.url, headers={
+            "Authorization": f"Bearer {create_token(iss.store, role, now, label='demo').text}"}))
+            for role in ("issuer", "operator", "technician")]
+        options = CityOptions(visitors=visitors, duration_s=duration, seed=seed,
+                              live=console.is_terminal if live is None else live)
         try:
-            run_gate_demo(console, out, clients["issuer"], clients["operator"],
-                          clients["technician"], now, issuer_sync)
-        finally:
-            for client in clients.values():
-                client.close()
+            checks = City(console, out, Clients(*clients), (broker.host, broker.port), issuer_sync, options).run()
+        except DemoError as exc:
+            raise click.ClickException(str(exc)) from None
+    _stopped(console, broker_pid, baseline)
+    failed = [c.name for c in checks if not c.ok]
+    if failed:
+        raise click.ClickException(f"{len(failed)} check(s) failed: {'; '.join(failed)}")
+
+
+def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.Thread]) -> None:
+    """Everything the demo started is gone: the Mosquitto process has exited and no thread is left."""
+    deadline = time.monotonic() + 10
+    while True:
+        left = [t for t in threading.enumerate() if t not in baseline and t.is_alive()]
+        alive = broker_pid is not None and _alive(broker_pid)
+        if (not left and not alive) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if left or alive:
+        raise click.ClickException(f"not everything stopped: Mosquitto pid {broker_pid} "
+                                   f"{'still running' if alive else 'exited'}; threads left: "
+                                   f"{', '.join(t.name for t in left) or 'none'}")
+    console.print(f"stopped everything it started: Mosquitto (pid {broker_pid}) exited, the issuer API, ingest "
+                  "workers, link relay and every gate's daemon, sync and visitor threads ended; 0 threads left")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -122,6 +122,9 @@ class SyncConfig(BaseModel):
     ack_timeout_s: float = Field(30.0, gt=0, description="Resend a batch the issuer has not acknowledged by then.")
     status_interval_s: float = Field(30.0, gt=0, description="How often the retained status is refreshed.")
     clock_alarm_s: float = Field(10.0, gt=0, description="Clock offset against the issuer that raises an alarm.")
+    reconnect_max_s: int = Field(
+        30, ge=1, le=600, description="Longest wait between reconnect attempts (backoff doubles from 1 s up to this)."
+    )
 
 
 class GateConfig(BaseModel):

@@ -164,7 +164,8 @@ def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync |
         except OSError as exc:
             raise ConfigError(f"cannot read sync.token_file {sync.token_file}: {exc.strerror}") from None
         fetcher = HttpLedgerSource(sync.issuer_url, token)
-    endpoint = Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key))
+    endpoint = Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key),
+                        max_backoff_s=sync.reconnect_max_s)
     settings = GateSyncConfig(
         device_id=cfg.gate_id, ledger_path=cfg.ledger.path, root=read_public_key(cfg.root_key),
         site=daemon.ctx.site.number, batch_size=sync.batch_size, ack_timeout_s=sync.ack_timeout_s,

@@ -9,7 +9,9 @@ what they hold:
   offline, anti-passback, forged/replayed/revoked codes, untrusted clocks, shared passes;
 * :mod:`issuer.occupancy` — :func:`occupancy`: people inside a site, entries today, an hourly series;
 * :mod:`issuer.journeys` — :class:`FareTable` and :func:`journeys`: metro tap-ins paired with tap-outs
-  across stations and midnight, bus and water-bus single taps, fares.
+  across stations and midnight, bus and water-bus single taps, fares;
+* :mod:`issuer.activity` — :class:`GateActivity` and :func:`gate_activity`: taps per gate, allowed and
+  denied, persons admitted and given back, denials by reason.
 
 Why this shape gives exactly-once accounting (brief, hard part 4): gates deliver events at least once
 and in no particular order across gates. Every function here is *pure* (no I/O; ``now`` is an
@@ -25,10 +27,12 @@ Example (the storage layer, with ``rows`` of stored tap event bodies and annulme
     incidents = find_incidents(taps, party_of=store.party_size)
     now_inside = occupancy(taps, site=3, now=now).inside
     rides = journeys(taps, FareTable.from_dict(config["fares"]), now=now)
+    per_gate = gate_activity(taps)
 """
 
 from __future__ import annotations
 
+from issuer.activity import GateActivity, gate_activity
 from issuer.incidents import (
     FORGED_REASONS,
     REPLAYED_REASONS,
@@ -50,12 +54,14 @@ __all__ = [
     "SHAREABLE_PRODUCTS",
     "SINGLE_USE_PRODUCTS",
     "FareTable",
+    "GateActivity",
     "Incident",
     "Journey",
     "Occupancy",
     "OccupancyPoint",
     "TapRecord",
     "find_incidents",
+    "gate_activity",
     "journeys",
     "local_hour_start",
     "local_midnight",

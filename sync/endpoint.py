@@ -3,9 +3,10 @@ and the issuer's ledger over HTTP, which a gate uses to close a gap (:class:`Htt
 
 Shared by the gate (:mod:`sync.gate_sync`) and the issuer (:mod:`sync.issuer_sync`), so both connect
 the same way: the VERSION2 callback API, the certificate's CN as client id (the broker forces it
-anyway, see docs/broker.md), reconnect with exponential backoff (1 s doubling to 30 s), and
-``connect_async`` + ``loop_start`` so the network thread does the connecting and reconnecting and no
-socket is opened on the caller's thread (no ``loop()`` before ``loop_start()``).
+anyway, see docs/broker.md), reconnect with exponential backoff (1 s doubling to ``max_backoff_s``: 30 s,
+or a gate's ``sync.reconnect_max_s``), and ``connect_async`` + ``loop_start`` so the network thread does
+the connecting and reconnecting and no socket is opened on the caller's thread (no ``loop()`` before
+``loop_start()``).
 
     endpoint = Endpoint("broker.city.example", 8883, tls=ClientFiles(ca, cert, key))
     client = endpoint.client("gate-wl-e1", will=(topics.gate_status("gate-wl-e1"), offline_bytes))

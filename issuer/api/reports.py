@@ -1,6 +1,6 @@
 """What operators read: ``/v1/incidents``, ``/v1/sites/{id}/occupancy``, ``/v1/journeys`` (with the
-``/v1/fares`` table), and the ``/v1/audit`` log. The arithmetic is :mod:`issuer.reconcile`'s; this
-module chooses which taps to give it."""
+``/v1/fares`` table), ``/v1/activity`` (taps per gate), and the ``/v1/audit`` log. The arithmetic is
+:mod:`issuer.reconcile`'s; this module chooses which taps to give it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
-from issuer.api.common import AUTH_ERRORS, MAX_TIME, Strict, errors
+from issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_TIME, Strict, errors
 from issuer.api.deps import (
     AUDIT,
     FARES_WRITE,
@@ -22,7 +22,15 @@ from issuer.api.deps import (
     note,
     roles_doc,
 )
-from issuer.reconcile import FareTable, TapRecord, find_incidents, journeys, local_midnight, occupancy
+from issuer.reconcile import (
+    FareTable,
+    TapRecord,
+    find_incidents,
+    gate_activity,
+    journeys,
+    local_midnight,
+    occupancy,
+)
 from issuer.records import NotFound
 
 router = APIRouter(tags=["reports"])
@@ -152,6 +160,41 @@ def list_journeys(services: ServicesDep, _: ReportsRole, since: Since = None, un
     rides = journeys(taps, _fares(services), now=min(end, services.now()), max_journey_s=MAX_JOURNEY_S)
     rides = [j for j in rides if max(j.started_at or 0, j.ended_at or 0) >= start]
     return [JourneyOut(**j.to_dict()) for j in rides[:limit]]
+
+
+class GateActivityOut(BaseModel):
+    gate_id: str = Field(description="The gate (device id) that recorded the taps.", examples=["lake-in"])
+    site: int = Field(description="Site number the gate stands at.", examples=[1])
+    direction: Literal["entry", "exit"] = Field(description="The gate's direction.", examples=["entry"])
+    taps: int = Field(description="Distinct taps recorded (each tap id once): allowed + denied.", examples=[3])
+    allowed: int = Field(description="Taps the gate allowed.", examples=[2])
+    denied: int = Field(description="Taps the gate refused: the sum of `denials`.", examples=[1])
+    persons: int = Field(description="Persons admitted by the allowed taps (a group tap counts its party), "
+                                     "annulled ones included.", examples=[4])
+    annulled: int = Field(description="Persons given back: the barrier opened and they never passed. "
+                                      "Persons who really passed: persons − annulled.", examples=[1])
+    denials: dict[str, int] = Field(description="Deny reason → taps refused for it (sorted by reason).",
+                                    examples=[{"expired": 1}])
+    first_at: int = Field(description="The earliest tap's decision time, Unix s.", examples=[1800000000])
+    last_at: int = Field(description="The latest tap's decision time, Unix s.", examples=[1800003600])
+
+
+@router.get("/v1/activity", response_model=list[GateActivityOut], summary="Tap activity per gate",
+            description="Per gate in the window: taps, allowed and denied, persons admitted and given back, "
+                        "denials by reason — each tap counted once however often it was uploaded, so the "
+                        "figures can be checked against the gates' own counts. One row per gate (per site and "
+                        "direction, if the gate was moved), sorted by gate id; gates with no taps are not "
+                        "listed. " + roles_doc(REPORTS), responses=errors(*AUTH_ERRORS, 422))
+def activity(services: ServicesDep, _: ReportsRole, since: Since = None, until: Until = None,
+             gate_id: Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this gate.",
+                                                  examples=["lake-in"])] = None,
+             site: Annotated[int | None, Query(ge=0, le=1023, description="Only gates at this site number.")] = None,
+             ) -> list[GateActivityOut]:
+    start, end = _window(services, since, until, DAY)
+    taps = _taps(services, since=start, until=end, site=site)
+    if gate_id is not None:  # the store filters by site and time only; a gate's taps are a subset of those
+        taps = [t for t in taps if t.gate_id == gate_id]
+    return [GateActivityOut(**a.to_dict()) for a in gate_activity(taps)]
 
 
 class FaresModel(Strict):

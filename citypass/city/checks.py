@@ -1,0 +1,111 @@
+"""What the demo proves at the end, as pure checks over what the gates did and what the issuer reports.
+
+:func:`run_checks` takes :class:`Facts` — the visit results seen at the gates, each gate's own tap count
+and remaining outbox, and the issuer's reports fetched over HTTP — and returns one :class:`Check` per
+claim. The demo prints them and fails (exit status 1) if any does not hold, so the README's first
+command is also a test of the whole system.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from citypass.city.lane import VisitResult
+from citypass.city.script import LANE1, LANE2, METRO_IN, METRO_OUT, Cast, GateSpec
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    cast: Cast
+    gates: tuple[GateSpec, ...]
+    results: list[VisitResult]
+    gate_taps: dict[str, int]        # taps each gate recorded (from its own daemon)
+    unexpected: dict[str, int]       # decisions a gate made that no visit asked for
+    backlog: dict[str, int]          # outbox events left on each gate at the end
+    activity: list[dict[str, Any]]   # GET /v1/activity
+    incidents: list[dict[str, Any]]  # GET /v1/incidents
+    inside: dict[str, int]           # GET /v1/sites/{site}/occupancy → inside, per entry site
+    journeys: list[dict[str, Any]]   # GET /v1/journeys
+    fare: int                        # the fare set for the Longxiangqiao → Fengqi pair
+    double_use_before_reconnect: int
+
+
+def run_checks(f: Facts) -> list[Check]:
+    return [_decisions(f), _taps(f), _double_use(f), _refused_reported(f), _occupancy(f), _journeys(f)]
+
+
+def _decisions(f: Facts) -> Check:
+    wrong = [f"{r.gate}: {r.visit.label} → {r.describe()} (expected {r.visit.expect.describe()})"
+             for r in f.results if not r.matches]
+    extra = sum(f.unexpected.values())
+    detail = f"{len(f.results) - len(wrong)}/{len(f.results)} visits decided as expected"
+    if extra:
+        detail += f"; {extra} decision(s) nobody asked for"
+    return Check("every decision and reason as expected", not wrong and not extra,
+                 "; ".join([detail, *wrong[:5]]))
+
+
+def _taps(f: Facts) -> Check:
+    at_issuer = Counter[str]()
+    for row in f.activity:
+        at_issuer[row["gate_id"]] += row["taps"]
+    bad = [f"{g.gate_id}: {f.gate_taps.get(g.gate_id, 0)} at the gate, {at_issuer[g.gate_id]} at the issuer, "
+           f"{f.backlog.get(g.gate_id, -1)} not acknowledged"
+           for g in f.gates
+           if f.gate_taps.get(g.gate_id, 0) != at_issuer[g.gate_id] or f.backlog.get(g.gate_id) != 0]
+    total = sum(f.gate_taps.values())
+    return Check("no tap lost or duplicated", not bad,
+                 "; ".join(bad) if bad else f"{total} taps at the gates, {sum(at_issuer.values())} at the issuer, "
+                                            "every outbox empty")
+
+
+def _double_use(f: Facts) -> Check:
+    found = [i for i in f.incidents if i["kind"] == "double_use" and i["credential_id"] == f.cast.shared.credential_id
+             and {LANE1, LANE2} <= set(i["gate_ids"])]
+    ok = bool(found) and f.double_use_before_reconnect == 0
+    return Check("offline double use reported after the link came back", ok,
+                 f"{f.double_use_before_reconnect} double use(s) known while {LANE1} was offline; "
+                 f"{len(found)} after it reconnected" + (f": {found[0]['detail']}" if found else ""))
+
+
+def _refused_reported(f: Facts) -> Check:
+    kinds = Counter(i["kind"] for i in f.incidents)
+    want = ("forged_code", "revoked_presented", "replayed_code", "passback_denied")
+    missing = [k for k in want if not kinds[k]]
+    return Check("refused codes reported to the issuer", not missing,
+                 ", ".join(f"{k} ×{kinds[k]}" for k in want) + (f"; missing {missing}" if missing else ""))
+
+
+def _occupancy(f: Facts) -> Check:
+    walked = Counter[str]()
+    site_of = {g.gate_id: g.site for g in f.gates if g.direction == "entry"}
+    for r in f.results:
+        if r.gate in site_of and r.gate not in (METRO_IN,) and site_of[r.gate] in f.inside:
+            walked[site_of[r.gate]] += r.walked
+    bad = [f"{site}: {inside} inside at the issuer, {walked[site]} walked in" for site, inside in f.inside.items()
+           if inside != walked[site]]
+    return Check("occupancy = people who walked through the beams", not bad,
+                 "; ".join(bad) or ", ".join(f"{s} {n}" for s, n in f.inside.items()))
+
+
+def _journeys(f: Facts) -> Check:
+    tapped: dict[str, set[str]] = {}
+    for r in f.results:
+        if r.gate in (METRO_IN, METRO_OUT) and r.outcome is not None and r.outcome.decision.allowed:
+            tapped.setdefault(r.visit.card.credential_id, set()).add(r.gate)
+    paired = {c for c, gates in tapped.items() if gates == {METRO_IN, METRO_OUT}}
+    complete = {j["credential_id"] for j in f.journeys if j["complete"] and j["fare"] == f.fare}
+    flagged = {j["credential_id"] for j in f.journeys if j["flag"] == "no_tap_in"}
+    ok = paired == complete and f.cast.jumper.credential_id in flagged
+    return Check("metro journeys paired across stations and priced", ok,
+                 f"{len(complete)} complete at {f.fare} fen (expected {len(paired)}); "
+                 f"gate jumper flagged no_tap_in: {'yes' if f.cast.jumper.credential_id in flagged else 'no'}")

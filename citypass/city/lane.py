@@ -1,0 +1,223 @@
+"""One gate of the city, running for real, and the visitors who come to it.
+
+A :class:`Lane` runs three threads:
+
+* the **gate** thread builds the daemon with the daemon's own wiring point
+  (:func:`gate.wiring.build_daemon`: it opens the SQLite ledger *on that thread*, claims the mock pins,
+  opens the camera) and its MQTT sync thread (:func:`gate.wiring.build_sync`), then runs the decision
+  loop until stopped;
+* the gate's **sync** thread (its own ledger connection) uploads taps and applies signed deltas;
+* the **visitors** thread takes :class:`~citypass.city.script.Visit` s from a queue, renders the phone's
+  screen into camera frames (perspective, glare, dark mode, …) through the same memory camera source a
+  test rig uses, watches the relay pin and breaks the passage beam once for each person who walks
+  through — the others turn back, the barrier times out and the gate gives their entries back.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gpiozero.pins.mock import MockFactory
+
+from bench.frames import synth_frame
+from citypass.city.http import DemoError
+from citypass.city.script import Visit
+from gate.camera import forget_feed, memory_feed
+from gate.camera.base import Image
+from gate.config import GateConfig
+from gate.daemon import GateDaemon, Outcome
+from gate.logs import EventLog
+from gate.wiring import build_daemon, build_sync
+from sync.gate_sync import GateSync
+
+SIZE = (1280, 720)
+FPS = 15
+HOLD_S = 2.0  # how long a visitor holds the phone up before giving up
+
+
+@dataclass(frozen=True)
+class VisitResult:
+    """What happened to one visit: the daemon's outcome (None: the code was never read) and how many
+    people walked through the beam."""
+
+    gate: str
+    phase: str
+    visit: Visit
+    outcome: Outcome | None
+    walked: int
+
+    @property
+    def matches(self) -> bool:
+        if self.outcome is None:
+            return False
+        d, want = self.outcome.decision, self.visit.expect
+        reason = d.reason.value if d.reason is not None else None
+        return d.allowed == want.allowed and (d.persons == want.persons if d.allowed else reason == want.reason)
+
+    def describe(self) -> str:
+        """``allow ×2`` or ``deny passback: 刚刚已入园… / Entered recently…``."""
+        if self.outcome is None:
+            return "not read"
+        d = self.outcome.decision
+        if d.allowed:
+            return f"allow ×{d.persons}"
+        assert d.reason is not None
+        return f"deny {d.reason.value}: {d.reason.zh} / {d.reason.en}"
+
+
+class Lane:
+    def __init__(self, cfg: GateConfig, report: Callable[[VisitResult], None]) -> None:
+        self.cfg = cfg
+        self.report = report
+        self.pins = MockFactory()
+        self.feed_name = cfg.camera.source.split(":", 1)[1]
+        self.feed = memory_feed(self.feed_name, maxsize=2)
+        self.daemon: GateDaemon | None = None
+        self.sync: GateSync | None = None
+        self.error: BaseException | None = None
+        self.taps = 0  # every decision the daemon recorded (a tap id), expected or not
+        self.unexpected: list[Outcome] = []
+        self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
+        self._visits: queue.Queue[tuple[Visit, str, float] | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._gate = threading.Thread(target=self._run_gate, name=f"gate-{cfg.gate_id}", daemon=True)
+        self._visitors = threading.Thread(target=self._run_visitors, name=f"visitors-{cfg.gate_id}", daemon=True)
+
+    @property
+    def gate_id(self) -> str:
+        return self.cfg.gate_id
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> Lane:
+        self._gate.start()
+        if not self._ready.wait(timeout) or self.error is not None:
+            raise DemoError(f"gate {self.gate_id} did not start: {self.error or 'timed out'}")
+        self._visitors.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the visitors, the decision loop, then the sync thread; every thread joined."""
+        if self._visitors.is_alive():
+            self._visits.put(None)
+            self._visitors.join(10)
+        if self.daemon is not None:
+            self.daemon.stop()
+        if self._gate.is_alive():
+            self._gate.join(15)
+        forget_feed(self.feed_name)
+
+    def threads(self) -> list[threading.Thread]:
+        return [self._gate, self._visitors]
+
+    @property
+    def connected(self) -> bool:
+        return self.sync is not None and self.sync.state.connected
+
+    @property
+    def ledger_seq(self) -> int | None:
+        return None if self.sync is None else self.sync.state.ledger_seq
+
+    # -- visits ------------------------------------------------------------------------------------
+    def submit(self, visit: Visit, phase: str, phase_start: float) -> None:
+        """Queue a visit; it arrives ``visit.at`` seconds after ``phase_start`` (monotonic) or later."""
+        self._visits.put((visit, phase, phase_start + visit.at))
+
+    @property
+    def busy(self) -> bool:
+        return self._visits.unfinished_tasks > 0
+
+    # -- threads -----------------------------------------------------------------------------------
+    def _observe(self, outcome: Outcome) -> None:
+        if outcome.tap_id is not None:
+            with self._lock:
+                self.taps += 1
+        self._outcomes.put(outcome)
+
+    def _run_gate(self) -> None:
+        quiet = EventLog(gate_id=self.gate_id, level="error")
+        try:
+            self.daemon = build_daemon(self.cfg, log=quiet, pin_factory=self.pins, observer=self._observe)
+            self.sync = build_sync(self.cfg, self.daemon, quiet)
+            if self.sync is not None:
+                self.sync.start()
+        except BaseException as exc:  # reported by start(); the thread ends
+            self.error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self.daemon.run()
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            if self.sync is not None:
+                self.sync.stop()
+
+    def _run_visitors(self) -> None:
+        blank = synth_frame(None, "no_code", SIZE, 0)
+        while True:
+            try:
+                item = self._visits.get(timeout=1 / FPS)
+            except queue.Empty:  # nobody at the gate: the camera sees the empty lane
+                self.feed.push(blank)
+                continue
+            if item is None:
+                break
+            visit, phase, arrive = item
+            try:
+                while time.monotonic() < arrive:  # the visitor is still on the way
+                    self.feed.push(blank)
+                    time.sleep(1 / FPS)
+                self.report(self._visit(visit, phase, blank))
+            except BaseException as exc:
+                self.error = exc
+            finally:
+                self._visits.task_done()
+        self._visits.task_done()
+
+    def _visit(self, visit: Visit, phase: str, blank: Image) -> VisitResult:
+        while True:  # whatever the daemon decided since the last visit was not asked for
+            try:
+                self.unexpected.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                break
+        image = synth_frame(visit.text(int(time.time())), visit.condition, SIZE, 11)
+        outcome: Outcome | None = None
+        for _ in range(int(HOLD_S * FPS)):
+            self.feed.push(image, block=True, timeout=1.0)
+            time.sleep(1 / FPS)
+            try:
+                outcome = self._outcomes.get_nowait()
+                break
+            except queue.Empty:
+                pass
+        walked = 0
+        if outcome is not None and outcome.decision.allowed:
+            relay, beam = self.pins.pin(self.cfg.barrier.relay_pin), self.pins.pin(self.cfg.barrier.sensor_pin)
+            for _ in range(visit.walkers):
+                if not relay.state:
+                    break
+                beam.drive_low()
+                time.sleep(0.05)
+                beam.drive_high()
+                walked += 1
+                time.sleep(0.1)
+            _wait(lambda: not relay.state, self.cfg.barrier.passage_timeout_s + 2)  # the rest turn back
+        for _ in range(int(self.cfg.decision.leave_after_s * FPS) + 3):  # the phone leaves the view
+            self.feed.push(blank, block=True, timeout=1.0)
+            time.sleep(1 / FPS)
+        return VisitResult(self.gate_id, phase, visit, outcome, walked)
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()

@@ -1,0 +1,236 @@
+"""The director of the demo's city act: six gates at four kinds of site, all running at once.
+
+It mints the visitors' cards through the issuer's API, enrolls every gate through the real enrollment
+flow, starts them (each :class:`~citypass.city.lane.Lane` on its own threads), then plays the script of
+:mod:`citypass.city.script` phase by phase — cutting museum lane 1's broker link through a
+:class:`~sync.relay.LinkRelay`, revoking a pass while the gates run, restoring the link — and finally
+waits until every gate's outbox is empty and the issuer holds every tap, reads the issuer's reports and
+checks them against what the gates saw (:mod:`citypass.city.checks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.live import Live
+
+from citypass.city.cast import mint_cast
+from citypass.city.checks import Check, Facts, run_checks
+from citypass.city.enrol import enrol_gate
+from citypass.city.http import DemoError, ok, ok_list
+from citypass.city.lane import Lane, VisitResult
+from citypass.city.script import (
+    GATES,
+    LANE1,
+    LANE2,
+    Action,
+    Cast,
+    Cut,
+    Phase,
+    Restore,
+    Revoke,
+    build_script,
+    crowd,
+)
+from citypass.city.summary import fetch_reports, print_summary
+from citypass.city.view import CityView
+from gate.ledger import GateLedger
+from sync.relay import LinkRelay
+
+FARE = 400  # fen, Longxiangqiao ↔ Fengqi
+NOTES = {
+    "opening": "every gate online; the morning's visitors",
+    "link down": f"{LANE1} has lost its broker link; it decides offline and buffers its taps",
+    "still down": f"{LANE2}, online, has not heard of {LANE1}'s offline entries",
+    "link back": f"{LANE1}'s link is back: its buffered taps go up to the issuer",
+}
+
+
+@dataclass(frozen=True)
+class CityOptions:
+    visitors: int = 40
+    duration_s: float = 40.0
+    seed: int = 7
+    live: bool = True
+
+
+@dataclass(frozen=True)
+class Clients:
+    api: httpx.Client       # the issuer role: passes, reservations, revocations
+    reports: httpx.Client   # the operator role: reports, fares
+    fleet: httpx.Client     # the technician role: devices, enrollments
+
+
+class _ConsoleErrors(logging.Handler):
+    """Library log records of level ERROR and above, printed above the live view."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.ERROR)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(f"[red]{record.name}: {record.getMessage()}[/]", highlight=False)
+
+
+@contextmanager
+def _library_logs(console: Console) -> Iterator[None]:
+    """The gates' and sync's library logs (a camera reopening, a link dropping: the view shows those)
+    stay out of the view; errors still show."""
+    handler = _ConsoleErrors(console)
+    loggers = [logging.getLogger(name) for name in ("gate", "sync")]
+    previous = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, propagate in zip(loggers, previous, strict=True):
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+
+
+def _wait(what: str, predicate: Callable[[], bool], timeout: float) -> float:
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+class City:
+    def __init__(self, console: Console, out: Path, clients: Clients, broker: tuple[str, int],
+                 issuer_sync: Callable[[], AbstractContextManager[object]], options: CityOptions) -> None:
+        self.console, self.out, self.clients, self.options = console, out, clients, options
+        self.broker, self.issuer_sync = broker, issuer_sync
+        self.results: list[VisitResult] = []
+        self.lanes: dict[str, Lane] = {}
+        self.ledgers: dict[str, GateLedger] = {}
+        self.relay = LinkRelay(*broker)
+        self.double_use_before = 0
+        self.backlog: dict[str, int] = {}
+        self.view = CityView(console, GATES, lambda: {g: lane.connected for g, lane in self.lanes.items()},
+                             live=options.live)
+
+    def run(self) -> list[Check]:
+        now = int(time.time())
+        cast = mint_cast(self.clients.api, now, crowd(self.options.visitors, self.options.seed))
+        sites = {s["name"]: s["number"] for s in ok_list(self.clients.api.get("/v1/sites"))}
+        ok(self.clients.reports.put("/v1/fares", json={"default_fare": 300,
+                                                       "pairs": [[sites["longxiangqiao"], sites["fengqi"], FARE]]}))
+        phases = build_script(cast, self.options.duration_s)
+        visits = sum(len(p.visits) for p in phases)
+        self.console.print(f"\n[bold]The city[/] — {len(cast.crowd)} visitors in the crowd and {visits} visits at "
+                           f"{len(GATES)} gates over four phases (cards issued over HTTP by the issuer)")
+        with ExitStack() as stack:
+            stack.enter_context(_library_logs(self.console))
+            self.relay.start()
+            stack.callback(self.relay.stop)
+            for spec in GATES:
+                cfg, steps = enrol_gate(self.clients.fleet, self.out / "gates" / spec.gate_id, spec, sites[spec.site])
+                if spec.gate_id == LANE1:  # this gate reaches the broker through a link the demo can cut
+                    assert cfg.sync is not None
+                    cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"broker_port": self.relay.port})})
+                self.console.print(f"enrolled {spec.gate_id} ({spec.label}): {' → '.join(steps)}")
+                self.lanes[spec.gate_id] = Lane(cfg, self._report)
+            stack.enter_context(self.issuer_sync())
+            for lane in self.lanes.values():
+                stack.callback(lane.stop)
+                lane.start()
+                self.ledgers[lane.gate_id] = stack.enter_context(GateLedger.open(lane.cfg.ledger.path))
+            took = _wait("every gate to connect to the broker", lambda: all(x.connected for x in self.lanes.values()),
+                         30)
+            self.console.print(f"all {len(self.lanes)} gates running and connected to the broker over TLS "
+                               f"({took:.1f} s)")
+            with self._live():
+                for phase in phases:
+                    self._play(phase)
+                self._drain()
+            self.backlog = {g: ledger.backlog() for g, ledger in self.ledgers.items()}
+        return self._finish(cast)
+
+    @contextmanager
+    def _live(self) -> Iterator[None]:
+        if not self.options.live:
+            yield
+            return
+        with Live(self.view, console=self.console, refresh_per_second=4):
+            yield
+
+    def _report(self, result: VisitResult) -> None:
+        self.results.append(result)
+        self.view.record(result)
+
+    def _play(self, phase: Phase) -> None:
+        for action in phase.before:
+            self._act(action)
+        self.view.set_phase(phase.name, NOTES[phase.name])
+        started = time.monotonic()
+        for visit in phase.visits:
+            self.lanes[visit.gate].submit(visit, phase.name, started)
+        _wait(f"the visitors of phase {phase.name!r}", lambda: not any(x.busy for x in self.lanes.values()),
+              self.options.duration_s + 30 + 5 * len(phase.visits))
+        self._check_lanes()
+
+    def _check_lanes(self) -> None:
+        for lane in self.lanes.values():
+            if lane.error is not None:
+                raise DemoError(f"gate {lane.gate_id} failed: {lane.error!r}")
+
+    def _act(self, action: Action) -> None:
+        if isinstance(action, Cut):
+            self.relay.cut()
+            took = _wait(f"{action.gate} to notice its link is down", lambda: not self.lanes[action.gate].connected, 15)
+            self.console.print(f"[red]link cut[/]: {action.gate} lost the broker ({took:.1f} s to notice)")
+        elif isinstance(action, Revoke):
+            body = {"credential_id": action.card.credential_id, "reason": action.reason}
+            seq = ok(self.clients.api.post("/v1/revocations", json=body))["ledger_seq"]
+            took = _wait("the revocation delta to reach the online gates",
+                         lambda: all((self.lanes[g].ledger_seq or 0) >= seq for g in action.gates), 20)
+            self.console.print(f"operator revokes pass {action.card.credential_id[:8]} ({action.reason}): signed "
+                               f"delta seq {seq} applied by {', '.join(action.gates)} in {took:.1f} s over MQTT")
+        elif isinstance(action, Restore):
+            _wait(f"{LANE2} to upload", lambda: self.ledgers[LANE2].backlog() == 0, 20)
+            incidents = ok_list(self.clients.reports.get("/v1/incidents", params={"kind": "double_use"}))
+            self.double_use_before = len(incidents)
+            self.console.print(f"issuer, before the link returns: {len(incidents)} double use(s) known — "
+                               f"{action.gate}'s taps are still on {action.gate}")
+            self.relay.restore()
+            backlog = self.ledgers[action.gate].backlog()
+            took = _wait(f"{action.gate} to reconnect", lambda: self.lanes[action.gate].connected, 30)
+            self.console.print(f"[green]link restored[/]: {action.gate} reconnected in {took:.1f} s with {backlog} "
+                               "events buffered")
+            took = _wait(f"{action.gate} to catch up", lambda: self.ledgers[action.gate].backlog() == 0, 30)
+            found = _wait("the issuer to report the double use", lambda: bool(ok_list(self.clients.reports.get(
+                "/v1/incidents", params={"kind": "double_use"}))), 15)
+            self.console.print(f"{action.gate} caught up in {took:.1f} s (every event acknowledged by an ingest "
+                               f"worker); {found:.1f} s later the issuer reports the double use")
+
+    def _drain(self) -> None:
+        took = _wait("every gate's outbox to be acknowledged",
+                     lambda: all(ledger.backlog() == 0 for ledger in self.ledgers.values()), 60)
+        self.console.print(f"every outbox acknowledged by the issuer ({took:.1f} s after the last visitor)")
+
+    def _finish(self, cast: Cast) -> list[Check]:
+        entry_sites = sorted({g.site for g in GATES if g.site in ("west-lake", "zhejiang-museum")})
+        reports = fetch_reports(self.clients.reports, entry_sites)
+        facts = Facts(
+            cast=cast, gates=GATES, results=self.results,
+            gate_taps={g: lane.taps for g, lane in self.lanes.items()},
+            unexpected={g: len(lane.unexpected) for g, lane in self.lanes.items()},
+            backlog=self.backlog,
+            activity=reports.activity, incidents=reports.incidents,
+            inside={s: o["inside"] for s, o in reports.occupancy.items()}, journeys=reports.journeys, fare=FARE,
+            double_use_before_reconnect=self.double_use_before,
+        )
+        checks = run_checks(facts)
+        print_summary(self.console, facts, reports, checks)
+        return checks
