@@ -9,7 +9,6 @@ Everything it writes goes to ``--out`` (default ``demo-out/``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -26,6 +25,7 @@ from citypass.city.cast import forge_signature
 from citypass.city.http import DemoError
 from citypass.timefmt import format_time, utc_now
 from credential import Mode, SigningKey, load_snapshot, parse, present, qr
+from firmware_hooks.lifecycle import process_alive
 from gate.decision import Direction, GateContext, decide
 from gate.memory_ledger import MemoryLedger
 from issuer.home import IssuerHome
@@ -192,7 +192,7 @@ def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.T
     deadline = time.monotonic() + 10
     while True:
         left = [t for t in threading.enumerate() if t not in baseline and t.is_alive()]
-        alive = broker_pid is not None and _alive(broker_pid)
+        alive = broker_pid is not None and process_alive(broker_pid)
         if (not left and not alive) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -203,12 +203,3 @@ def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.T
     console.print(f"stopped everything it started: Mosquitto (pid {broker_pid}) exited, the issuer API, ingest "
                   "workers, link relay and every gate's daemon, sync and visitor threads ended; 0 threads left")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -72,7 +72,8 @@ def render(steps: Sequence[Step]) -> str:
 
 
 # -- stopping the daemon ---------------------------------------------------------------------------------
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,10 +90,10 @@ def _alive(pid: int) -> bool:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             return True
         time.sleep(0.05)
-    return not _alive(pid)
+    return not process_alive(pid)
 
 
 def unit_main_pid(unit: str, run: Callable[..., Any] = subprocess.run) -> int | None:
@@ -127,7 +128,7 @@ def stop_daemon(*, pid_file: Path | None = None, unit: str | None = None, timeou
         source = f"pid {pid} of {unit}"
     if pid is None:
         return Step("stop_daemon", True, source)
-    if not _alive(pid):
+    if not process_alive(pid):
         return Step("stop_daemon", True, f"{source} is not running")
     os.kill(pid, signal.SIGTERM)
     started = time.monotonic()

@@ -49,6 +49,7 @@ import os
 import random
 import select
 import signal
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -343,7 +344,10 @@ def kill_daemon_repeatedly(setup: CrashSetup, *, kills: int, rng: random.Random,
     began = time.monotonic()
     for n in range(kills):
         phase: Phase = rng.choices(("startup", "decision", "idle"), weights)[0]
-        startup_delay, idle_delay = rng.uniform(0, 0.06), rng.uniform(0, 0.4)
+        # Start-up kills land within the time a run has been taking to get ready (the median of the last
+        # runs), so they hit start-up on a fast machine and on a loaded one alike.
+        typical_ready = statistics.median(result.ready_after_s[-21:]) if result.ready_after_s else 0.06
+        startup_delay, idle_delay = rng.uniform(0, 0.9 * typical_ready), rng.uniform(0, 0.4)
         nth_code, after_code = rng.randint(1, 3), rng.uniform(0, 0.008)
         reader, writer = ctx.Pipe(duplex=False)
         result.run_started_at.append(time.time())
