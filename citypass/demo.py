@@ -187,9 +187,10 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
         raise click.ClickException(f"{len(failed)} check(s) failed: {'; '.join(failed)}")
 
 
-def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.Thread]) -> None:
-    """Everything the demo started is gone: the Mosquitto process has exited and no thread is left."""
-    deadline = time.monotonic() + 10
+def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.Thread], wait_s: float = 10) -> None:
+    """Everything the demo started is gone: the Mosquitto process has exited and no thread is left (they
+    get ``wait_s`` to finish); otherwise a ClickException names what is still running."""
+    deadline = time.monotonic() + wait_s
     while True:
         left = [t for t in threading.enumerate() if t not in baseline and t.is_alive()]
         alive = broker_pid is not None and process_alive(broker_pid)

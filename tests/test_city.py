@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -189,3 +191,24 @@ def test_checks_catch_missing_reports_occupancy_and_journeys(cast: Cast) -> None
         "occupancy = people who walked through the beams"]
     assert _failed(replace(facts, journeys=facts.journeys[1:])) == ["metro journeys paired across stations and priced"]
     assert _failed(replace(facts, fare=300)) == ["metro journeys paired across stations and priced"]
+
+
+def test_the_demo_names_whatever_it_started_and_did_not_stop() -> None:
+    import click
+    from rich.console import Console
+
+    from citypass.demo import _stopped
+
+    baseline = set(threading.enumerate())
+    release = threading.Event()
+    straggler = threading.Thread(target=release.wait, name="gate-straggler", daemon=True)
+    straggler.start()
+    try:
+        with pytest.raises(click.ClickException, match="threads left: gate-straggler"):
+            _stopped(Console(file=io.StringIO()), None, baseline, wait_s=0.2)
+    finally:
+        release.set()
+        straggler.join()
+    out = io.StringIO()
+    _stopped(Console(file=out), None, baseline, wait_s=0.2)
+    assert "0 threads left" in out.getvalue()

@@ -170,9 +170,9 @@ class City:
         self.view.record(result)
 
     def _play(self, phase: Phase) -> None:
+        self.view.set_phase(phase.name, NOTES[phase.name])
         for action in phase.before:
             self._act(action)
-        self.view.set_phase(phase.name, NOTES[phase.name])
         started = time.monotonic()
         for visit in phase.visits:
             self.lanes[visit.gate].submit(visit, phase.name, started)
