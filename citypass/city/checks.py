@@ -87,9 +87,9 @@ def _refused_reported(f: Facts) -> Check:
 
 def _occupancy(f: Facts) -> Check:
     walked = Counter[str]()
-    site_of = {g.gate_id: g.site for g in f.gates if g.direction == "entry"}
+    site_of = {g.gate_id: g.site for g in f.gates if g.direction == "entry" and g.site in f.inside}
     for r in f.results:
-        if r.gate in site_of and r.gate not in (METRO_IN,) and site_of[r.gate] in f.inside:
+        if r.gate in site_of:
             walked[site_of[r.gate]] += r.walked
     bad = [f"{site}: {inside} inside at the issuer, {walked[site]} walked in" for site, inside in f.inside.items()
            if inside != walked[site]]

@@ -80,6 +80,7 @@ class Lane:
         self.sync: GateSync | None = None
         self.error: BaseException | None = None
         self.taps = 0  # every decision the daemon recorded (a tap id), expected or not
+        self.relay_s: list[float] = []  # frame captured → relay energised, for each opening
         self.unexpected: list[Outcome] = []
         self._outcomes: queue.SimpleQueue[Outcome] = queue.SimpleQueue()
         self._visits: queue.Queue[tuple[Visit, str, float] | None] = queue.Queue()
@@ -111,9 +112,6 @@ class Lane:
             self._gate.join(15)
         forget_feed(self.feed_name)
 
-    def threads(self) -> list[threading.Thread]:
-        return [self._gate, self._visitors]
-
     @property
     def connected(self) -> bool:
         return self.sync is not None and self.sync.state.connected
@@ -133,9 +131,10 @@ class Lane:
 
     # -- threads -----------------------------------------------------------------------------------
     def _observe(self, outcome: Outcome) -> None:
-        if outcome.tap_id is not None:
-            with self._lock:
-                self.taps += 1
+        with self._lock:
+            self.taps += outcome.tap_id is not None
+            if outcome.frame_to_relay_s is not None:
+                self.relay_s.append(outcome.frame_to_relay_s)
         self._outcomes.put(outcome)
 
     def _run_gate(self) -> None:

@@ -232,5 +232,5 @@ class City:
             double_use_before_reconnect=self.double_use_before,
         )
         checks = run_checks(facts)
-        print_summary(self.console, facts, reports, checks)
+        print_summary(self.console, facts, reports, checks, {g: lane.relay_s for g, lane in self.lanes.items()})
         return checks

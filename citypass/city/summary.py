@@ -16,6 +16,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench.report import percentile
 from citypass.city.checks import Check, Facts
 from citypass.city.http import ok, ok_list
 from credential.reasons import Reason
@@ -49,16 +50,20 @@ def _table(title: str, *columns: str) -> Table:
     return table
 
 
-def print_summary(console: Console, facts: Facts, reports: Reports, checks: list[Check]) -> None:
+def print_summary(console: Console, facts: Facts, reports: Reports, checks: list[Check],
+                  relay_s: dict[str, list[float]]) -> None:
+    """``relay_s``: each gate's frame → relay times (s) of its openings, measured by its daemon."""
     names = reports.site_names
     taps = _table("Taps per gate (at the gate / at the issuer)", "gate", "site", "taps", "at issuer", "allowed",
-                  "denied", "persons", "annulled")
+                  "denied", "persons", "annulled", "frame→relay p50 / max")
     by_gate = {row["gate_id"]: row for row in reports.activity}
     for g in facts.gates:
         row = by_gate.get(g.gate_id, {})
+        times = relay_s.get(g.gate_id) or []
+        relay = f"{percentile(times, 0.5) * 1000:.1f} / {max(times) * 1000:.1f} ms" if times else "—"
         taps.add_row(g.gate_id, g.site, str(facts.gate_taps.get(g.gate_id, 0)), str(row.get("taps", 0)),
                      str(row.get("allowed", 0)), str(row.get("denied", 0)), str(row.get("persons", 0)),
-                     str(row.get("annulled", 0)))
+                     str(row.get("annulled", 0)), relay)
     console.print(taps)
 
     denials = Counter[str]()

@@ -1,0 +1,94 @@
+"""The gate's SQLite ledger: signed snapshots and deltas from a real issuer, and the trust list they pin."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from credential.codes import parse
+from credential.keys import SigningKey
+from credential.reasons import Reason
+from gate.decision import decide
+from gate.ledger import GateLedger, SnapshotRefused
+from issuer.home import IssuerHome
+from issuer.service import Issuer
+from tests.ledger_fixtures import NOW, SITES, Issued, ctx_for, dump
+from tests.ledger_fixtures import issued as issued
+
+
+# -- snapshots ----------------------------------------------------------------------------------------
+def test_snapshot_from_a_real_issuer_loads(issued: Issued) -> None:
+    data = issued.export()
+    with issued.ledger() as ledger:
+        snap = ledger.load_snapshot(data)
+        assert ledger.seq == snap.seq and ledger.synced_at == NOW and ledger.clock_floor == NOW
+        assert ledger.trust == snap.trust and ledger.trust_error is None
+        assert [s.name for s in ledger.sites()] == [name for name, _ in SITES]
+        assert all(ledger.is_revoked(i) for i in snap.revoked) and len(snap.revoked) == 1
+        assert all(ledger.is_holder_revoked(h) for h in snap.revoked_holders)
+        assert not ledger.is_revoked(b"\x00" * 8) and not ledger.is_holder_revoked(b"\x00" * 16)
+
+
+def test_tampered_or_foreign_snapshots_are_refused_and_change_nothing(issued: Issued, tmp_path: Path) -> None:
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export())
+        before = dump(ledger)
+        issued.issuer.revoke(issued.codes["annual"], now=NOW + 10)
+        newer = issued.export(NOW + 10)
+        for position in (len(newer) - 1, len(newer) // 2, 200):  # signature, payload, trust list
+            tampered = bytearray(newer)
+            tampered[position] ^= 0x01
+            with pytest.raises(SnapshotRefused):
+                ledger.load_snapshot(bytes(tampered))
+            assert dump(ledger) == before
+        other = Issuer.init(IssuerHome(tmp_path / "other"), SITES, now=NOW)
+        with pytest.raises(SnapshotRefused):
+            ledger.load_snapshot(other.export(NOW + 20))  # signed by another root
+        with pytest.raises(SnapshotRefused):
+            ledger.load_snapshot(newer, other.root_key().public)  # not the root the ledger pinned
+        assert dump(ledger) == before
+        ledger.load_snapshot(newer)  # the genuine one still goes in
+        assert ledger.is_revoked(parse(issued.codes["annual"]).credential.id)
+
+
+def test_older_seq_is_refused_unless_forced_and_same_seq_refreshes(issued: Issued) -> None:
+    old = issued.export(NOW)
+    issued.issuer.revoke(issued.codes["group"], now=NOW + 5)
+    new = issued.export(NOW + 5)
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(new)
+        seq = ledger.seq
+        assert seq is not None
+        with pytest.raises(SnapshotRefused, match="older"):
+            ledger.load_snapshot(old)
+        assert ledger.seq == seq
+        ledger.load_snapshot(issued.export(NOW + 3600))  # nothing changed, but known fresh as of then
+        assert ledger.seq == seq and ledger.synced_at == NOW + 3600
+        ledger.load_snapshot(old, force=True)
+        assert ledger.seq == seq - 1 and ledger.clock_floor == NOW + 3600  # the floor never goes back
+
+
+def test_apply_delta_needs_its_base(issued: Issued) -> None:
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export())
+        seq = ledger.seq
+        assert seq is not None
+        with pytest.raises(SnapshotRefused):
+            ledger.apply_delta(base_seq=seq - 1, seq=seq + 1, issued_at=NOW + 1, revoked=[b"\x01" * 8])
+        extra = [bytes([i]) * 8 for i in range(2, 50)] + [b"\x09" * 16]
+        assert ledger.apply_delta(base_seq=seq, seq=seq + 1, issued_at=NOW + 9, revoked=extra,
+                                  revoked_holders=[b"\x07" * 16]) == len(extra) + 1
+        assert all(ledger.is_revoked(i) for i in extra) and ledger.is_holder_revoked(b"\x07" * 16)
+        ledger.apply_delta(base_seq=seq + 1, seq=seq + 2, issued_at=NOW + 8, unrevoked=extra[:3])
+        assert not ledger.is_revoked(extra[0]) and ledger.is_revoked(extra[3])
+        assert ledger.seq == seq + 2 and ledger.synced_at == NOW + 9 and ledger.clock_floor == NOW + 9
+
+
+def test_a_stored_trust_list_is_rechecked_against_the_pinned_root(issued: Issued) -> None:
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export())
+    with GateLedger.open(issued.tmp / "ledger.sqlite3", root=SigningKey.generate().public) as ledger:
+        assert ledger.trust.keys == () and ledger.trust_error is not None
+        ctx = ctx_for(ledger, "west-lake")
+        assert decide(issued.codes["annual"], ledger, ctx, NOW + 1).reason is Reason.UNKNOWN_KEY
