@@ -217,28 +217,27 @@ def _ledger_section(results: Results, command: str) -> list[str]:
     return lines
 
 
+def _rows_section(results: Results, title: str, name: str, command: str, rows: Sequence[Row],
+                  prose: str) -> list[str]:
+    """A section that is a heading, its command, what was measured, and the benchmark's rows."""
+    lines = [title, "", f"`{command}`", "", *_failed(results, name)]
+    return lines if not rows else [*lines, prose, "", *_md_rows(rows), ""]
+
+
 def _ingest_section(results: Results, command: str) -> list[str]:
     s = results.sizes
-    lines = ["## The issuer — `citypass bench ingest`", "", f"`{command}`", ""]
-    lines += _failed(results, "ingest")
-    if not results.ingest_rows:
-        return lines
-    lines += [f"{s.ingest_taps:,} synthetic taps shaped like gate outbox rows (one in ten with an annulment) in "
-              f"batches of {ingest_bench.BATCH}, through the repository on one core and over HTTP to a served "
-              f"issuer pinned to one core; then reservation requests from {s.clients} concurrent clients "
-              "(see docs/issuer.md).", ""]
-    lines += [*_md_rows(results.ingest_rows), ""]
-    return lines
+    return _rows_section(
+        results, "## The issuer — `citypass bench ingest`", "ingest", command, results.ingest_rows,
+        f"{s.ingest_taps:,} synthetic taps shaped like gate outbox rows (one in ten with an annulment) in "
+        f"batches of {ingest_bench.BATCH}, through the repository on one core and over HTTP to a served "
+        f"issuer pinned to one core; then reservation requests from {s.clients} concurrent clients "
+        "(see docs/issuer.md).")
 
 
 def _sync_section(results: Results, command: str) -> list[str]:
     s = results.sizes
-    lines = ["## Sync over MQTT — `citypass bench sync`", "", f"`{command}`", ""]
-    lines += _failed(results, "sync")
-    if not results.sync_rows:
-        return lines
-    lines += [f"A real Mosquitto broker (TLS, client certificates, QoS 1), the issuer's MQTT side in a separate "
-              f"process with {s.sync_workers} ingest workers, {s.sync_gates} gate(s) with their own SQLite "
-              f"ledgers; then one gate back online with {s.backlog:,} buffered taps (see docs/mqtt.md).", ""]
-    lines += [*_md_rows(results.sync_rows), ""]
-    return lines
+    return _rows_section(
+        results, "## Sync over MQTT — `citypass bench sync`", "sync", command, results.sync_rows,
+        f"A real Mosquitto broker (TLS, client certificates, QoS 1), the issuer's MQTT side in a separate "
+        f"process with {s.sync_workers} ingest workers, {s.sync_gates} gate(s) with their own SQLite "
+        f"ledgers; then one gate back online with {s.backlog:,} buffered taps (see docs/mqtt.md).")
