@@ -181,6 +181,10 @@ def test_checks_catch_a_missing_or_premature_double_use(cast: Cast) -> None:
     assert _failed(replace(facts, incidents=others)) == ["offline double use reported after the link came back"]
     assert _failed(replace(facts, double_use_before_reconnect=1)) == [
         "offline double use reported after the link came back"]
+    another = {"kind": "double_use", "credential_id": cast.family.credential_id, "gate_ids": [LANE1],
+               "detail": "5 persons admitted on a party of 3"}
+    assert _failed(replace(facts, incidents=[*facts.incidents, another])) == [
+        "offline double use reported after the link came back"]
 
 
 def test_checks_catch_missing_reports_occupancy_and_journeys(cast: Cast) -> None:
@@ -191,6 +195,8 @@ def test_checks_catch_missing_reports_occupancy_and_journeys(cast: Cast) -> None
         "occupancy = people who walked through the beams"]
     assert _failed(replace(facts, journeys=facts.journeys[1:])) == ["metro journeys paired across stations and priced"]
     assert _failed(replace(facts, fare=300)) == ["metro journeys paired across stations and priced"]
+    twice = [*facts.journeys, facts.journeys[0]]  # one ride counted twice
+    assert _failed(replace(facts, journeys=twice)) == ["metro journeys paired across stations and priced"]
 
 
 def test_the_demo_names_whatever_it_started_and_did_not_stop() -> None:

@@ -28,6 +28,7 @@ EXPECTED = [
     ("museum-entrance-1", "couple; one turns back", "allow ×2"),
     ("museum-entrance-1", "the couple's partner comes back", "allow ×1"),
     ("metro-longxiangqiao-in", "metro rider 1, live code", "allow ×1"),
+    ("metro-longxiangqiao-in", "metro rider 2, live code", "allow ×1"),
     ("metro-longxiangqiao-in", "screenshot of a live code, 2 min old", "deny presentation_expired: 二维码已过期"),
     ("bus-k7-reader", "bus rider, live code", "allow ×1"),
     ("bus-k7-reader", "holder-bound pass shown as a static code", "deny dynamic_required: 请出示动态二维码"),
@@ -52,11 +53,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 
 def test_act_one_decides_every_kind_of_code(demo_run: tuple[str, Path]) -> None:
-    out, _ = demo_run
-    assert "7 allowed, 8 denied" in out
+    act_one = demo_run[0].split("Issuer service at")[0]
+    assert "7 allowed, 8 denied" in act_one
     for reason in ("passback", "already_used", "replayed_presentation", "presentation_expired", "dynamic_required",
                    "wrong_site", "revoked", "bad_signature"):
-        assert reason in out, reason
+        assert reason in act_one, reason
 
 
 def test_every_gate_enrolled_and_connected(demo_run: tuple[str, Path]) -> None:

@@ -69,12 +69,13 @@ def _taps(f: Facts) -> Check:
 
 
 def _double_use(f: Facts) -> Check:
-    found = [i for i in f.incidents if i["kind"] == "double_use" and i["credential_id"] == f.cast.shared.credential_id
+    doubles = [i for i in f.incidents if i["kind"] == "double_use"]
+    found = [i for i in doubles if i["credential_id"] == f.cast.shared.credential_id
              and {LANE1, LANE2} <= set(i["gate_ids"])]
-    ok = bool(found) and f.double_use_before_reconnect == 0
+    ok = len(doubles) == len(found) == 1 and f.double_use_before_reconnect == 0
     return Check("offline double use reported after the link came back", ok,
                  f"{f.double_use_before_reconnect} double use(s) known while {LANE1} was offline; "
-                 f"{len(found)} after it reconnected" + (f": {found[0]['detail']}" if found else ""))
+                 f"{len(doubles)} after it reconnected" + (f": {found[0]['detail']}" if found else ""))
 
 
 def _refused_reported(f: Facts) -> Check:
@@ -103,9 +104,12 @@ def _journeys(f: Facts) -> Check:
         if r.gate in (METRO_IN, METRO_OUT) and r.outcome is not None and r.outcome.decision.allowed:
             tapped.setdefault(r.visit.card.credential_id, set()).add(r.gate)
     paired = {c for c, gates in tapped.items() if gates == {METRO_IN, METRO_OUT}}
-    complete = {j["credential_id"] for j in f.journeys if j["complete"] and j["fare"] == f.fare}
-    flagged = {j["credential_id"] for j in f.journeys if j["flag"] == "no_tap_in"}
-    ok = paired == complete and f.cast.jumper.credential_id in flagged
+    metro = [j for j in f.journeys if j["credential_id"] in tapped]  # bus rides are other cards
+    complete = Counter(j["credential_id"] for j in metro if j["complete"])
+    priced = all(j["fare"] == f.fare for j in metro if j["complete"])
+    jumper = any(j["credential_id"] == f.cast.jumper.credential_id and j["flag"] == "no_tap_in" for j in metro)
+    ok = set(complete) == paired and all(n == 1 for n in complete.values()) and priced and jumper
     return Check("metro journeys paired across stations and priced", ok,
-                 f"{len(complete)} complete at {f.fare} fen (expected {len(paired)}); "
-                 f"gate jumper flagged no_tap_in: {'yes' if f.cast.jumper.credential_id in flagged else 'no'}")
+                 f"{sum(complete.values())} complete (expected {len(paired)}), "
+                 f"{'all' if priced else 'not all'} at {f.fare} fen; "
+                 f"gate jumper flagged no_tap_in: {'yes' if jumper else 'no'}")

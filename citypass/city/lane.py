@@ -86,6 +86,7 @@ class Lane:
         self._visits: queue.Queue[tuple[Visit, str, float] | None] = queue.Queue()
         self._lock = threading.Lock()
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._gate = threading.Thread(target=self._run_gate, name=f"gate-{cfg.gate_id}", daemon=True)
         self._visitors = threading.Thread(target=self._run_visitors, name=f"visitors-{cfg.gate_id}", daemon=True)
 
@@ -101,16 +102,37 @@ class Lane:
         self._visitors.start()
         return self
 
+    def stop_visitors(self) -> None:
+        """Send everyone home: queued visits are dropped, a visit under way ends at its next frame."""
+        self._stopping.set()
+        while True:
+            try:
+                self._visits.get_nowait()
+                self._visits.task_done()
+            except queue.Empty:
+                break
+        self._visits.put(None)
+
     def stop(self) -> None:
-        """Stop the visitors, the decision loop, then the sync thread; every thread joined."""
+        """Stop the visitors, the decision loop, then the sync thread; every thread joined. Safe to call
+        on a lane that never started."""
+        self.stop_visitors()
         if self._visitors.is_alive():
-            self._visits.put(None)
             self._visitors.join(10)
         if self.daemon is not None:
             self.daemon.stop()
         if self._gate.is_alive():
             self._gate.join(15)
         forget_feed(self.feed_name)
+        while True:  # decisions no visit was waiting for (after the last one, say) are unexpected too
+            try:
+                self.unexpected.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                break
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:  # the first failure is the one worth reporting
+            self.error = exc
 
     @property
     def connected(self) -> bool:
@@ -145,39 +167,57 @@ class Lane:
             if self.sync is not None:
                 self.sync.start()
         except BaseException as exc:  # reported by start(); the thread ends
-            self.error = exc
+            self._fail(exc)
+            if self.daemon is not None:
+                self.daemon.shutdown()  # on this thread: the ledger connection is this thread's
             self._ready.set()
             return
         self._ready.set()
         try:
             self.daemon.run()
         except BaseException as exc:
-            self.error = exc
+            self._fail(exc)
         finally:
             if self.sync is not None:
                 self.sync.stop()
 
     def _run_visitors(self) -> None:
         blank = synth_frame(None, "no_code", SIZE, 0)
-        while True:
-            try:
-                item = self._visits.get(timeout=1 / FPS)
-            except queue.Empty:  # nobody at the gate: the camera sees the empty lane
-                self.feed.push(blank)
-                continue
-            if item is None:
-                break
+        while (item := self._next_visit(blank)) is not None:
             visit, phase, arrive = item
             try:
-                while time.monotonic() < arrive:  # the visitor is still on the way
-                    self.feed.push(blank)
-                    time.sleep(1 / FPS)
-                self.report(self._visit(visit, phase, blank))
+                self._show(blank, until=_after(arrive))  # the visitor is on the way
+                result = self._visit(visit, phase, blank)
+                if not self._stopping.is_set():
+                    self.report(result)
+            except _Stopped:
+                pass
             except BaseException as exc:
-                self.error = exc
+                self._fail(exc)
             finally:
                 self._visits.task_done()
         self._visits.task_done()
+
+    def _next_visit(self, blank: Image) -> tuple[Visit, str, float] | None:
+        """The next visitor; while nobody is at the gate the camera keeps seeing the empty lane."""
+        while True:
+            try:
+                return self._visits.get(timeout=1 / FPS)
+            except queue.Empty:
+                self.feed.push(blank)
+
+    def _show(self, image: Image, until: Callable[[], bool], frames: int = 10_000) -> bool:
+        """Push ``image`` at the camera's rate until ``until()`` holds (True) or ``frames`` went by
+        (False). A camera that stops taking frames, or a stop request, ends the visit."""
+        for _ in range(frames):
+            if until():
+                return True
+            if self._stopping.is_set():
+                raise _Stopped
+            if not self.feed.push(image, block=True, timeout=2.0):
+                raise DemoError(f"gate {self.gate_id} stopped taking camera frames")
+            time.sleep(1 / FPS)
+        return until()
 
     def _visit(self, visit: Visit, phase: str, blank: Image) -> VisitResult:
         while True:  # whatever the daemon decided since the last visit was not asked for
@@ -186,37 +226,39 @@ class Lane:
             except queue.Empty:
                 break
         image = synth_frame(visit.text(int(time.time())), visit.condition, SIZE, 11)
-        outcome: Outcome | None = None
-        for _ in range(int(HOLD_S * FPS)):
-            self.feed.push(image, block=True, timeout=1.0)
-            time.sleep(1 / FPS)
+        got: list[Outcome] = []
+
+        def decided() -> bool:
             try:
-                outcome = self._outcomes.get_nowait()
-                break
+                got.append(self._outcomes.get_nowait())
             except queue.Empty:
                 pass
+            return bool(got)
+
+        self._show(image, decided, frames=int(HOLD_S * FPS))  # hold the phone up, at most HOLD_S
+        outcome = got[0] if got else None
         walked = 0
         if outcome is not None and outcome.decision.allowed:
             relay, beam = self.pins.pin(self.cfg.barrier.relay_pin), self.pins.pin(self.cfg.barrier.sensor_pin)
-            for _ in range(visit.walkers):
+            for _ in range(visit.walkers):  # the camera keeps running while people walk through
                 if not relay.state:
                     break
                 beam.drive_low()
-                time.sleep(0.05)
+                self._show(blank, lambda: False, frames=1)
                 beam.drive_high()
                 walked += 1
-                time.sleep(0.1)
-            _wait(lambda: not relay.state, self.cfg.barrier.passage_timeout_s + 2)  # the rest turn back
-        for _ in range(int(self.cfg.decision.leave_after_s * FPS) + 3):  # the phone leaves the view
-            self.feed.push(blank, block=True, timeout=1.0)
-            time.sleep(1 / FPS)
+                self._show(blank, lambda: False, frames=1)
+            closes = self.cfg.barrier.passage_timeout_s + 2  # the rest turn back; the barrier times out
+            if not self._show(blank, lambda: not relay.state, frames=int(closes * FPS)):
+                raise DemoError(f"gate {self.gate_id}: the barrier did not close within {closes:.1f} s")
+        self._show(blank, lambda: False, frames=int(self.cfg.decision.leave_after_s * FPS) + 3)  # the phone leaves
         return VisitResult(self.gate_id, phase, visit, outcome, walked)
 
 
-def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+class _Stopped(Exception):
+    """The lane was told to stop in the middle of a visit."""
+
+
+def _after(moment: float) -> Callable[[], bool]:
+    """A condition that holds from ``moment`` (monotonic seconds) on."""
+    return lambda: time.monotonic() >= moment

@@ -41,8 +41,8 @@ from citypass.city.script import (
 )
 from citypass.city.summary import fetch_reports, print_summary
 from citypass.city.view import CityView
-from gate.ledger import GateLedger
 from sync.relay import LinkRelay
+from sync.testing import backlog
 
 FARE = 400  # fen, Longxiangqiao ↔ Fengqi
 NOTES = {
@@ -97,15 +97,6 @@ def _library_logs(console: Console) -> Iterator[None]:
             logger.propagate = propagate
 
 
-def _wait(what: str, predicate: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
-    return time.monotonic() - started
-
-
 class City:
     def __init__(self, console: Console, out: Path, clients: Clients, broker: tuple[str, int],
                  issuer_sync: Callable[[], AbstractContextManager[object]], options: CityOptions) -> None:
@@ -113,7 +104,6 @@ class City:
         self.broker, self.issuer_sync = broker, issuer_sync
         self.results: list[VisitResult] = []
         self.lanes: dict[str, Lane] = {}
-        self.ledgers: dict[str, GateLedger] = {}
         self.relay = LinkRelay(*broker)
         self.double_use_before = 0
         self.backlog: dict[str, int] = {}
@@ -134,6 +124,7 @@ class City:
             stack.enter_context(_library_logs(self.console))
             self.relay.start()
             stack.callback(self.relay.stop)
+            stack.callback(self._stop_lanes)  # on any way out, every lane that was made is stopped
             for spec in GATES:
                 cfg, steps = enrol_gate(self.clients.fleet, self.out / "gates" / spec.gate_id, spec, sites[spec.site])
                 if spec.gate_id == LANE1:  # this gate reaches the broker through a link the demo can cut
@@ -143,19 +134,40 @@ class City:
                 self.lanes[spec.gate_id] = Lane(cfg, self._report)
             stack.enter_context(self.issuer_sync())
             for lane in self.lanes.values():
-                stack.callback(lane.stop)
                 lane.start()
-                self.ledgers[lane.gate_id] = stack.enter_context(GateLedger.open(lane.cfg.ledger.path))
-            took = _wait("every gate to connect to the broker", lambda: all(x.connected for x in self.lanes.values()),
-                         30)
+            took = self._wait("every gate to connect to the broker",
+                              lambda: all(x.connected for x in self.lanes.values()), 30)
             self.console.print(f"all {len(self.lanes)} gates running and connected to the broker over TLS "
                                f"({took:.1f} s)")
             with self._live():
                 for phase in phases:
                     self._play(phase)
                 self._drain()
-            self.backlog = {g: ledger.backlog() for g, ledger in self.ledgers.items()}
+            self._stop_lanes()
+            # after the gates stopped: a decision made after the drain would show here as not acknowledged
+            self.backlog = {g: self._backlog(g) for g in self.lanes}
         return self._finish(cast)
+
+    def _stop_lanes(self) -> None:
+        for lane in self.lanes.values():  # everyone home at once, then each gate shuts down
+            lane.stop_visitors()
+        for lane in self.lanes.values():
+            lane.stop()
+
+    def _backlog(self, gate: str) -> int:
+        """Events on ``gate`` not yet acknowledged, read through a read-only connection (the gate's own
+        connections keep the write lock to themselves)."""
+        return backlog(self.lanes[gate].cfg.ledger.path)
+
+    def _wait(self, what: str, predicate: Callable[[], bool], timeout: float) -> float:
+        """Seconds until ``predicate()`` held; a gate that failed meanwhile is reported at once."""
+        started = time.monotonic()
+        while not predicate():
+            self._check_lanes()
+            if time.monotonic() - started > timeout:
+                raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(0.05)
+        return time.monotonic() - started
 
     @contextmanager
     def _live(self) -> Iterator[None]:
@@ -176,8 +188,8 @@ class City:
         started = time.monotonic()
         for visit in phase.visits:
             self.lanes[visit.gate].submit(visit, phase.name, started)
-        _wait(f"the visitors of phase {phase.name!r}", lambda: not any(x.busy for x in self.lanes.values()),
-              self.options.duration_s + 30 + 5 * len(phase.visits))
+        self._wait(f"the visitors of phase {phase.name!r}", lambda: not any(x.busy for x in self.lanes.values()),
+                   self.options.duration_s + 30 + 5 * len(phase.visits))
         self._check_lanes()
 
     def _check_lanes(self) -> None:
@@ -188,35 +200,37 @@ class City:
     def _act(self, action: Action) -> None:
         if isinstance(action, Cut):
             self.relay.cut()
-            took = _wait(f"{action.gate} to notice its link is down", lambda: not self.lanes[action.gate].connected, 15)
+            lane = self.lanes[action.gate]
+            took = self._wait(f"{action.gate} to notice its link is down", lambda: not lane.connected, 15)
             self.console.print(f"[red]link cut[/]: {action.gate} lost the broker ({took:.1f} s to notice)")
         elif isinstance(action, Revoke):
             body = {"credential_id": action.card.credential_id, "reason": action.reason}
             seq = ok(self.clients.api.post("/v1/revocations", json=body))["ledger_seq"]
-            took = _wait("the revocation delta to reach the online gates",
-                         lambda: all((self.lanes[g].ledger_seq or 0) >= seq for g in action.gates), 20)
-            self.console.print(f"operator revokes pass {action.card.credential_id[:8]} ({action.reason}): signed "
-                               f"delta seq {seq} applied by {', '.join(action.gates)} in {took:.1f} s over MQTT")
+            took = self._wait("the revocation to reach the online gates",
+                              lambda: all((self.lanes[g].ledger_seq or 0) >= seq for g in action.gates), 20)
+            self.console.print(f"operator revokes pass {action.card.credential_id[:8]} ({action.reason}): ledger "
+                               f"seq {seq}, a signed delta the issuer publishes on MQTT; {', '.join(action.gates)} "
+                               f"applied it {took:.1f} s later")
         elif isinstance(action, Restore):
-            _wait(f"{LANE2} to upload", lambda: self.ledgers[LANE2].backlog() == 0, 20)
+            self._wait(f"{LANE2} to upload", lambda: self._backlog(LANE2) == 0, 20)
             incidents = ok_list(self.clients.reports.get("/v1/incidents", params={"kind": "double_use"}))
             self.double_use_before = len(incidents)
             self.console.print(f"issuer, before the link returns: {len(incidents)} double use(s) known — "
                                f"{action.gate}'s taps are still on {action.gate}")
+            buffered = self._backlog(action.gate)
             self.relay.restore()
-            backlog = self.ledgers[action.gate].backlog()
-            took = _wait(f"{action.gate} to reconnect", lambda: self.lanes[action.gate].connected, 30)
-            self.console.print(f"[green]link restored[/]: {action.gate} reconnected in {took:.1f} s with {backlog} "
+            took = self._wait(f"{action.gate} to reconnect", lambda: self.lanes[action.gate].connected, 30)
+            self.console.print(f"[green]link restored[/]: {action.gate} reconnected in {took:.1f} s with {buffered} "
                                "events buffered")
-            took = _wait(f"{action.gate} to catch up", lambda: self.ledgers[action.gate].backlog() == 0, 30)
-            found = _wait("the issuer to report the double use", lambda: bool(ok_list(self.clients.reports.get(
+            took = self._wait(f"{action.gate} to catch up", lambda: self._backlog(action.gate) == 0, 30)
+            found = self._wait("the issuer to report the double use", lambda: bool(ok_list(self.clients.reports.get(
                 "/v1/incidents", params={"kind": "double_use"}))), 15)
             self.console.print(f"{action.gate} caught up in {took:.1f} s (every event acknowledged by an ingest "
                                f"worker); {found:.1f} s later the issuer reports the double use")
 
     def _drain(self) -> None:
-        took = _wait("every gate's outbox to be acknowledged",
-                     lambda: all(ledger.backlog() == 0 for ledger in self.ledgers.values()), 60)
+        took = self._wait("every gate's outbox to be acknowledged",
+                          lambda: all(self._backlog(g) == 0 for g in self.lanes), 60)
         self.console.print(f"every outbox acknowledged by the issuer ({took:.1f} s after the last visitor)")
 
     def _finish(self, cast: Cast) -> list[Check]:
