@@ -218,7 +218,10 @@ class City:
             self.console.print(f"issuer, before the link returns: {len(incidents)} double use(s) known — "
                                f"{action.gate}'s taps are still on {action.gate}")
             buffered = self._backlog(action.gate)
-            self.relay.restore()
+            try:
+                self.relay.restore()
+            except OSError as exc:
+                raise DemoError(f"cannot restore {action.gate}'s link: {exc}") from None
             took = self._wait(f"{action.gate} to reconnect", lambda: self.lanes[action.gate].connected, 30)
             self.console.print(f"[green]link restored[/]: {action.gate} reconnected in {took:.1f} s with {buffered} "
                                "events buffered")
