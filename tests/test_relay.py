@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from sync.gate_sync import GateSync, GateSyncConfig
 from sync.relay import LinkRelay
 from sync.testing import SyncWorld, backlog, fill_outbox, wait_for
 from tests.test_sync_protocol import issuer_sync
+from tests.test_sync_protocol import world as world  # the SyncWorld fixture
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -123,15 +123,6 @@ def test_stop_leaves_no_thread_and_no_socket_behind(echo: tuple[str, int]) -> No
 
 
 # -- a real gate, a real broker (TLS end to end through the relay) ------------------------------------------
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[SyncWorld]:
-    w = SyncWorld(tmp_path, gates=("gate-a",))
-    try:
-        yield w
-    finally:
-        w.close()
-
-
 def test_a_gate_loses_its_broker_link_and_gets_it_back(world: SyncWorld) -> None:
     path = world.gate_ledger("gate-a")
     config = GateSyncConfig(device_id="gate-a", ledger_path=path, root=world.root, site=1, ack_timeout_s=2.0,

@@ -8,26 +8,15 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from gate.decision import Direction
 from gate.ledger import GateLedger, LedgerBusy
 from sync.testing import SyncWorld, backlog, fill_outbox, wait_for
 from tests.test_sync_protocol import gate_sync, issuer_sync
+from tests.test_sync_protocol import world as world  # the SyncWorld fixture
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[SyncWorld]:
-    w = SyncWorld(tmp_path)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def exactly_once(world: SyncWorld, tap_ids: list[str]) -> None:

@@ -124,7 +124,11 @@ class Lane:
         if self._gate.is_alive():
             self._gate.join(15)
         forget_feed(self.feed_name)
-        while True:  # decisions no visit was waiting for (after the last one, say) are unexpected too
+        self._set_aside_unexpected()  # decided after the last visit, say
+
+    def _set_aside_unexpected(self) -> None:
+        """Whatever the daemon decided that no visit is waiting for goes to ``unexpected``."""
+        while True:
             try:
                 self.unexpected.append(self._outcomes.get_nowait())
             except queue.Empty:
@@ -220,11 +224,7 @@ class Lane:
         return until()
 
     def _visit(self, visit: Visit, phase: str, blank: Image) -> VisitResult:
-        while True:  # whatever the daemon decided since the last visit was not asked for
-            try:
-                self.unexpected.append(self._outcomes.get_nowait())
-            except queue.Empty:
-                break
+        self._set_aside_unexpected()
         image = synth_frame(visit.text(int(time.time())), visit.condition, SIZE, 11)
         got: list[Outcome] = []
 
