@@ -44,6 +44,8 @@ from gate.ledger import GateLedger
 from provisioning import device as layout
 from provisioning.enroll import MIN_FREE_BYTES, free_bytes
 from provisioning.issuerclient import MAX_CLOCK_OFFSET_S, IssuerClient, ProvisionError, describe_offset
+from sync.endpoint import use_tls
+from sync.home import ClientFiles
 from sync.topics import OFFLINE, gate_status
 
 Status = Literal["ok", "warn", "fail"]
@@ -126,8 +128,7 @@ class _Probe:
     def __init__(self, home: Path, device_id: str) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{device_id}-selftest",
                                   protocol=mqtt.MQTTv5, reconnect_on_failure=False)
-        self.client.tls_set(ca_certs=str(home / layout.CA), certfile=str(home / layout.CERT),
-                            keyfile=str(home / layout.KEY))
+        use_tls(self.client, ClientFiles(home / layout.CA, home / layout.CERT, home / layout.KEY))
         self.done = threading.Event()
         self.connack: ReasonCode | None = None
         self.acks: dict[int, ReasonCode] = {}

@@ -15,6 +15,7 @@ the connecting and reconnecting and no socket is opened on the caller's thread (
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 import httpx
@@ -24,6 +25,39 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from sync.home import ClientFiles
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails. paho-mqtt (2.2) wraps the TCP socket and calls
+    ``do_handshake()`` itself, but drops the socket without closing it when the handshake fails — as it
+    does on every reconnect attempt over a link that dies mid-handshake — leaving the file descriptor to
+    the garbage collector (a ResourceWarning)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(files: ClientFiles) -> ssl.SSLContext:
+    """The client TLS context every MQTT client of the project uses: TLS 1.2 or later, the broker's
+    certificate must chain to ``files.ca`` and name the host dialled, this client's certificate and key
+    presented (what paho's ``tls_set`` builds, plus sockets that close when a handshake fails)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(str(files.ca))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
+
+
+def use_tls(client: mqtt.Client, files: ClientFiles) -> None:
+    """Give ``client`` the project's TLS context (:func:`tls_context`), hostname checked."""
+    client.tls_set_context(tls_context(files))
+    client.tls_insecure_set(False)
+
 
 #: A week: a gate offline for up to this long resumes its session (and its queued acks and deltas).
 WEEK_S = 7 * 86_400
@@ -44,7 +78,7 @@ class Endpoint:
         """A configured, not yet connected client. ``will`` is a retained QoS 1 Last Will."""
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if self.tls is not None:
-            client.tls_set(ca_certs=str(self.tls.ca), certfile=str(self.tls.cert), keyfile=str(self.tls.key))
+            use_tls(client, self.tls)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         client.reconnect_delay_set(self.min_backoff_s, self.max_backoff_s)

@@ -52,7 +52,8 @@ class BrokerError(Exception):
 
 @dataclass(frozen=True)
 class ClientFiles:
-    """What a client needs for ``tls_set``: the CA certificate, its own certificate and its private key."""
+    """What a client needs for TLS (``sync.endpoint.tls_context``): the CA certificate, its own certificate and
+    its private key."""
 
     ca: Path
     cert: Path

@@ -9,9 +9,9 @@ terminates nothing: a gate connecting through it runs TLS end to end with the br
         link.cut()        # every live connection is closed, both sides, at once; new ones are refused
         link.restore()    # the gate's next reconnect attempt (paho's backoff) goes through again
 
-While cut, it does not listen at all, so a client's connect is refused before any TLS begins (paho-mqtt
-2.2 leaves its socket unclosed when a TLS handshake fails, so a relay that accepted and hung up would
-leak one per reconnect attempt); the gate keeps retrying with its backoff. Restoring listens on the same
+While cut, it does not listen at all, so a client's connect is refused before any TLS begins, as when
+the route to the broker is gone; the gate keeps retrying with its backoff. (A link that dies in the
+middle of a handshake is covered too: see ``sync.endpoint.tls_context``.) Restoring listens on the same
 port again (``SO_REUSEADDR``). Inside: one thread accepts;
 each forwarded *pair* (client socket, target socket) has a pump thread per direction (blocking ``recv``
 and ``sendall``). An end of stream is passed on as a half-close; an error ends both directions. A cut
