@@ -10,7 +10,7 @@ command maps onto systemd units, RAUC handlers and Mender state scripts.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -29,6 +29,22 @@ PID_OPTION = click.option("--pid-file", type=click.Path(dir_okay=False, path_typ
                           help="Stop the daemon whose pid this file holds (outside systemd).")
 TIMEOUT_OPTION = click.option("--timeout", type=click.FloatRange(0.1, 120), show_default=True,
                               help="Seconds the daemon gets to stop after SIGTERM before SIGKILL.")
+
+
+def _stops_the_daemon(unit: str | None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options of a hook that stops the daemon first: --config, --pid-file, --unit (default ``unit``)
+    and --timeout."""
+    if unit is None:
+        unit_option = click.option("--unit", help=f"Stop the main process of this systemd unit (e.g. {GATE_UNIT}).")
+    else:
+        unit_option = click.option("--unit", default=unit, show_default=True, help="The gate daemon's systemd unit.")
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        for option in (TIMEOUT_OPTION, unit_option, PID_OPTION, CONFIG_OPTION):
+            command = option(command)
+        return command
+
+    return apply
 
 
 def _config(path: Path) -> GateConfig:
@@ -83,20 +99,14 @@ def _shutdown(config_path: Path, pid_file: Path | None, unit: str | None, timeou
 
 
 @hooks.command()
-@CONFIG_OPTION
-@PID_OPTION
-@click.option("--unit", help=f"Stop the main process of this systemd unit (e.g. {GATE_UNIT}).")
-@TIMEOUT_OPTION
+@_stops_the_daemon(unit=None)
 def shutdown(config_path: Path, pid_file: Path | None, unit: str | None, timeout: float | None) -> None:
     """Stop accepting codes, make the tap outbox durable (WAL checkpoint), park the barrier."""
     _shutdown(config_path, pid_file, unit, 10.0 if timeout is None else timeout)
 
 
 @hooks.command("power-fail")
-@CONFIG_OPTION
-@PID_OPTION
-@click.option("--unit", help=f"Stop the main process of this systemd unit (e.g. {GATE_UNIT}).")
-@TIMEOUT_OPTION
+@_stops_the_daemon(unit=None)
 def power_fail(config_path: Path, pid_file: Path | None, unit: str | None, timeout: float | None) -> None:
     """Like shutdown, with a short timeout: the supercapacitor or UPS gives seconds, not minutes."""
     _shutdown(config_path, pid_file, unit, 3.0 if timeout is None else timeout)
@@ -149,10 +159,7 @@ def install_check(bundle: Path, config_path: Path, root_key: Path | None, instal
 
 
 @hooks.command("pre-install")
-@CONFIG_OPTION
-@PID_OPTION
-@click.option("--unit", default=GATE_UNIT, show_default=True, help="The gate daemon's systemd unit.")
-@TIMEOUT_OPTION
+@_stops_the_daemon(unit=GATE_UNIT)
 def pre_install(config_path: Path, pid_file: Path | None, unit: str, timeout: float | None) -> None:
     """Quiesce the gate before an update: stop the daemon, flush and back up the ledger, park the barrier."""
     from firmware_hooks.lifecycle import pre_install as run_pre_install
@@ -172,10 +179,7 @@ def post_install(config_path: Path) -> None:
 
 
 @hooks.command()
-@CONFIG_OPTION
-@PID_OPTION
-@click.option("--unit", default=GATE_UNIT, show_default=True, help="The gate daemon's systemd unit.")
-@TIMEOUT_OPTION
+@_stops_the_daemon(unit=GATE_UNIT)
 def rollback(config_path: Path, pid_file: Path | None, unit: str, timeout: float | None) -> None:
     """After a rolled-back update: restore the pre-update ledger if this software cannot open the migrated one."""
     from firmware_hooks.lifecycle import rollback as run_rollback
