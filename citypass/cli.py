@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import click
 
-from bench.cli import bench
+from citypass.bench.cli import bench
 from citypass.codecli import code, qr_group
 from citypass.demo import demo
-from firmware_hooks.cli import hooks
-from gate.cli import gate
-from holder.cli import holder
-from issuer.cli import issuer
-from provisioning.cli import provision, selftest
-from sync.cli import broker
+from citypass.firmware_hooks.cli import hooks
+from citypass.gate.cli import gate
+from citypass.holder.cli import holder
+from citypass.issuer.cli import issuer
+from citypass.provisioning.cli import provision, selftest
+from citypass.sync.cli import broker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from citypass.clitools import friendly_errors
-from credential import qr
-from credential.codes import CodeError, parse
+from citypass.credential import qr
+from citypass.credential.codes import CodeError, parse
 
 
 @click.group()

@@ -23,13 +23,13 @@ from rich.table import Table
 
 from citypass.city.cast import forge_signature
 from citypass.city.http import DemoError
+from citypass.credential import Mode, SigningKey, load_snapshot, parse, present, qr
+from citypass.firmware_hooks.lifecycle import process_alive
+from citypass.gate.decision import Direction, GateContext, decide
+from citypass.gate.memory_ledger import MemoryLedger
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 from citypass.timefmt import format_time, utc_now
-from credential import Mode, SigningKey, load_snapshot, parse, present, qr
-from firmware_hooks.lifecycle import process_alive
-from gate.decision import Direction, GateContext, decide
-from gate.memory_ledger import MemoryLedger
-from issuer.home import IssuerHome
-from issuer.service import Issuer
 
 SITES = [("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"),
          ("longxiangqiao", "metro"), ("fengqi", "metro"), ("bus-k7", "bus"), ("water-bus-1", "water_bus")]
@@ -93,7 +93,7 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     entry and exit, bus reader) and runs them at once on rendered camera frames with simulated visitors;
     one gate loses its broker link midway. It ends with the issuer's reports and checks them; exit
     status 1 if any check fails."""
-    from gate.imagefile import read_image_file
+    from citypass.gate.imagefile import read_image_file
 
     console = Console()
     if not console.is_terminal:
@@ -146,13 +146,13 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     console.print(f"\n{allowed} allowed, {denied} denied. QR images in {out / 'codes'}; "
                   f"try: citypass gate check --snapshot {snapshot_path} --site west-lake {out / 'codes' / '01.png'}")
     from citypass.city.run import City, CityOptions, Clients
-    from issuer.api import create_app
-    from issuer.api.server import BackgroundServer
-    from issuer.tokens import create_token
-    from sync.broker import Broker
-    from sync.endpoint import Endpoint
-    from sync.home import BrokerHome, ClientFiles
-    from sync.issuer_sync import IssuerSync
+    from citypass.issuer.api import create_app
+    from citypass.issuer.api.server import BackgroundServer
+    from citypass.issuer.tokens import create_token
+    from citypass.sync.broker import Broker
+    from citypass.sync.endpoint import Endpoint
+    from citypass.sync.home import BrokerHome, ClientFiles
+    from citypass.sync.issuer_sync import IssuerSync
 
     baseline = set(threading.enumerate())
     broker_home = BrokerHome(out / "broker").init()  # the issuer is the CA for device identity

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from credential import (
+from citypass.credential import (
     Annual,
     Credential,
     Group,

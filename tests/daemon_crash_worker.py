@@ -15,7 +15,7 @@ Three parts:
     screen frame per code (checked to decode) and a few frames without a code are rendered into an
     ``.npy`` file that the worker memory-maps, so no run renders anything.
 :func:`run_worker`
-    One run, in the forked child: a real :class:`gate.daemon.GateDaemon` (that ledger file, the zxing
+    One run, in the forked child: a real :class:`citypass.gate.daemon.GateDaemon` (that ledger file, the zxing
     decoder, the real barrier on gpiozero ``MockFactory`` pins) whose camera plays a seeded stream of
     presentations. Its stdout is the parent's pipe. The protocol, one flushed line each:
 
@@ -60,20 +60,20 @@ from typing import Literal, Protocol
 import numpy as np
 from gpiozero.pins.mock import MockFactory
 
-from bench.frames import synth_frame
-from credential.codes import parse
-from credential.keys import read_public_key
-from gate.barrier.gpio import Barrier
-from gate.barrier.logic import BarrierStatus
-from gate.camera.base import Frame, Image
-from gate.camera.watchdog import CameraStatus
-from gate.config import GateConfig
-from gate.daemon import GateDaemon
-from gate.decoders import make_decoder
-from gate.ledger import GateLedger
-from gate.logs import EventLog
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.bench.frames import synth_frame
+from citypass.credential.codes import parse
+from citypass.credential.keys import read_public_key
+from citypass.gate.barrier.gpio import Barrier
+from citypass.gate.barrier.logic import BarrierStatus
+from citypass.gate.camera.base import Frame, Image
+from citypass.gate.camera.watchdog import CameraStatus
+from citypass.gate.config import GateConfig
+from citypass.gate.daemon import GateDaemon
+from citypass.gate.decoders import make_decoder
+from citypass.gate.ledger import GateLedger
+from citypass.gate.logs import EventLog
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 
 SITE = "city-museum"
 SIZE = (640, 480)
@@ -155,7 +155,7 @@ def prepare(directory: Path, *, seed: int, reservations: int = 24, annual: int =
 
 # -- one run, in the forked child --------------------------------------------------------------------
 class StreamCamera:
-    """A :class:`gate.daemon.Camera` playing a seeded, endless stream of presentations at a fixed pace.
+    """A :class:`citypass.gate.daemon.Camera` playing a seeded, endless stream of presentations at a fixed pace.
 
     Each presentation shows one code for 2-3 frames, then 4-8 frames without a code. Before the first
     frame of each presentation it prints ``code SEQ``. Between frames it also plays the visitor: it

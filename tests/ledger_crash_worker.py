@@ -96,8 +96,8 @@ def kill_repeatedly(argv: Sequence[str], *, kills: int, rng: random.Random, max_
 
 def work(ledger_path: str, codes_path: str) -> None:
     """Decide and record taps until killed (the script's body)."""
-    from gate.decision import decide
-    from gate.ledger import GateLedger
+    from citypass.gate.decision import decide
+    from citypass.gate.ledger import GateLedger
 
     codes: list[str] = json.loads(Path(codes_path).read_text())
     ledger = GateLedger.open(ledger_path)

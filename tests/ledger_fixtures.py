@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from credential.claims import Mode
-from credential.keys import SigningKey, VerifyKey
-from credential.reasons import Reason
-from credential.verify import Verdict
-from gate.decision import Decision, Direction, GateContext
-from gate.ledger import GateLedger, LedgerConfig
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.credential.claims import Mode
+from citypass.credential.keys import SigningKey, VerifyKey
+from citypass.credential.reasons import Reason
+from citypass.credential.verify import Verdict
+from citypass.gate.decision import Decision, Direction, GateContext
+from citypass.gate.ledger import GateLedger, LedgerConfig
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 
 NOW = 1_800_000_000
 SITES = [("west-lake", "scenic"), ("museum", "museum"), ("station-a", "metro"), ("station-b", "metro")]

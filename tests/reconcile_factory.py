@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from issuer.reconcile import TapRecord
+from citypass.issuer.reconcile import TapRecord
 
 MIDNIGHT = 1_799_942_400  # 2027-01-15 00:00 in UTC+8 (16:00 UTC the day before)
 HOUR = 3600

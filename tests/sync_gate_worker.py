@@ -13,9 +13,9 @@ import sys
 import threading
 from pathlib import Path
 
-from sync.endpoint import Endpoint
-from sync.gate_sync import GateSync, GateSyncConfig
-from sync.home import ClientFiles
+from citypass.sync.endpoint import Endpoint
+from citypass.sync.gate_sync import GateSync, GateSyncConfig
+from citypass.sync.home import ClientFiles
 
 
 def main(argv: list[str]) -> None:

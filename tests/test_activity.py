@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from issuer.reconcile import GateActivity, TapRecord, gate_activity
-from issuer.testing import ServedIssuer, served_issuer
+from citypass.issuer.reconcile import GateActivity, TapRecord, gate_activity
+from citypass.issuer.testing import ServedIssuer, served_issuer
 from tests.reconcile_factory import GROUP, deny, local, tap
 
 TAPS = [

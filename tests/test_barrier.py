@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from gate.barrier import (
+from citypass.gate.barrier import (
     INDICATIONS,
     BarrierConfig,
     BarrierEvent,
@@ -36,7 +36,7 @@ from gate.barrier import (
     Pattern,
     RejectReason,
 )
-from gate.barrier.gpio import Barrier, BarrierClosedError
+from citypass.gate.barrier.gpio import Barrier, BarrierClosedError
 
 E = TypeVar("E", bound=BarrierEvent)
 

@@ -8,7 +8,7 @@ import re
 import pytest
 from click.testing import CliRunner
 
-from bench.cli import bench
+from citypass.bench.cli import bench
 
 SECTIONS = (
     "## Machine",

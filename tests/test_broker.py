@@ -24,10 +24,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sync import topics
-from sync.broker import Broker
-from sync.ca import CertificateAuthority, make_device_key
-from sync.home import BrokerError, BrokerHome, ClientFiles
+from citypass.sync import topics
+from citypass.sync.broker import Broker
+from citypass.sync.ca import CertificateAuthority, make_device_key
+from citypass.sync.home import BrokerError, BrokerHome, ClientFiles
 
 NOT_AUTHORIZED = 0x87
 QUIET = 0.4  # how long "nothing arrives" is watched for; deliveries on loopback take milliseconds

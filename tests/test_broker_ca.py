@@ -16,7 +16,15 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from sync.ca import CAError, CertificateAuthority, check_common_name, common_name, make_csr, make_device_key, new_key
+from citypass.sync.ca import (
+    CAError,
+    CertificateAuthority,
+    check_common_name,
+    common_name,
+    make_csr,
+    make_device_key,
+    new_key,
+)
 
 
 @pytest.fixture

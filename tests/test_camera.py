@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from gate.camera import (
+from citypass.gate.camera import (
     CameraConfig,
     FrameGrabber,
     FrameSource,
@@ -30,8 +30,8 @@ from gate.camera import (
     open_camera,
     open_source,
 )
-from gate.camera.base import Image
-from gate.camera.watchdog import Backoff, FpsWindow, frame_fingerprint
+from citypass.gate.camera.base import Image
+from citypass.gate.camera.watchdog import Backoff, FpsWindow, frame_fingerprint
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:

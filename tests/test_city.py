@@ -30,13 +30,13 @@ from citypass.city.script import (
     build_script,
     crowd,
 )
-from credential import Mode, SigningKey, parse
-from credential.reasons import Reason
-from credential.verify import Verdict
-from gate.daemon import Outcome
-from gate.decision import Decision
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.credential import Mode, SigningKey, parse
+from citypass.credential.reasons import Reason
+from citypass.credential.verify import Verdict
+from citypass.gate.daemon import Outcome
+from citypass.gate.decision import Decision
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 
 NOW = 1_800_000_000
 

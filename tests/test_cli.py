@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from citypass.cli import cli
-from credential import Reason
+from citypass.credential import Reason
 from tests.test_credential_format import QR_TEXT_RE
 
 ROOT = Path(__file__).resolve().parent.parent

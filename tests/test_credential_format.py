@@ -8,7 +8,7 @@ import re
 import pytest
 import segno
 
-from credential import (
+from citypass.credential import (
     Alg,
     Annual,
     CodeError,
@@ -25,9 +25,9 @@ from credential import (
     parse,
     present,
 )
-from credential import qr as qrmod
-from credential.codes import encode_text
-from credential.cose import decode_cbor, encode_cbor, sign1
+from citypass.credential import qr as qrmod
+from citypass.credential.codes import encode_text
+from citypass.credential.cose import decode_cbor, encode_cbor, sign1
 from tests.conftest import ANNUAL_SITES, NOW, World
 
 QR_TEXT_RE = QR_ALPHANUMERIC = re.compile(r"^[0-9A-Z $%*+\-./:]+$")

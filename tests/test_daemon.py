@@ -13,20 +13,20 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from bench.frames import synth_frame
-from credential import SigningKey, present
-from credential.keys import read_public_key
-from credential.reasons import Reason
-from gate.barrier.gpio import Barrier
-from gate.camera.base import Frame
-from gate.camera.watchdog import CameraStatus
-from gate.config import GateConfig
-from gate.daemon import GateDaemon, Outcome
-from gate.decision import GateContext
-from gate.decoders import make_decoder
-from gate.ledger import GateLedger
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.bench.frames import synth_frame
+from citypass.credential import SigningKey, present
+from citypass.credential.keys import read_public_key
+from citypass.credential.reasons import Reason
+from citypass.gate.barrier.gpio import Barrier
+from citypass.gate.camera.base import Frame
+from citypass.gate.camera.watchdog import CameraStatus
+from citypass.gate.config import GateConfig
+from citypass.gate.daemon import GateDaemon, Outcome
+from citypass.gate.decision import GateContext
+from citypass.gate.decoders import make_decoder
+from citypass.gate.ledger import GateLedger
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 
 SIZE = (640, 480)
 

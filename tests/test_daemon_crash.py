@@ -5,7 +5,7 @@ makes it testable: *a test kills the daemon (SIGKILL) at random moments during a
 presentations, at least 200 times; afterwards the ledger opens cleanly and every tap whose barrier
 opened is in it, once.*
 
-How (details in :mod:`tests.daemon_crash_worker`): each run is a real :class:`gate.daemon.GateDaemon`
+How (details in :mod:`tests.daemon_crash_worker`): each run is a real :class:`citypass.gate.daemon.GateDaemon`
 forked from a pre-loaded fork server, on the same ledger file as every run before it, watching a seeded
 stream of single-use reservations (party 1) and annual passes. A run reports ``relay TAP CREDENTIAL``
 after each grant the barrier accepted, which the daemon only asks for after the tap committed. The
@@ -38,8 +38,8 @@ from typing import NamedTuple
 
 import pytest
 
-from credential.reasons import Reason
-from gate.ledger import GateLedger
+from citypass.credential.reasons import Reason
+from citypass.gate.ledger import GateLedger
 from tests.daemon_crash_worker import DaemonKillRun, kill_daemon_repeatedly, prepare
 
 KILLS = 200

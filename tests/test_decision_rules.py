@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from credential import Reason, VerifyPolicy, present
-from gate.decision import Direction, GatePolicy, TapKind, is_open
+from citypass.credential import Reason, VerifyPolicy, present
+from citypass.gate.decision import Direction, GatePolicy, TapKind, is_open
 from tests.conftest import DAY, NOW, World
 from tests.test_reasons import at, ledger_for
 
@@ -113,7 +113,7 @@ def test_untrusted_clock_judges_static_codes_against_the_floor_and_flags_them(wo
 
 
 def test_forged_code_with_untrusted_clock_reports_the_forgery(world: World) -> None:
-    from credential import SigningKey
+    from citypass.credential import SigningKey
 
     d = at(ledger_for(world), world, "scenic", world.annual(key=SigningKey.generate()), now=0)
     assert d.reason is Reason.UNKNOWN_KEY

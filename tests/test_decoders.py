@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from pyzbar.pyzbar import decode as zbar_decode_all
 
-from bench.decode import decode_command, recommend, run_decode_bench
-from bench.frames import (
+from citypass.bench.decode import decode_command, recommend, run_decode_bench
+from citypass.bench.frames import (
     BASE45_ALPHABET,
     CODE_CONDITIONS,
     CONDITIONS,
@@ -32,7 +32,7 @@ from bench.frames import (
     synth_frame,
     write_frames,
 )
-from gate.decoders import (
+from citypass.gate.decoders import (
     DECODER_NAMES,
     DEFAULT_DECODER,
     ChainDecoder,

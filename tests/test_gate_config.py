@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from gate.config import ConfigError, GateConfig, load_config
-from gate.configdoc import MINIMAL_EXAMPLE, REGENERATE, iter_fields, render_config_doc
+from citypass.gate.config import ConfigError, GateConfig, load_config
+from citypass.gate.configdoc import MINIMAL_EXAMPLE, REGENERATE, iter_fields, render_config_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "gate-config.md"

@@ -27,13 +27,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.frames import write_frames
-from credential.codes import parse
-from credential.reasons import Reason
-from credential.snapshot import read_snapshot
-from gate.ledger import GateLedger
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.bench.frames import write_frames
+from citypass.credential.codes import parse
+from citypass.credential.reasons import Reason
+from citypass.credential.snapshot import read_snapshot
+from citypass.gate.ledger import GateLedger
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 
 CITYPASS = Path(sys.executable).parent / "citypass"
 SIZE = (640, 480)

@@ -7,8 +7,8 @@ import base45
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credential import NO_REVOCATIONS, present, verify
-from credential.codes import PREFIX
+from citypass.credential import NO_REVOCATIONS, present, verify
+from citypass.credential.codes import PREFIX
 from tests.conftest import NOW, World
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"

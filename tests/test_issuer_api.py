@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from credential.codes import parse
-from credential.keys import Alg, SigningKey
-from issuer.records import ROLES
-from issuer.testing import ServedIssuer, served_issuer
+from citypass.credential.codes import parse
+from citypass.credential.keys import Alg, SigningKey
+from citypass.issuer.records import ROLES
+from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000
 HOUR = 3600

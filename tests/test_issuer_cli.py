@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from click.testing import CliRunner
 
-from bench.ingest import run_ingest_bench
+from citypass.bench.ingest import run_ingest_bench
 from citypass.cli import cli
 
 NOW = 1_800_000_000

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from credential.codes import parse
-from issuer.testing import ServedIssuer, served_issuer
+from citypass.credential.codes import parse
+from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000
 

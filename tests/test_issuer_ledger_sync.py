@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from credential.delta import DeltaError, LedgerDelta, load_delta, parse_delta
-from credential.keys import SigningKey
-from credential.snapshot import load_snapshot
-from credential.trustlist import TrustList
-from gate.ledger import GateLedger, SnapshotRefused
-from issuer.testing import ServedIssuer, served_issuer
+from citypass.credential.delta import DeltaError, LedgerDelta, load_delta, parse_delta
+from citypass.credential.keys import SigningKey
+from citypass.credential.snapshot import load_snapshot
+from citypass.credential.trustlist import TrustList
+from citypass.gate.ledger import GateLedger, SnapshotRefused
+from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from issuer.testing import ServedIssuer, served_issuer
+from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000
 BUDGET_S = 60.0

@@ -10,18 +10,18 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from credential.cose import encode_cbor, sign1
-from credential.delta import DeltaError, LedgerDelta, load_delta, parse_delta
-from credential.keys import SigningKey
-from credential.sites import SiteKind, SiteSettings
-from credential.trustlist import TrustedKey, TrustList
-from issuer.deltas import SnapshotRequired, build_delta
-from issuer.home import IssuerHome
-from issuer.records import Conflict, NotFound, Slot, SlotFull
-from issuer.service import Issuer
-from issuer.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION, SchemaError
-from issuer.store import IssuerStore
-from issuer.tokens import authenticate, create_token, hash_secret
+from citypass.credential.cose import encode_cbor, sign1
+from citypass.credential.delta import DeltaError, LedgerDelta, load_delta, parse_delta
+from citypass.credential.keys import SigningKey
+from citypass.credential.sites import SiteKind, SiteSettings
+from citypass.credential.trustlist import TrustedKey, TrustList
+from citypass.issuer.deltas import SnapshotRequired, build_delta
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.records import Conflict, NotFound, Slot, SlotFull
+from citypass.issuer.service import Issuer
+from citypass.issuer.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION, SchemaError
+from citypass.issuer.store import IssuerStore
+from citypass.issuer.tokens import authenticate, create_token, hash_secret
 
 NOW = 1_800_000_000
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gate.decision import Direction, decide
-from gate.ledger import GateLedger, OutboxRow
-from issuer.testing import ServedIssuer, served_issuer
+from citypass.gate.decision import Direction, decide
+from citypass.gate.ledger import GateLedger, OutboxRow
+from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000  # 2027-01-15 16:00 local
 MIDNIGHT = 1_800_000_000 - 16 * 3600 + 86_400  # 2027-01-16 00:00 local

@@ -13,14 +13,14 @@ import pytest
 from pydantic import ValidationError
 from sqlite_utils import Database
 
-from credential.reasons import Reason
-from credential.sites import SiteSettings
-from gate.decision import Direction, decide
-from gate.ledger import SCHEMA_VERSION, GateLedger, LedgerBusy, LedgerConfig, SchemaError, SiteNotConfigured
-from gate.ledger.connection import connect
-from gate.ledger.migrations import MIGRATIONS, migrate, schema_version
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.credential.reasons import Reason
+from citypass.credential.sites import SiteSettings
+from citypass.gate.decision import Direction, decide
+from citypass.gate.ledger import SCHEMA_VERSION, GateLedger, LedgerBusy, LedgerConfig, SchemaError, SiteNotConfigured
+from citypass.gate.ledger.connection import connect
+from citypass.gate.ledger.migrations import MIGRATIONS, migrate, schema_version
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 from tests.ledger_crash_worker import kill_repeatedly
 from tests.ledger_fixtures import NOW, Issued, ctx_for, denied_at, dump
 from tests.ledger_fixtures import issued as issued

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from credential.codes import parse
-from credential.keys import SigningKey
-from credential.reasons import Reason
-from gate.decision import decide
-from gate.ledger import GateLedger, SnapshotRefused
-from issuer.home import IssuerHome
-from issuer.service import Issuer
+from citypass.credential.codes import parse
+from citypass.credential.keys import SigningKey
+from citypass.credential.reasons import Reason
+from citypass.gate.decision import decide
+from citypass.gate.ledger import GateLedger, SnapshotRefused
+from citypass.issuer.home import IssuerHome
+from citypass.issuer.service import Issuer
 from tests.ledger_fixtures import NOW, SITES, Issued, ctx_for, dump
 from tests.ledger_fixtures import issued as issued
 

@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import pytest
 
-from credential.codes import present
-from credential.reasons import Reason
-from credential.snapshot import load_snapshot
-from gate.decision import Decision, Direction, TapKind, Usage, decide, usage_after
-from gate.ledger import LedgerConfig, TapNotFound
-from gate.memory_ledger import MemoryLedger
+from citypass.credential.codes import present
+from citypass.credential.reasons import Reason
+from citypass.credential.snapshot import load_snapshot
+from citypass.gate.decision import Decision, Direction, TapKind, Usage, decide, usage_after
+from citypass.gate.ledger import LedgerConfig, TapNotFound
+from citypass.gate.memory_ledger import MemoryLedger
 from tests.ledger_fixtures import NOW, Issued, ctx_for, denied_at
 from tests.ledger_fixtures import issued as issued
 

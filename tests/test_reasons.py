@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from credential import (
+from citypass.credential import (
     Annual,
     HolderKey,
     LedgerSnapshot,
@@ -20,10 +20,10 @@ from credential import (
     parse,
     present,
 )
-from credential.codes import encode_text, holder_message
-from credential.cose import encode_cbor, sign1
-from gate.decision import Decision, Direction, GateContext, GatePolicy, decide
-from gate.memory_ledger import MemoryLedger
+from citypass.credential.codes import encode_text, holder_message
+from citypass.credential.cose import encode_cbor, sign1
+from citypass.gate.decision import Decision, Direction, GateContext, GatePolicy, decide
+from citypass.gate.memory_ledger import MemoryLedger
 from tests.conftest import DAY, NOW, World
 
 #: Reasons that only the running daemon gives (camera down, decision deadline, unconfigured site);

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from issuer.reconcile import Incident, TapRecord, find_incidents
+from citypass.issuer.reconcile import Incident, TapRecord, find_incidents
 from tests.reconcile_factory import ANNUAL, GROUP, MINUTE, RESERVATION, TRANSIT, deny, hexid, local, tap
 
 T = local(10)

@@ -2,7 +2,7 @@
 
 The random taps come from small pools (a few credentials, sites, gates, tap ids and minutes), so that
 parties collide, passes travel, journeys pair and — because tap ids repeat — different copies of one
-tap id meet, which :func:`issuer.reconcile.unique_taps` must resolve the same way in every order.
+tap id meet, which :func:`citypass.issuer.reconcile.unique_taps` must resolve the same way in every order.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from issuer.reconcile import FareTable, TapRecord, find_incidents, journeys, occupancy
+from citypass.issuer.reconcile import FareTable, TapRecord, find_incidents, journeys, occupancy
 from tests.reconcile_factory import MINUTE, hexid, local
 
 T = local(10)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credential.reasons import Reason
-from gate.decision import Direction, TapKind
-from gate.ledger.taps import Tap
-from issuer.reconcile import KINDS, TapRecord, unique_taps
+from citypass.credential.reasons import Reason
+from citypass.gate.decision import Direction, TapKind
+from citypass.gate.ledger.taps import Tap
+from citypass.issuer.reconcile import KINDS, TapRecord, unique_taps
 from tests.reconcile_factory import local, tap
 
 AT = local(10)

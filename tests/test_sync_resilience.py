@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from gate.decision import Direction
-from gate.ledger import GateLedger, LedgerBusy
-from sync.testing import SyncWorld, backlog, fill_outbox, wait_for
+from citypass.gate.decision import Direction
+from citypass.gate.ledger import GateLedger, LedgerBusy
+from citypass.sync.testing import SyncWorld, backlog, fill_outbox, wait_for
 from tests.test_sync_protocol import gate_sync, issuer_sync
 from tests.test_sync_protocol import world as world  # the SyncWorld fixture
 

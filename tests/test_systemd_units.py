@@ -183,8 +183,8 @@ MDWE_PROBE = textwrap.dedent("""
     except OSError:
         pass
     import numpy as np, cv2, segno, sqlite3
-    from credential.keys import SigningKey
-    from gate.decoders import make_decoder
+    from citypass.credential.keys import SigningKey
+    from citypass.gate.decoders import make_decoder
     key = SigningKey.generate(); assert key.public.verify(key.sign(b"m"), b"m")
     qr = np.asarray(segno.make("CP1:MDWE", error="m", micro=False).matrix, dtype=np.uint8)
     img = np.pad(np.kron(1 - qr, np.ones((6, 6), np.uint8)) * 255, 24, constant_values=255)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from credential import (
+from citypass.credential import (
     Reason,
     RevocationSet,
     SigningKey,
@@ -18,8 +18,8 @@ from credential import (
     parse,
     verify,
 )
-from issuer.home import HomeError, IssuerHome
-from issuer.service import DAY, IssueError, Issuer
+from citypass.issuer.home import HomeError, IssuerHome
+from citypass.issuer.service import DAY, IssueError, Issuer
 from tests.conftest import NOW
 
 SITES = [("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"), ("longxiangqiao", "metro")]
@@ -86,7 +86,7 @@ def test_revocation_by_holder_key_reaches_the_snapshot(issuer: Issuer) -> None:
 
 
 def test_require_dynamic_refuses_static_minting_and_is_signed_into_the_trust_list(issuer: Issuer) -> None:
-    from credential import Mode, Product
+    from citypass.credential import Mode, Product
 
     issuer.set_require_dynamic([Product.TRANSIT])
     with pytest.raises(IssueError, match="holder key"):

@@ -15,9 +15,9 @@ import httpx
 
 from citypass.city.http import ok
 from citypass.city.script import Card, Cast, Member
-from credential import SigningKey, parse
-from credential.codes import encode_text
-from credential.cose import encode_cbor, sign1
+from citypass.credential import SigningKey, parse
+from citypass.credential.codes import encode_text
+from citypass.credential.cose import encode_cbor, sign1
 
 MUSEUM = "zhejiang-museum"
 

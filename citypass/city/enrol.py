@@ -9,8 +9,8 @@ import httpx
 from citypass.city.http import ok
 from citypass.city.lane import FPS, SIZE
 from citypass.city.script import GateSpec
-from gate.config import GateConfig, load_config
-from provisioning.enroll import EnrollRequest, enroll
+from citypass.gate.config import GateConfig, load_config
+from citypass.provisioning.enroll import EnrollRequest, enroll
 
 
 def enrol_gate(fleet: httpx.Client, home: Path, spec: GateSpec, site: int) -> tuple[GateConfig, list[str]]:

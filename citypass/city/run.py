@@ -3,7 +3,7 @@
 It mints the visitors' cards through the issuer's API, enrolls every gate through the real enrollment
 flow, starts them (each :class:`~citypass.city.lane.Lane` on its own threads), then plays the script of
 :mod:`citypass.city.script` phase by phase — cutting museum lane 1's broker link through a
-:class:`~sync.relay.LinkRelay`, revoking a pass while the gates run, restoring the link — and finally
+:class:`~citypass.sync.relay.LinkRelay`, revoking a pass while the gates run, restoring the link — and finally
 waits until every gate's outbox is empty and the issuer holds every tap, reads the issuer's reports and
 checks them against what the gates saw (:mod:`citypass.city.checks`).
 """
@@ -41,8 +41,8 @@ from citypass.city.script import (
 )
 from citypass.city.summary import fetch_reports, print_summary
 from citypass.city.view import CityView
-from sync.relay import LinkRelay
-from sync.testing import backlog
+from citypass.sync.relay import LinkRelay
+from citypass.sync.testing import backlog
 
 FARE = 400  # fen, Longxiangqiao ↔ Fengqi
 NOTES = {
@@ -84,7 +84,7 @@ def _library_logs(console: Console) -> Iterator[None]:
     """The gates' and sync's library logs (a camera reopening, a link dropping: the view shows those)
     stay out of the view; errors still show."""
     handler = _ConsoleErrors(console)
-    loggers = [logging.getLogger(name) for name in ("gate", "sync")]
+    loggers = [logging.getLogger(name) for name in ("citypass.gate", "citypass.sync")]
     previous = [logger.propagate for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)

@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from credential import SigningKey, present
+from citypass.credential import SigningKey, present
 
 Shown = Literal["static", "live"]
 MemberKind = Literal["annual", "museum", "metro", "bus"]

@@ -16,10 +16,10 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import percentile
+from citypass.bench.report import percentile
 from citypass.city.checks import Check, Facts
 from citypass.city.http import ok, ok_list
-from credential.reasons import Reason
+from citypass.credential.reasons import Reason
 
 JOURNEY_ROWS = 12
 

@@ -1,0 +1,368 @@
+"""Synthetic camera frames of a phone screen showing a City Pass QR code.
+
+The gate camera never sees a clean, axis-aligned QR image: it sees a phone held a few centimetres to
+half a metre away, tilted, with the ceiling lights reflected on the glass, moving, and with the
+screen's own pixel grid beating against the sensor's. This module fakes that, deterministically and
+fast enough (about 10 ms per 640x480 frame and 20 ms per 1280x720 frame on one core, moire frames
+two to three times that), so tests and benchmarks can use real QR images decoded by real decoders
+without a camera.
+
+How a frame is made (``synth_frame``):
+
+1. The payload is encoded with segno (error level M, no boosting, never Micro QR), exactly as the
+   holder app shows it, and drawn on a phone *screen canvas* with an app header, text lines and a
+   black bezel.  The canvas is rendered at a higher resolution than the camera sees it.
+2. The canvas is placed in 3-D in front of a pinhole camera (focal length = frame width, about
+   60 degrees horizontal field of view), rotated (tilt and in-plane turn) and projected into the frame
+   with one ``cv2.warpPerspective``, over a blurry background scene.
+3. The camera is simulated: optics blur, exposure, and luma noise.
+
+Conditions (``CONDITIONS``):
+
+- ``clean``: code 38-50 % of the frame height, small tilt, any in-plane turn up to 20 degrees.
+- ``perspective``: the phone tilted 30-50 degrees about a horizontal or vertical axis.
+- ``glare``: a saturating specular blob over part of the code (ceiling lights on the glass).
+- ``blur``: motion blur (the hand is moving) or defocus (phone too close).
+- ``moire``: the screen's RGB sub-pixel grid is rendered and sampled by the camera, which aliases into
+  colour interference bands, as when you photograph a monitor.
+- ``dark_mode``: light modules on a dark background (phones in dark mode invert the code).
+- ``small``: code far from the camera, about 2 camera pixels per module (the decodability limit).
+- ``no_code``: the same scene with no QR code: a phone showing a Code 128 barcode (which a QR-only
+  decoder must ignore), or no phone at all.
+
+Sizes are ``(width, height)`` tuples, frames are BGR ``uint8`` arrays of shape ``(height, width, 3)``.
+
+Example::
+
+    >>> import numpy as np
+    >>> from citypass.bench.frames import random_payload, synth_frame
+    >>> rng = np.random.default_rng(7)
+    >>> text = random_payload(rng, "static")
+    >>> text[:4], len(text)
+    ('CP1:', 174)
+    >>> frame = synth_frame(text, "glare", (1280, 720), rng)
+    >>> frame.shape, frame.dtype
+    ((720, 1280, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final, Literal
+
+import cv2
+import numpy as np
+import segno
+import zxingcpp
+from numpy.typing import NDArray
+
+Image = NDArray[np.uint8]
+Size = tuple[int, int]
+
+CONDITIONS: Final = ("clean", "perspective", "glare", "blur", "moire", "dark_mode", "small", "no_code")
+#: The conditions whose frames contain a QR code.
+CODE_CONDITIONS: Final = CONDITIONS[:-1]
+#: Base45 (RFC 9285) is exactly the QR alphanumeric alphabet, so City Pass codes use the dense
+#: alphanumeric mode (5.5 bits per character).
+BASE45_ALPHABET: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
+PAYLOAD_PREFIX: Final = "CP1:"
+PayloadKind = Literal["static", "dynamic"]
+PAYLOAD_KINDS: Final[tuple[PayloadKind, ...]] = ("static", "dynamic")
+#: Characters after the prefix: a static annual pass (QR version 7-M) and a holder-bound dynamic
+#: code (version 11-M).
+PAYLOAD_CHARS: Final[dict[PayloadKind, int]] = {"static": 170, "dynamic": 350}
+
+_QUIET = 4  # quiet-zone modules required by ISO/IEC 18004
+
+
+def random_payload(rng: np.random.Generator, kind: PayloadKind = "static") -> str:
+    """A random City Pass-like payload: ``"CP1:"`` plus 170 or 350 Base45 characters."""
+    idx = rng.integers(0, len(BASE45_ALPHABET), size=PAYLOAD_CHARS[kind])
+    return PAYLOAD_PREFIX + "".join(BASE45_ALPHABET[i] for i in idx)
+
+
+@functools.lru_cache(maxsize=1024)
+def qr_matrix(text: str) -> NDArray[np.bool_]:
+    """The QR symbol for *text* (ECC M, not boosted, never Micro QR) as a bool matrix, True = dark.
+
+    No quiet zone is included.  ``qr_matrix("CP1:" + "A" * 170).shape == (45, 45)`` (version 7).
+    Cached, because segno's mask selection costs ~15 ms and benchmarks reuse each payload.
+    """
+    qr = segno.make(text, error="m", boost_error=False, micro=False)
+    matrix = np.asarray(qr.matrix, dtype=np.uint8) > 0
+    matrix.setflags(write=False)  # shared by every caller through the cache
+    return matrix
+
+
+def parse_size(spec: str) -> Size:
+    """``"1280x720"`` -> ``(1280, 720)``; ValueError unless both are positive integers."""
+    w, _, h = spec.strip().lower().partition("x")
+    size = int(w), int(h)
+    if min(size) < 1:
+        raise ValueError(f"frame size must be positive, got {spec!r}")
+    return size
+
+
+def _u8(img: NDArray[np.floating] | NDArray[np.integer]) -> Image:
+    return np.asarray(np.clip(img, 0, 255), dtype=np.uint8)
+
+
+def _background(rng: np.random.Generator, w: int, h: int) -> Image:
+    """A defocused scene: muted colour gradients and a few soft blocks (gate housing, clothes)."""
+    grey = rng.integers(50, 190, size=(6, 8, 1)).astype(np.int16)
+    tint = rng.integers(-25, 26, size=(6, 8, 3)).astype(np.int16)
+    coarse = np.clip(grey + tint, 0, 255).astype(np.uint8)
+    small = cv2.resize(coarse, (w // 4, h // 4), interpolation=cv2.INTER_CUBIC)
+    for _ in range(int(rng.integers(2, 6))):
+        x0, y0 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
+        x1, y1 = x0 + int(rng.integers(w // 40, w // 12)), y0 + int(rng.integers(h // 40, h // 12))
+        color = tuple(int(c) for c in rng.integers(20, 230, size=3))
+        cv2.rectangle(small, (x0, y0), (x1, y1), color, -1)
+    # Upscaling the quarter-size scene is what defocuses it (the lens focuses on the phone).
+    return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
+
+
+def _screen_canvas(
+    symbol: NDArray[np.bool_] | None, k: int, dark: bool, rng: np.random.Generator, with_barcode: bool
+) -> tuple[Image, tuple[float, float], int]:
+    """Draw the phone (bezel + app screen + code) at *k* canvas pixels per module.
+
+    Returns the BGR canvas, the code centre on it, and the code side with quiet zone, in canvas px.
+    """
+    n = (symbol.shape[0] if symbol is not None else 45) + 2 * _QUIET
+    side = n * k
+    sw = int(side * rng.uniform(1.15, 1.35))
+    sh = int(sw * rng.uniform(1.6, 1.9))  # the part of the phone below the code is mostly out of view
+    bezel = max(2, sw // 25)
+    paper_v = int(rng.integers(225, 252)) if not dark else int(rng.integers(18, 40))
+    ink_v = int(rng.integers(10, 40)) if not dark else int(rng.integers(200, 235))
+    canvas = np.full((sh + 2 * bezel, sw + 2 * bezel, 3), 12, dtype=np.uint8)
+    canvas[bezel : bezel + sh, bezel : bezel + sw] = paper_v
+    # App header band in a brand colour, then grey "text" lines under the code.
+    header = tuple(int(c) for c in rng.integers(60, 220, size=3))
+    cv2.rectangle(canvas, (bezel, bezel), (bezel + sw, bezel + sh // 8), header, -1)
+    cx, cy = bezel + sw / 2, bezel + sh * 0.45
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    line_v = (paper_v + ink_v) // 2
+    for i in range(4):
+        ly = y0 + side + k * 3 + i * k * 4
+        lw = int(sw * rng.uniform(0.3, 0.8))
+        cv2.rectangle(canvas, (bezel + sw // 10, ly), (bezel + sw // 10 + lw, ly + k * 2), (line_v,) * 3, -1)
+    if symbol is not None:
+        big = np.kron(symbol, np.ones((k, k), dtype=bool))
+        region = canvas[y0 + _QUIET * k : y0 + (n - _QUIET) * k, x0 + _QUIET * k : x0 + (n - _QUIET) * k]
+        region[big] = ink_v
+    elif with_barcode:
+        bar = zxingcpp.create_barcode("CITYPASS-" + str(int(rng.integers(10**7, 10**8))),
+                                      zxingcpp.BarcodeFormat.Code128)
+        bars = np.asarray(bar.to_image(scale=max(1, k // 2)), dtype=np.uint8)
+        if bars.shape[1] > sw:
+            fitted = cv2.resize(bars, (sw - 2, bars.shape[0]), interpolation=cv2.INTER_AREA)
+            bars = np.asarray(fitted, dtype=np.uint8)
+        bh, bw = bars.shape[:2]
+        by, bx = int(cy - bh / 2), int(cx - bw / 2)
+        canvas[by : by + bh, bx : bx + bw] = np.where(bars < 128, ink_v, paper_v).astype(np.uint8)[:, :, None]
+    return canvas, (cx, cy), side
+
+
+def _subpixel_grid(canvas: Image) -> Image:
+    """Multiply the canvas by an RGB-stripe LCD grid (3x3 canvas px per screen pixel), in uint8."""
+    h, w = canvas.shape[:2]
+    cell = np.full((3, 3, 3), 90, dtype=np.uint8)  # gaps between sub-pixels are dim, not black
+    for ch in range(3):  # columns R, G, B (BGR channel 2, 1, 0); the last row is the pixel gap
+        cell[:2, ch, 2 - ch] = 255
+    tiled = np.tile(cell, (h // 3 + 1, w // 3 + 1, 1))[:h, :w]
+    return np.asarray(cv2.multiply(canvas, tiled, scale=1.6 / 255), dtype=np.uint8)
+
+
+def _moire_bands(img: Image, mask: Image, rng: np.random.Generator) -> Image:
+    """Darken the screen area with curved, coloured interference bands (period 12-40 px).
+
+    The sampled sub-pixel grid alone aliases into fine texture; the broad bands seen when filming a
+    screen come from the grid's beat with the sensor's Bayer pattern, modelled here directly.
+    """
+    h, w = img.shape[:2]
+    hs, ws = h // 2, w // 2  # the bands are smooth: compute them at half resolution, then upscale
+    yy, xx = np.mgrid[0:hs, 0:ws].astype(np.float32)
+    period = float(rng.uniform(12, 40)) / 2
+    theta = float(rng.uniform(0, math.pi))
+    bend = float(rng.uniform(-1.5, 1.5)) / ws
+    phase = (math.cos(theta) * xx + math.sin(theta) * yy + bend * (xx - ws / 2) ** 2) * (2 * math.pi / period)
+    depth = float(rng.uniform(0.35, 0.6))
+    on_screen = np.asarray(cv2.resize(mask, (ws, hs), interpolation=cv2.INTER_LINEAR), np.float32)
+    on_screen *= depth / 255
+    cos_p, sin_p = np.cos(phase), np.sin(phase)
+    # B, G and R sub-pixels sit a third of a pixel apart, so their beats are a third of a period
+    # apart too: the colour fringes are strong, the luma bands (what a decoder sees) about 0.4x as deep.
+    shifts = (4 * math.pi / 3, 2 * math.pi / 3, 0.0)
+    # cos(phase + d) by the angle-sum identity: two transcendental passes instead of three.
+    waves = [cos_p * math.cos(d) - sin_p * math.sin(d) for d in shifts]
+    bands = cv2.merge([1 - on_screen * (0.5 + 0.5 * wave) for wave in waves])
+    gain = np.asarray(cv2.resize(bands, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    return np.asarray(cv2.convertScaleAbs(cv2.multiply(img.astype(np.float32), gain)), dtype=np.uint8)
+
+
+def _homography(
+    rng: np.random.Generator, condition: str, canvas_wh: Size, centre: tuple[float, float],
+    scale: float, frame_wh: Size, side: float,
+) -> NDArray[np.float64]:
+    """Project the canvas (a plane in 3-D) through a pinhole camera; code centre lands in frame."""
+    fw, fh = frame_wh
+    f = float(fw)
+    deg = math.radians
+    rz = deg(rng.uniform(-20, 20))
+    if condition == "perspective":
+        big, small = deg(rng.uniform(30, 50)) * rng.choice([-1, 1]), deg(rng.uniform(-10, 10))
+        rx, ry = (big, small) if rng.random() < 0.5 else (small, big)
+    else:
+        rx, ry = deg(rng.normal(0, 6)), deg(rng.normal(0, 6))
+    cx_, sx_ = math.cos(rx), math.sin(rx)
+    cy_, sy_ = math.cos(ry), math.sin(ry)
+    cz_, sz_ = math.cos(rz), math.sin(rz)
+    r = (np.array([[1, 0, 0], [0, cx_, -sx_], [0, sx_, cx_]])
+         @ np.array([[cy_, 0, sy_], [0, 1, 0], [-sy_, 0, cy_]])
+         @ np.array([[cz_, -sz_, 0], [sz_, cz_, 0], [0, 0, 1]]))
+    dist = f * scale  # world units = canvas px; at this distance one canvas px -> 1/scale camera px
+    cw, ch = canvas_wh
+    u, v = centre
+    pts = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch],
+                    [u - side / 2, v - side / 2], [u + side / 2, v - side / 2],
+                    [u + side / 2, v + side / 2], [u - side / 2, v + side / 2]], dtype=np.float64)
+    world = np.c_[pts - [u, v], np.zeros(len(pts))] @ r.T + [0, 0, dist]
+    proj = f * world[:, :2] / world[:, 2:3]
+    code = proj[4:]
+    # Put the code somewhere in the frame, fully visible with a small margin.
+    lo, hi = code.min(axis=0), code.max(axis=0)
+    margin = 8.0
+    tx = rng.uniform(margin - lo[0], max(margin - lo[0], fw - margin - hi[0]))
+    ty = rng.uniform(margin - lo[1], max(margin - lo[1], fh - margin - hi[1]))
+    dst = (proj[:4] + np.array([tx, ty])).astype(np.float32)
+    return np.asarray(cv2.getPerspectiveTransform(pts[:4].astype(np.float32), dst), dtype=np.float64)
+
+
+def _module_px(condition: str, modules: int, frame_h: int, rng: np.random.Generator) -> float:
+    """Camera pixels per QR module for this condition (*modules* includes the quiet zone)."""
+    if condition == "small":
+        return float(rng.uniform(2.0, 2.6))
+    return float(frame_h * rng.uniform(0.38, 0.5) / modules)
+
+
+def _glare(img: Image, rng: np.random.Generator, quad: NDArray[np.float64]) -> None:
+    """Add a saturating elliptical highlight centred inside the code's quadrilateral, in place."""
+    h, w = img.shape[:2]
+    side = float(np.linalg.norm(quad[1] - quad[0]))
+    a, b = rng.uniform(0.25, 0.75), rng.uniform(0.25, 0.75)
+    centre = quad[0] + a * (quad[1] - quad[0]) + b * (quad[3] - quad[0])
+    sx, sy = side * rng.uniform(0.07, 0.13), side * rng.uniform(0.04, 0.09)
+    theta = rng.uniform(0, math.pi)
+    reach = int(3 * max(sx, sy))
+    x0, x1 = max(0, int(centre[0]) - reach), min(w, int(centre[0]) + reach)
+    y0, y1 = max(0, int(centre[1]) - reach), min(h, int(centre[1]) + reach)
+    if x0 >= x1 or y0 >= y1:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    dx, dy = xx - centre[0], yy - centre[1]
+    c, s = math.cos(theta), math.sin(theta)
+    d2 = ((c * dx + s * dy) / sx) ** 2 + ((-s * dx + c * dy) / sy) ** 2
+    blob = float(rng.uniform(230, 320)) * np.exp(-0.5 * d2)
+    img[y0:y1, x0:x1] = _u8(img[y0:y1, x0:x1] + blob[:, :, None])
+
+
+def _blur(img: Image, m: float, rng: np.random.Generator) -> Image:
+    """Motion blur over ~1-1.6 modules, or defocus (disk) of radius ~0.5-0.8 modules."""
+    if rng.random() < 0.5:
+        length = max(3, round(m * rng.uniform(1.0, 1.6)))
+        k = np.zeros((length, length), dtype=np.float32)
+        k[length // 2, :] = 1.0
+        rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), float(rng.uniform(0, 180)), 1.0)
+        k = np.asarray(cv2.warpAffine(k, rot, (length, length)), dtype=np.float32)
+    else:
+        r = max(1.0, m * rng.uniform(0.5, 0.8))
+        n = 2 * math.ceil(r) + 1
+        yy, xx = np.mgrid[:n, :n] - n // 2
+        k = (xx**2 + yy**2 <= r * r).astype(np.float32)
+    k /= k.sum()
+    return np.asarray(cv2.filter2D(img, -1, k), dtype=np.uint8)
+
+
+def synth_frame(
+    text: str | None, condition: str, size: Size = (1280, 720), rng: np.random.Generator | int = 0
+) -> Image:
+    """One BGR camera frame of a phone showing *text* as a QR code, under *condition*.
+
+    *rng* is a numpy Generator (consumed, so successive calls differ) or an int seed.  *text* is
+    ignored for ``"no_code"``.  Raises ValueError for an unknown condition or a missing text.
+    """
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
+    if condition != "no_code" and not text:
+        raise ValueError(f"condition {condition!r} needs a payload text")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    fw, fh = size
+    symbol = qr_matrix(text) if condition != "no_code" and text else None
+    modules = (symbol.shape[0] if symbol is not None else 45) + 2 * _QUIET
+    m = _module_px(condition, modules, fh, gen)
+    # Canvas px per module: for moire, real screen pixels (3 canvas px each, RGB stripes) at about one
+    # screen pixel per camera pixel, the pitch at which a sampled screen grid beats against the
+    # sensor; otherwise enough that the warp only ever downsamples gently.
+    k = 3 * max(2, round(m * gen.uniform(0.9, 1.2))) if condition == "moire" else max(2, math.ceil(m * 1.5))
+    frame = _background(gen, fw, fh)
+    phone = condition != "no_code" or gen.random() < 0.6
+    quad: NDArray[np.float64] | None = None
+    if phone:
+        canvas, centre, side = _screen_canvas(symbol, k, condition == "dark_mode", gen, symbol is None)
+        if condition == "moire":
+            canvas = _subpixel_grid(canvas)
+        ch, cw = canvas.shape[:2]
+        hom = _homography(gen, condition, (cw, ch), centre, k / m, (fw, fh), side)
+        cv2.warpPerspective(canvas, hom, (fw, fh), dst=frame, flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_TRANSPARENT)
+        if condition == "moire":
+            mask = np.asarray(cv2.warpPerspective(np.full((ch, cw), 255, np.uint8), hom, (fw, fh)), np.uint8)
+            frame = _moire_bands(frame, mask, gen)
+        u, v = centre
+        h2 = side / 2
+        corners = np.array([[[u - h2, v - h2], [u + h2, v - h2], [u + h2, v + h2], [u - h2, v + h2]]])
+        quad = np.asarray(cv2.perspectiveTransform(corners, hom), dtype=np.float64)[0]
+        if condition == "glare":
+            _glare(frame, gen, quad)
+    frame = np.asarray(cv2.GaussianBlur(frame, (0, 0), float(gen.uniform(0.5, 0.9))), dtype=np.uint8)
+    if condition == "blur":
+        frame = _blur(frame, m, gen)
+    # Exposure and sensor noise (luma only: chroma noise is irrelevant after grey conversion).  OpenCV's
+    # generator, seeded from ours, is 3x faster than numpy's here and just as deterministic.
+    cv2.setRNGSeed(int(gen.integers(2**31)))
+    noise = np.empty((fh, fw), np.float32)
+    cv2.randn(noise, np.array([gen.uniform(-10, 10)]), np.array([gen.uniform(1.5, 4.0)]))
+    out = cv2.convertScaleAbs(frame, alpha=float(gen.uniform(0.85, 1.1)))
+    return np.asarray(cv2.add(out, cv2.merge([noise, noise, noise]), dtype=cv2.CV_8U), dtype=np.uint8)
+
+
+def write_frames(
+    directory: str | Path,
+    texts_and_conditions: Iterable[tuple[str | None, str]],
+    size: Size = (1280, 720),
+    seed: int = 0,
+) -> list[Path]:
+    """Write one PNG per ``(text, condition)`` pair into *directory* (created), in order.
+
+    Files are named ``frame_0000_clean.png`` etc., so a directory camera source replays them in
+    order.  Returns the paths written.
+
+    Example::
+
+        write_frames("/tmp/gate-demo", [("CP1:ABC", "clean"), (None, "no_code")], (640, 480))
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths: list[Path] = []
+    for i, (text, condition) in enumerate(texts_and_conditions):
+        path = out / f"frame_{i:04d}_{condition}.png"
+        if not cv2.imwrite(str(path), synth_frame(text, condition, size, rng)):
+            raise OSError(f"could not write {path}")
+        paths.append(path)
+    return paths

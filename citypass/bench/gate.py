@@ -1,0 +1,88 @@
+"""``citypass bench gate``: the whole gate, frame in → relay energised, on real parts and one core.
+
+``bench decode`` times the decoder alone; this benchmark times what a visitor waits for. It runs the real
+gate daemon's own loop on a real ledger, decoder and barrier, fed by a scripted camera: the rig and the method are in
+:mod:`citypass.bench.gate_rig`, what is computed from the recordings in :mod:`citypass.bench.gate_figures`.
+
+*The disk.* With ``synchronous=FULL`` (the gate's setting) the commit before the relay includes an
+fsync, so the frame → relay tail is the tail of the storage's fsync latency, not of the code: the
+``stage p99`` row shows which stage it is. Run with ``--dir`` on the gate's own flash to measure the
+device; ``--synchronous NORMAL`` (or ``--dir /dev/shm``) shows the pipeline without the fsync.
+
+Example::
+
+    citypass bench gate                                 # 640x480 and 1280x720, 600 frames each
+    citypass bench gate --size 1280x720 --frames 1200 --json
+    citypass bench gate --dir /var/lib/citypass         # on the device's storage
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from citypass.bench.frames import Size, parse_size
+from citypass.bench.gate_figures import FRAME_INTERVAL_MS, TARGET_FPS, SizeResult, render_table, verdict
+from citypass.bench.gate_rig import measure_size
+
+
+def run_gate_bench(sizes: Sequence[Size], frames: int, every: int, hold: int, seed: int,
+                   directory: Path | None = None, synchronous: str = "FULL") -> list[SizeResult]:
+    """Measure each size in turn (each with its own issuer, ledger and daemon)."""
+    if not 1 <= hold < every:
+        raise ValueError("need 1 <= hold < every")
+    return [measure_size(size, frames, every, hold, seed, i, directory, synchronous)
+            for i, size in enumerate(sizes)]
+
+
+@click.command("gate")
+@click.option("--size", "size", default="640x480,1280x720", show_default=True,
+              help="Comma-separated WIDTHxHEIGHT frame sizes.")
+@click.option("--frames", default=600, show_default=True, type=click.IntRange(10),
+              help="Measured frames per size (after one warm-up cycle).")
+@click.option("--every", default=6, show_default=True, type=click.IntRange(2),
+              help="A new code comes into view every this many frames.")
+@click.option("--hold", default=2, show_default=True, type=click.IntRange(1),
+              help="Frames each code stays in view (must be less than --every).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed for the frames.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Directory for the temporary ledger (default: the system temp dir); use the gate's disk.")
+@click.option("--synchronous", type=click.Choice(["FULL", "NORMAL"]), default="FULL", show_default=True,
+              help="The ledger's PRAGMA synchronous. FULL is the gate's setting (an fsync per commit); NORMAL "
+                   "shows what the pipeline costs without the disk's fsync latency.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def gate_command(size: str, frames: int, every: int, hold: int, seed: int, directory: Path | None,
+                 synchronous: str, as_json: bool) -> None:
+    """Time the whole gate pipeline, frame in → relay energised, on one core.
+
+    A real daemon (SQLite ledger from a signed snapshot, zxing, barrier on mock pins) runs on rendered
+    phone-screen frames; reports sustained frames/s, frame→relay p50/p99/max, per-frame time with and
+    without a code in view, and the same frames' bare decode time.
+    """
+    try:
+        sizes = [parse_size(s) for s in size.split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT[,WIDTHxHEIGHT...], got {size!r}",
+                                 param_hint="--size") from None
+    if hold >= every:
+        raise click.BadParameter("--hold must be less than --every", param_hint="--hold")
+    results = run_gate_bench(sizes, frames, every, hold, seed, directory, synchronous)
+    if as_json:
+        click.echo(json.dumps({"results": [r.as_dict() for r in results], "verdict": verdict(results),
+                               "frame_interval_ms": FRAME_INTERVAL_MS, "target_fps": TARGET_FPS,
+                               "synchronous": synchronous},
+                              indent=1, ensure_ascii=False))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(render_table(results, synchronous))
+    console.print(verdict(results))
+
+
+if __name__ == "__main__":
+    gate_command()

@@ -1,0 +1,44 @@
+"""The City Pass credential format, shared by the issuer, the gates and the holder tools.
+
+Nothing in this package does I/O beyond reading and writing key files on request: it encodes, signs,
+parses and verifies. See docs/credential-format.md for the wire format.
+
+Example — issue a static annual pass and verify it offline::
+
+    >>> from citypass.credential import *
+    >>> issuer = SigningKey.generate()
+    >>> cred = Credential(id=bytes(8), terms=Annual(sites=frozenset({1, 2})), valid_from=0, valid_to=2**31)
+    >>> code = issue(cred, issuer)
+    >>> trust = TrustList(1, 0, (TrustedKey(issuer.kid, issuer.public, "issuer", 0),))
+    >>> verify(code, trust, NO_REVOCATIONS, SiteSettings(number=1, name="west-lake"), now=1_800_000_000).allowed
+    True
+"""
+
+from citypass.credential.claims import (
+    Annual,
+    Credential,
+    Group,
+    HolderKey,
+    Mode,
+    Product,
+    Reservation,
+    Terms,
+    Transit,
+    UnknownTerms,
+)
+from citypass.credential.codes import PREFIX, CodeError, ParsedCode, issue, parse, present
+from citypass.credential.keys import Alg, SigningKey, VerifyKey
+from citypass.credential.reasons import Reason
+from citypass.credential.revocations import NO_REVOCATIONS, RevocationSet
+from citypass.credential.sites import SiteKind, SiteSettings
+from citypass.credential.snapshot import LedgerSnapshot, SnapshotError, load_snapshot, read_snapshot
+from citypass.credential.trustlist import TrustedKey, TrustError, TrustList
+from citypass.credential.verify import RevocationView, Verdict, VerifyPolicy, verify
+
+__all__ = [
+    "NO_REVOCATIONS", "PREFIX", "Alg", "Annual", "CodeError", "Credential", "Group", "HolderKey",
+    "LedgerSnapshot", "Mode", "ParsedCode", "Product", "Reason", "Reservation", "RevocationSet",
+    "RevocationView", "SigningKey", "SiteKind", "SiteSettings", "SnapshotError", "Terms", "Transit",
+    "TrustError", "TrustList", "TrustedKey", "UnknownTerms", "Verdict", "VerifyKey", "VerifyPolicy", "issue",
+    "load_snapshot", "parse", "present", "read_snapshot", "verify",
+]

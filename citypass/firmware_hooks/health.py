@@ -1,0 +1,128 @@
+"""The health check after an update's reboot: is this gate really working? (mark-good or mark-bad)
+
+An A/B updater boots the new software once "on trial" and needs one answer: keep it (RAUC's
+``rauc status mark-good``, Mender's ArtifactCommit) or roll back (``mark-bad``, a failing
+ArtifactCommit_Enter script). :func:`check_health` gives that answer from four checks:
+
+============  ================================================================================
+daemon        ``/healthz`` answers and the daemon is ``deciding`` (it sent READY and its lane is in
+              service; ``out_of_order`` or no answer fails)
+frames        the camera is ``ok`` and delivers frames (``fps > 0``): a new OpenCV that cannot open the
+              camera is the classic failed update
+ledger        the ledger file opens with this software and ``PRAGMA integrity_check`` says ``ok``
+broker        the sync link is ``connected`` or ``buffering`` (offline is normal for a gate: taps wait
+              in the outbox). A daemon that does not report a sync state counts as ``buffering``.
+============  ================================================================================
+
+After a reboot the daemon needs a few seconds to become READY, so :func:`wait_for_health` repeats the
+checks until they all pass or the grace period ends, and returns the last round.
+
+Example, against a status dictionary instead of HTTP::
+
+    >>> status = {"state": "deciding", "camera": {"state": "ok", "fps": 29.8}}
+    >>> [s.ok for s in judge_status(status)]
+    [True, True, True]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from citypass.firmware_hooks.lifecycle import Step
+from citypass.gate.config import GateConfig
+from citypass.gate.ledger import GateLedger
+from citypass.gate.ledger.connection import LedgerError
+
+SYNC_OK = ("connected", "buffering")
+
+
+def healthz_url(cfg: GateConfig) -> str:
+    """Where the daemon configured by ``cfg`` serves /healthz (a wildcard address is asked on loopback)."""
+    host = cfg.health.host
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{cfg.health.port}/healthz"
+
+
+def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any]:
+    """GET /healthz; a 503 still carries the status body (an out-of-order gate explains itself)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        exc.close()
+    value = json.loads(body)
+    if not isinstance(value, dict):
+        raise ValueError("/healthz did not answer a JSON object")
+    return value
+
+
+def _sync_state(status: Mapping[str, Any]) -> tuple[str, str]:
+    sync = status.get("sync")
+    if sync is None:
+        return "buffering", "the daemon reports no sync state: counted as buffering"
+    state = sync.get("state") if isinstance(sync, Mapping) else sync
+    if isinstance(sync, Mapping) and state is None and "connected" in sync:
+        state = "connected" if sync["connected"] else "buffering"
+    return str(state), f"sync {state}"
+
+
+def judge_status(status: Mapping[str, Any]) -> list[Step]:
+    """The daemon, frames and broker checks from one /healthz body."""
+    state = status.get("state")
+    steps = [Step("daemon", state == "deciding", f"state {state}")]
+    raw = status.get("camera")
+    camera: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    fps = camera.get("fps")
+    fresh = camera.get("state") == "ok" and isinstance(fps, int | float) and fps > 0
+    error = f", {camera['last_error']}" if camera.get("last_error") else ""
+    steps.append(Step("frames", fresh, f"camera {camera.get('state')}, {fps} fps{error}"))
+    sync, detail = _sync_state(status)
+    steps.append(Step("broker", sync in SYNC_OK, detail))
+    return steps
+
+
+def check_ledger(path: Path) -> Step:
+    """The ledger opens with this software and SQLite finds it intact."""
+    if not path.exists():
+        return Step("ledger", False, f"{path} does not exist")
+    try:
+        with GateLedger.open(path) as ledger:
+            integrity = ledger.integrity_check()
+            seq = ledger.seq
+    except LedgerError as exc:
+        return Step("ledger", False, f"{path}: {exc}")
+    if not integrity.ok:
+        return Step("ledger", False, "integrity_check: " + "; ".join(integrity.problems[:5]))
+    return Step("ledger", True, f"integrity ok, snapshot seq {seq}")
+
+
+def check_health(url: str, ledger_path: Path,
+                 fetch: Callable[[str], dict[str, Any]] = fetch_status) -> list[Step]:
+    """One round of all four checks."""
+    try:
+        steps = judge_status(fetch(url))
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        steps = [Step("daemon", False, f"{url} does not answer: {reason}"),
+                 Step("frames", False, "unknown (no /healthz)"),
+                 Step("broker", False, "unknown (no /healthz)")]
+    steps.insert(2, check_ledger(ledger_path))
+    return steps
+
+
+def wait_for_health(url: str, ledger_path: Path, *, grace_s: float = 60.0, interval_s: float = 1.0,
+                    fetch: Callable[[str], dict[str, Any]] = fetch_status) -> list[Step]:
+    """Repeat :func:`check_health` until every check passes or ``grace_s`` has passed; the last round."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        steps = check_health(url, ledger_path, fetch)
+        if all(s.ok for s in steps) or time.monotonic() + interval_s > deadline:
+            return steps
+        time.sleep(interval_s)

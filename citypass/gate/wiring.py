@@ -1,0 +1,194 @@
+"""The gate daemon's one wiring point: build every adapter from a :class:`~citypass.gate.config.GateConfig`.
+
+Everything that touches the outside world is created here and nowhere else — the ledger file, the
+camera, the decoder, the pins, the health port, systemd's notify socket, signal handlers — so the rest of
+the daemon can be driven by injected fakes in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from citypass.credential.keys import VerifyKey, read_public_key
+from citypass.gate.barrier.gpio import Barrier
+from citypass.gate.camera import open_camera
+from citypass.gate.config import ConfigError, GateConfig
+from citypass.gate.daemon import GateDaemon, Outcome
+from citypass.gate.decision import GateContext
+from citypass.gate.decoders import make_decoder
+from citypass.gate.health import HealthServer
+from citypass.gate.ledger import GateLedger
+from citypass.gate.ledger.connection import LedgerError
+from citypass.gate.logs import EventLog
+from citypass.gate.metrics import GateMetrics
+
+if TYPE_CHECKING:
+    from citypass.sync.gate_sync import GateSync
+
+
+def systemd_notifier(environ: dict[str, str] | None = None) -> Callable[[str], None]:
+    """``sd_notify`` over the socket systemd names in NOTIFY_SOCKET (a no-op when it names none)."""
+    env = os.environ if environ is None else environ
+    address = env.get("NOTIFY_SOCKET")
+    if not address:
+        return lambda _msg: None
+    target = "\0" + address[1:] if address.startswith("@") else address
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def notify(message: str) -> None:
+        try:
+            sock.sendto(message.encode(), target)
+        except OSError:
+            pass  # losing a status line must never stop the gate
+
+    return notify
+
+
+def open_ledger(cfg: GateConfig, root: VerifyKey, log: EventLog) -> GateLedger:
+    """Open (and migrate) the ledger; on first boot load the configured snapshot."""
+    ledger = GateLedger.from_config(cfg.ledger, root=root)
+    if ledger.seq is None:
+        if cfg.snapshot is None:
+            ledger.close()
+            raise ConfigError(f"{cfg.ledger.path} holds no snapshot yet and no 'snapshot' is configured")
+        try:
+            ledger.load_snapshot(cfg.snapshot.read_bytes(), root)
+        except (OSError, LedgerError) as exc:
+            ledger.close()
+            raise ConfigError(f"cannot load snapshot {cfg.snapshot}: {exc}") from None
+        log.event("snapshot_loaded", path=str(cfg.snapshot), seq=ledger.seq)
+    return ledger
+
+
+def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: object | None = None,
+                 observer: Callable[[Outcome], None] | None = None) -> GateDaemon:
+    """Build a ready-to-run daemon. ``pin_factory`` overrides the configured pins (the demo drives its
+    own gpiozero ``MockFactory``); ``observer`` sees every outcome."""
+    log = log or EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
+    try:
+        root = read_public_key(cfg.root_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the root key {cfg.root_key}: {exc}") from None
+    ledger = open_ledger(cfg, root, log)
+    site = ledger.site(cfg.site)
+    if site is None:
+        known = ", ".join(s.name for s in ledger.sites())
+        ledger.close()
+        raise ConfigError(f"site_not_configured: site {cfg.site!r} is not in the ledger (known: {known})")
+    ledger.set_identity(cfg.gate_id, site.number, cfg.direction)
+    if pin_factory is None and cfg.pins == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        pin_factory = MockFactory()
+    barrier = Barrier(cfg.barrier, pin_factory=pin_factory)  # claims pins straight into the safe state
+    camera = open_camera(cfg.camera)
+    return GateDaemon(
+        cfg,
+        GateContext(cfg.gate_id, site, cfg.direction),
+        camera=camera,
+        decoder=make_decoder(cfg.decoder),
+        barrier=barrier,
+        ledger=ledger,
+        log=log,
+        metrics=GateMetrics(),
+        notify=systemd_notifier(),
+        observer=observer,
+    )
+
+
+@contextmanager
+def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
+    """Run the health endpoint (if enabled) and stop the daemon on SIGTERM / SIGINT."""
+    cfg = daemon.config.health
+    server = HealthServer(cfg.host, cfg.port, daemon.status, daemon.metrics).start() if cfg.enabled else None
+    if server is not None:
+        daemon.log.event("health", url=f"http://{cfg.host}:{server.port}/healthz")
+    previous = {sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield server
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.close()
+
+
+class EventLogHandler(logging.Handler):
+    """Routes the standard-library log records of the gate's own modules (camera grabber, barrier) into
+    the JSON event log, so stderr carries one JSON object per line and nothing else."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(record.levelno, "error")
+        self.log.event("library_log", level=level, logger=record.name, message=record.getMessage())
+
+
+@contextmanager
+def library_logs_as_events(log: EventLog) -> Iterator[None]:
+    logger = logging.getLogger("citypass.gate")
+    handler = EventLogHandler(log)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    previous, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = previous
+
+
+def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync | None:
+    """The MQTT sync thread for this gate, or None when the config has no enabled ``[sync]``."""
+    from citypass.sync.endpoint import Endpoint, HttpLedgerSource
+    from citypass.sync.gate_sync import GateSync, GateSyncConfig
+    from citypass.sync.home import ClientFiles
+
+    sync = cfg.sync
+    if sync is None or not sync.enabled:
+        return None
+    fetcher = None
+    if sync.issuer_url and sync.token_file is not None:
+        try:
+            token = sync.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read sync.token_file {sync.token_file}: {exc.strerror}") from None
+        fetcher = HttpLedgerSource(sync.issuer_url, token)
+    endpoint = Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key),
+                        max_backoff_s=sync.reconnect_max_s)
+    settings = GateSyncConfig(
+        device_id=cfg.gate_id, ledger_path=cfg.ledger.path, root=read_public_key(cfg.root_key),
+        site=daemon.ctx.site.number, batch_size=sync.batch_size, ack_timeout_s=sync.ack_timeout_s,
+        status_interval_s=sync.status_interval_s, clock_alarm_s=sync.clock_alarm_s,
+    )
+    return GateSync(endpoint, settings, fetcher=fetcher, fps=lambda: daemon.camera.status().fps, events=log)
+
+
+def run_from_file(path: Path, max_frames: int | None = None) -> None:
+    from citypass.gate.config import load_config
+
+    cfg = load_config(path)
+    log = EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
+    with library_logs_as_events(log):
+        daemon = build_daemon(cfg, log=log)
+        sync = build_sync(cfg, daemon, log)
+        if sync is not None:
+            daemon.sync_state = lambda: asdict(sync.state)
+        with serving(daemon):
+            if sync is not None:
+                sync.start()
+            try:
+                daemon.run(max_frames=max_frames)
+            finally:
+                if sync is not None:
+                    sync.stop()

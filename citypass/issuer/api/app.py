@@ -1,0 +1,146 @@
+"""The issuer's HTTP API: :func:`create_app` builds the FastAPI app from an issuer and a clock.
+
+    >>> from citypass.issuer.api import create_app                               # doctest: +SKIP
+    >>> app = create_app(Issuer.open(IssuerHome(Path("/srv/issuer"))))  # doctest: +SKIP
+    >>> uvicorn.run(app, port=8443)                                     # doctest: +SKIP
+
+``citypass issuer serve`` does exactly that. Everything the app needs comes in as arguments — the
+:class:`~citypass.issuer.service.Issuer` (whose repository may be any
+:class:`~citypass.issuer.repository.IssuerRepository`) and a clock — so tests serve it for real with a fake
+clock, and nothing reads the environment. Errors map to statuses in one place (:func:`_handlers`):
+validation 422, unknown 404, conflicts 409, auth 401/403; a request body over ``max_body`` is 413.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from citypass.credential.codes import CodeError
+from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues
+from citypass.issuer.api.common import ErrorOut, FieldError
+from citypass.issuer.api.deps import (
+    Clock,
+    Services,
+)
+from citypass.issuer.api.middleware import AuditLog, BodyLimit
+from citypass.issuer.deltas import SnapshotRequired
+from citypass.issuer.home import HomeError
+from citypass.issuer.records import Conflict, NotFound
+from citypass.issuer.service import IssueError, Issuer
+from citypass.sync.home import BrokerHome
+from citypass.timefmt import utc_now
+
+DESCRIPTION = """\
+The City Pass issuer: signs entitlements, hands out museum reservations without overbooking, revokes
+lost passes, registers and enrolls devices, publishes the signed ledger (snapshot and deltas) that gates
+sync, takes in every tap exactly once, and reports incidents, occupancy and journeys.
+
+Authenticate with `Authorization: Bearer <token>` (`citypass issuer token create`). Every endpoint says
+which roles may call it; `admin` may call all. Every mutating call is written to the audit log.
+Times are Unix seconds; credential ids are hex. See docs/issuer.md for curl examples.
+"""
+
+#: Largest request body accepted (a batch of 1000 tap events is about 0.5 MB).
+MAX_BODY = 2 * 1024 * 1024
+
+
+class HealthzOut(BaseModel):
+    status: str = Field(examples=["ok"])
+    ledger_seq: int
+    time: int = Field(description="The issuer's clock (Unix s): gates compare theirs with it.")
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not declare is a 422, like an unknown body field: ``?limt=5``
+    silently ignored would return 100 rows to someone who asked for 5."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter",
+                                       "type": "extra_forbidden"} for name in unknown[:10]])
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BODY,
+               broker_home: BrokerHome | None = None, broker_address: str | None = None) -> FastAPI:
+    """The API app over ``issuer`` (its home's keys, its repository), with ``clock`` giving Unix seconds.
+
+    ``broker_home`` makes the issuer the device CA: an enrollment redeemed with a CSR gets a certificate
+    signed there (and the device joins the broker's ACL); a retired device's certificate is revoked.
+    ``broker_address`` (``host:port``) is what enrolled devices are told to dial."""
+    app = FastAPI(title="City Pass issuer", version="1", description=DESCRIPTION,
+                  dependencies=[Depends(refuse_unknown_query)],
+                  openapi_tags=[{"name": t} for t in (
+                      "service", "passes and revocations", "sites, venues and reservations", "ledger and keys",
+                      "devices and enrollments", "taps", "reports")])
+    services = Services(issuer, clock)
+    app.state.services = services
+    app.state.device_ca = None if broker_home is None else fleet.DeviceCA(broker_home, broker_address)
+    for module in (passes, venues, ledger, fleet, taps, reports):
+        app.include_router(module.router)
+
+    @app.get("/healthz", response_model=HealthzOut, tags=["service"], summary="Liveness",
+             description="No token needed. Answers when the store is readable.")
+    def healthz() -> HealthzOut:
+        return HealthzOut(status="ok", ledger_seq=issuer.store.ledger_seq(), time=int(clock()))
+
+    _handlers(app)
+    app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(AuditLog, repository=issuer.store, clock=clock)  # outermost: sees 413s too
+    return app
+
+
+def _handlers(app: FastAPI) -> None:
+    def handler(status: int) -> Callable[[Request, Exception], JSONResponse]:
+        def respond(request: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc) or type(exc).__name__}, status_code=status)
+        return respond
+
+    for exc_type, status in (
+        (NotFound, 404), (Conflict, 409), (SnapshotRequired, 409),
+        (IssueError, 422), (CodeError, 422), (ValueError, 422), (OverflowError, 422),
+        (HomeError, 503),
+    ):
+        app.add_exception_handler(exc_type, handler(status))
+
+    def invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        problems = [FieldError(loc=[p if isinstance(p, int) else str(p) for p in e.get("loc", ())],
+                               msg=str(e.get("msg", "invalid")), type=str(e.get("type", "value_error")))
+                    for e in exc.errors()[:50]]
+        detail = "; ".join(f"{'.'.join(map(str, p.loc))}: {p.msg}" for p in problems[:5]) or "invalid request"
+        body = ErrorOut(detail=detail, errors=problems)
+        return JSONResponse(body.model_dump(mode="json"), status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid)
+
+    def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        status, detail = exc.status_code, str(exc.detail)
+        if status == 400:  # FastAPI's "There was an error parsing the body": bad input is 422 here
+            status, detail = 422, "the request body is not valid JSON (UTF-8)"
+        return JSONResponse({"detail": detail}, status_code=status, headers=exc.headers)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+    def unicode(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": "text must be valid Unicode (no lone surrogates)"}, status_code=422)
+
+    app.add_exception_handler(UnicodeError, unicode)

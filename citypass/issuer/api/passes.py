@@ -1,0 +1,183 @@
+"""``/v1/passes`` (sign annual, transit and group credentials) and ``/v1/revocations``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, Field, model_validator
+
+from citypass.credential.claims import HolderKey, Mode
+from citypass.credential.codes import parse
+from citypass.credential.keys import VerifyKey
+from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, Strict, errors, parse_holder_key
+from citypass.issuer.api.deps import (
+    ADMIN,
+    ISSUING,
+    READ_REVOCATIONS,
+    REVOKING,
+    AdminRole,
+    IssuingRole,
+    ReadRevocationsRole,
+    RevokingRole,
+    ServicesDep,
+    note,
+    roles_doc,
+)
+from citypass.issuer.records import NotFound
+
+router = APIRouter(tags=["passes and revocations"])
+
+HOLDER_KEY = Field(None, max_length=4000, description=(
+    "Bind the credential to the holder's phone key: PEM (`-----BEGIN PUBLIC KEY-----`) or raw base64 (32 "
+    "bytes Ed25519, 33/65 bytes P-256). The phone then shows dynamic codes (`citypass holder present`)."),
+    examples=["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="])
+VALID_FROM = Field(None, ge=0, le=MAX_TIME, description="Start of validity, Unix seconds (default: now).")
+
+
+class AnnualPassIn(Strict):
+    product: Literal["annual"]
+    sites: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(
+        min_length=1, max_length=64, description="Site names or numbers the pass admits to.",
+        examples=[["west-lake", "lingyin"]])
+    valid_from: int | None = VALID_FROM
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of validity (default: one year).")
+    passback_minutes: int | None = Field(None, ge=0, le=1440, description="Anti-passback override.")
+    holder_key: str | None = HOLDER_KEY
+
+
+class TransitPassIn(Strict):
+    product: Literal["transit"]
+    account: str = Field(min_length=1, max_length=32, description="The account taps are charged to.",
+                         examples=["13800000000"])
+    modes: list[Literal["metro", "bus", "water_bus"]] = Field(
+        default=["metro", "bus", "water_bus"], min_length=1, max_length=3, description="Modes it may be used on.")
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME,
+                                 description="End of the offline authorisation (default: one day).")
+    holder_key: str | None = HOLDER_KEY
+
+
+class GroupPassIn(Strict):
+    product: Literal["group"]
+    site: str = Field(min_length=1, max_length=48, description="Site name or number.", examples=["lingyin"])
+    party: int = Field(ge=1, le=99, description="Persons admitted on this code.", examples=[20])
+    valid_from: int | None = VALID_FROM
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of validity (default: one day).")
+    holder_key: str | None = HOLDER_KEY
+
+
+PassIn = Annotated[AnnualPassIn | TransitPassIn | GroupPassIn, Field(discriminator="product")]
+
+
+class PassOut(BaseModel):
+    credential_id: str = Field(description="Hex id: what revocations and taps name.", examples=["8f3a61c2d4e5f607"])
+    product: str = Field(examples=["annual"])
+    code: str = Field(description="The code text to render as a QR code (alphanumeric mode, ECC M).",
+                      examples=["CP1:6BFOXN*TS0BI$ZD8UE6YT…"])
+    valid_from: int | None
+    valid_to: int | None
+    holder_bound: bool
+
+
+def _holder(text: str | None) -> VerifyKey | None:
+    return None if text is None else parse_holder_key(text)
+
+
+@router.post("/v1/passes", status_code=201, response_model=PassOut, summary="Sign a pass",
+             description="Sign an annual, transit or group credential and return its code text. "
+                         + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 422))
+def create_pass(request: Request, body: PassIn, services: ServicesDep, _: IssuingRole) -> PassOut:
+    issuer, now = services.issuer, services.now()
+    holder = _holder(body.holder_key)
+    if isinstance(body, AnnualPassIn):
+        code = issuer.mint_annual(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes, holder)
+    elif isinstance(body, TransitPassIn):
+        code = issuer.mint_transit(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to, holder)
+    else:
+        code = issuer.mint_group(body.site, body.party, now, body.valid_from, body.valid_to, holder)
+    cred = parse(code).credential
+    note(request, f"signed {body.product} {cred.id.hex()}")
+    return PassOut(credential_id=cred.id.hex(), product=cred.product_name, code=code, valid_from=cred.valid_from,
+                   valid_to=cred.valid_to, holder_bound=cred.holder is not None)
+
+
+class RevocationIn(Strict):
+    """Exactly one of ``credential_id``, ``code`` or ``holder_key``."""
+
+    credential_id: str | None = Field(None, pattern=r"^([0-9a-fA-F]{2}){1,16}$", examples=["8f3a61c2d4e5f607"])
+    code: str | None = Field(None, min_length=4, max_length=1200, description="A whole code text.")
+    holder_key: str | None = Field(None, max_length=4000, description="Revoke every credential of this phone key.")
+    reason: str = Field("", max_length=200, examples=["reported lost"])
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RevocationIn:
+        given = [n for n in ("credential_id", "code", "holder_key") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of credential_id, code, holder_key")
+        return self
+
+
+class RevocationOut(BaseModel):
+    kind: Literal["credential", "holder"]
+    id: str = Field(description="Credential id or holder id (hex).")
+    revoked_at: int
+    reason: str
+
+
+class RevocationResult(RevocationOut):
+    new: bool = Field(description="False when it was revoked already (nothing changed).")
+    ledger_seq: int = Field(description="The ledger sequence after this call; gates learn it from deltas.")
+
+
+class RevocationPage(BaseModel):
+    items: list[RevocationOut]
+    limit: int
+    offset: int
+
+
+@router.post("/v1/revocations", status_code=201, response_model=RevocationResult, summary="Revoke",
+             description="Revoke a credential (by id or code text) or a holder key (a lost phone). Idempotent. "
+                         + roles_doc(REVOKING), responses=errors(*AUTH_ERRORS, 422))
+def revoke(request: Request, body: RevocationIn, services: ServicesDep, _: RevokingRole) -> RevocationResult:
+    store, now = services.store, services.now()
+    if body.holder_key is not None:
+        holder_id = HolderKey(parse_holder_key(body.holder_key)).holder_id
+        new = store.revoke_holder(holder_id, now, body.reason)
+        kind: Literal["credential", "holder"] = "holder"
+        ident = holder_id.hex()
+    else:
+        cred_id = services.issuer.credential_ref(body.code or body.credential_id or "")
+        new = store.revoke(cred_id, now, body.reason)
+        kind, ident = "credential", cred_id.hex()
+    note(request, f"revoked {kind} {ident}" + ("" if new else " (already)"))
+    return RevocationResult(kind=kind, id=ident, revoked_at=now, reason=body.reason, new=new,
+                            ledger_seq=store.ledger_seq())
+
+
+@router.get("/v1/revocations", response_model=RevocationPage, summary="List revocations",
+            description="Newest first. " + roles_doc(READ_REVOCATIONS), responses=errors(*AUTH_ERRORS, 422))
+def list_revocations(services: ServicesDep, _: ReadRevocationsRole,
+                     kind: Literal["credential", "holder"] | None = None,
+                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                     offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> RevocationPage:
+    items = services.store.revocations(kind=kind, limit=limit, offset=offset)
+    return RevocationPage(items=[RevocationOut(kind=r.kind, id=r.id, revoked_at=r.revoked_at,
+                                               reason=r.reason) for r in items], limit=limit, offset=offset)
+
+
+class LiftOut(BaseModel):
+    id: str
+    lifted: bool
+    ledger_seq: int
+
+
+@router.delete("/v1/revocations/{credential_id}", response_model=LiftOut, summary="Lift a revocation",
+               description="Un-revoke a credential (a pass reported lost was found). " + roles_doc(ADMIN),
+               responses=errors(*AUTH_ERRORS, 404, 422))
+def lift(request: Request, services: ServicesDep,
+         credential_id: Annotated[str, Path(pattern=r"^([0-9a-fA-F]{2}){1,16}$")],
+         _: AdminRole) -> LiftOut:
+    if not services.issuer.unrevoke(credential_id, services.now()):
+        raise NotFound(f"credential {credential_id.lower()} is not revoked")
+    note(request, f"lifted revocation of {credential_id.lower()}")
+    return LiftOut(id=credential_id.lower(), lifted=True, ledger_seq=services.store.ledger_seq())

@@ -1,0 +1,365 @@
+"""``citypass issuer …``: initialise an issuer, mint credentials, revoke, rotate keys, export snapshots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from citypass.clitools import ISO_TIME, friendly_errors
+from citypass.credential.claims import Mode, Product
+from citypass.credential.codes import CodeError
+from citypass.credential.keys import Alg, read_public_key
+from citypass.credential.sites import SiteKind, SiteSettings
+from citypass.issuer.home import HomeError, IssuerHome
+from citypass.issuer.records import ROLES, Conflict
+from citypass.issuer.service import IssueError, Issuer
+from citypass.issuer.tokens import TOKEN_PREFIX, create_token, parse_secret
+from citypass.timefmt import format_time, utc_now
+
+if TYPE_CHECKING:
+    from citypass.sync.issuer_sync import IssuerSync
+
+ERRORS = (HomeError, IssueError, CodeError, Conflict, ValueError, OSError)
+HOME_OPTION = click.option(
+    "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="Issuer home directory (keys and store).",
+)
+PASSPHRASE_ENV = "CITYPASS_KEY_PASSPHRASE"
+
+
+def _home(path: Path) -> IssuerHome:
+    # The passphrase is read here, at the wiring point, never at import time.
+    secret = os.environ.get(PASSPHRASE_ENV)
+    return IssuerHome(path, secret.encode() if secret else None)
+
+
+@click.group()
+def issuer() -> None:
+    """Run the central issuer: keys, credentials, revocations, ledger snapshots.
+
+    Private keys can be encrypted: set CITYPASS_KEY_PASSPHRASE before `init` and for every later call.
+    """
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--site", "sites", multiple=True, metavar="NAME[:KIND]",
+              help="A site to create (repeatable). KIND: scenic (default), museum, metro, bus, water_bus.")
+@click.option("--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True,
+              help="Signature algorithm for the new keys.")
+@friendly_errors(*ERRORS)
+def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
+    """Create the root, issuer-signing and ledger-signing keys and the store in HOME.
+
+    Sites are numbered 1, 2, … in the order given: list annual-pass sites first, so that annual passes
+    stay small. Prints the root key id; pin HOME/root.pub on every gate.
+    """
+    pairs = []
+    for spec in sites:
+        name, _, kind = spec.partition(":")
+        if kind and kind not in {k.value for k in SiteKind}:
+            raise click.BadParameter(f"unknown site kind {kind!r}", param_hint="--site")
+        pairs.append((name, kind or "scenic"))
+    result = Issuer.init(_home(home), pairs, utc_now(), Alg.from_name(alg))
+    click.echo(f"issuer home {home} ready; root key id {result.root_key().kid.hex()}; "
+               f"{len(pairs)} site(s); pin {result.home.root_pub_path} on gates")
+
+
+@issuer.command("add-site")
+@HOME_OPTION
+@click.argument("name")
+@click.option("--kind", type=click.Choice([k.value for k in SiteKind]), default="scenic", show_default=True)
+@click.option("--title", default="", help="Display name.")
+@click.option("--capacity", type=click.IntRange(min=1), default=None, help="Most people inside at once.")
+@click.option("--hours", default=None, metavar="HH:MM-HH:MM", help="Opening hours, local time.")
+@click.option("--passback", "passback", type=click.IntRange(0, 1440), default=30, show_default=True,
+              help="Anti-passback minutes for annual passes.")
+@click.option("--soft-passback", is_flag=True, help="Allow and flag instead of denying inside the window.")
+@friendly_errors(*ERRORS)
+def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None, hours: str | None,
+             passback: int, soft_passback: bool) -> None:
+    """Add a site NAME (its number is the next free one)."""
+    iss = Issuer.open(_home(home))
+    opens = closes = None
+    if hours:
+        opens, sep, closes = hours.partition("-")
+        if not sep:
+            raise click.BadParameter("use HH:MM-HH:MM", param_hint="--hours")
+    settings = SiteSettings(number=iss.store.next_site_number(), name=name, kind=SiteKind(kind), title=title,
+                            capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
+                            passback_hard=not soft_passback)
+    iss.add_site(settings, utc_now())
+    click.echo(f"site {name} is number {settings.number}")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--product", required=True, type=click.Choice([p.name.lower() for p in Product]))
+@click.option("--sites", help="annual: comma-separated site names or numbers.")
+@click.option("--venue", help="reservation: the venue (site name or number).")
+@click.option("--site", help="group: the site (name or number).")
+@click.option("--slot-start", type=ISO_TIME, help="reservation: slot start.")
+@click.option("--slot-end", type=ISO_TIME, help="reservation: slot end.")
+@click.option("--grace", type=click.IntRange(0, 1440), default=15, show_default=True,
+              help="reservation: minutes of entry grace before the slot starts and after it ends.")
+@click.option("--party", type=click.IntRange(1, 99), default=1, show_default=True,
+              help="reservation/group: persons admitted on this code.")
+@click.option("--account", help="transit: the account the taps are charged to.")
+@click.option("--modes", default="metro,bus,water_bus", show_default=True,
+              help="transit: comma-separated modes (metro, bus, water_bus).")
+@click.option("--passback", type=click.IntRange(0, 1440), default=None,
+              help="annual: anti-passback minutes (default: each site's own setting).")
+@click.option("--valid-from", type=ISO_TIME, help="Start of validity (default: now).")
+@click.option("--valid-to", type=ISO_TIME,
+              help="End of validity (default: annual +365 d, group +1 d, transit +1 d authorisation).")
+@click.option("--holder-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bind to a holder's public key (FILE.pub from `citypass holder keygen`).")
+@friendly_errors(*ERRORS)
+def mint(home: Path, product: str, sites: str | None, venue: str | None, site: str | None,
+         slot_start: int | None, slot_end: int | None, grace: int, party: int, account: str | None, modes: str,
+         passback: int | None, valid_from: int | None, valid_to: int | None, holder_key: Path | None) -> None:
+    """Sign a credential and print exactly one line: its code text."""
+    iss = Issuer.open(_home(home))
+    holder = read_public_key(holder_key) if holder_key else None
+    now = utc_now()
+    kind = Product.from_name(product)
+    if kind is Product.ANNUAL:
+        if not sites:
+            raise click.UsageError("--product annual needs --sites")
+        code = iss.mint_annual([s.strip() for s in sites.split(",") if s.strip()], now, valid_from, valid_to,
+                               passback, holder)
+    elif kind is Product.RESERVATION:
+        if not venue or slot_start is None or slot_end is None:
+            raise click.UsageError("--product reservation needs --venue, --slot-start and --slot-end")
+        if slot_end <= slot_start:
+            raise click.UsageError("--slot-end must be after --slot-start")
+        code = iss.mint_reservation(venue, slot_start, slot_end, party, now, grace, holder)
+    elif kind is Product.TRANSIT:
+        if not account:
+            raise click.UsageError("--product transit needs --account")
+        code = iss.mint_transit(account, Mode.parse(modes), now, valid_to, holder)
+    else:
+        if not site:
+            raise click.UsageError("--product group needs --site")
+        code = iss.mint_group(site, party, now, valid_from, valid_to, holder)
+    click.echo(code)
+
+
+@issuer.command()
+@HOME_OPTION
+@click.argument("credential_id")
+@click.option("--reason", default="", help="Why (kept in the store).")
+@friendly_errors(*ERRORS)
+def revoke(home: Path, credential_id: str, reason: str) -> None:
+    """Revoke CREDENTIAL_ID (hex, from `citypass code inspect`; a whole code text also works)."""
+    cred_id = Issuer.open(_home(home)).revoke(credential_id, utc_now(), reason)
+    click.echo(f"revoked {cred_id.hex()}")
+
+
+@issuer.command("revoke-holder")
+@HOME_OPTION
+@click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reason", default="lost phone", show_default=True)
+@friendly_errors(*ERRORS)
+def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
+    """Revoke every credential bound to a holder PUBLIC_KEY (a lost phone)."""
+    holder_id = Issuer.open(_home(home)).revoke_holder(read_public_key(public_key), utc_now(), reason)
+    click.echo(f"revoked holder {holder_id.hex()}")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--retire-old-at", type=ISO_TIME, help="When the current issuer key stops verifying (default +30 d).")
+@friendly_errors(*ERRORS)
+def rotate(home: Path, retire_old_at: int | None) -> None:
+    """Add a new issuer signing key; the old one verifies until --retire-old-at."""
+    iss = Issuer.open(_home(home))
+    old = iss.store.active_key("issuer")
+    new = iss.rotate(utc_now(), retire_old_at)
+    note = ""
+    if old is not None:
+        retired = next(k.entry for k in iss.store.keys() if k.entry.role == "issuer" and k.entry.kid == old.kid)
+        note = f"; old key {old.kid.hex()} verifies until {format_time(retired.valid_to)}"
+    click.echo(f"new issuer key {new.kid.hex()}{note}")
+
+
+@issuer.command("require-dynamic")
+@HOME_OPTION
+@click.argument("products", default="")
+@friendly_errors(*ERRORS)
+def require_dynamic(home: Path, products: str) -> None:
+    """Require holder-bound dynamic codes for PRODUCTS (comma-separated; empty to clear)."""
+    kinds = [Product.from_name(p.strip()) for p in products.split(",") if p.strip()]
+    Issuer.open(_home(home)).set_require_dynamic(kinds, utc_now())
+    click.echo("dynamic codes required for: " + (", ".join(p.name.lower() for p in kinds) or "nothing"))
+
+
+@issuer.command()
+@HOME_OPTION
+@friendly_errors(*ERRORS)
+def keys(home: Path) -> None:
+    """List the keys in the trust list."""
+    for k in Issuer.open(_home(home)).store.keys():
+        click.echo(f"{k.entry.role:8} {k.entry.kid.hex()} {k.entry.key.alg.label:7} "
+                   f"from {format_time(k.entry.valid_from)} to {format_time(k.entry.valid_to) or '-'}"
+                   f"{'  (active)' if k.active else ''}")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Snapshot file to write.")
+@friendly_errors(*ERRORS)
+def export(home: Path, out: Path) -> None:
+    """Write a signed ledger snapshot (trust list, revocations, site settings) for gates."""
+    data = Issuer.open(_home(home)).export(utc_now())
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, out)  # a gate never sees half a snapshot
+    click.echo(f"wrote {out} ({len(data)} bytes)")
+
+
+@issuer.command()
+@HOME_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@click.option("--broker-home", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A broker home (`citypass broker init`): the issuer then signs device certificates when an "
+                   "enrollment is redeemed with a CSR, and revokes them when a device is retired.")
+@click.option("--broker", "broker_address", metavar="HOST:PORT", default=None,
+              help="The broker address enrolled devices are told to dial (with --broker-home).")
+@click.option("--mqtt-workers", type=click.IntRange(0, 32), default=0, show_default=True,
+              help="With --broker-home and --broker: run this many MQTT ingest workers (shared subscription) and "
+                   "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
+@click.option("--mqtt-group", default="ingest", show_default=True,
+              help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
+@friendly_errors(*ERRORS)
+def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
+          broker_address: str | None, mqtt_workers: int, mqtt_group: str) -> None:
+    """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
+
+    Create a token first: `citypass issuer token create --home HOME --role admin`.
+    """
+    import uvicorn  # the server is only needed here
+
+    from citypass.issuer.api import create_app
+    from citypass.sync.home import BrokerError, BrokerHome
+
+    if broker_address is not None and broker_home is None:
+        raise click.UsageError("--broker needs --broker-home")
+    bhome = None
+    if broker_home is not None:
+        bhome = BrokerHome(broker_home)
+        try:
+            _ = bhome.ca  # fail now, not at the first enrollment, when there is no CA there
+        except Exception as exc:
+            raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
+    if mqtt_workers and (bhome is None or broker_address is None):
+        raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
+    iss = Issuer.open(_home(home))
+    iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
+    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, mqtt_group, home) if mqtt_workers else None
+    try:
+        uvicorn.run(create_app(iss, broker_home=bhome, broker_address=broker_address), host=host, port=port,
+                    log_level=log_level)
+    finally:
+        if mqtt is not None:
+            mqtt.stop()
+        iss.close()
+
+
+def _start_mqtt(iss: Issuer, bhome: object, address: str | None, workers: int, group: str,
+                home: Path) -> IssuerSync:
+    """Enrol the issuer's MQTT identities (renewed at each start) and start the sync beside the API."""
+    from citypass.sync.endpoint import Endpoint
+    from citypass.sync.home import BrokerHome, ClientFiles
+    from citypass.sync.issuer_sync import IssuerSync as Sync
+
+    assert isinstance(bhome, BrokerHome) and address is not None
+    host, _, port = address.rpartition(":")
+
+    def endpoint_for(cn: str) -> Endpoint:
+        files = bhome.add_service(cn, out_dir=home / "mqtt" / cn)
+        assert isinstance(files, ClientFiles)
+        return Endpoint(host, int(port), tls=files)
+
+    return Sync(iss, endpoint_for, workers=workers, group=group).start()
+
+
+@issuer.command("enrollment-qr")
+@HOME_OPTION
+@click.option("--device", "device_id", required=True, help="The registered device to enroll.")
+@click.option("--url", required=True, metavar="URL", help="The issuer URL the device should call.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
+@click.option("--ttl", type=click.IntRange(60, 7 * 86_400), default=3600, show_default=True,
+              help="Seconds the enrollment may be redeemed.")
+@click.option("--token", "existing", metavar="TOKEN", help="Render an enrollment token made already (via the API).")
+@friendly_errors(*ERRORS)
+def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, existing: str | None) -> None:
+    """Create a one-time enrollment for DEVICE and render it as a setup QR code (PNG).
+
+    The technician shows it to the gate's camera: `citypass provision enroll --from-camera`. The code
+    carries the issuer URL, the device id, the root key id to pin and the token: treat it as a secret
+    until it is used or expires. Prints the setup code text too (for `--token` when typing).
+    """
+    from citypass.issuer.records import Enrollment
+    from citypass.issuer.tokens import ENROLLMENT_PREFIX, new_secret
+    from citypass.provisioning.setupcode import SetupCode, SetupCodeError
+
+    iss = Issuer.open(_home(home))
+    device = iss.store.device(device_id)
+    if device.status == "retired":
+        raise Conflict(f"device {device_id!r} is retired")
+    if existing is None:
+        now = utc_now()
+        existing, ident, digest = new_secret(ENROLLMENT_PREFIX)
+        iss.store.add_enrollment(Enrollment(ident, device.id, now, now + ttl), digest)
+    try:
+        code = SetupCode.parse(SetupCode(url, device.id, iss.root_key().kid.hex(), existing).text())
+    except SetupCodeError as exc:
+        raise click.BadParameter(str(exc)) from None
+    code.render(out)
+    click.echo(code.text())
+
+
+@issuer.group()
+def token() -> None:
+    """API tokens for `citypass issuer serve` (shown once, stored hashed)."""
+
+
+@token.command("create")
+@HOME_OPTION
+@click.option("--role", required=True, type=click.Choice(list(ROLES)), help="What the token may do (docs/issuer.md).")
+@click.option("--label", default="", help="Who or what holds it (kept in the store).")
+@friendly_errors(*ERRORS)
+def token_create(home: Path, role: str, label: str) -> None:
+    """Create an API token and print it (the only time it is shown)."""
+    iss = Issuer.open(_home(home))
+    issued = create_token(iss.store, role, utc_now(), label=label)
+    click.echo(issued.text)
+
+
+@token.command("list")
+@HOME_OPTION
+@friendly_errors(*ERRORS)
+def token_list(home: Path) -> None:
+    """List tokens: id, role, device, label, created, revoked (never the secrets)."""
+    for t in Issuer.open(_home(home)).store.tokens():
+        click.echo(f"{t.id} {t.role:10} {t.device_id or '-':20} {format_time(t.created_at)} "
+                   f"{'revoked ' + (format_time(t.revoked_at) or '') if t.revoked_at else 'live'}  {t.label}")
+
+
+@token.command("revoke")
+@HOME_OPTION
+@click.argument("token_id")
+@friendly_errors(*ERRORS)
+def token_revoke(home: Path, token_id: str) -> None:
+    """Revoke the token whose id is TOKEN_ID (the 12 hex digits after `cpt_`; a whole token works too)."""
+    ident = parse_secret(token_id, TOKEN_PREFIX) or token_id
+    if not Issuer.open(_home(home)).store.revoke_token(ident, utc_now()):
+        raise click.ClickException(f"no live token {ident}")
+    click.echo(f"revoked token {ident}")

@@ -1,0 +1,153 @@
+"""The issuer store's schema, as an ordered list of migrations.
+
+The schema version is the ``schema_version`` row of the ``meta`` table (an ``issuer.db`` written by the
+first release already has ``1`` there, so it upgrades in place). Opening a store runs the missing
+migrations in order, each in its own ``BEGIN IMMEDIATE`` transaction together with the version bump —
+re-reading the version inside it, so two processes opening one file at once migrate it once. A file
+whose version is higher than :data:`SCHEMA_VERSION` was written by newer software and is refused.
+
+To change the schema, append a function; never edit one that has shipped.
+
+Tables (times are Unix seconds; ids text, credential and holder ids lowercase hex):
+
+===================  ====================================================================
+``meta``             key → text: schema_version, ledger_seq, trust_version, root_kid, fares…
+``sites``            site settings (JSON of :class:`citypass.credential.sites.SiteSettings`) by number
+``keys``             public halves of root/issuer/ledger keys, validity, scope, active flag
+``credentials``      every credential signed: product, key, holder, details
+``revocations``      revoked credential ids; ``holder_revocations``: revoked holder ids
+``ledger_changes``   one row per ledger sequence number (v2): what changed, for deltas
+``slots``            bookable time slots per venue, capacity and places booked (v2)
+``reservations``     reservations: slot, party, status, credential (v2)
+``devices``          registered gates and readers (v2); ``device_health``: last report per device
+``enrollments``      one-time provisioning secrets, hashed, with expiry (v2)
+``tokens``           API tokens, hashed, with role (v2); ``audit``: every mutating call
+``tap_events``       every uploaded outbox event by event id (v2), quarantined ones with the error
+``taps``             one row per tap id, annulments applied (v2)
+===================  ====================================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+from citypass.issuer.sqlite.connection import SqliteBase
+
+Migration = Callable[[Database], None]
+
+
+class SchemaError(Exception):
+    """The file is not an issuer store, or was written by newer software."""
+
+
+def _v1_initial(db: Database) -> None:
+    """The first release's tables (kept byte for byte: existing homes were created by it)."""
+    if "meta" in db.table_names():
+        return
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.table("sites").create({"number": int, "name": str, "settings": str}, pk="number")
+    db.table("sites").create_index(["name"], unique=True)
+    db.table("keys").create(
+        {"role": str, "kid": str, "alg": int, "pub": bytes, "valid_from": int, "valid_to": int, "products": str,
+         "sites": str, "active": int},
+        pk=("role", "kid"), not_null={"role", "kid", "alg", "pub", "valid_from", "active"},
+    )
+    db.table("credentials").create(
+        {"id": str, "product": int, "issued_at": int, "kid": str, "holder_id": str, "details": str}, pk="id",
+    )
+    db.table("revocations").create({"id": str, "revoked_at": int, "reason": str}, pk="id")
+    db.table("holder_revocations").create({"holder_id": str, "revoked_at": int, "reason": str}, pk="holder_id")
+    for key, value in (("ledger_seq", "0"), ("trust_version", "0"), ("require_dynamic", "")):
+        db.table("meta").insert({"key": key, "value": value}, pk="key", ignore=True)
+
+
+def _v2_service(db: Database) -> None:
+    """The HTTP service's tables, and the ledger change log deltas are computed from."""
+    db.table("ledger_changes").create({"seq": int, "at": int, "kind": str, "ref": str}, pk="seq",
+                                      not_null={"at", "kind", "ref"})
+    # Changes before this sequence number were made before the log existed: deltas start here.
+    row = db.execute("SELECT value FROM meta WHERE key = 'ledger_seq'").fetchone()
+    db.table("meta").upsert({"key": "changes_from", "value": row[0] if row else "0"}, pk="key")
+
+    db.table("slots").create(
+        {"id": str, "venue": int, "starts_at": int, "ends_at": int, "capacity": int, "booked": int,
+         "created_at": int},
+        pk="id", not_null={"venue", "starts_at", "ends_at", "capacity", "booked", "created_at"},
+    )
+    db.table("slots").create_index(["venue", "starts_at"])
+    db.table("reservations").create(
+        {"id": str, "slot_id": str, "venue": int, "party": int, "status": str, "credential_id": str,
+         "created_at": int, "cancelled_at": int},
+        pk="id", not_null={"slot_id", "venue", "party", "status", "created_at"},
+    )
+    db.table("reservations").create_index(["slot_id"])
+    db.table("devices").create(
+        {"id": str, "site": int, "direction": str, "description": str, "status": str, "registered_at": int,
+         "enrolled_at": int, "retired_at": int},
+        pk="id", not_null={"site", "direction", "status", "registered_at"},
+    )
+    db.table("device_health").create(
+        {"device_id": str, "last_seen": int, "ledger_seq": int, "outbox_backlog": int, "clock_offset_s": float,
+         "reported_at": int, "details": str},
+        pk="device_id",
+    )
+    db.table("enrollments").create(
+        {"id": str, "device_id": str, "secret_hash": bytes, "created_at": int, "expires_at": int, "used_at": int},
+        pk="id", not_null={"device_id", "secret_hash", "created_at", "expires_at"},
+    )
+    db.table("tokens").create(
+        {"id": str, "role": str, "secret_hash": bytes, "label": str, "created_at": int, "device_id": str,
+         "revoked_at": int},
+        pk="id", not_null={"role", "secret_hash", "created_at"},
+    )
+    db.table("audit").create(
+        {"id": int, "at": int, "actor": str, "role": str, "method": str, "path": str, "status": int,
+         "detail": str},
+        pk="id",
+    )
+    db.table("audit").create_index(["at"])
+    db.table("tap_events").create(
+        {"event_id": str, "tap_id": str, "kind": str, "body": str, "created_at": int, "received_at": int,
+         "device_id": str, "error": str},
+        pk="event_id", not_null={"tap_id", "kind", "body", "received_at"},
+    )
+    db.table("tap_events").create_index(["tap_id"])
+    db.table("taps").create(
+        {"tap_id": str, "event_id": str, "gate_id": str, "site": int, "direction": str, "decision": str,
+         "reason": str, "flags": str, "credential_id": str, "product": int, "persons": int, "kind": str,
+         "presentation_id": str, "at": int, "annulled": int, "received_at": int},
+        pk="tap_id", not_null={"gate_id", "site", "direction", "decision", "persons", "at", "annulled"},
+    )
+    db.table("taps").create_index(["site", "at"])
+    db.table("taps").create_index(["at"])
+    db.table("taps").create_index(["credential_id"])
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def current_version(db: Database) -> int:
+    if "meta" not in db.table_names():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return 1 if row is None else int(row[0])  # a v1 store always wrote its version; be lenient
+
+
+def migrate(store: SqliteBase) -> int:
+    """Bring the file up to :data:`SCHEMA_VERSION`; return the version it had before."""
+    before = current_version(store.db)
+    if before > SCHEMA_VERSION:
+        raise SchemaError(f"{store.path} has schema version {before}, newer than this software's "
+                          f"{SCHEMA_VERSION}: upgrade citypass")
+    for index, migration in enumerate(MIGRATIONS, start=1):
+        if index <= before:
+            continue
+        with store.write():
+            if current_version(store.db) >= index:  # another process got there first
+                continue
+            migration(store.db)
+            store.db.table("meta").upsert({"key": "schema_version", "value": str(index)}, pk="key")
+    return before

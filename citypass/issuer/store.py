@@ -1,0 +1,39 @@
+"""The issuer's store: the SQLite implementation of :class:`citypass.issuer.repository.IssuerRepository`.
+
+One file, ``HOME/issuer.db``, through sqlite-utils. Each group of tables has its own module under
+:mod:`citypass.issuer.sqlite` (ledger, bookings, fleet, taps, access); this class puts them together and runs
+the schema migrations on open, so an ``issuer.db`` from an older release upgrades in place.
+
+Example::
+
+    >>> import tempfile, pathlib
+    >>> store = IssuerStore(pathlib.Path(tempfile.mkdtemp()) / "issuer.db")
+    >>> store.revoke(bytes.fromhex("00112233"), at=1_800_000_000), store.ledger_seq()
+    (True, 1)
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from citypass.issuer.records import StoredKey
+from citypass.issuer.sqlite.access import AccessTables
+from citypass.issuer.sqlite.bookings import BookingTables
+from citypass.issuer.sqlite.fleet import FleetTables
+from citypass.issuer.sqlite.ledger import LedgerTables
+from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, SchemaError, migrate
+from citypass.issuer.sqlite.taps import TapTables
+
+__all__ = ["SCHEMA_VERSION", "IssuerStore", "SchemaError", "StoredKey"]
+
+
+class IssuerStore(LedgerTables, BookingTables, FleetTables, TapTables, AccessTables):
+    """The issuer's repository over one SQLite file (safe to share between threads)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        migrate(self)
+
+    def schema_version(self) -> int:
+        return int(self.get_meta("schema_version", "0") or 0)

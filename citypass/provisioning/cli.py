@@ -1,0 +1,152 @@
+"""``citypass provision …`` (enroll, decommission) and ``citypass selftest``: the technician's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, cast
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from citypass.gate.camera import CameraConfig
+from citypass.gate.config import ConfigError, load_config
+from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
+from citypass.provisioning import device as layout
+from citypass.provisioning.decommission import decommission as run_decommission
+from citypass.provisioning.enroll import EnrollRequest
+from citypass.provisioning.enroll import enroll as run_enroll
+from citypass.provisioning.issuerclient import ProvisionError
+from citypass.provisioning.selftest import CheckResult, run_selftest
+from citypass.provisioning.setupcode import PREFIX, SetupCode, SetupCodeError, read_from_camera
+
+DEFAULT_HOME = Path("/var/lib/citypass")
+STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+@click.group()
+def provision() -> None:
+    """Turn a blank device into an enrolled gate, or retire one. See docs/provisioning.md."""
+
+
+@provision.command()
+@click.option("--issuer", "issuer_url", metavar="URL", help="The issuer's base URL (https://…).")
+@click.option("--token", metavar="TOKEN",
+              help="The one-time enrollment token (cpe_…), or the whole setup code text (CPENROLL:1|…).")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_HOME, show_default=True,
+              help="Where the device's key, certificate, config and ledger go (written all at once).")
+@click.option("--gate", "gate_id", metavar="ID", help="The device id the enrollment was created for (its CN).")
+@click.option("--site", metavar="SITE", help="Refuse unless the issuer places this device at SITE (name or number).")
+@click.option("--camera", metavar="SRC", help="camera.source for the gate config (and for --from-camera). [0]")
+@click.option("--pins", type=click.Choice(["native", "mock"]), default="native", show_default=True,
+              help="GPIO backend for the gate config: mock where there is no hardware.")
+@click.option("--decoder", type=click.Choice(list(DECODER_NAMES)), default=DEFAULT_DECODER, show_default=True)
+@click.option("--health-port", type=click.IntRange(0, 65535), default=9120, show_default=True,
+              help="Port of the gate's /healthz and /metrics (0: any free port).")
+@click.option("--root-kid", metavar="HEX", help="Pin the issuer's root key id (the setup code carries it).")
+@click.option("--from-camera", is_flag=True, help="Read the setup QR through the camera instead of typing.")
+@click.option("--camera-timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True,
+              help="How long --from-camera watches for the setup QR (seconds).")
+@click.option("--force", is_flag=True, help="Enroll again over an enrolled home (the old key is shredded).")
+def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str | None, site: str | None,
+           camera: str | None, pins: str, decoder: str, health_port: int, root_kid: str | None,
+           from_camera: bool, camera_timeout: float, force: bool) -> None:
+    """Enroll this device: key, certificate, ledger snapshot and gate config, each step verified.
+
+    \b
+    citypass provision enroll --issuer https://issuer.example --token cpe_… --gate gate-wl-e1 --home DIR
+    citypass provision enroll --from-camera --camera /dev/video0 --home DIR
+    """
+    console = _console()
+    try:
+        code = None
+        if from_camera:
+            console.print(f"[bold]camera[/]  show the setup QR to {camera or '0'} …")
+            code = read_from_camera(CameraConfig(source=camera or "0"), decoder, timeout_s=camera_timeout)
+            console.print(f"[green]✓[/] setup   read the setup code for {code.device_id} at {code.issuer}")
+        elif token is not None and token.startswith(PREFIX):
+            code = SetupCode.parse(token)
+        if code is not None:
+            issuer_url, token = issuer_url or code.issuer, code.token
+            gate_id, root_kid = gate_id or code.device_id, root_kid or code.root_kid or None
+        if not issuer_url or not token:
+            raise click.UsageError("give --issuer and --token (or a setup code: --token 'CPENROLL:1|…', "
+                                   "or --from-camera)")
+        if not gate_id:
+            raise click.UsageError("give --gate: the device id the enrollment was created for (the setup "
+                                   "code carries it)")
+        request = EnrollRequest(issuer=issuer_url, token=token, home=home, device_id=gate_id, site=site,
+                                root_kid=root_kid, camera=camera,
+                                pins=cast(Literal["native", "mock"], pins), decoder=decoder,
+                                health_port=health_port, force=force)
+        result = run_enroll(request, on_step=lambda step, detail: console.print(
+            f"[green]✓[/] {step:<9} {detail}"))
+    except (ProvisionError, SetupCodeError) as exc:
+        step = getattr(exc, "step", None) or "enroll"
+        console.print(f"[bold red]✗[/] {step:<9} {exc}")
+        console.print("nothing was written: fix the cause and run the same command again")
+        raise SystemExit(1) from None
+    if not result.already:
+        console.print(f"[bold green]enrolled[/] {result.device_id}; next: citypass selftest --config "
+                      f"{result.home / layout.CONFIG}")
+
+
+@provision.command()
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_HOME, show_default=True,
+              help="The enrolled device home to wipe.")
+@click.option("--issuer", "issuer_url", metavar="URL", help="The issuer (default: the one the device enrolled with).")
+@click.option("--token", metavar="TOKEN", help="A technician or admin API token: retire the device at the issuer.")
+@click.option("--local-only", is_flag=True, help="Wipe without telling the issuer (retire it there yourself).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def decommission(home: Path, issuer_url: str | None, token: str | None, local_only: bool, yes: bool) -> None:
+    """Retire this device at the issuer (its certificate is revoked) and wipe its keys, ledger and config."""
+    console = _console()
+    if token is None and not local_only:
+        raise click.UsageError("give --token (technician or admin) to revoke the device at the issuer, "
+                               "or --local-only to only wipe it")
+    if not yes:
+        click.confirm(f"Wipe {home} (keys, ledger, config)?", abort=True)
+    try:
+        done = run_decommission(home, issuer=issuer_url, token=token, on_step=lambda step, detail: console.print(
+            f"[green]✓[/] {step:<7} {detail}"))
+    except ProvisionError as exc:
+        console.print(f"[bold red]✗[/] {exc}")
+        console.print("nothing was wiped")
+        raise SystemExit(1) from None
+    console.print(f"[bold]decommissioned[/] {done.device_id}")
+
+
+@click.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=DEFAULT_HOME / layout.CONFIG, show_default=True, help="The gate config to test.")
+def selftest(config_path: Path) -> None:
+    """Test camera, decoder, GPIO, broker, clock, disk and ledger; exit 1 if any check fails.
+
+    Stop the gate service first (systemctl stop citypass-gate): the self-test drives the barrier's pins.
+    """
+    console = _console()
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+    def show(result: CheckResult) -> None:
+        console.print(f"  {result.name:<8} [{STYLE[result.status]}]{result.status}[/]", highlight=False)
+
+    console.print(f"self-test of {cfg.gate_id} ({config_path})")
+    results = run_selftest(cfg, config_path, on_result=show)
+    table = Table(title=f"citypass selftest: {cfg.gate_id}")
+    for column in ("check", "result", "detail"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        table.add_row(r.name, f"[{STYLE[r.status]}]{r.status.upper()}[/]", r.detail)
+    console.print(table)
+    failed = [r.name for r in results if r.status == "fail"]
+    if failed:
+        console.print(f"[bold red]FAILED[/]: {', '.join(failed)}")
+        raise SystemExit(1)
+    console.print("[bold green]all checks passed[/]")

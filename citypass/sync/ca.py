@@ -1,0 +1,371 @@
+"""A small X.509 certificate authority for device identity on the MQTT broker.
+
+Every gate proves who it is to the broker with a client certificate whose Common Name is its device id;
+Mosquitto turns that CN into the MQTT username (``use_identity_as_username``) and the ACL file grants
+topics by username. So this CA *is* the broker's user database: issuing a certificate enrols a device,
+revoking it (and publishing the CRL) locks the device out.
+
+The CA lives in one directory::
+
+    ca/ca.key      EC P-256 private key, mode 0600 (the only secret here)
+    ca/ca.pem      self-signed CA certificate: give it to every device and to the broker (cafile)
+    ca/crl.pem     certificate revocation list: the broker reads it (crlfile)
+    ca/index.json  every certificate issued: serial, CN, kind, validity, revocation
+    ca/.lock       flock()ed while the index or CRL changes, so concurrent enrolments cannot lose a row
+
+A device makes its own key and a CSR; the key never leaves the device. The CA signs the CSR:
+
+>>> from pathlib import Path
+>>> ca = CertificateAuthority.create(Path("ca"))
+>>> key_path, csr_path = make_device_key(Path("device"), "gate-wl-e1")
+>>> oct(key_path.stat().st_mode & 0o777)
+'0o600'
+>>> cert = ca.sign_csr(csr_path.read_bytes(), kind="device")
+>>> common_name(cert)
+'gate-wl-e1'
+>>> ca.revoke("gate-wl-e1")
+1
+>>> ca.is_revoked(cert.serial_number)
+True
+
+CNs are checked by :func:`check_common_name`: they become MQTT usernames, client ids, ACL entries and
+topic levels, so only ``a-z 0-9 . _ -`` are allowed (no ``/ + # %`` or spaces, no leading ``$``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_NAME = "City Pass device CA"
+Kind = Literal["device", "service", "server"]
+CN_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+CA_DAYS = 3650
+LEAF_DAYS = 825  # what browsers accept for a server; devices are re-enrolled well within it
+CRL_DAYS = 365  # OpenSSL refuses *every* client once the CRL's next_update passes: keep it long, refresh it
+
+
+class CAError(Exception):
+    """A CA operation that cannot be done: a bad CN or CSR, a missing or existing CA, an unknown device."""
+
+
+def check_common_name(cn: str) -> str:
+    """Return ``cn`` if it is safe as an MQTT username and topic level, else raise :class:`CAError`.
+
+    >>> check_common_name("gate-wl-e1")
+    'gate-wl-e1'
+    >>> check_common_name("gate/+")
+    Traceback (most recent call last):
+    ...
+    citypass.sync.ca.CAError: unsafe common name 'gate/+': use 1-64 of a-z 0-9 . _ - (starting and ending alphanumeric)
+    """
+    if not CN_RE.fullmatch(cn):
+        raise CAError(f"unsafe common name {cn!r}: use 1-64 of a-z 0-9 . _ - (starting and ending alphanumeric)")
+    return cn
+
+
+def common_name(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:
+    """The subject's CN (the device id), or raise :class:`CAError` if there is not exactly one."""
+    values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(values) != 1:
+        raise CAError("the subject must have exactly one common name")
+    value = values[0].value
+    return value if isinstance(value, str) else value.decode()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves a half CRL for the broker to read."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)  # the umask may have narrowed it
+    os.replace(tmp, path)
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 key: small certificates, fast handshakes on a gate's CPU, supported by every broker."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    """Write a private key as unencrypted PKCS#8 PEM, mode 0600 (the broker and paho read it unattended)."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    write_atomic(path, pem, 0o600)
+
+
+def make_csr(key: ec.EllipticCurvePrivateKey, cn: str) -> bytes:
+    """A PEM certificate signing request for ``cn``, signed by ``key`` (proof the requester holds it)."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, check_common_name(cn))])
+    return x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256()).public_bytes(
+        serialization.Encoding.PEM)
+
+
+def make_device_key(out_dir: Path, cn: str) -> tuple[Path, Path]:
+    """On the device: create ``OUT/CN.key`` (0600) and ``OUT/CN.csr``; send only the CSR to the CA."""
+    check_common_name(cn)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_path, csr_path = out_dir / f"{cn}.key", out_dir / f"{cn}.csr"
+    if key_path.exists():
+        raise CAError(f"{key_path} exists: refusing to replace a device key")
+    key = new_key()
+    write_key(key_path, key)
+    write_atomic(csr_path, make_csr(key, cn))
+    return key_path, csr_path
+
+
+@dataclass
+class Issued:
+    """One row of the CA's index: a certificate issued, and its revocation if any."""
+
+    serial: str  # hex, as openssl prints it
+    cn: str
+    kind: str
+    not_before: str
+    not_after: str
+    revoked_at: str | None = None
+
+
+class CertificateAuthority:
+    """The device-identity CA stored in ``directory``; open an existing one or :meth:`create` a new one."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        if not self.cert_path.exists() or not self.key_path.exists():
+            raise CAError(f"no CA in {directory} (create one with `citypass broker init`)")
+        self.cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CAError(f"{self.key_path} is not an EC key")
+        self.key = key
+
+    @property
+    def key_path(self) -> Path:
+        return self.dir / "ca.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.dir / "ca.pem"
+
+    @property
+    def crl_path(self) -> Path:
+        return self.dir / "crl.pem"
+
+    @property
+    def index_path(self) -> Path:
+        return self.dir / "index.json"
+
+    @staticmethod
+    def exists(directory: Path) -> bool:
+        return (directory / "ca.pem").exists()
+
+    @classmethod
+    def create(cls, directory: Path, *, name: str = CA_NAME, now: dt.datetime | None = None) -> CertificateAuthority:
+        """Create the CA key, its self-signed certificate, an empty index and an empty CRL."""
+        if cls.exists(directory):
+            raise CAError(f"{directory} already holds a CA: refusing to overwrite")
+        directory.mkdir(parents=True, exist_ok=True)
+        now = now or _now()
+        key = new_key()
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "City Pass"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=CA_DAYS))
+                # path_length=0: this CA signs leaves only, never another CA.
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                             key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                             key_cert_sign=True, crl_sign=True, encipher_only=False,
+                                             decipher_only=False), critical=True)
+                .add_extension(ski, critical=False)
+                .sign(key, hashes.SHA256()))
+        write_key(directory / "ca.key", key)
+        write_atomic(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
+        write_atomic(directory / "index.json", json.dumps({"crl_number": 0, "issued": []}).encode())
+        ca = cls(directory)
+        ca.write_crl(now=now)
+        return ca
+
+    # -- index ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of the index and CRL (the CLI and the issuer may enrol at once)."""
+        with open(self.dir / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _load(self) -> tuple[int, list[Issued]]:
+        data = json.loads(self.index_path.read_text())
+        return int(data["crl_number"]), [Issued(**row) for row in data["issued"]]
+
+    def _save(self, crl_number: int, rows: list[Issued]) -> None:
+        data = {"crl_number": crl_number, "issued": [asdict(r) for r in rows]}
+        write_atomic(self.index_path, json.dumps(data, indent=1).encode())
+
+    def issued(self) -> list[Issued]:
+        """Every certificate this CA has signed, oldest first."""
+        return self._load()[1]
+
+    def active(self, kind: str | None = None) -> dict[str, Issued]:
+        """The newest unrevoked certificate per CN (optionally of one kind)."""
+        out: dict[str, Issued] = {}
+        for row in self.issued():
+            if row.revoked_at is None and (kind is None or row.kind == kind):
+                out[row.cn] = row
+        return out
+
+    def is_revoked(self, serial: int) -> bool:
+        return any(r.serial == f"{serial:x}" and r.revoked_at for r in self.issued())
+
+    # -- issuing ----------------------------------------------------------------------------------------
+    def _sign(self, cn: str, kind: Kind, public_key: ec.EllipticCurvePublicKey, sans: list[x509.GeneralName],
+              days: int, now: dt.datetime | None) -> x509.Certificate:
+        now = now or _now()
+        with self._locked():
+            return self._sign_locked(cn, kind, public_key, sans, days, now)
+
+    def _sign_locked(self, cn: str, kind: Kind, public_key: ec.EllipticCurvePublicKey,
+                     sans: list[x509.GeneralName], days: int, now: dt.datetime) -> x509.Certificate:
+        crl_number, rows = self._load()
+        clash = [r for r in rows if r.cn == cn and r.kind != kind and r.revoked_at is None]
+        if clash:  # a device named "issuer" would inherit the service's ACL: names are one namespace
+            raise CAError(f"{cn!r} is already a {clash[0].kind} identity")
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if kind == "server" else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "City Pass"),
+                                            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),
+                                            x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+                   .issuer_name(self.cert.subject).public_key(public_key)
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(minutes=5))  # tolerate a device clock a little behind
+                   .not_valid_after(min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=False, crl_sign=False, encipher_only=False,
+                                                decipher_only=False), critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                                  critical=False))
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        rows.append(Issued(f"{cert.serial_number:x}", cn, kind, cert.not_valid_before_utc.isoformat(),
+                           cert.not_valid_after_utc.isoformat()))
+        self._save(crl_number, rows)
+        return cert
+
+    def sign_csr(self, csr_pem: bytes, *, kind: Literal["device", "service"], expect_cn: str | None = None,
+                 days: int = LEAF_DAYS, now: dt.datetime | None = None) -> x509.Certificate:
+        """Sign a device's (or the issuer service's) CSR. Only the CN and public key are taken from it.
+
+        Raises :class:`CAError` for a CSR whose signature does not verify (the requester does not hold the
+        key), an unsafe CN, a CN other than ``expect_cn``, or a key that is not EC P-256/P-384.
+        """
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise CAError(f"not a PEM certificate signing request: {exc}") from None
+        if not csr.is_signature_valid:
+            raise CAError("the CSR's signature does not verify")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name not in {
+                "secp256r1", "secp384r1"}:
+            raise CAError("device keys must be EC P-256 or P-384")
+        cn = check_common_name(common_name(csr))
+        if expect_cn is not None and cn != expect_cn:
+            raise CAError(f"the CSR is for {cn!r}, not {expect_cn!r}")
+        # The CN is what Mosquitto (and EMQX) use; the URI SAN is there because RFC 5280 profiles, such as
+        # cryptography's own client verifier, expect a subjectAltName in every end-entity certificate.
+        return self._sign(cn, kind, public_key, [x509.UniformResourceIdentifier(f"urn:citypass:{kind}:{cn}")],
+                          days, now)
+
+    def issue_server(self, key_path: Path, cert_path: Path, hostnames: tuple[str, ...] = (),
+                     *, now: dt.datetime | None = None) -> x509.Certificate:
+        """Make the broker's key and certificate, valid for localhost, 127.0.0.1, ::1 and ``hostnames``."""
+        names = ["localhost", *[h for h in hostnames if h != "localhost"]]
+        sans: list[x509.GeneralName] = []
+        for name in dict.fromkeys([*names, "127.0.0.1", "::1"]):
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
+        key = new_key()
+        cert = self._sign("citypass-broker", "server", key.public_key(), sans, LEAF_DAYS, now)
+        write_key(key_path, key)
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+        return cert
+
+    # -- revocation -------------------------------------------------------------------------------------
+    def revoke(self, cn: str, *, now: dt.datetime | None = None) -> int:
+        """Revoke every unrevoked certificate for ``cn`` and rewrite the CRL; returns how many were revoked."""
+        now = now or _now()
+        with self._locked():
+            crl_number, rows = self._load()
+            hits = [r for r in rows if r.cn == cn and r.revoked_at is None]
+            if not hits:
+                raise CAError(f"no unrevoked certificate for {cn!r}")
+            for row in hits:
+                row.revoked_at = now.isoformat()
+            self._save(crl_number, rows)
+            self._write_crl(now)
+        return len(hits)
+
+    def write_crl(self, *, now: dt.datetime | None = None) -> x509.CertificateRevocationList:
+        """Sign a fresh CRL of every revoked serial into ``crl.pem`` with the next CRL number.
+
+        An empty CRL is still written: with ``crlfile`` set, OpenSSL requires a CRL from the issuing CA.
+        """
+        with self._locked():
+            return self._write_crl(now or _now())
+
+    def _write_crl(self, now: dt.datetime) -> x509.CertificateRevocationList:
+        crl_number, rows = self._load()
+        crl_number += 1
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject)
+                   .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=CRL_DAYS))
+                   .add_extension(x509.CRLNumber(crl_number), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                                  critical=False))
+        for row in rows:
+            if row.revoked_at:
+                builder = builder.add_revoked_certificate(
+                    x509.RevokedCertificateBuilder().serial_number(int(row.serial, 16))
+                    .revocation_date(dt.datetime.fromisoformat(row.revoked_at)).build())
+        crl = builder.sign(self.key, hashes.SHA256())
+        self._save(crl_number, rows)
+        write_atomic(self.crl_path, crl.public_bytes(serialization.Encoding.PEM))
+        return crl
+
+    def crl_due(self, *, within: dt.timedelta = dt.timedelta(days=CRL_DAYS // 2), now: dt.datetime | None = None,
+                ) -> bool:
+        """Whether ``crl.pem`` is missing or expires within ``within`` (then call :meth:`write_crl`)."""
+        if not self.crl_path.exists():
+            return True
+        crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        next_update = crl.next_update_utc
+        return next_update is None or next_update - within <= (now or _now())

@@ -1,0 +1,189 @@
+"""``citypass broker …``: make a broker home, enrol and revoke gates, run Mosquitto in the foreground."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from citypass.clitools import friendly_errors
+from citypass.sync.broker import Broker
+from citypass.sync.ca import CAError, write_atomic
+from citypass.sync.home import BrokerError, BrokerHome, ClientFiles
+
+ERRORS = (BrokerError, CAError, ValueError, OSError)
+HOME_OPTION = click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
+                           help="Broker home directory (CA, server certificate, ACL, config, data, log).")
+ID_HELP = "Certificate common name: a-z 0-9 . _ - (it becomes the MQTT username and client id)."
+
+
+def _enrolled(home: BrokerHome, cn: str, cert: x509.Certificate | ClientFiles, csr: Path | None,
+              out: Path | None) -> None:
+    """Write a CSR-signed certificate where asked and tell the technician what goes to the device."""
+    if isinstance(cert, ClientFiles):
+        click.echo(f"{cn}: key {cert.key} (0600, keep on the device), certificate {cert.cert}, CA {cert.ca}")
+    else:
+        assert csr is not None
+        target = out or csr.with_name(f"{cn}.pem")
+        write_atomic(target, cert.public_bytes(Encoding.PEM))
+        click.echo(f"{cn}: certificate {target}; give the device it and the CA certificate {home.ca_cert}")
+    if home.running_pid():
+        click.echo("reloaded the running broker")
+
+
+@click.group()
+def broker() -> None:
+    """Run the MQTT broker (Mosquitto) with per-device TLS certificates, ACLs and a CRL.
+
+    Start with `citypass broker init --home DIR`, enrol gates with `add-device`, the issuer with
+    `add-service`, then `citypass broker run --home DIR`. See docs/broker.md.
+    """
+
+
+@broker.command()
+@HOME_OPTION
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="Extra hostname or IP the broker's certificate is valid for (repeatable); "
+                   "localhost, 127.0.0.1 and ::1 are always included.")
+@friendly_errors(*ERRORS)
+def init(home: Path, hosts: tuple[str, ...]) -> None:
+    """Create the device CA (unless HOME has one), the broker's certificate, ACL and directories.
+
+    Running it again keeps the CA and every enrolled device and re-issues the server certificate.
+    """
+    bh = BrokerHome(home)
+    existed = (bh.ca_dir / "ca.pem").exists()
+    bh.init(hostnames=hosts)
+    click.echo(f"{'kept' if existed else 'created'} CA {bh.ca_cert}; server certificate {bh.server_cert}")
+
+
+@broker.command("add-device")
+@HOME_OPTION
+@click.option("--id", "device_id", required=True, help=ID_HELP)
+@click.option("--site", type=click.IntRange(min=0), required=True, help="The issuer's site number of the gate.")
+@click.option("--csr", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The device's certificate signing request (PEM); its CN must equal --id.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the certificate signed from --csr (default: ID.pem beside the CSR).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Development/test gates: make the key and CSR here too, and write ID.pem and ca.pem.")
+@friendly_errors(*ERRORS)
+def add_device(home: Path, device_id: str, site: int, csr: Path | None, out: Path | None,
+               out_dir: Path | None) -> None:
+    """Sign a gate's certificate and let it read its site's downstream topics.
+
+    Give --csr (the key stays on the device) or --out-dir. Enrolling a gate again renews its certificate
+    and moves it to --site. A running broker is reloaded.
+    """
+    bh = BrokerHome(home)
+    if (csr is None) == (out_dir is None):
+        raise click.UsageError("give exactly one of --csr or --out-dir")
+    if csr is not None:
+        _enrolled(bh, device_id, bh.add_device(device_id, site, csr.read_bytes()), csr, out)
+    else:
+        assert out_dir is not None
+        _enrolled(bh, device_id, bh.add_device_with_key(device_id, site, out_dir), None, None)
+
+
+@broker.command("add-service")
+@HOME_OPTION
+@click.option("--id", "cn", default="issuer", show_default=True, help=ID_HELP)
+@click.option("--csr", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The service's certificate signing request (PEM); its CN must equal --id.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the certificate signed from --csr (default: ID.pem beside the CSR).")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Make the key and CSR here too, and write ID.pem and ca.pem.")
+@friendly_errors(*ERRORS)
+def add_service(home: Path, cn: str, csr: Path | None, out: Path | None, out_dir: Path | None) -> None:
+    """Enrol a central service (the issuer) that may read and write every citypass/v1 topic.
+
+    Each MQTT connection needs its own identity (the client id is forced to the CN), so give every
+    ingest worker its own --id, e.g. issuer-ingest-1, issuer-ingest-2.
+    """
+    bh = BrokerHome(home)
+    if (csr is None) == (out_dir is None):
+        raise click.UsageError("give exactly one of --csr or --out-dir")
+    result = bh.add_service(cn, csr_pem=csr.read_bytes() if csr else None, out_dir=out_dir)
+    _enrolled(bh, cn, result, csr, out)
+
+
+@broker.command("revoke-device")
+@HOME_OPTION
+@click.option("--id", "device_id", required=True, help="The gate (or service) to lock out.")
+@friendly_errors(*ERRORS)
+def revoke_device(home: Path, device_id: str) -> None:
+    """Revoke a gate's certificates: the CRL refuses its next connection, the ACL mutes an open one.
+
+    A running broker is reloaded at once.
+    """
+    bh = BrokerHome(home)
+    count = bh.revoke(device_id)
+    reloaded = " and reloaded the running broker" if bh.running_pid() else ""
+    click.echo(f"revoked {count} certificate(s) of {device_id}{reloaded}")
+
+
+@broker.command("list")
+@HOME_OPTION
+@friendly_errors(*ERRORS)
+def list_identities(home: Path) -> None:
+    """List enrolled identities: CN, kind (device/service/revoked), site and certificate expiry."""
+    bh = BrokerHome(home)
+    active = bh.ca.active()
+    for ident in bh.identities():
+        expiry = active[ident.cn].not_after if ident.cn in active else "-"
+        site = "-" if ident.site is None else str(ident.site)
+        click.echo(f"{ident.cn}\t{ident.kind}\t{site}\t{expiry}")
+
+
+@broker.command()
+@HOME_OPTION
+@click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS port.")
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--dev-insecure", is_flag=True,
+              help="INSECURE local development mode: plaintext, anonymous, no ACL, 127.0.0.1 only.")
+@friendly_errors(*ERRORS)
+def run(home: Path, port: int, bind: str, dev_insecure: bool) -> None:
+    """Run Mosquitto in the foreground until SIGTERM or Ctrl-C; SIGHUP reloads ACL and CRL.
+
+    The config is regenerated from HOME first. Logs go to HOME/log/mosquitto.log.
+    """
+    bh = BrokerHome(home)
+    if dev_insecure:
+        click.secho("WARNING: --dev-insecure: NO TLS, NO AUTHENTICATION, NO ACL. Anyone on this machine can "
+                    "read and forge every message. Never use this for real gates.", fg="red", bold=True, err=True)
+    done = threading.Event()
+    hup = threading.Event()
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        hup.set()
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+    proc = Broker(bh, port=port, bind=bind, dev_insecure=dev_insecure)
+    try:
+        proc.start()
+        mode = "PLAINTEXT (insecure)" if dev_insecure else "TLS, client certificates required"
+        click.echo(f"broker listening on {bind if not dev_insecure else '127.0.0.1'}:{port} ({mode}); "
+                   f"pid {proc.pid}; log {bh.log_path}", err=True)
+        while not done.wait(0.2):
+            if hup.is_set():
+                hup.clear()
+                if not dev_insecure:
+                    bh.write_acl()
+                proc.reload()
+            if not proc.running:
+                raise BrokerError(f"mosquitto exited unexpectedly (status {proc.wait()}); see {bh.log_path}")
+    finally:
+        status = proc.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo(f"broker stopped (mosquitto exit status {status})", err=True)

@@ -1,0 +1,127 @@
+"""Where and as whom a sync client connects: one paho-mqtt 2.x client per identity, MQTT 5 over TLS;
+and the issuer's ledger over HTTP, which a gate uses to close a gap (:class:`HttpLedgerSource`).
+
+Shared by the gate (:mod:`citypass.sync.gate_sync`) and the issuer (:mod:`citypass.sync.issuer_sync`), so both connect
+the same way: the VERSION2 callback API, the certificate's CN as client id (the broker forces it
+anyway, see docs/broker.md), reconnect with exponential backoff (1 s doubling to ``max_backoff_s``: 30 s,
+or a gate's ``sync.reconnect_max_s``), and ``connect_async`` + ``loop_start`` so the network thread does
+the connecting and reconnecting and no socket is opened on the caller's thread (no ``loop()`` before
+``loop_start()``).
+
+    endpoint = Endpoint("broker.city.example", 8883, tls=ClientFiles(ca, cert, key))
+    client = endpoint.client("gate-wl-e1", will=(topics.gate_status("gate-wl-e1"), offline_bytes))
+    endpoint.start(client, clean_start=False, session_expiry=7 * 86_400)
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from citypass.sync.home import ClientFiles
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails. paho-mqtt (2.2) wraps the TCP socket and calls
+    ``do_handshake()`` itself, but drops the socket without closing it when the handshake fails — as it
+    does on every reconnect attempt over a link that dies mid-handshake — leaving the file descriptor to
+    the garbage collector (a ResourceWarning)."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(files: ClientFiles) -> ssl.SSLContext:
+    """The client TLS context every MQTT client of the project uses: TLS 1.2 or later, the broker's
+    certificate must chain to ``files.ca`` and name the host dialled, this client's certificate and key
+    presented (what paho's ``tls_set`` builds, plus sockets that close when a handshake fails)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_verify_locations(str(files.ca))
+    context.load_cert_chain(str(files.cert), str(files.key))
+    context.sslsocket_class = _ClosingSSLSocket
+    return context
+
+
+def use_tls(client: mqtt.Client, files: ClientFiles) -> None:
+    """Give ``client`` the project's TLS context (:func:`tls_context`), hostname checked."""
+    client.tls_set_context(tls_context(files))
+    client.tls_insecure_set(False)
+
+
+#: A week: a gate offline for up to this long resumes its session (and its queued acks and deltas).
+WEEK_S = 7 * 86_400
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The broker's address and this client's TLS files (``tls=None`` only for a ``--dev-insecure`` broker)."""
+
+    host: str
+    port: int
+    tls: ClientFiles | None
+    keepalive: int = 30
+    min_backoff_s: int = 1
+    max_backoff_s: int = 30
+
+    def client(self, client_id: str, *, will: tuple[str, bytes] | None = None) -> mqtt.Client:
+        """A configured, not yet connected client. ``will`` is a retained QoS 1 Last Will."""
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if self.tls is not None:
+            use_tls(client, self.tls)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.reconnect_delay_set(self.min_backoff_s, self.max_backoff_s)
+        # A gate's backlog is sent in a window of batches; paho's own queue only ever holds that window.
+        client.max_inflight_messages_set(64)
+        client.max_queued_messages_set(0)
+        return client
+
+    def start(self, client: mqtt.Client, *, clean_start: bool, session_expiry: int) -> None:
+        """Connect in the background (the network thread retries until the broker answers)."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry
+        client.connect_async(self.host, self.port, keepalive=self.keepalive, clean_start=clean_start,
+                             properties=props)
+        client.loop_start()
+
+
+def stop(client: mqtt.Client) -> None:
+    """Disconnect (if connected) and stop the network thread."""
+    client.disconnect()
+    client.loop_stop()
+
+
+class HttpLedgerSource:
+    """The issuer's ledger over HTTP with the gate's device token: deltas from a sequence, or a snapshot."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0) -> None:
+        self.client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+
+    def delta(self, since: int) -> bytes | None:
+        """The signed delta after ``since``; None when current; :class:`LookupError` if a snapshot is needed."""
+        response = self.client.get("/v1/ledger/deltas", params={"since": since})
+        if response.status_code == 204:
+            return None
+        if response.status_code == 409:
+            raise LookupError(response.text)
+        response.raise_for_status()
+        return response.content
+
+    def snapshot(self) -> bytes:
+        response = self.client.get("/v1/ledger/snapshot")
+        response.raise_for_status()
+        return response.content
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,218 @@
+"""A broker home: the CA, the broker's certificate, the device registry and the generated files.
+
+Layout (every path below is inside the home directory)::
+
+    ca/              the device-identity CA (see sync.ca): ca.key 0600, ca.pem, crl.pem, index.json
+    server/          server.key (0600) and server.pem: the broker's own TLS identity
+    identities.json  which CN is a gate (and at which site) or a service such as the issuer
+    acl              generated Mosquitto ACL
+    mosquitto.conf   generated Mosquitto config
+    data/            Mosquitto's persistence (mosquitto.db)
+    log/             mosquitto.log, and mosquitto.stderr for messages before the log opens
+    run/broker.pid   the pid of a running broker, so `add-device` and `revoke-device` can reload it
+
+Enrol a gate whose key was made on the device, and the issuer's MQTT identity:
+
+>>> from pathlib import Path
+>>> from citypass.sync.ca import make_device_key
+>>> home = BrokerHome(Path("bh")).init(hostnames=("broker.example",))
+>>> _, csr = make_device_key(Path("gate"), "gate-wl-e1")
+>>> cert = home.add_device("gate-wl-e1", site=7, csr_pem=csr.read_bytes())
+>>> files = home.add_service("issuer", out_dir=Path("issuer-keys"))
+>>> sorted(p.name for p in (files.key, files.cert, files.ca))
+['ca.pem', 'issuer.key', 'issuer.pem']
+>>> [(i.cn, i.kind, i.site) for i in home.identities()]
+[('gate-wl-e1', 'device', 7), ('issuer', 'service', None)]
+>>> home.revoke("gate-wl-e1")
+1
+>>> "user gate-wl-e1\\ntopic deny #" in home.acl_path.read_text()
+True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from citypass.sync.brokerconf import BrokerSettings, Identity, render_acl, render_config
+from citypass.sync.ca import CAError, CertificateAuthority, check_common_name, make_device_key, write_atomic
+
+
+class BrokerError(Exception):
+    """The broker home or process cannot do what was asked (message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """What a client needs for TLS (``citypass.sync.endpoint.tls_context``): the CA certificate, its own certificate and
+    its private key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+class BrokerHome:
+    """The directory a broker runs from. Every change rewrites the ACL; a running broker is reloaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.resolve()
+        # Mosquitto splits config lines on whitespace and treats "#" as a comment.
+        if any(ch.isspace() or ch == "#" for ch in str(self.path)):
+            raise BrokerError(f"the broker home path must not contain spaces or '#': {self.path}")
+        self.ca_dir = self.path / "ca"
+        self.ca_cert = self.ca_dir / "ca.pem"
+        self.server_cert = self.path / "server" / "server.pem"
+        self.server_key = self.path / "server" / "server.key"
+        self.acl_path = self.path / "acl"
+        self.config_path = self.path / "mosquitto.conf"
+        self.log_path = self.path / "log" / "mosquitto.log"
+        self.pid_path = self.path / "run" / "broker.pid"
+        self.registry_path = self.path / "identities.json"
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority(self.ca_dir)
+
+    def init(self, hostnames: tuple[str, ...] = ()) -> BrokerHome:
+        """Create the CA (unless the home has one), a fresh server certificate, the ACL and directories.
+
+        Running it again keeps the CA and every enrolled device, and re-issues the server certificate,
+        e.g. to add a hostname.
+        """
+        for sub in ("data", "log", "run", "server"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        ca = self.ca if CertificateAuthority.exists(self.ca_dir) else CertificateAuthority.create(self.ca_dir)
+        ca.issue_server(self.server_key, self.server_cert, hostnames)
+        if not self.registry_path.exists():
+            self._save_registry({})
+        self.write_acl()
+        return self
+
+    def _check(self) -> None:
+        if not CertificateAuthority.exists(self.ca_dir) or not self.server_cert.exists():
+            raise BrokerError(f"{self.path} is not a broker home: run `citypass broker init --home {self.path}`")
+
+    # -- registry -------------------------------------------------------------------------------------
+    def _registry(self) -> dict[str, dict[str, object]]:
+        data: dict[str, dict[str, object]] = json.loads(self.registry_path.read_text())
+        return data
+
+    def _save_registry(self, data: dict[str, dict[str, object]]) -> None:
+        write_atomic(self.registry_path, json.dumps(data, indent=1, sort_keys=True).encode())
+
+    def identities(self) -> list[Identity]:
+        """Every enrolled CN: gates with their site and services; CNs left with no valid cert are revoked."""
+        self._check()
+        active = self.ca.active()
+        out = []
+        for cn, entry in sorted(self._registry().items()):
+            if cn not in active:
+                out.append(Identity(cn, "revoked"))
+            elif entry["kind"] == "device":
+                site = entry["site"]
+                out.append(Identity(cn, "device", site if isinstance(site, int) else None))
+            else:
+                out.append(Identity(cn, "service"))
+        return out
+
+    # -- enrolment ------------------------------------------------------------------------------------
+    def _enrol(self, cn: str, kind: str, site: int | None, csr_pem: bytes | None,
+               out_dir: Path | None) -> tuple[x509.Certificate, ClientFiles | None]:
+        self._check()
+        check_common_name(cn)
+        if (csr_pem is None) == (out_dir is None):
+            raise BrokerError("give exactly one of a CSR or an output directory for a new key")
+        files = None
+        if out_dir is not None:
+            key_path, csr_path = make_device_key(out_dir, cn)
+            csr_pem = csr_path.read_bytes()
+            files = ClientFiles(out_dir / "ca.pem", out_dir / f"{cn}.pem", key_path)
+        assert csr_pem is not None
+        cert = self.ca.sign_csr(csr_pem, kind="device" if kind == "device" else "service", expect_cn=cn)
+        if files is not None:
+            write_atomic(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+            shutil.copyfile(self.ca_cert, files.ca)
+        registry = self._registry()
+        registry[cn] = {"kind": kind, "site": site}
+        self._save_registry(registry)
+        self.apply()
+        return cert, files
+
+    def add_device(self, device_id: str, site: int, csr_pem: bytes) -> x509.Certificate:
+        """Sign a gate's CSR (its CN must be ``device_id``) and let it read ``site``'s downstream topics.
+
+        Enrolling an enrolled gate again renews its certificate and moves it to ``site``.
+        """
+        if site < 0:
+            raise BrokerError("the site must be a non-negative number")
+        return self._enrol(device_id, "device", site, csr_pem, None)[0]
+
+    def add_device_with_key(self, device_id: str, site: int, out_dir: Path) -> ClientFiles:
+        """For tests and development: make the gate's key and CSR in ``out_dir`` too, and sign it there."""
+        files = self._enrol(device_id, "device", site, None, out_dir)[1]
+        assert files is not None
+        return files
+
+    def add_service(self, cn: str, *, csr_pem: bytes | None = None, out_dir: Path | None = None,
+                    ) -> ClientFiles | x509.Certificate:
+        """Enrol a central service (the issuer) that may read and write the whole topic tree."""
+        cert, files = self._enrol(cn, "service", None, csr_pem, out_dir)
+        return files if files is not None else cert
+
+    def revoke(self, cn: str) -> int:
+        """Revoke ``cn``'s certificates: the CRL refuses new connections, the ACL mutes open ones."""
+        self._check()
+        try:
+            count = self.ca.revoke(cn)
+        except CAError:
+            if cn not in self._registry():
+                raise BrokerError(f"{cn!r} is not enrolled here") from None
+            raise
+        self.apply()
+        return count
+
+    # -- generated files ------------------------------------------------------------------------------
+    def write_acl(self) -> None:
+        write_atomic(self.acl_path, render_acl(self.identities()).encode())
+
+    def write_config(self, settings: BrokerSettings) -> None:
+        if not settings.dev_insecure:
+            self._check()
+            if self.ca.crl_due():
+                self.ca.write_crl()  # an expired CRL would make OpenSSL refuse every client
+            self.write_acl()
+        for sub in ("data", "log", "run"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        write_atomic(self.config_path, render_config(settings, self.path).encode())
+
+    def settings(self, port: int, bind: str = "127.0.0.1", *, dev_insecure: bool = False) -> BrokerSettings:
+        """Settings for this home, running as the account that owns the files (see ``user`` in the config)."""
+        return BrokerSettings(port=port, bind="127.0.0.1" if dev_insecure else bind,
+                              user=pwd.getpwuid(os.geteuid()).pw_name, dev_insecure=dev_insecure)
+
+    def apply(self) -> bool:
+        """Rewrite the ACL and, if a broker runs from this home, SIGHUP it. True if one was reloaded."""
+        self.write_acl()
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGHUP)  # mosquitto 2.0 reloads the ACL and, with crlfile set, the CRL
+        return True
+
+    def running_pid(self) -> int | None:
+        """The pid of mosquitto running this home's config, if any (a stale pid file is ignored)."""
+        try:
+            pid = int(self.pid_path.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.config_path).encode() in cmdline else None

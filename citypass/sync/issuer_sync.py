@@ -1,0 +1,275 @@
+"""The issuer's side of sync: ingest workers on a shared subscription, ledger deltas and time ticks down.
+
+Two kinds of client, each with its own broker identity (the broker forces client id = certificate CN):
+
+* :class:`IngestWorker` — any number at once, e.g. ``issuer-ingest-1`` … ``-4``. Each subscribes to
+  ``$share/<group>/citypass/v1/gate/+/taps`` (and ``…/requests``), so the broker hands every batch to
+  exactly one of them. A batch is stored through the issuer's own ingest path —
+  :func:`citypass.issuer.ingest.ingest` (validation, then the repository's ``store_batch``), the very code behind
+  ``POST /v1/taps`` — and acknowledged on ``gate/<device>/acks`` *after* the transaction commits. The
+  device id comes from the topic, which the broker's ACL lets only that device publish to. Workers
+  connect with a clean session: a dead worker's queue would hold its share of taps hostage; without
+  one, the broker gives them to the live members and gates resend what nobody acknowledged.
+* :class:`LedgerPublisher` — one per issuer. It polls the ledger sequence and publishes each change as
+  a signed delta on ``all/ledger``, a signed time tick on ``issuer/time`` every ``tick_s``, and keeps
+  the gates' retained statuses (and their Last Wills) in :attr:`LedgerPublisher.statuses` and the
+  store's device health.
+
+    issuer = Issuer.open(IssuerHome(path))
+    with IssuerSync(issuer, endpoint_for, workers=2, group=secret_group) as sync:
+        ...   # endpoint_for(cn) → Endpoint with that identity's TLS files
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from citypass.issuer.deltas import SnapshotRequired, build_delta
+from citypass.issuer.ingest import ingest
+from citypass.issuer.records import DeviceHealth, NotFound
+from citypass.issuer.service import Issuer
+from citypass.sync import codec, topics
+from citypass.sync.endpoint import Endpoint, stop
+
+log = logging.getLogger(__name__)
+#: Most changes in a delta sent over MQTT: 20,000 ids of ≤16 bytes stay well under 1 MiB packets.
+MQTT_DELTA_LIMIT = 20_000
+
+
+class _Client:
+    """A paho client with a connected event; subclasses subscribe in :meth:`subscriptions`."""
+
+    def __init__(self, endpoint: Endpoint, client_id: str, clock: Callable[[], float]) -> None:
+        self.endpoint = endpoint
+        self.client_id = client_id
+        self.clock = clock
+        self.connected = threading.Event()
+        self._started = False
+        self._stopping_client = False
+        self.client = endpoint.client(client_id)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.connected.clear()
+        self.client.on_message = self._on_message
+        # Ready once the broker confirmed the subscriptions, not at CONNACK: nothing is missed after start().
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.connected.set()
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        raise NotImplementedError
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            log.warning("%s refused: %s", self.client_id, rc)
+            return
+        client.subscribe(self.subscriptions())
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._stopping_client:
+            return  # stopping: whatever arrives now is not acked by us, and its gate sends it again
+        try:
+            self.handle(message.topic, bytes(message.payload))
+        except Exception:  # a bad message must never kill the network thread
+            log.exception("%s: message on %s failed", self.client_id, message.topic)
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        if self._started:  # a second loop thread on one client would interleave packets on the socket
+            raise RuntimeError(f"{self.client_id} is already started")
+        self._started = True
+        self.endpoint.start(self.client, clean_start=True, session_expiry=0)
+
+    def stop(self) -> None:
+        self._stopping_client = True
+        stop(self.client)
+
+
+class IngestWorker(_Client):
+    """Stores tap batches from the shared subscription and acks them; answers gates' delta requests.
+
+    ``require_registered``: batches from a device the issuer's registry does not know are not stored
+    and not acknowledged (they stay in the gate's outbox until the device is registered)."""
+
+    def __init__(self, issuer: Issuer, endpoint: Endpoint, client_id: str, group: str, *,
+                 clock: Callable[[], float] = time.time, require_registered: bool = True) -> None:
+        super().__init__(endpoint, client_id, clock)
+        self.issuer = issuer
+        self.group = group
+        self.require_registered = require_registered
+        self.stats = {"batches": 0, "events": 0, "new_taps": 0, "duplicates": 0, "refused": 0}
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(topics.shared(self.group, topics.ALL_TAPS), 1), (topics.shared(self.group, topics.ALL_REQUESTS), 1)]
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_gate_topic(topic)
+        if parsed is None:
+            return
+        device, leaf = parsed
+        if leaf == topics.TAPS:
+            self.ingest(device, payload)
+        elif leaf == topics.REQUESTS:
+            self.answer(device, codec.decode_request(payload))
+
+    def ingest(self, device: str, payload: bytes) -> codec.Ack | None:
+        """Store one batch and publish its ack; None (nothing acked) for a batch that cannot be taken."""
+        store = self.issuer.store
+        try:
+            batch = codec.decode_taps(payload)
+        except codec.CodecError as exc:
+            self.stats["refused"] += 1
+            log.warning("undecodable tap batch from %s: %s", device, exc)
+            return None
+        if self.require_registered:
+            try:
+                store.device(device)
+            except NotFound:
+                self.stats["refused"] += 1
+                log.warning("tap batch from unregistered device %s: not acknowledged", device)
+                return None
+        result = ingest(store, batch.events, device, int(self.clock()))
+        ack = codec.Ack(batch.batch_id, result.acknowledged, result.new_taps, result.duplicates,
+                        len(result.quarantined))
+        self.client.publish(topics.gate_acks(device), codec.encode_ack(ack.batch_id, ack.event_ids, ack.new_taps,
+                                                                       ack.duplicates, ack.quarantined), qos=1)
+        for key, value in (("batches", 1), ("events", len(batch.events)), ("new_taps", result.new_taps),
+                           ("duplicates", result.duplicates)):
+            self.stats[key] += value
+        return ack
+
+    def answer(self, device: str, since: int) -> None:
+        """One signed delta after ``since`` to that gate alone, or a notice that it needs a snapshot."""
+        try:
+            delta = build_delta(self.issuer.store, since, int(self.clock()), MQTT_DELTA_LIMIT)
+        except SnapshotRequired:
+            payload = codec.encode_snapshot_notice(self.issuer.store.ledger_seq())
+        else:
+            if delta is None:
+                return
+            payload = delta.sign(self.issuer.ledger_key())
+        self.client.publish(topics.gate_ledger(device), payload, qos=1)
+
+
+class LedgerPublisher(_Client):
+    """Signed deltas on ``all/ledger`` when the ledger changes, signed ticks on ``issuer/time``, presence."""
+
+    def __init__(self, issuer: Issuer, endpoint: Endpoint, client_id: str = "issuer", *,
+                 clock: Callable[[], float] = time.time, tick_s: float = 10.0, poll_s: float = 0.5) -> None:
+        super().__init__(endpoint, client_id, clock)
+        self.issuer = issuer
+        self.tick_s = tick_s
+        self.poll_s = poll_s
+        self.published_seq = issuer.store.ledger_seq()
+        self.statuses: dict[str, codec.Status] = {}
+        self.status_changed = threading.Condition()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        return [(topics.ALL_STATUS, 1)]
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        parsed = topics.parse_gate_topic(topic)
+        if parsed is None or parsed[1] != topics.STATUS or not payload:
+            return
+        status = codec.decode_status(payload)
+        with self.status_changed:
+            self.statuses[parsed[0]] = status
+            self.status_changed.notify_all()
+        try:
+            self.issuer.store.record_health(DeviceHealth(
+                parsed[0], last_seen=int(self.clock()), ledger_seq=status.seq, outbox_backlog=status.backlog,
+                clock_offset_s=status.clock_offset, reported_at=status.at or None,
+                details={"online": status.online, "fps": status.fps, "software": status.software,
+                         "clock_alarm": status.clock_alarm, **status.counters}))
+        except NotFound:
+            pass
+
+    def wait_status(self, device: str, predicate: Callable[[codec.Status], bool], timeout: float = 10.0) -> bool:
+        with self.status_changed:
+            return self.status_changed.wait_for(
+                lambda: device in self.statuses and predicate(self.statuses[device]), timeout)
+
+    def start(self) -> None:
+        super().start()
+        self._thread = threading.Thread(target=self._run, name=f"ledger-{self.client_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        super().stop()
+
+    def _run(self) -> None:
+        next_tick = 0.0
+        while not self._stopping.wait(self.poll_s):
+            if not self.connected.is_set():
+                continue
+            try:
+                self.publish_changes()
+                if time.monotonic() >= next_tick:
+                    self.publish_tick()
+                    next_tick = time.monotonic() + self.tick_s
+            except Exception:
+                log.exception("ledger publisher")
+
+    def publish_tick(self) -> None:
+        data = codec.sign_time(self.issuer.ledger_key(), int(self.clock() * 1000), self.issuer.store.ledger_seq())
+        self.client.publish(topics.ISSUER_TIME, data, qos=0)
+
+    def publish_changes(self) -> int:
+        """Publish deltas up to the current sequence; returns how many. A trust-list change cannot travel
+        as a delta: the publisher skips past it and gates, seeing a gap, fetch a snapshot."""
+        count = 0
+        while self.published_seq < self.issuer.store.ledger_seq():
+            try:
+                delta = build_delta(self.issuer.store, self.published_seq, int(self.clock()), MQTT_DELTA_LIMIT)
+            except SnapshotRequired:
+                self.published_seq += 1
+                continue
+            if delta is None:
+                break
+            self.client.publish(topics.ALL_LEDGER, delta.sign(self.issuer.ledger_key()), qos=1)
+            self.published_seq = delta.seq
+            count += 1
+        return count
+
+
+class IssuerSync:
+    """A publisher and ``workers`` ingest workers; ``endpoint_for(cn)`` gives each identity's endpoint."""
+
+    def __init__(self, issuer: Issuer, endpoint_for: Callable[[str], Endpoint], *, workers: int = 1,
+                 group: str = "ingest", publisher_id: str = "issuer", worker_prefix: str = "issuer-ingest-",
+                 tick_s: float = 10.0, poll_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+        self.publisher = LedgerPublisher(issuer, endpoint_for(publisher_id), publisher_id, clock=clock,
+                                         tick_s=tick_s, poll_s=poll_s)
+        self.workers = [IngestWorker(issuer, endpoint_for(f"{worker_prefix}{i}"), f"{worker_prefix}{i}", group,
+                                     clock=clock) for i in range(1, workers + 1)]
+
+    def start(self, timeout: float = 10.0) -> IssuerSync:
+        for part in (self.publisher, *self.workers):
+            part.start()
+        for part in (self.publisher, *self.workers):
+            if not part.connected.wait(timeout):
+                raise TimeoutError(f"{part.client_id} did not connect within {timeout:g} s")
+        return self
+
+    def stop(self) -> None:
+        for part in (*self.workers, self.publisher):
+            part.stop()
+
+    def __enter__(self) -> IssuerSync:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
