@@ -1,31 +1,70 @@
-"""The ``citypass`` command: the one place that wires every subsystem's commands together."""
+"""The ``citypass`` command: the one place that wires every subsystem's commands together.
+
+Each group is named here by where it lives and imported only when it runs (:class:`~citypass.clitools.LazyGroup`):
+``citypass hooks safe-state`` loads the hooks and the pins, not OpenCV, FastAPI or paho-mqtt. Two commands
+compose subsystems and so live in the wiring layer (:mod:`citypass.wiring`); they join their group here.
+"""
 
 from __future__ import annotations
 
 import click
 
-from citypass.bench.cli import bench
-from citypass.codecli import code, qr_group
-from citypass.demo import demo
-from citypass.firmware_hooks.cli import hooks
-from citypass.gate.cli import gate
-from citypass.holder.cli import holder
-from citypass.issuer.cli import issuer
-from citypass.provisioning.cli import provision, selftest
-from citypass.sync.cli import broker
+from citypass.clitools import LazyGroup, load_command
+from citypass.errors import CityPassError
+
+#: Every top-level command: name → ``module:attribute``.
+COMMANDS = {
+    "bench": "citypass.bench.cli:bench",
+    "broker": "citypass.sync.cli:broker",
+    "code": "citypass.codecli:code",
+    "demo": "citypass.demo:demo",
+    "gate": "citypass.gate.cli:gate",
+    "holder": "citypass.holder.cli:holder",
+    "hooks": "citypass.firmware_hooks.cli:hooks",
+    "issuer": "citypass.issuer.cli:issuer",
+    "provision": "citypass.provisioning.cli:provision",
+    "qr": "citypass.codecli:qr_group",
+    "selftest": "citypass.provisioning.cli:selftest",
+}
+
+#: Commands of the wiring layer that join a subsystem's group: group → {name: ``module:attribute``}.
+COMPOSED = {
+    "gate": {"run": "citypass.wiring.gate:run"},
+    "issuer": {"serve": "citypass.wiring.issuer:serve"},
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class CityPass(LazyGroup):
+    """The root group: loads groups lazily, adds the composed commands, and reports the project's own errors
+    (:class:`~citypass.errors.CityPassError`) as one ``Error: …`` line wherever they are raised."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            group = load_command(self.lazy[cmd_name])
+            for name, target in COMPOSED.get(cmd_name, {}).items():
+                assert isinstance(group, click.Group)
+                if isinstance(group, LazyGroup):
+                    group.add_lazy(name, target)
+                else:
+                    group.add_command(load_command(target), name)
+            self.add_command(group, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CityPassError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=CityPass, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"],
+                                                             "max_content_width": 100})
 @click.version_option(package_name="citypass")
 def cli() -> None:
     """City Pass gate appliance: issue, show, check and measure City Pass codes.
 
     Start with `citypass issuer init --home DIR --site west-lake`, then `citypass issuer mint …`.
     """
-
-
-for group in (demo, issuer, holder, code, qr_group, gate, bench, broker, hooks, provision, selftest):
-    cli.add_command(group)
 
 
 def main() -> None:

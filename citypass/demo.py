@@ -24,12 +24,13 @@ from rich.table import Table
 from citypass.city.cast import forge_signature
 from citypass.city.http import DemoError
 from citypass.credential import Mode, SigningKey, load_snapshot, parse, present, qr
+from citypass.credential.timefmt import format_time, utc_now
 from citypass.firmware_hooks.lifecycle import process_alive
-from citypass.gate.decision import Direction, GateContext, decide
+from citypass.gate.decision import GateContext, decide
 from citypass.gate.memory_ledger import MemoryLedger
+from citypass.gate.policy import Direction
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
-from citypass.timefmt import format_time, utc_now
 
 SITES = [("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"),
          ("longxiangqiao", "metro"), ("fengqi", "metro"), ("bus-k7", "bus"), ("water-bus-1", "water_bus")]
@@ -150,9 +151,10 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     from citypass.issuer.api.server import BackgroundServer
     from citypass.issuer.tokens import create_token
     from citypass.sync.broker import Broker
-    from citypass.sync.endpoint import Endpoint
-    from citypass.sync.home import BrokerHome, ClientFiles
+    from citypass.sync.endpoint import ClientFiles, Endpoint
+    from citypass.sync.home import BrokerHome
     from citypass.sync.issuer_sync import IssuerSync
+    from citypass.wiring.issuer import BrokerAuthority
 
     baseline = set(threading.enumerate())
     broker_home = BrokerHome(out / "broker").init()  # the issuer is the CA for device identity
@@ -160,7 +162,7 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
         broker = stack.enter_context(Broker(broker_home))
         broker_pid = broker.pid
         server = stack.enter_context(BackgroundServer(
-            create_app(iss, broker_home=broker_home, broker_address=f"{broker.host}:{broker.port}")))
+            create_app(iss, authority=BrokerAuthority(broker_home, f"{broker.host}:{broker.port}"))))
         console.print(f"\n[bold]Issuer service[/] at {server.url} (OpenAPI: {server.url}/docs); "
                       f"Mosquitto (pid {broker_pid}) with TLS and per-device ACLs at {broker.host}:{broker.port}")
 

@@ -10,9 +10,10 @@ import pytest
 from citypass.credential.claims import Mode
 from citypass.credential.keys import SigningKey, VerifyKey
 from citypass.credential.reasons import Reason
-from citypass.credential.verify import Verdict
-from citypass.gate.decision import Decision, Direction, GateContext
+from citypass.credential.verifier import Verdict
+from citypass.gate.decision import Decision, GateContext
 from citypass.gate.ledger import GateLedger, LedgerConfig
+from citypass.gate.policy import Direction
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 

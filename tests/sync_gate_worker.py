@@ -13,9 +13,8 @@ import sys
 import threading
 from pathlib import Path
 
-from citypass.sync.endpoint import Endpoint
+from citypass.sync.endpoint import ClientFiles, Endpoint
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
-from citypass.sync.home import ClientFiles
 
 
 def main(argv: list[str]) -> None:

@@ -27,7 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from citypass.sync import topics
 from citypass.sync.broker import Broker
 from citypass.sync.ca import CertificateAuthority, make_device_key
-from citypass.sync.home import BrokerError, BrokerHome, ClientFiles
+from citypass.sync.endpoint import ClientFiles
+from citypass.sync.home import BrokerError, BrokerHome
 
 NOT_AUTHORIZED = 0x87
 QUIET = 0.4  # how long "nothing arrives" is watched for; deliveries on loopback take milliseconds

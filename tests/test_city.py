@@ -32,7 +32,7 @@ from citypass.city.script import (
 )
 from citypass.credential import Mode, SigningKey, parse
 from citypass.credential.reasons import Reason
-from citypass.credential.verify import Verdict
+from citypass.credential.verifier import Verdict
 from citypass.gate.daemon import Outcome
 from citypass.gate.decision import Decision
 from citypass.issuer.home import IssuerHome

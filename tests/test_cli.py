@@ -178,7 +178,7 @@ def test_every_command_has_help_and_is_documented_in_docs_cli() -> None:
         command = cli
         for part in path:
             assert isinstance(command, click.Group)
-            command = command.commands[part]  # type: ignore[assignment]
+            command = command.get_command(click.Context(command), part)  # type: ignore[assignment]
         assert command.help, f"citypass {' '.join(path)} has no help text"
         assert f"citypass {' '.join(path)}" in doc, f"docs/cli.md does not document citypass {' '.join(path)}"
 

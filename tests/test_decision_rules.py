@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from citypass.credential import Reason, VerifyPolicy, present
-from citypass.gate.decision import Direction, GatePolicy, TapKind, is_open
+from citypass.gate.decision import is_open
+from citypass.gate.policy import Direction, GatePolicy, TapKind
 from tests.conftest import DAY, NOW, World
 from tests.test_reasons import at, ledger_for
 

@@ -15,8 +15,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from citypass.sync.endpoint import Endpoint, tls_context
-from citypass.sync.home import BrokerHome, ClientFiles
+from citypass.sync.endpoint import ClientFiles, Endpoint, tls_context
+from citypass.sync.home import BrokerHome
 
 
 @pytest.fixture(scope="module")

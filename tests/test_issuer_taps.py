@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from citypass.gate.decision import Direction, decide
+from citypass.gate.decision import decide
 from citypass.gate.ledger import GateLedger, OutboxRow
+from citypass.gate.policy import Direction
 from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000  # 2027-01-15 16:00 local

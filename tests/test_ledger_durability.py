@@ -15,10 +15,11 @@ from sqlite_utils import Database
 
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteSettings
-from citypass.gate.decision import Direction, decide
+from citypass.gate.decision import decide
 from citypass.gate.ledger import SCHEMA_VERSION, GateLedger, LedgerBusy, LedgerConfig, SchemaError, SiteNotConfigured
 from citypass.gate.ledger.connection import connect
 from citypass.gate.ledger.migrations import MIGRATIONS, migrate, schema_version
+from citypass.gate.policy import Direction
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 from tests.ledger_crash_worker import kill_repeatedly

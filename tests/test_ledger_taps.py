@@ -11,9 +11,12 @@ import pytest
 from citypass.credential.codes import present
 from citypass.credential.reasons import Reason
 from citypass.credential.snapshot import load_snapshot
-from citypass.gate.decision import Decision, Direction, TapKind, Usage, decide, usage_after
+from citypass.errors import InvalidInput
+from citypass.gate.decision import Decision, Usage, decide, usage_after
 from citypass.gate.ledger import LedgerConfig, TapNotFound
+from citypass.gate.ledger.outbox import read_backlog
 from citypass.gate.memory_ledger import MemoryLedger
+from citypass.gate.policy import Direction, TapKind
 from tests.ledger_fixtures import NOW, Issued, ctx_for, denied_at
 from tests.ledger_fixtures import issued as issued
 
@@ -192,6 +195,8 @@ def test_outbox_pending_ack_and_prune(issued: Issued) -> None:
         assert [r.tap_id for r in rows] == ids and ledger.backlog() == 10
         assert [r.seq for r in rows] == sorted(r.seq for r in rows)
         assert ledger.pending(3) == rows[:3]
+        assert ledger.pending(3, after=rows[2].seq) == rows[3:6]  # the uploader's window reads after its cursor
+        assert ledger.pending(100, after=rows[-1].seq) == []
         assert all(r.data()["event_id"] == r.event_id and r.data()["decision"] == "deny" for r in rows)
         assert ledger.mark_uploaded([r.event_id for r in rows[:4]], at=NOW + 50) == 4
         assert ledger.mark_uploaded([rows[0].event_id, "unknown"], at=NOW + 60) == 0
@@ -201,3 +206,17 @@ def test_outbox_pending_ack_and_prune(issued: Issued) -> None:
         assert ledger.tap(ids[0]) is None and ledger.tap(ids[5]) is not None
         count = ledger.db.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
         assert count == 6
+        assert read_backlog(ledger.config.path) == 6  # the read-only monitor sees what the gate sees
+
+
+def test_appended_events_are_uploaded_like_recorded_ones(issued: Issued) -> None:
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export())
+        fields = {"gate_id": "g", "decision": "allow"}
+        ids = ledger.append_events([("tap", f"t{i}", fields, NOW, NOW * 1000 + i) for i in range(3)])
+        rows = ledger.pending(10)
+        assert [r.event_id for r in rows] == ids and [r.tap_id for r in rows] == ["t0", "t1", "t2"]
+        assert rows[0].data() == {"event_id": ids[0], "kind": "tap", "tap_id": "t0", **fields}
+        with pytest.raises(InvalidInput, match="unknown outbox event kind"):
+            ledger.append_events([("tap", "t3", fields, NOW, 0), ("bogus", "t4", fields, NOW, 0)])
+        assert ledger.backlog() == 3  # the refused batch left nothing behind

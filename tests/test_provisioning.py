@@ -25,6 +25,7 @@ from click.testing import CliRunner, Result
 
 from citypass.bench.frames import write_frames
 from citypass.cli import cli
+from citypass.credential.setupcode import SetupCode
 from citypass.gate.config import load_config
 from citypass.issuer.api import create_app
 from citypass.issuer.api.server import BackgroundServer
@@ -35,10 +36,10 @@ from citypass.provisioning import device as layout
 from citypass.provisioning.enroll import EnrollRequest, Environment, enroll
 from citypass.provisioning.issuerclient import ProvisionError
 from citypass.provisioning.selftest import _Probe, check_broker
-from citypass.provisioning.setupcode import SetupCode
 from citypass.sync.broker import Broker, free_port
 from citypass.sync.ca import CertificateAuthority, make_csr, new_key
 from citypass.sync.home import BrokerHome
+from citypass.wiring.issuer import BrokerAuthority
 
 CITYPASS = Path(sys.executable).parent / "citypass"
 SITES = [("west-lake", "scenic"), ("city-museum", "museum")]
@@ -92,7 +93,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     clock = SkewClock()
     technician = create_token(issuer.store, "technician", now, label="test").text
     with Broker(broker_home) as broker:
-        app = create_app(issuer, clock=clock, broker_home=broker_home, broker_address=f"{broker.host}:{broker.port}")
+        app = create_app(issuer, clock=clock, authority=BrokerAuthority(broker_home, f"{broker.host}:{broker.port}"))
         with BackgroundServer(app) as server:
             yield World(base, base / "issuer", issuer, clock, server.url, technician, broker, broker_home, frames)
     issuer.close()
@@ -364,8 +365,7 @@ def test_force_enrolls_again_and_the_old_certificate_is_revoked(world: World) ->
 def test_an_enrolled_gate_run_uploads_its_taps_over_mqtt(world: World) -> None:
     """The whole chain: enrolled config with [sync] → `citypass gate run` decides on camera frames → the
     sync thread uploads over the TLS broker → the issuer's ingest worker stores the taps and acks them."""
-    from citypass.sync.endpoint import Endpoint
-    from citypass.sync.home import ClientFiles
+    from citypass.sync.endpoint import ClientFiles, Endpoint
     from citypass.sync.issuer_sync import IssuerSync
 
     name = "gate-wl-sync"

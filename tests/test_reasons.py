@@ -22,8 +22,9 @@ from citypass.credential import (
 )
 from citypass.credential.codes import encode_text, holder_message
 from citypass.credential.cose import encode_cbor, sign1
-from citypass.gate.decision import Decision, Direction, GateContext, GatePolicy, decide
+from citypass.gate.decision import Decision, GateContext, decide
 from citypass.gate.memory_ledger import MemoryLedger
+from citypass.gate.policy import Direction, GatePolicy
 from tests.conftest import DAY, NOW, World
 
 #: Reasons that only the running daemon gives (camera down, decision deadline, unconfigured site);

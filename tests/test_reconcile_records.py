@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citypass.credential.reasons import Reason
-from citypass.gate.decision import Direction, TapKind
 from citypass.gate.ledger.taps import Tap
+from citypass.gate.policy import Direction, TapKind
 from citypass.issuer.reconcile import KINDS, TapRecord, unique_taps
 from tests.reconcile_factory import local, tap
 

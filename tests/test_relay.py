@@ -14,9 +14,9 @@ from dataclasses import replace
 
 import pytest
 
+from citypass.bench.syncworld import SyncWorld, backlog, fill_outbox, wait_for
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
 from citypass.sync.relay import LinkRelay
-from citypass.sync.testing import SyncWorld, backlog, fill_outbox, wait_for
 from tests.test_sync_protocol import issuer_sync
 from tests.test_sync_protocol import world as world  # the SyncWorld fixture
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from citypass.bench.syncworld import SyncWorld, backlog, fill_outbox, wait_for
 from citypass.credential.delta import LedgerDelta
 from citypass.credential.keys import SigningKey
 from citypass.credential.sites import SiteKind, SiteSettings
@@ -23,7 +24,6 @@ from citypass.sync import codec, topics
 from citypass.sync.endpoint import HttpLedgerSource, stop
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
 from citypass.sync.issuer_sync import IssuerSync
-from citypass.sync.testing import SyncWorld, backlog, fill_outbox, wait_for
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from citypass.gate.decision import Direction
+from citypass.bench.syncworld import SyncWorld, backlog, fill_outbox, wait_for
 from citypass.gate.ledger import GateLedger, LedgerBusy
-from citypass.sync.testing import SyncWorld, backlog, fill_outbox, wait_for
+from citypass.gate.policy import Direction
 from tests.test_sync_protocol import gate_sync, issuer_sync
 from tests.test_sync_protocol import world as world  # the SyncWorld fixture
 

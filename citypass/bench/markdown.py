@@ -108,7 +108,7 @@ def _verify_section(results: Results, command: str) -> list[str]:
     if static and dynamic:
         lines += [
             f"One core, {results.sizes.verify_revoked:,} revocations in view. The full "
-            "`citypass.credential.verify.verify` "
+            "`citypass.credential.verifier.verify` "
             "(Base45, CBOR and COSE parsing, trust-list lookup, the signature(s), scope, revocation and time "
             f"rules) costs {raw.per_second / static.per_second:.2f}× a raw Ed25519 verification of a same-size "
             f"message for a static code — {static.us_each - raw.us_each:.0f} µs on top of the signature — and "

@@ -35,14 +35,13 @@ from pathlib import Path
 import click
 
 from citypass.bench.report import Row, print_rows
+from citypass.bench.syncworld import SyncWorld, backlog, fill_outbox, wait_for
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 from citypass.issuer.store import IssuerStore
-from citypass.sync.endpoint import Endpoint
+from citypass.sync.endpoint import ClientFiles, Endpoint
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
-from citypass.sync.home import ClientFiles
 from citypass.sync.issuer_sync import IssuerSync
-from citypass.sync.testing import SyncWorld, backlog, fill_outbox, wait_for
 
 
 def _issuer_process(issuer_path: str, host: str, port: int, files: dict[str, ClientFiles], workers: int,

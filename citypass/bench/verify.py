@@ -1,7 +1,7 @@
 """``citypass bench verify``: offline verifications per second, and the raw signature rate beside them.
 
 Method: mint realistic codes (an 18-site annual pass, static; the same pass holder-bound and shown as a
-dynamic presentation), then on one core time (a) the full :func:`citypass.credential.verify.verify` — Base45,
+dynamic presentation), then on one core time (a) the full :func:`citypass.credential.verifier.verify` — Base45,
 CBOR, COSE parsing, trust lookup, signature(s), scope, revocation and time rules — and (b) a bare
 ``Ed25519PublicKey.verify`` of a 64-byte signature over a message of the same size. Because both run in
 the same process one after the other, their ratio is what to compare across machines; the absolute rates
@@ -24,7 +24,7 @@ from citypass.credential.keys import SigningKey
 from citypass.credential.revocations import RevocationSet
 from citypass.credential.sites import SiteSettings
 from citypass.credential.trustlist import TrustedKey, TrustList
-from citypass.credential.verify import verify
+from citypass.credential.verifier import verify
 
 NOW = 1_800_000_000
 

@@ -3,8 +3,8 @@
 A :class:`Lane` runs three threads:
 
 * the **gate** thread builds the daemon with the daemon's own wiring point
-  (:func:`citypass.gate.wiring.build_daemon`: it opens the SQLite ledger *on that thread*, claims the mock pins,
-  opens the camera) and its MQTT sync thread (:func:`citypass.gate.wiring.build_sync`), then runs the decision
+  (:func:`citypass.wiring.gate.build_daemon`: it opens the SQLite ledger *on that thread*, claims the mock pins,
+  opens the camera) and its MQTT sync thread (:func:`citypass.wiring.gate.build_sync`), then runs the decision
   loop until stopped;
 * the gate's **sync** thread (its own ledger connection) uploads taps and applies signed deltas;
 * the **visitors** thread takes :class:`~citypass.city.script.Visit` s from a queue, renders the phone's
@@ -31,8 +31,8 @@ from citypass.gate.camera.base import Image
 from citypass.gate.config import GateConfig
 from citypass.gate.daemon import GateDaemon, Outcome
 from citypass.gate.logs import EventLog
-from citypass.gate.wiring import build_daemon, build_sync
 from citypass.sync.gate_sync import GateSync
+from citypass.wiring.gate import build_daemon, build_sync
 
 SIZE = (1280, 720)
 FPS = 15

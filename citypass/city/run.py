@@ -21,6 +21,7 @@ import httpx
 from rich.console import Console
 from rich.live import Live
 
+from citypass.bench.syncworld import backlog
 from citypass.city.cast import mint_cast
 from citypass.city.checks import Check, Facts, run_checks
 from citypass.city.enrol import enrol_gate
@@ -42,7 +43,6 @@ from citypass.city.script import (
 from citypass.city.summary import fetch_reports, print_summary
 from citypass.city.view import CityView
 from citypass.sync.relay import LinkRelay
-from citypass.sync.testing import backlog
 
 FARE = 400  # fen, Longxiangqiao ↔ Fengqi
 NOTES = {

@@ -14,31 +14,55 @@ Example — issue a static annual pass and verify it offline::
     True
 """
 
-from citypass.credential.claims import (
-    Annual,
-    Credential,
-    Group,
-    HolderKey,
-    Mode,
-    Product,
-    Reservation,
-    Terms,
-    Transit,
-    UnknownTerms,
-)
-from citypass.credential.codes import PREFIX, CodeError, ParsedCode, issue, parse, present
-from citypass.credential.keys import Alg, SigningKey, VerifyKey
-from citypass.credential.reasons import Reason
-from citypass.credential.revocations import NO_REVOCATIONS, RevocationSet
-from citypass.credential.sites import SiteKind, SiteSettings
-from citypass.credential.snapshot import LedgerSnapshot, SnapshotError, load_snapshot, read_snapshot
-from citypass.credential.trustlist import TrustedKey, TrustError, TrustList
-from citypass.credential.verify import RevocationView, Verdict, VerifyPolicy, verify
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from citypass.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from citypass.credential.claims import (
+        Annual,
+        Credential,
+        Group,
+        HolderKey,
+        Mode,
+        Product,
+        Reservation,
+        Terms,
+        Transit,
+        UnknownTerms,
+    )
+    from citypass.credential.codes import PREFIX, CodeError, ParsedCode, issue, parse, present
+    from citypass.credential.keys import Alg, SigningKey, VerifyKey
+    from citypass.credential.policy import VerifyPolicy
+    from citypass.credential.reasons import Reason
+    from citypass.credential.revocations import NO_REVOCATIONS, RevocationSet
+    from citypass.credential.sites import SiteKind, SiteSettings
+    from citypass.credential.snapshot import LedgerSnapshot, SnapshotError, load_snapshot, read_snapshot
+    from citypass.credential.trustlist import TrustedKey, TrustError, TrustList
+    from citypass.credential.verifier import RevocationView, Verdict, verify
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "claims": [
+            "Annual", "Credential", "Group", "HolderKey", "Mode", "Product", "Reservation", "Terms", "Transit",
+            "UnknownTerms",
+        ],
+        "codes": ["PREFIX", "CodeError", "ParsedCode", "issue", "parse", "present"],
+        "keys": ["Alg", "SigningKey", "VerifyKey"],
+        "reasons": ["Reason"],
+        "revocations": ["NO_REVOCATIONS", "RevocationSet"],
+        "sites": ["SiteKind", "SiteSettings"],
+        "snapshot": ["LedgerSnapshot", "SnapshotError", "load_snapshot", "read_snapshot"],
+        "trustlist": ["TrustedKey", "TrustError", "TrustList"],
+        "policy": ["VerifyPolicy"],
+        "verifier": ["RevocationView", "Verdict", "verify"],
+    })
 
 __all__ = [
-    "NO_REVOCATIONS", "PREFIX", "Alg", "Annual", "CodeError", "Credential", "Group", "HolderKey",
-    "LedgerSnapshot", "Mode", "ParsedCode", "Product", "Reason", "Reservation", "RevocationSet",
-    "RevocationView", "SigningKey", "SiteKind", "SiteSettings", "SnapshotError", "Terms", "Transit",
-    "TrustError", "TrustList", "TrustedKey", "UnknownTerms", "Verdict", "VerifyKey", "VerifyPolicy", "issue",
-    "load_snapshot", "parse", "present", "read_snapshot", "verify",
+    "NO_REVOCATIONS", "PREFIX", "Alg", "Annual", "CodeError", "Credential", "Group", "HolderKey", "LedgerSnapshot",
+    "Mode", "ParsedCode", "Product", "Reason", "Reservation", "RevocationSet", "RevocationView", "SigningKey",
+    "SiteKind", "SiteSettings", "SnapshotError", "Terms", "Transit", "TrustError", "TrustList", "TrustedKey",
+    "UnknownTerms", "Verdict", "VerifyKey", "VerifyPolicy", "issue", "load_snapshot", "parse", "present",
+    "read_snapshot", "verify",
 ]

@@ -9,7 +9,7 @@ text stays inside the QR alphanumeric alphabet (5.5 bits per character instead o
   COSE ``Sig_structure`` of a detached payload ``[generated_at, SHA-256(credential)]``.
 
 :func:`parse` never raises anything but :class:`CodeError`, which carries the deny reason; it checks
-form only. Signatures and trust are the business of :mod:`citypass.credential.verify`::
+form only. Signatures and trust are the business of :mod:`citypass.credential.verifier`::
 
     >>> issuer = SigningKey.generate()
     >>> code = issue(Credential(id=b"\\x01" * 8, terms=Group(site=3, party=2)), issuer)

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~citypass.credential.verify.RevocationView` (the gate's SQLite ledger is another)."""
+"""An in-memory :class:`~citypass.credential.verifier.RevocationView` (the gate's SQLite ledger is another)."""
 
 from __future__ import annotations
 

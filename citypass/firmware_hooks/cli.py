@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
@@ -113,6 +112,8 @@ def power_fail(config_path: Path, pid_file: Path | None, unit: str | None, timeo
 
 
 def _installed_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("citypass")
     except PackageNotFoundError:

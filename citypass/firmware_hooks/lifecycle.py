@@ -47,9 +47,6 @@ from typing import Any
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.barrier.logic import BarrierMode
 from citypass.gate.config import GateConfig
-from citypass.gate.ledger import GateLedger
-from citypass.gate.ledger.connection import LedgerError
-from citypass.gate.ledger.migrations import SCHEMA_VERSION
 
 GATE_UNIT = "citypass-gate.service"
 
@@ -141,8 +138,12 @@ def stop_daemon(*, pid_file: Path | None = None, unit: str | None = None, timeou
 
 
 # -- ledger --------------------------------------------------------------------------------------------
+# The ledger's modules (sqlite-utils) are imported by the steps that open it, not by this module: the hooks
+# that only park the barrier (boot, safe-state) start without them.
 def flush_ledger(path: Path) -> Step:
     """Make every committed tap durable in the main database file and empty the WAL."""
+    from citypass.gate.ledger import GateLedger, LedgerError
+
     if not path.exists():
         return Step("ledger_flush", True, f"{path} does not exist yet (nothing recorded)")
     try:
@@ -181,6 +182,8 @@ def backup_ledger(path: Path, target: Path) -> Step:
 
 def migrate_ledger(path: Path) -> list[Step]:
     """Open the ledger with this software (which runs missing migrations), then integrity-check it."""
+    from citypass.gate.ledger import SCHEMA_VERSION, GateLedger, LedgerError
+
     try:
         before = _user_version(path) if path.exists() else None
         with GateLedger.open(path) as ledger:
@@ -197,6 +200,8 @@ def restore_ledger(path: Path, backup: Path) -> Step:
     """After a rollback: keep the ledger if this (older) software can open it; otherwise put the
     pre-update backup back. The newer file is moved aside, never deleted: taps recorded while the new
     software ran are still in it, for a technician to upload."""
+    from citypass.gate.ledger import SCHEMA_VERSION
+
     if not path.exists():
         return Step("ledger_restore", True, f"{path} does not exist: nothing to restore")
     try:

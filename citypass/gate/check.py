@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from citypass.gate.decision import Decision, GateContext, GatePolicy, decide
+from citypass.gate.decision import Decision, GateContext, decide
 from citypass.gate.memory_ledger import MemoryLedger
+from citypass.gate.policy import GatePolicy
 
 #: Reads an image file and returns (decoded texts, decoder name, milliseconds spent decoding).
 ImageReader = Callable[[str], tuple[list[str], str, float]]

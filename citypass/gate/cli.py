@@ -7,16 +7,17 @@ from pathlib import Path
 
 import click
 
-from citypass.clitools import ISO_TIME
+from citypass.clitools import ISO_TIME, LazyGroup
 from citypass.credential.keys import read_public_key
 from citypass.credential.snapshot import SnapshotError, read_snapshot
+from citypass.credential.timefmt import utc_now
 from citypass.gate.check import CheckInput, check_inputs
-from citypass.gate.decision import Direction, GateContext
+from citypass.gate.decision import GateContext
 from citypass.gate.memory_ledger import MemoryLedger
-from citypass.timefmt import utc_now
+from citypass.gate.policy import Direction
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def gate() -> None:
     """Run and check a gate."""
 
@@ -60,22 +61,3 @@ def check(snapshot: Path, site: str, at: int | None, direction: str, root_key: P
     ledger = MemoryLedger(snap, clock_floor=0 if at is not None else None)
     for line in check_inputs(inputs, ledger, ctx, utc_now() if at is None else at, read_image=reader):
         click.echo(json.dumps(line, ensure_ascii=False))
-
-
-@gate.command()
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="The gate's TOML config (see docs/gate-config.md).")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None,
-              help="Stop after this many frames (for tests and trials).")
-def run(config_path: Path, max_frames: int | None) -> None:
-    """Run the gate daemon: camera, decoder, ledger, barrier, /healthz and /metrics.
-
-    Stops cleanly on SIGTERM or Ctrl-C, leaving the barrier in its configured safe state.
-    """
-    from citypass.gate.config import ConfigError
-    from citypass.gate.wiring import run_from_file
-
-    try:
-        run_from_file(config_path, max_frames)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None

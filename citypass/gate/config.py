@@ -18,12 +18,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from citypass.credential.verify import VerifyPolicy
+from citypass.credential.policy import VerifyPolicy
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.camera.config import CameraConfig
-from citypass.gate.decision import Direction, GatePolicy
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
 from citypass.gate.ledger.config import LedgerConfig
+from citypass.gate.policy import Direction, GatePolicy
 
 
 class ConfigError(Exception):

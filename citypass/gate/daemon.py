@@ -1,7 +1,7 @@
 """The gate daemon: camera → decode → decide → record → barrier, in one loop that never waits on a network.
 
 :class:`GateDaemon` holds already-built adapters (camera, decoder, barrier, ledger) and runs the
-per-frame pipeline; :func:`citypass.gate.wiring.build_daemon` is the one place that builds those adapters from a
+per-frame pipeline; :func:`citypass.wiring.gate.build_daemon` is the one place that builds those adapters from a
 :class:`~citypass.gate.config.GateConfig`. Tests and benchmarks inject their own adapters (a memory camera feed,
 gpiozero's ``MockFactory`` pins, a ledger in a temporary file).
 
@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from citypass.credential.codes import CodeError, parse
 from citypass.credential.reasons import Reason
-from citypass.credential.verify import Verdict
+from citypass.credential.verifier import Verdict
 from citypass.gate.barrier.events import (
     BarrierEvent,
     FireAlarmCleared,
@@ -48,12 +48,13 @@ from citypass.gate.camera.base import Frame
 from citypass.gate.camera.watchdog import CameraStatus
 from citypass.gate.config import GateConfig
 from citypass.gate.debounce import PresentationTracker
-from citypass.gate.decision import Decision, GateContext, TapKind, decide
+from citypass.gate.decision import Decision, GateContext, decide
 from citypass.gate.decoders.base import Decoder
 from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.connection import LedgerError
 from citypass.gate.logs import EventLog
 from citypass.gate.metrics import GateMetrics
+from citypass.gate.policy import TapKind
 
 HOUSEKEEPING_S = 5.0
 

@@ -2,7 +2,7 @@
 
 Pure: no camera, GPIO, MQTT or SQLite is imported here and time is an argument, so every rule can be
 tested at any instant and the daemon, ``citypass gate check`` and the benchmarks all decide the same
-way. :func:`citypass.credential.verify.verify` answers "is this code authentic and applicable here and now?";
+way. :func:`citypass.credential.verifier.verify` answers "is this code authentic and applicable here and now?";
 this module adds what needs the gate's ledger and its own condition:
 
 * **usage** — persons already admitted on a party ticket, anti-passback for annual passes (hard deny or
@@ -25,48 +25,20 @@ Example (see tests/test_decision.py for every rule)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Literal, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from citypass.credential.claims import Annual, Credential, Group, Reservation, Transit
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.trustlist import TrustList
-from citypass.credential.verify import RevocationView, Verdict, VerifyPolicy, verify
+from citypass.credential.verifier import RevocationView, Verdict, verify
+from citypass.gate.policy import Direction, GatePolicy, TapKind
 
 TIME_REASONS = frozenset({
     Reason.PRESENTATION_EXPIRED, Reason.PRESENTATION_FROM_FUTURE, Reason.EXPIRED, Reason.NOT_YET_VALID,
     Reason.SLOT_ENDED, Reason.SLOT_NOT_STARTED, Reason.KEY_RETIRED, Reason.KEY_NOT_YET_VALID,
 })
-
-
-class Direction(StrEnum):
-    ENTRY = "entry"
-    EXIT = "exit"
-
-
-class TapKind(StrEnum):
-    """What an allowed decision records."""
-
-    ENTRY = "entry"  # an admission (consumes usage)
-    EXIT = "exit"  # leaving a site (counts for occupancy only)
-    TAP_IN = "tap_in"  # metro entry
-    TAP_OUT = "tap_out"  # metro exit
-    TAP = "tap"  # bus / water bus single tap
-
-
-@dataclass(frozen=True)
-class GatePolicy:
-    """How the gate behaves when things are not normal. Defaults favour the flow of visitors while
-    keeping every exception visible."""
-
-    verify: VerifyPolicy = field(default_factory=VerifyPolicy)
-    stale_ledger: Literal["allow_flag", "deny"] = "allow_flag"
-    untrusted_clock_static: Literal["allow_flag", "deny"] = "allow_flag"
-    untrusted_clock_dynamic: Literal["allow_flag", "deny"] = "deny"
-    metro_max_journey_minutes: int = 240
-    exit_requires_tap_in: bool = False  # True only where every station's tap-ins reach this gate's ledger
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from dataclasses import replace
 
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.credential.trustlist import TrustList
-from citypass.gate.decision import Decision, TapKind, Usage, usage_after
+from citypass.gate.decision import Decision, Usage, usage_after
+from citypass.gate.policy import TapKind
 
 
 class MemoryLedger:

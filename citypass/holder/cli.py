@@ -9,7 +9,7 @@ import click
 from citypass.clitools import ISO_TIME, friendly_errors
 from citypass.credential.codes import CodeError, present
 from citypass.credential.keys import Alg, SigningKey, read_private_key, write_private_key, write_public_key
-from citypass.timefmt import utc_now
+from citypass.credential.timefmt import utc_now
 
 
 @click.group()

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
-from citypass.clitools import ISO_TIME, friendly_errors
+from citypass.clitools import ISO_TIME, LazyGroup, friendly_errors
 from citypass.credential.claims import Mode, Product
 from citypass.credential.codes import CodeError
 from citypass.credential.keys import Alg, read_public_key
 from citypass.credential.sites import SiteKind, SiteSettings
+from citypass.credential.timefmt import format_time, utc_now
 from citypass.issuer.home import HomeError, IssuerHome
 from citypass.issuer.records import ROLES, Conflict
 from citypass.issuer.service import IssueError, Issuer
 from citypass.issuer.tokens import TOKEN_PREFIX, create_token, parse_secret
-from citypass.timefmt import format_time, utc_now
-
-if TYPE_CHECKING:
-    from citypass.sync.issuer_sync import IssuerSync
 
 ERRORS = (HomeError, IssueError, CodeError, Conflict, ValueError, OSError)
 HOME_OPTION = click.option(
@@ -30,13 +26,13 @@ HOME_OPTION = click.option(
 PASSPHRASE_ENV = "CITYPASS_KEY_PASSPHRASE"
 
 
-def _home(path: Path) -> IssuerHome:
+def open_home(path: Path) -> IssuerHome:
     # The passphrase is read here, at the wiring point, never at import time.
     secret = os.environ.get(PASSPHRASE_ENV)
     return IssuerHome(path, secret.encode() if secret else None)
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def issuer() -> None:
     """Run the central issuer: keys, credentials, revocations, ledger snapshots.
 
@@ -63,7 +59,7 @@ def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
         if kind and kind not in {k.value for k in SiteKind}:
             raise click.BadParameter(f"unknown site kind {kind!r}", param_hint="--site")
         pairs.append((name, kind or "scenic"))
-    result = Issuer.init(_home(home), pairs, utc_now(), Alg.from_name(alg))
+    result = Issuer.init(open_home(home), pairs, utc_now(), Alg.from_name(alg))
     click.echo(f"issuer home {home} ready; root key id {result.root_key().kid.hex()}; "
                f"{len(pairs)} site(s); pin {result.home.root_pub_path} on gates")
 
@@ -82,7 +78,7 @@ def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
 def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None, hours: str | None,
              passback: int, soft_passback: bool) -> None:
     """Add a site NAME (its number is the next free one)."""
-    iss = Issuer.open(_home(home))
+    iss = Issuer.open(open_home(home))
     opens = closes = None
     if hours:
         opens, sep, closes = hours.partition("-")
@@ -122,7 +118,7 @@ def mint(home: Path, product: str, sites: str | None, venue: str | None, site: s
          slot_start: int | None, slot_end: int | None, grace: int, party: int, account: str | None, modes: str,
          passback: int | None, valid_from: int | None, valid_to: int | None, holder_key: Path | None) -> None:
     """Sign a credential and print exactly one line: its code text."""
-    iss = Issuer.open(_home(home))
+    iss = Issuer.open(open_home(home))
     holder = read_public_key(holder_key) if holder_key else None
     now = utc_now()
     kind = Product.from_name(product)
@@ -155,7 +151,7 @@ def mint(home: Path, product: str, sites: str | None, venue: str | None, site: s
 @friendly_errors(*ERRORS)
 def revoke(home: Path, credential_id: str, reason: str) -> None:
     """Revoke CREDENTIAL_ID (hex, from `citypass code inspect`; a whole code text also works)."""
-    cred_id = Issuer.open(_home(home)).revoke(credential_id, utc_now(), reason)
+    cred_id = Issuer.open(open_home(home)).revoke(credential_id, utc_now(), reason)
     click.echo(f"revoked {cred_id.hex()}")
 
 
@@ -166,7 +162,7 @@ def revoke(home: Path, credential_id: str, reason: str) -> None:
 @friendly_errors(*ERRORS)
 def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
     """Revoke every credential bound to a holder PUBLIC_KEY (a lost phone)."""
-    holder_id = Issuer.open(_home(home)).revoke_holder(read_public_key(public_key), utc_now(), reason)
+    holder_id = Issuer.open(open_home(home)).revoke_holder(read_public_key(public_key), utc_now(), reason)
     click.echo(f"revoked holder {holder_id.hex()}")
 
 
@@ -176,7 +172,7 @@ def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
 @friendly_errors(*ERRORS)
 def rotate(home: Path, retire_old_at: int | None) -> None:
     """Add a new issuer signing key; the old one verifies until --retire-old-at."""
-    iss = Issuer.open(_home(home))
+    iss = Issuer.open(open_home(home))
     old = iss.store.active_key("issuer")
     new = iss.rotate(utc_now(), retire_old_at)
     note = ""
@@ -193,7 +189,7 @@ def rotate(home: Path, retire_old_at: int | None) -> None:
 def require_dynamic(home: Path, products: str) -> None:
     """Require holder-bound dynamic codes for PRODUCTS (comma-separated; empty to clear)."""
     kinds = [Product.from_name(p.strip()) for p in products.split(",") if p.strip()]
-    Issuer.open(_home(home)).set_require_dynamic(kinds, utc_now())
+    Issuer.open(open_home(home)).set_require_dynamic(kinds, utc_now())
     click.echo("dynamic codes required for: " + (", ".join(p.name.lower() for p in kinds) or "nothing"))
 
 
@@ -202,7 +198,7 @@ def require_dynamic(home: Path, products: str) -> None:
 @friendly_errors(*ERRORS)
 def keys(home: Path) -> None:
     """List the keys in the trust list."""
-    for k in Issuer.open(_home(home)).store.keys():
+    for k in Issuer.open(open_home(home)).store.keys():
         click.echo(f"{k.entry.role:8} {k.entry.kid.hex()} {k.entry.key.alg.label:7} "
                    f"from {format_time(k.entry.valid_from)} to {format_time(k.entry.valid_to) or '-'}"
                    f"{'  (active)' if k.active else ''}")
@@ -214,80 +210,11 @@ def keys(home: Path) -> None:
 @friendly_errors(*ERRORS)
 def export(home: Path, out: Path) -> None:
     """Write a signed ledger snapshot (trust list, revocations, site settings) for gates."""
-    data = Issuer.open(_home(home)).export(utc_now())
+    data = Issuer.open(open_home(home)).export(utc_now())
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)  # a gate never sees half a snapshot
     click.echo(f"wrote {out} ({len(data)} bytes)")
-
-
-@issuer.command()
-@HOME_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
-              show_default=True)
-@click.option("--broker-home", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="A broker home (`citypass broker init`): the issuer then signs device certificates when an "
-                   "enrollment is redeemed with a CSR, and revokes them when a device is retired.")
-@click.option("--broker", "broker_address", metavar="HOST:PORT", default=None,
-              help="The broker address enrolled devices are told to dial (with --broker-home).")
-@click.option("--mqtt-workers", type=click.IntRange(0, 32), default=0, show_default=True,
-              help="With --broker-home and --broker: run this many MQTT ingest workers (shared subscription) and "
-                   "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
-@click.option("--mqtt-group", default="ingest", show_default=True,
-              help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
-@friendly_errors(*ERRORS)
-def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
-          broker_address: str | None, mqtt_workers: int, mqtt_group: str) -> None:
-    """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
-
-    Create a token first: `citypass issuer token create --home HOME --role admin`.
-    """
-    import uvicorn  # the server is only needed here
-
-    from citypass.issuer.api import create_app
-    from citypass.sync.home import BrokerError, BrokerHome
-
-    if broker_address is not None and broker_home is None:
-        raise click.UsageError("--broker needs --broker-home")
-    bhome = None
-    if broker_home is not None:
-        bhome = BrokerHome(broker_home)
-        try:
-            _ = bhome.ca  # fail now, not at the first enrollment, when there is no CA there
-        except Exception as exc:
-            raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
-    if mqtt_workers and (bhome is None or broker_address is None):
-        raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
-    iss = Issuer.open(_home(home))
-    iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
-    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, mqtt_group, home) if mqtt_workers else None
-    try:
-        uvicorn.run(create_app(iss, broker_home=bhome, broker_address=broker_address), host=host, port=port,
-                    log_level=log_level)
-    finally:
-        if mqtt is not None:
-            mqtt.stop()
-        iss.close()
-
-
-def _start_mqtt(iss: Issuer, bhome: object, address: str | None, workers: int, group: str,
-                home: Path) -> IssuerSync:
-    """Enrol the issuer's MQTT identities (renewed at each start) and start the sync beside the API."""
-    from citypass.sync.endpoint import Endpoint
-    from citypass.sync.home import BrokerHome, ClientFiles
-    from citypass.sync.issuer_sync import IssuerSync as Sync
-
-    assert isinstance(bhome, BrokerHome) and address is not None
-    host, _, port = address.rpartition(":")
-
-    def endpoint_for(cn: str) -> Endpoint:
-        files = bhome.add_service(cn, out_dir=home / "mqtt" / cn)
-        assert isinstance(files, ClientFiles)
-        return Endpoint(host, int(port), tls=files)
-
-    return Sync(iss, endpoint_for, workers=workers, group=group).start()
 
 
 @issuer.command("enrollment-qr")
@@ -306,11 +233,11 @@ def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, exi
     carries the issuer URL, the device id, the root key id to pin and the token: treat it as a secret
     until it is used or expires. Prints the setup code text too (for `--token` when typing).
     """
+    from citypass.credential.setupcode import SetupCode, SetupCodeError
     from citypass.issuer.records import Enrollment
     from citypass.issuer.tokens import ENROLLMENT_PREFIX, new_secret
-    from citypass.provisioning.setupcode import SetupCode, SetupCodeError
 
-    iss = Issuer.open(_home(home))
+    iss = Issuer.open(open_home(home))
     device = iss.store.device(device_id)
     if device.status == "retired":
         raise Conflict(f"device {device_id!r} is retired")
@@ -338,7 +265,7 @@ def token() -> None:
 @friendly_errors(*ERRORS)
 def token_create(home: Path, role: str, label: str) -> None:
     """Create an API token and print it (the only time it is shown)."""
-    iss = Issuer.open(_home(home))
+    iss = Issuer.open(open_home(home))
     issued = create_token(iss.store, role, utc_now(), label=label)
     click.echo(issued.text)
 
@@ -348,7 +275,7 @@ def token_create(home: Path, role: str, label: str) -> None:
 @friendly_errors(*ERRORS)
 def token_list(home: Path) -> None:
     """List tokens: id, role, device, label, created, revoked (never the secrets)."""
-    for t in Issuer.open(_home(home)).store.tokens():
+    for t in Issuer.open(open_home(home)).store.tokens():
         click.echo(f"{t.id} {t.role:10} {t.device_id or '-':20} {format_time(t.created_at)} "
                    f"{'revoked ' + (format_time(t.revoked_at) or '') if t.revoked_at else 'live'}  {t.label}")
 
@@ -360,6 +287,6 @@ def token_list(home: Path) -> None:
 def token_revoke(home: Path, token_id: str) -> None:
     """Revoke the token whose id is TOKEN_ID (the 12 hex digits after `cpt_`; a whole token works too)."""
     ident = parse_secret(token_id, TOKEN_PREFIX) or token_id
-    if not Issuer.open(_home(home)).store.revoke_token(ident, utc_now()):
+    if not Issuer.open(open_home(home)).store.revoke_token(ident, utc_now()):
         raise click.ClickException(f"no live token {ident}")
     click.echo(f"revoked token {ident}")

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from citypass.credential.setupcode import PREFIX, SetupCode, SetupCodeError
 from citypass.gate.camera import CameraConfig
 from citypass.gate.config import ConfigError, load_config
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
@@ -18,7 +19,7 @@ from citypass.provisioning.enroll import EnrollRequest
 from citypass.provisioning.enroll import enroll as run_enroll
 from citypass.provisioning.issuerclient import ProvisionError
 from citypass.provisioning.selftest import CheckResult, run_selftest
-from citypass.provisioning.setupcode import PREFIX, SetupCode, SetupCodeError, read_from_camera
+from citypass.provisioning.setupcode import read_from_camera
 
 DEFAULT_HOME = Path("/var/lib/citypass")
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}

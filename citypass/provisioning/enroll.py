@@ -45,9 +45,9 @@ from citypass.credential.keys import VerifyKey
 from citypass.credential.snapshot import SnapshotError, load_snapshot
 from citypass.gate.camera import classify_source
 from citypass.gate.config import ConfigError, load_config
-from citypass.gate.decision import Direction
 from citypass.gate.decoders import DEFAULT_DECODER
 from citypass.gate.ledger import GateLedger, LedgerError
+from citypass.gate.policy import Direction
 from citypass.provisioning import device as layout
 from citypass.provisioning.issuerclient import MAX_CLOCK_OFFSET_S, IssuerClient, ProvisionError, describe_offset
 from citypass.sync.ca import CAError, check_common_name, common_name, make_csr, new_key

@@ -44,8 +44,7 @@ from citypass.gate.ledger import GateLedger
 from citypass.provisioning import device as layout
 from citypass.provisioning.enroll import MIN_FREE_BYTES, free_bytes
 from citypass.provisioning.issuerclient import MAX_CLOCK_OFFSET_S, IssuerClient, ProvisionError, describe_offset
-from citypass.sync.endpoint import use_tls
-from citypass.sync.home import ClientFiles
+from citypass.sync.endpoint import ClientFiles, use_tls
 from citypass.sync.topics import OFFLINE, gate_status
 
 Status = Literal["ok", "warn", "fail"]

@@ -40,7 +40,6 @@ import fcntl
 import ipaddress
 import json
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,20 +50,23 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from citypass.credential.devices import check_device_id
+from citypass.errors import CityPassError, InvalidInput
+
 CA_NAME = "City Pass device CA"
 Kind = Literal["device", "service", "server"]
-CN_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 CA_DAYS = 3650
 LEAF_DAYS = 825  # what browsers accept for a server; devices are re-enrolled well within it
 CRL_DAYS = 365  # OpenSSL refuses *every* client once the CRL's next_update passes: keep it long, refresh it
 
 
-class CAError(Exception):
+class CAError(CityPassError):
     """A CA operation that cannot be done: a bad CN or CSR, a missing or existing CA, an unknown device."""
 
 
 def check_common_name(cn: str) -> str:
-    """Return ``cn`` if it is safe as an MQTT username and topic level, else raise :class:`CAError`.
+    """Return ``cn`` if it is a safe device id (:mod:`citypass.credential.devices`: it becomes an MQTT username,
+    client id, ACL entry and topic level), else raise :class:`CAError`.
 
     >>> check_common_name("gate-wl-e1")
     'gate-wl-e1'
@@ -73,9 +75,10 @@ def check_common_name(cn: str) -> str:
     ...
     citypass.sync.ca.CAError: unsafe common name 'gate/+': use 1-64 of a-z 0-9 . _ - (starting and ending alphanumeric)
     """
-    if not CN_RE.fullmatch(cn):
-        raise CAError(f"unsafe common name {cn!r}: use 1-64 of a-z 0-9 . _ - (starting and ending alphanumeric)")
-    return cn
+    try:
+        return check_device_id(cn, "common name")
+    except InvalidInput as exc:
+        raise CAError(str(exc)) from None
 
 
 def common_name(cert: x509.Certificate | x509.CertificateSigningRequest) -> str:

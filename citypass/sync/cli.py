@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from citypass.clitools import friendly_errors
 from citypass.sync.broker import Broker
 from citypass.sync.ca import CAError, write_atomic
-from citypass.sync.home import BrokerError, BrokerHome, ClientFiles
+from citypass.sync.endpoint import ClientFiles
+from citypass.sync.home import BrokerError, BrokerHome
 
 ERRORS = (BrokerError, CAError, ValueError, OSError)
 HOME_OPTION = click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -24,7 +25,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from citypass.sync.home import ClientFiles
+
+@dataclass(frozen=True)
+class ClientFiles:
+    """What a client needs for TLS (:func:`tls_context`): the CA certificate, its own certificate and
+    its private key."""
+
+    ca: Path
+    cert: Path
+    key: Path
 
 
 class _ClosingSSLSocket(ssl.SSLSocket):

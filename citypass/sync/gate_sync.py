@@ -52,7 +52,6 @@ from citypass.gate.ledger.connection import LedgerError
 from citypass.sync import codec, topics
 from citypass.sync.clock import OffsetEstimator
 from citypass.sync.endpoint import WEEK_S, Endpoint, HttpLedgerSource, stop
-from citypass.sync.uploads import mark_uploaded, pending_after
 
 log = logging.getLogger(__name__)
 SOFTWARE = "citypass-0.1.0"
@@ -156,7 +155,7 @@ class GateSync:
         cfg = self.config
         # Its own connection, with a patient busy timeout: the sync thread may wait for the decision loop's
         # commits, never the other way round (the loop's own connection keeps its 50 ms limit, and sync's
-        # writes are short: see sync.uploads).
+        # writes are short: see citypass.gate.ledger.outbox.mark_uploaded).
         ledger = GateLedger.open(cfg.ledger_path, root=cfg.root,
                                  config=LedgerConfig(busy_timeout_ms=cfg.busy_timeout_ms))
         will = codec.encode_status(codec.Status(online=False, at=int(self.clock()), software=cfg.software))
@@ -256,7 +255,7 @@ class GateSync:
         if self._acked_ids:
             ids, self._acked_ids = self._acked_ids, []
             try:
-                self.counters["acked"] += mark_uploaded(ledger, ids, int(self.clock()))
+                self.counters["acked"] += ledger.mark_uploaded(ids, int(self.clock()))
             except LedgerError as exc:  # not marked: the rows are sent again and acked as duplicates
                 self._event("mark_failed", "warning", error=str(exc), events=len(ids))
 
@@ -272,7 +271,7 @@ class GateSync:
             self._event("ack_timeout", "warning", in_flight=len(self._in_flight))
             self._reset_uploads()
         while len(self._in_flight) < cfg.window:
-            rows = pending_after(ledger, self._cursor, cfg.batch_size)
+            rows = ledger.pending(cfg.batch_size, after=self._cursor)
             if not rows:
                 return
             batch_id, self._next_batch = self._next_batch, (self._next_batch + 1) % 2**32

@@ -36,7 +36,6 @@ import os
 import pwd
 import shutil
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -44,20 +43,11 @@ from cryptography.hazmat.primitives import serialization
 
 from citypass.sync.brokerconf import BrokerSettings, Identity, render_acl, render_config
 from citypass.sync.ca import CAError, CertificateAuthority, check_common_name, make_device_key, write_atomic
+from citypass.sync.endpoint import ClientFiles
 
 
 class BrokerError(Exception):
     """The broker home or process cannot do what was asked (message says why and what to do)."""
-
-
-@dataclass(frozen=True)
-class ClientFiles:
-    """What a client needs for TLS (``citypass.sync.endpoint.tls_context``): the CA certificate, its own certificate and
-    its private key."""
-
-    ca: Path
-    cert: Path
-    key: Path
 
 
 class BrokerHome:

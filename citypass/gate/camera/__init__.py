@@ -33,14 +33,29 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from citypass.gate.camera.base import Frame, FrameSource, Image, Interruptible, SourceError
 from citypass.gate.camera.config import CameraConfig, SourceKind, classify_source
-from citypass.gate.camera.grabber import FrameGrabber
-from citypass.gate.camera.images import ImageDirSource
-from citypass.gate.camera.memory import MemoryFeed, MemorySource, forget_feed, memory_feed
-from citypass.gate.camera.opencv import OpenCVSource
-from citypass.gate.camera.watchdog import CameraState, CameraStatus
+from citypass.lazy import lazy_exports
+
+# The adapters and the grabber load numpy and OpenCV: they are imported when a camera is opened (or one of
+# their names is used), so a program that only reads the gate's config — a firmware hook — never loads them.
+if TYPE_CHECKING:
+    from citypass.gate.camera.base import Frame, FrameSource, Image, Interruptible, SourceError
+    from citypass.gate.camera.grabber import FrameGrabber
+    from citypass.gate.camera.images import ImageDirSource
+    from citypass.gate.camera.memory import MemoryFeed, MemorySource, forget_feed, memory_feed
+    from citypass.gate.camera.opencv import OpenCVSource
+    from citypass.gate.camera.watchdog import CameraState, CameraStatus
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "base": ["Frame", "FrameSource", "Image", "Interruptible", "SourceError"],
+        "grabber": ["FrameGrabber"],
+        "images": ["ImageDirSource"],
+        "memory": ["MemoryFeed", "MemorySource", "forget_feed", "memory_feed"],
+        "opencv": ["OpenCVSource"],
+        "watchdog": ["CameraState", "CameraStatus"],
+    })
 
 __all__ = [
     "CameraConfig",
@@ -79,9 +94,15 @@ def open_source(spec: CameraConfig) -> FrameSource:
     """
     kind, target = spec.kind, spec.target
     if kind == "images":
+        from citypass.gate.camera.images import ImageDirSource
+
         return ImageDirSource(target, fps=spec.fps, loop=spec.loop, width=spec.width, height=spec.height)
     if kind == "memory":
+        from citypass.gate.camera.memory import MemorySource
+
         return MemorySource(target)
+    from citypass.gate.camera.opencv import OpenCVSource  # OpenCV loads with the first camera it opens
+
     return OpenCVSource(
         target,
         kind=kind,
@@ -109,6 +130,8 @@ def open_camera(
         ('out_of_order', 'file:/no/such/clip.mp4: no such file')
         >>> camera.close()
     """
+    from citypass.gate.camera.grabber import FrameGrabber
+
     return FrameGrabber(
         lambda: open_source(spec),
         stale_after_s=spec.stale_after_s,

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -162,6 +161,8 @@ def fit_to_size(image: object, width: int | None, height: int | None) -> Image:
     # INTER_AREA is the right filter for shrinking (the usual case: a 1080p clip on a 720p gate); it
     # averages instead of skipping pixels, which would alias the fine modules of a QR code.
     shrinking = width * height < array.shape[0] * array.shape[1]
+    import cv2  # OpenCV loads with the first frame that needs resizing, not with the interface
+
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return np.asarray(cv2.resize(array, (width, height), interpolation=interpolation), dtype=np.uint8)
 

@@ -49,19 +49,47 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from citypass.gate.decoders.base import Corners, Decoded, Decoder, to_gray
-from citypass.gate.decoders.chain import ChainDecoder
-from citypass.gate.decoders.zbar import ZbarDecoder
-from citypass.gate.decoders.zxing import ZxingDecoder
+from citypass.errors import InvalidInput
+from citypass.lazy import lazy_exports
 
-_FACTORIES: Final[dict[str, Callable[[], Decoder]]] = {
-    "zxing": ZxingDecoder,
-    "zbar": ZbarDecoder,
+# Each decoder's module loads its library (zxing-cpp, pyzbar, OpenCV) when the decoder is first made, so
+# reading the gate config (which names the decoder) loads none of them.
+if TYPE_CHECKING:
+    from citypass.gate.decoders.base import Corners, Decoded, Decoder, to_gray
+    from citypass.gate.decoders.chain import ChainDecoder
+    from citypass.gate.decoders.zbar import ZbarDecoder
+    from citypass.gate.decoders.zxing import ZxingDecoder
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "base": ["Corners", "Decoded", "Decoder", "to_gray"],
+        "chain": ["ChainDecoder"],
+        "zbar": ["ZbarDecoder"],
+        "zxing": ["ZxingDecoder"],
+    })
+
+
+def _zxing() -> Decoder:
+    from citypass.gate.decoders.zxing import ZxingDecoder
+
+    return ZxingDecoder()
+
+
+def _zbar(try_invert: bool = True) -> Decoder:
+    from citypass.gate.decoders.zbar import ZbarDecoder
+
+    return ZbarDecoder(try_invert=try_invert)
+
+
+def _chain() -> Decoder:
+    from citypass.gate.decoders.chain import ChainDecoder
+
     # zxing already reads dark mode, so zbar's inverted retry adds cost and no reads in the chain.
-    "chain": lambda: ChainDecoder([ZxingDecoder(), ZbarDecoder(try_invert=False)], name="chain"),
-}
+    return ChainDecoder([_zxing(), _zbar(try_invert=False)], name="chain")
+
+
+_FACTORIES: Final[dict[str, Callable[[], Decoder]]] = {"zxing": _zxing, "zbar": _zbar, "chain": _chain}
 
 #: Names accepted by :func:`make_decoder`.
 DECODER_NAMES: Final = tuple(_FACTORIES)
@@ -71,13 +99,13 @@ DEFAULT_DECODER: Final = "zxing"
 def make_decoder(name: str = DEFAULT_DECODER) -> Decoder:
     """A fresh decoder by registry name: ``"zxing"``, ``"zbar"`` or ``"chain"``.
 
-    Raises ValueError (listing the valid names) for anything else, so a typo in the gate config is
-    reported at start-up rather than at the first visitor.
+    Raises :class:`~citypass.errors.InvalidInput` (listing the valid names) for anything else, so a typo in the
+    gate config is reported at start-up rather than at the first visitor.
     """
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(f"unknown decoder {name!r}; expected one of {', '.join(DECODER_NAMES)}") from None
+        raise InvalidInput(f"unknown decoder {name!r}; expected one of {', '.join(DECODER_NAMES)}") from None
     return factory()
 
 

@@ -11,22 +11,40 @@ Example::
 See :mod:`citypass.gate.ledger.store` for the tour.
 """
 
-from citypass.gate.ledger.config import LedgerConfig
-from citypass.gate.ledger.connection import (
-    LedgerBusy,
-    LedgerError,
-    LedgerStorageError,
-    SchemaError,
-    SnapshotRefused,
-    TapNotFound,
-)
-from citypass.gate.ledger.migrations import SCHEMA_VERSION
-from citypass.gate.ledger.outbox import OutboxRow
-from citypass.gate.ledger.store import Checkpoint, GateIdentity, GateLedger, Integrity, SiteNotConfigured
-from citypass.gate.ledger.taps import Tap
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from citypass.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from citypass.gate.ledger.config import LedgerConfig
+    from citypass.gate.ledger.connection import (
+        LedgerBusy,
+        LedgerError,
+        LedgerStorageError,
+        SchemaError,
+        SnapshotRefused,
+        TapNotFound,
+    )
+    from citypass.gate.ledger.migrations import SCHEMA_VERSION
+    from citypass.gate.ledger.outbox import OutboxRow
+    from citypass.gate.ledger.store import Checkpoint, GateIdentity, GateLedger, Integrity, SiteNotConfigured
+    from citypass.gate.ledger.taps import Tap
+else:
+    __getattr__, __dir__ = lazy_exports(__name__, {
+        "config": ["LedgerConfig"],
+        "connection": [
+            "LedgerBusy", "LedgerError", "LedgerStorageError", "SchemaError", "SnapshotRefused", "TapNotFound",
+        ],
+        "migrations": ["SCHEMA_VERSION"],
+        "outbox": ["OutboxRow"],
+        "store": ["Checkpoint", "GateIdentity", "GateLedger", "Integrity", "SiteNotConfigured"],
+        "taps": ["Tap"],
+    })
 
 __all__ = [
     "SCHEMA_VERSION", "Checkpoint", "GateIdentity", "GateLedger", "Integrity", "LedgerBusy", "LedgerConfig",
-    "LedgerError", "LedgerStorageError", "OutboxRow", "SchemaError", "SiteNotConfigured", "SnapshotRefused",
-    "Tap", "TapNotFound",
+    "LedgerError", "LedgerStorageError", "OutboxRow", "SchemaError", "SiteNotConfigured", "SnapshotRefused", "Tap",
+    "TapNotFound",
 ]

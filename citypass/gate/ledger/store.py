@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
@@ -45,13 +45,14 @@ from citypass.credential.keys import VerifyKey
 from citypass.credential.sites import SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.credential.trustlist import TrustList
-from citypass.gate.decision import Decision, Direction, GateContext, Usage
+from citypass.gate.decision import Decision, GateContext, Usage
 from citypass.gate.ledger import outbox, snapshots, taps
 from citypass.gate.ledger.config import LedgerConfig
 from citypass.gate.ledger.connection import LedgerError, connect, translate, write
 from citypass.gate.ledger.migrations import migrate
 from citypass.gate.ledger.outbox import OutboxRow
 from citypass.gate.ledger.taps import Tap
+from citypass.gate.policy import Direction
 
 DAY = 86_400
 # The decision path's queries, each run on its own long-lived cursor.
@@ -319,17 +320,34 @@ class GateLedger:
         return taps.load_tap(self.db.conn, tap_id)
 
     # -- outbox ------------------------------------------------------------------------------------
-    def pending(self, limit: int = 500) -> list[OutboxRow]:
-        """Unacknowledged outbox events, oldest first."""
-        return outbox.pending(self.db, limit)
+    def pending(self, limit: int = 500, *, after: int = 0) -> list[OutboxRow]:
+        """Unacknowledged outbox events after outbox sequence ``after``, oldest first."""
+        try:
+            return outbox.pending(self.db, limit, after)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
 
     def mark_uploaded(self, event_ids: Iterable[str], at: int | None = None) -> int:
-        """Mark events the issuer acknowledged. Call only with acked ids. Returns how many changed."""
+        """Mark events the issuer acknowledged. Call only with acked ids. Returns how many changed.
+
+        Not fsynced (``durable=False``): an acknowledgement lost in a power cut only means the events are
+        sent again and acknowledged again as duplicates."""
         with self._write(durable=False):
             return outbox.mark_uploaded(self.db, event_ids, int(self._clock()) if at is None else at)
 
     def backlog(self) -> int:
-        return outbox.backlog(self.db)
+        """Outbox events not yet acknowledged."""
+        try:
+            return outbox.backlog(self.db)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+
+    def append_events(self, events: Iterable[tuple[str, str, Mapping[str, Any], int, int]]) -> list[str]:
+        """Append outbox events ``(kind, tap_id, fields, created_at, unix_ms)`` in one durable transaction,
+        without recording taps — how a backlog is carried over from another ledger file, and how the
+        benchmarks and tests put a week of offline taps in the outbox in seconds. Returns their ids."""
+        with self._write():
+            return outbox.add_events(self.db, events)
 
     # -- maintenance -------------------------------------------------------------------------------
     def prune(self, now: int) -> int:

@@ -26,9 +26,10 @@ from typing import Any
 import sqlite_utils
 
 from citypass.credential.reasons import Reason
-from citypass.gate.decision import Decision, Direction, GateContext, TapKind, Usage, usage_after
+from citypass.gate.decision import Decision, GateContext, Usage, usage_after
 from citypass.gate.ledger.connection import TapNotFound
 from citypass.gate.ledger.outbox import add_event
+from citypass.gate.policy import Direction, TapKind
 
 #: Anything with ``execute`` (a connection, or a cursor kept for the hot path).
 Executor = sqlite3.Connection | sqlite3.Cursor

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citypass.credential.codes import CodeError
+from citypass.credential.timefmt import utc_now
 from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues
 from citypass.issuer.api.common import ErrorOut, FieldError
 from citypass.issuer.api.deps import (
@@ -30,12 +31,11 @@ from citypass.issuer.api.deps import (
     Services,
 )
 from citypass.issuer.api.middleware import AuditLog, BodyLimit
+from citypass.issuer.authority import DeviceAuthority
 from citypass.issuer.deltas import SnapshotRequired
 from citypass.issuer.home import HomeError
 from citypass.issuer.records import Conflict, NotFound
 from citypass.issuer.service import IssueError, Issuer
-from citypass.sync.home import BrokerHome
-from citypass.timefmt import utc_now
 
 DESCRIPTION = """\
 The City Pass issuer: signs entitlements, hands out museum reservations without overbooking, revokes
@@ -79,12 +79,12 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BODY,
-               broker_home: BrokerHome | None = None, broker_address: str | None = None) -> FastAPI:
+               authority: DeviceAuthority | None = None) -> FastAPI:
     """The API app over ``issuer`` (its home's keys, its repository), with ``clock`` giving Unix seconds.
 
-    ``broker_home`` makes the issuer the device CA: an enrollment redeemed with a CSR gets a certificate
-    signed there (and the device joins the broker's ACL); a retired device's certificate is revoked.
-    ``broker_address`` (``host:port``) is what enrolled devices are told to dial."""
+    ``authority`` (:mod:`citypass.issuer.authority`) makes the issuer hand out device identity: an enrollment
+    redeemed with a CSR gets a certificate signed by it (and the device joins the broker's ACL); a retired
+    device's certificate is revoked. Without one, a redeem with a CSR is a 503."""
     app = FastAPI(title="City Pass issuer", version="1", description=DESCRIPTION,
                   dependencies=[Depends(refuse_unknown_query)],
                   openapi_tags=[{"name": t} for t in (
@@ -92,7 +92,7 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
                       "devices and enrollments", "taps", "reports")])
     services = Services(issuer, clock)
     app.state.services = services
-    app.state.device_ca = None if broker_home is None else fleet.DeviceCA(broker_home, broker_address)
+    app.state.device_authority = authority
     for module in (passes, venues, ledger, fleet, taps, reports):
         app.include_router(module.router)
 

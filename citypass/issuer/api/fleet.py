@@ -1,25 +1,26 @@
 """``/v1/devices`` (register, list, retire, health) and ``/v1/enrollments`` (one-time provisioning).
 
-When the app is built with a broker home (``create_app(…, device_ca=DeviceCA(BrokerHome(dir), "host:8883"))``,
-``citypass issuer serve --broker-home DIR``), the issuer is the certificate authority for device identity:
-redeeming an enrollment with a CSR returns the device certificate (CN = device id) signed by the broker
-home's CA, and adds the device to the broker's ACL; retiring a device revokes its certificate and
+When the app is built with a device authority (``create_app(…, authority=…)``: ``citypass issuer serve
+--broker-home DIR`` plugs in the broker home's CA, see :mod:`citypass.issuer.authority`), the issuer hands
+out device identity: redeeming an enrollment with a CSR returns the device certificate (CN = device id)
+signed by that CA, and the device joins the broker's ACL; retiring a device revokes its certificate and
 regenerates the CRL, so the broker refuses it from then on.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from citypass.credential.devices import check_device_id
+from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_INT, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
     FLEET_READ,
@@ -33,25 +34,16 @@ from citypass.issuer.api.deps import (
     note,
     roles_doc,
 )
+from citypass.issuer.authority import AuthorityError, DeviceAuthority
 from citypass.issuer.records import DEVICE_ROLE, Conflict, Device, DeviceHealth, Enrollment, NotFound
 from citypass.issuer.tokens import ENROLLMENT_PREFIX, create_token, hash_secret, new_secret, parse_secret
-from citypass.sync.ca import CAError, check_common_name, common_name
-from citypass.sync.home import BrokerError, BrokerHome
 
 router = APIRouter(tags=["devices and enrollments"])
 
 
-@dataclass(frozen=True)
-class DeviceCA:
-    """The broker home whose CA signs device certificates, and the broker address handed to devices."""
-
-    home: BrokerHome
-    broker: str | None = None  # "host:port" as devices should dial it
-
-
-def device_ca(request: Request) -> DeviceCA | None:
-    ca: DeviceCA | None = getattr(request.app.state, "device_ca", None)
-    return ca
+def device_authority(request: Request) -> DeviceAuthority | None:
+    authority: DeviceAuthority | None = getattr(request.app.state, "device_authority", None)
+    return authority
 
 
 DEVICE_ID = Path(pattern=ID_PATTERN, description="The device's id (its gate id).", examples=["gate-west-lake-01"])
@@ -118,11 +110,11 @@ def retire(request: Request, device_id: Annotated[str, DEVICE_ID], services: Ser
     device = services.store.retire_device(device_id, now)
     revoked = services.store.revoke_device_tokens(device_id, now)
     certs = 0
-    ca = device_ca(request)
-    if ca is not None:
+    authority = device_authority(request)
+    if authority is not None:
         try:  # revokes in the CA, rewrites the CRL and the ACL, and reloads a running broker
-            certs = ca.home.revoke(device_id)
-        except (BrokerError, CAError):
+            certs = authority.revoke(device_id)
+        except AuthorityError:
             certs = 0  # never given a certificate, or revoked already
     note(request, f"retired device {device_id}, {revoked} token(s) and {certs} certificate(s) revoked")
     return DeviceOut.of(device)
@@ -258,9 +250,10 @@ def _check_csr(text: str, services: ServicesDep) -> bytes:
         raise HTTPException(422, "csr: its signature does not verify")
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name not in {"secp256r1", "secp384r1"}:
         raise HTTPException(422, "csr: device keys must be EC P-256 or P-384")
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     try:
-        cn = check_common_name(common_name(csr))
-    except CAError as exc:
+        cn = check_device_id(str(names[0].value) if len(names) == 1 else "", "common name")
+    except InvalidInput as exc:
         raise HTTPException(422, f"csr: {exc}") from None
     try:
         services.store.device(cn)
@@ -278,10 +271,10 @@ def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut
     request.state.actor = f"enrollment:{ident or '?'}"
     if ident is None:
         raise HTTPException(401, "not an enrollment token")
-    ca = device_ca(request)
+    authority = device_authority(request)
     csr_pem = None
     if body.csr is not None:
-        if ca is None:
+        if authority is None:
             raise HTTPException(503, "this issuer signs no device certificates: serve it with --broker-home")
         csr_pem = _check_csr(body.csr, services)
     now = services.now()
@@ -293,16 +286,15 @@ def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut
         raise HTTPException(410, str(exc)) from None
     device = services.store.device(enrollment.device_id)
     cert_pem = ca_pem = None
-    if csr_pem is not None and ca is not None:
+    if csr_pem is not None and authority is not None:
         try:
-            if device.id in ca.home.ca.active("device"):  # re-enrollment: the old key may be lost or copied
-                ca.home.revoke(device.id)
+            if authority.has_certificate(device.id):  # re-enrollment: the old key may be lost or copied
+                authority.revoke(device.id)
             # Also adds the device to the broker ACL and reloads a running broker.
-            cert = ca.home.add_device(device.id, device.site, csr_pem)
-        except (CAError, BrokerError) as exc:
+            cert_pem = authority.certify(device.id, device.site, csr_pem)
+        except AuthorityError as exc:
             raise HTTPException(422, f"csr: {exc} (the enrollment token is used up: create a new one)") from None
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-        ca_pem = ca.home.ca_cert.read_text()
+        ca_pem = authority.ca_certificate()
     issued = create_token(services.store, DEVICE_ROLE, now, label=f"enrollment {ident}", device_id=device.id)
     site = next((s for s in services.store.sites() if s.number == device.site), None)
     note(request, f"device {device.id} enrolled with token {issued.record.id}"
@@ -311,6 +303,6 @@ def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut
                      ledger_seq=services.store.ledger_seq(),
                      root_public_key=services.issuer.root_key().public.pem().decode(),
                      certificate=cert_pem, ca_certificate=ca_pem,
-                     broker=ca.broker if ca is not None and cert_pem else None,
+                     broker=authority.broker if authority is not None and cert_pem else None,
                      snapshot=base64.b64encode(services.issuer.export(now)).decode(),
                      site_settings=site.model_dump(mode="json") if site is not None else {})

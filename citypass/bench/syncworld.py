@@ -1,29 +1,29 @@
-"""A sync world for tests and `citypass bench sync`: a real Mosquitto, a real issuer home, real gate ledgers.
+"""A sync world for `citypass bench sync` and the tests: a real Mosquitto, a real issuer home, real gate ledgers.
 
 :class:`SyncWorld` enrols gates (site 1) and issuer identities with the broker's CA, registers the gates
 with the issuer, and gives each gate a ledger file with the issuer's snapshot installed.
-:func:`fill_outbox` puts taps into a gate's outbox fast (one transaction, rows shaped exactly like
-``citypass.gate.ledger.outbox.add_event`` writes them), so a week offline is seconds to set up.
+:func:`fill_outbox` puts taps into a gate's outbox fast (one transaction through
+:meth:`~citypass.gate.ledger.GateLedger.append_events`, rows exactly as the gate writes them), so a week
+offline is seconds to set up. It composes the gate, the issuer and the broker, so it lives at the top, with
+the benchmarks.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from citypass.credential.keys import VerifyKey
-from citypass.gate.decision import Direction
 from citypass.gate.ledger import GateLedger
-from citypass.gate.ledger.outbox import new_id
+from citypass.gate.ledger.outbox import new_id, read_backlog
+from citypass.gate.policy import Direction
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import Device
 from citypass.issuer.service import Issuer
 from citypass.sync.broker import Broker
-from citypass.sync.endpoint import Endpoint
-from citypass.sync.home import BrokerHome, ClientFiles
+from citypass.sync.endpoint import ClientFiles, Endpoint
+from citypass.sync.home import BrokerHome
 
 SITES = (("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"))
 ISSUER_IDS = ("issuer", "issuer-ingest-1", "issuer-ingest-2", "issuer-ingest-3", "issuer-ingest-4")
@@ -79,30 +79,20 @@ class SyncWorld:
 def fill_outbox(path: Path, gate: str, count: int, *, start: int = 0) -> list[str]:
     """Append ``count`` tap events for ``gate`` to the outbox of the ledger at ``path``; their tap ids."""
     at = int(time.time())
-    rows, tap_ids = [], []
+    events, tap_ids = [], []
     for i in range(start, start + count):
         # UUIDv7, as the gate makes them: time-ordered, so the issuer's indexes grow at the right edge.
-        tap_id, event_id = new_id(at * 1000 + i), new_id(at * 1000 + i)
+        tap_id = new_id(at * 1000 + i)
         fields = {"gate_id": gate, "site": 1, "direction": "entry", "decision": "allow", "reason": None,
                   "flags": [], "credential_id": f"{i:016x}", "product": 1, "persons": 1, "kind": "entry",
                   "presentation_id": None, "at": at, "stages": {"decided": float(at)}}
-        body = json.dumps({"event_id": event_id, "kind": "tap", "tap_id": tap_id, **fields},
-                          separators=(",", ":"), sort_keys=True)
-        rows.append((event_id, tap_id, "tap", body, at))
+        events.append(("tap", tap_id, fields, at, at * 1000 + i))
         tap_ids.append(tap_id)
     with GateLedger.open(path) as ledger:
-        conn = ledger.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO outbox (event_id, tap_id, kind, body, created_at) VALUES (?, ?, ?, ?, ?)", rows)
-        conn.execute("COMMIT")
+        ledger.append_events(events)
     return tap_ids
 
 
 def backlog(path: Path) -> int:
-    """Outbox rows not yet acknowledged, read without taking any lock (``GateLedger.open`` migrates, which
-    writes: polling with it would compete with the gate for the write lock)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT count(*) FROM outbox WHERE uploaded_at IS NULL").fetchone()[0])
-    finally:
-        conn.close()
+    """Outbox rows not yet acknowledged, read without taking any lock."""
+    return read_backlog(path)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from citypass.credential.claims import Annual, Credential, Group, Reservation, Transit, UnknownTerms
 from citypass.credential.codes import CodeError, ParsedCode, parse
+from citypass.credential.policy import VerifyPolicy
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteSettings
 from citypass.credential.trustlist import TrustedKey, TrustList
@@ -34,15 +35,6 @@ class RevocationView(Protocol):
     def is_holder_revoked(self, holder_id: bytes) -> bool: ...
 
     def presentation_seen(self, presentation_id: bytes) -> bool: ...
-
-
-@dataclass(frozen=True)
-class VerifyPolicy:
-    """Tunables for dynamic codes. A presentation is fresh when
-    ``now - window_s - skew_s <= generated_at <= now + skew_s``."""
-
-    window_s: int = 30
-    skew_s: int = 10
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The gate daemon's one wiring point: build every adapter from a :class:`~citypass.gate.config.GateConfig`.
+"""The gate program's one wiring point: build every adapter from a :class:`~citypass.gate.config.GateConfig`,
+and the MQTT sync client beside the daemon (``citypass gate run``).
 
 Everything that touches the outside world is created here and nowhere else — the ledger file, the
 camera, the decoder, the pins, the health port, systemd's notify socket, signal handlers — so the rest of
@@ -15,12 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import click
 
 from citypass.credential.keys import VerifyKey, read_public_key
 from citypass.gate.barrier.gpio import Barrier
 from citypass.gate.camera import open_camera
-from citypass.gate.config import ConfigError, GateConfig
+from citypass.gate.config import ConfigError, GateConfig, load_config
 from citypass.gate.daemon import GateDaemon, Outcome
 from citypass.gate.decision import GateContext
 from citypass.gate.decoders import make_decoder
@@ -29,9 +31,8 @@ from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.connection import LedgerError
 from citypass.gate.logs import EventLog
 from citypass.gate.metrics import GateMetrics
-
-if TYPE_CHECKING:
-    from citypass.sync.gate_sync import GateSync
+from citypass.sync.endpoint import ClientFiles, Endpoint, HttpLedgerSource
+from citypass.sync.gate_sync import GateSync, GateSyncConfig
 
 
 def systemd_notifier(environ: dict[str, str] | None = None) -> Callable[[str], None]:
@@ -150,10 +151,6 @@ def library_logs_as_events(log: EventLog) -> Iterator[None]:
 
 def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync | None:
     """The MQTT sync thread for this gate, or None when the config has no enabled ``[sync]``."""
-    from citypass.sync.endpoint import Endpoint, HttpLedgerSource
-    from citypass.sync.gate_sync import GateSync, GateSyncConfig
-    from citypass.sync.home import ClientFiles
-
     sync = cfg.sync
     if sync is None or not sync.enabled:
         return None
@@ -175,8 +172,7 @@ def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync |
 
 
 def run_from_file(path: Path, max_frames: int | None = None) -> None:
-    from citypass.gate.config import load_config
-
+    """Load the config at ``path`` and run the gate with its sync client until stopped."""
     cfg = load_config(path)
     log = EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
     with library_logs_as_events(log):
@@ -192,3 +188,19 @@ def run_from_file(path: Path, max_frames: int | None = None) -> None:
             finally:
                 if sync is not None:
                     sync.stop()
+
+
+@click.command()
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The gate's TOML config (see docs/gate-config.md).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Stop after this many frames (for tests and trials).")
+def run(config_path: Path, max_frames: int | None) -> None:
+    """Run the gate daemon: camera, decoder, ledger, barrier, /healthz and /metrics.
+
+    Stops cleanly on SIGTERM or Ctrl-C, leaving the barrier in its configured safe state.
+    """
+    try:
+        run_from_file(config_path, max_frames)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None

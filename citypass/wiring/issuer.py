@@ -1,0 +1,114 @@
+"""The issuer program's one wiring point: ``citypass issuer serve``.
+
+It composes what the issuer package keeps apart: the HTTP API (:func:`citypass.issuer.api.create_app`) with the
+broker home's certificate authority behind its :class:`~citypass.issuer.authority.DeviceAuthority` interface
+(:class:`BrokerAuthority`), and, with ``--mqtt-workers``, the MQTT ingest workers and ledger publisher
+(:class:`citypass.sync.issuer_sync.IssuerSync`) beside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+
+from citypass.clitools import friendly_errors
+from citypass.issuer.api import create_app
+from citypass.issuer.authority import AuthorityError
+from citypass.issuer.cli import ERRORS, HOME_OPTION, open_home
+from citypass.issuer.service import Issuer
+from citypass.sync.ca import CAError
+from citypass.sync.endpoint import ClientFiles, Endpoint
+from citypass.sync.home import BrokerError, BrokerHome
+from citypass.sync.issuer_sync import IssuerSync
+
+
+@dataclass(frozen=True)
+class BrokerAuthority:
+    """The issuer's :class:`~citypass.issuer.authority.DeviceAuthority` over a broker home: certificates signed
+    by its CA, devices added to (and revoked from) its ACL and CRL, a running broker reloaded."""
+
+    home: BrokerHome
+    broker: str | None = None  # "host:port" as devices should dial it
+
+    def ca_certificate(self) -> str:
+        return self.home.ca_cert.read_text(encoding="ascii")
+
+    def has_certificate(self, device_id: str) -> bool:
+        return device_id in self.home.ca.active("device")
+
+    def certify(self, device_id: str, site: int, csr_pem: bytes) -> str:
+        try:
+            cert = self.home.add_device(device_id, site, csr_pem)
+        except (CAError, BrokerError) as exc:
+            raise AuthorityError(str(exc)) from None
+        return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+    def revoke(self, device_id: str) -> int:
+        try:
+            return self.home.revoke(device_id)
+        except (CAError, BrokerError) as exc:
+            raise AuthorityError(str(exc)) from None
+
+
+@click.command()
+@HOME_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True)
+@click.option("--broker-home", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="A broker home (`citypass broker init`): the issuer then signs device certificates when an "
+                   "enrollment is redeemed with a CSR, and revokes them when a device is retired.")
+@click.option("--broker", "broker_address", metavar="HOST:PORT", default=None,
+              help="The broker address enrolled devices are told to dial (with --broker-home).")
+@click.option("--mqtt-workers", type=click.IntRange(0, 32), default=0, show_default=True,
+              help="With --broker-home and --broker: run this many MQTT ingest workers (shared subscription) and "
+                   "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
+@click.option("--mqtt-group", default="ingest", show_default=True,
+              help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
+@friendly_errors(*ERRORS)
+def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
+          broker_address: str | None, mqtt_workers: int, mqtt_group: str) -> None:
+    """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
+
+    Create a token first: `citypass issuer token create --home HOME --role admin`.
+    """
+    if broker_address is not None and broker_home is None:
+        raise click.UsageError("--broker needs --broker-home")
+    bhome = None
+    if broker_home is not None:
+        bhome = BrokerHome(broker_home)
+        try:
+            _ = bhome.ca  # fail now, not at the first enrollment, when there is no CA there
+        except Exception as exc:
+            raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
+    if mqtt_workers and (bhome is None or broker_address is None):
+        raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
+    iss = Issuer.open(open_home(home))
+    iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
+    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, mqtt_group, home) if mqtt_workers else None
+    try:
+        authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
+        uvicorn.run(create_app(iss, authority=authority), host=host, port=port, log_level=log_level)
+    finally:
+        if mqtt is not None:
+            mqtt.stop()
+        iss.close()
+
+
+def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, workers: int, group: str,
+                home: Path) -> IssuerSync:
+    """Enrol the issuer's MQTT identities (renewed at each start) and start the sync beside the API."""
+    assert bhome is not None and address is not None
+    host, _, port = address.rpartition(":")
+
+    def endpoint_for(cn: str) -> Endpoint:
+        files = bhome.add_service(cn, out_dir=home / "mqtt" / cn)
+        assert isinstance(files, ClientFiles)
+        return Endpoint(host, int(port), tls=files)
+
+    return IssuerSync(iss, endpoint_for, workers=workers, group=group).start()
