@@ -36,7 +36,9 @@ COMPOSED = {
 
 class CityPass(LazyGroup):
     """The root group: loads groups lazily, adds the composed commands, and reports the project's own errors
-    (:class:`~citypass.errors.CityPassError`) as one ``Error: …`` line wherever they are raised."""
+    (:class:`~citypass.errors.CityPassError`, whose messages are written for the person at the keyboard) and
+    the environment's (``OSError``: a missing file, a permission) as one ``Error: …`` line, exit status 1.
+    Anything else — a ``ValueError`` or ``KeyError`` from a bug — keeps its traceback."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self.lazy:
@@ -53,7 +55,7 @@ class CityPass(LazyGroup):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except CityPassError as exc:
+        except (CityPassError, OSError) as exc:
             raise click.ClickException(str(exc)) from None
 
 

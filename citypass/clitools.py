@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules: lazily loaded command groups, option types, error reporting.
+"""Helpers shared by the command modules: lazily loaded command groups and option types.
 
 ``citypass`` has a dozen command groups whose modules pull in OpenCV, FastAPI, paho-mqtt or rich; a
 firmware hook run by systemd after a crash (``citypass hooks safe-state``) needs none of them, and every
@@ -9,17 +9,13 @@ only the module of the command that runs.
 
 from __future__ import annotations
 
-import functools
 import importlib
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 import click
 
 from citypass.credential.timefmt import parse_time
-from citypass.errors import CityPassError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class LazyGroup(click.Group):
@@ -74,22 +70,3 @@ class TimeParam(click.ParamType):  # type: ignore[type-arg]
 
 
 ISO_TIME = TimeParam()
-
-
-def friendly_errors(*error_types: type[BaseException]) -> Callable[[F], F]:
-    """Turn the project's own errors (:class:`~citypass.errors.CityPassError`), and the listed exception types,
-    into a one-line ``Error: …`` and exit status 1. Anything else keeps its traceback: a bug is ours to fix,
-    not the user's."""
-    types: tuple[type[BaseException], ...] = (CityPassError, *error_types)
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except types as exc:
-                raise click.ClickException(str(exc)) from None
-
-        return inner  # type: ignore[return-value]
-
-    return wrap

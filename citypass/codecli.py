@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from citypass.clitools import friendly_errors
 from citypass.credential import qr
 from citypass.credential.codes import CodeError, parse
 
@@ -19,7 +18,6 @@ def code() -> None:
 
 @code.command()
 @click.argument("text")
-@friendly_errors(CodeError)
 def inspect(text: str) -> None:
     """Print the decoded, UNVERIFIED contents of code TEXT as JSON (signatures are not checked)."""
     try:
@@ -48,7 +46,6 @@ def qr_group() -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG file to write.")
 @click.option("--scale", type=click.IntRange(1, 64), default=8, show_default=True, help="Pixels per module.")
 @click.option("--dark-mode", is_flag=True, help="Light modules on a dark background, as phones in dark mode show.")
-@friendly_errors(OSError, ValueError)
 def render(text: str, out: Path, scale: int, dark_mode: bool) -> None:
     """Render TEXT as a PNG QR code (alphanumeric mode, ECC M)."""
     dark, light = ("#fff", "#000") if dark_mode else ("#000", "#fff")

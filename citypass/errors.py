@@ -4,22 +4,18 @@ Every exception the project raises on purpose derives from :class:`CityPassError
 from the standard-library class that says what kind of problem it is — the mix-in keeps ``except
 ValueError`` in a caller working, and says to a reader what sort of thing went wrong:
 
-===================  ======================  ============================================================
-class                standard library        what it means
-===================  ======================  ============================================================
-:class:`InvalidInput`  ``ValueError``        bad data from outside: a code, a config file, a request
-                                             field, a snapshot, a setup code, a command-line value
-:class:`NotFound`    ``KeyError``            a named thing does not exist (a pass, a device, a tap)
-:class:`Conflict`    —                       the request is valid but clashes with the current state
-:class:`Unavailable`  —                      a resource is busy or absent right now; trying later may work
-===================  ======================  ============================================================
+* :class:`InvalidInput` (a ``ValueError``): bad data from outside — a code, a config file, a request field,
+  a snapshot, a setup code, a command-line value;
+* :class:`NotFound` (a ``KeyError``): a named thing does not exist — a pass, a device, a tap;
+* :class:`Conflict`: the request is valid but clashes with the current state — used already, full;
+* :class:`Unavailable`: a resource is busy, missing or broken right now — trying later may work.
 
 The edges translate them, and *only* them:
 
-* the command line (:func:`citypass.clitools.friendly_errors`, and the ``citypass`` entry point) prints a
-  ``CityPassError`` as one line ``Error: …`` with exit status 1 — the message is written for the person
-  at the keyboard. Anything else — a ``ValueError`` from a bug, a ``KeyError``, a ``TypeError`` — keeps
-  its traceback, because it is ours to fix, not the user's;
+* the command line (:class:`citypass.cli.CityPass`) prints a ``CityPassError`` as one line ``Error: …`` with
+  exit status 1 — the message is written for the person at the keyboard (an ``OSError``, the environment's
+  error, is printed the same way). Anything else — a ``ValueError`` from a bug, a ``KeyError``, a
+  ``TypeError`` — keeps its traceback, because it is ours to fix, not the user's;
 * the issuer's HTTP API answers :class:`InvalidInput` with 422, :class:`NotFound` with 404,
   :class:`Conflict` with 409 and :class:`Unavailable` with 503, each with a JSON ``detail``; any other
   exception is a 500 whose traceback is logged.

@@ -19,7 +19,7 @@ from citypass.issuer.deltas import SnapshotRequired, build_delta
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import Conflict, NotFound, Slot, SlotFull
 from citypass.issuer.service import Issuer
-from citypass.issuer.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION, SchemaError
+from citypass.issuer.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION, StoreSchemaError
 from citypass.issuer.store import IssuerStore
 from citypass.issuer.tokens import authenticate, create_token, hash_secret
 
@@ -65,7 +65,7 @@ def test_a_store_from_newer_software_is_refused(tmp_path: Path) -> None:
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
-    with pytest.raises(SchemaError, match="newer"):
+    with pytest.raises(StoreSchemaError, match="newer"):
         IssuerStore(path)
 
 

@@ -16,7 +16,14 @@ from sqlite_utils import Database
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteSettings
 from citypass.gate.decision import decide
-from citypass.gate.ledger import SCHEMA_VERSION, GateLedger, LedgerBusy, LedgerConfig, SchemaError, SiteNotConfigured
+from citypass.gate.ledger import (
+    SCHEMA_VERSION,
+    GateLedger,
+    LedgerBusy,
+    LedgerConfig,
+    LedgerSchemaError,
+    SiteNotConfigured,
+)
 from citypass.gate.ledger.connection import connect
 from citypass.gate.ledger.migrations import MIGRATIONS, migrate, schema_version
 from citypass.gate.policy import Direction
@@ -61,12 +68,12 @@ def test_migrates_an_empty_file_and_refuses_newer_or_foreign_ones(tmp_path: Path
     conn = sqlite3.connect(empty)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(SchemaError, match="newer"):
+    with pytest.raises(LedgerSchemaError, match="newer"):
         GateLedger.open(empty)
     foreign = tmp_path / "foreign.sqlite3"
     with Database(foreign) as other:
         other.table("people").insert({"name": "x"})
-    with pytest.raises(SchemaError, match="not a City Pass"):
+    with pytest.raises(LedgerSchemaError, match="not a City Pass"):
         GateLedger.open(foreign)
 
 
@@ -88,7 +95,7 @@ def test_an_older_file_is_upgraded_atomically(issued: Issued) -> None:
     assert schema_version(db) == SCHEMA_VERSION + 1 and "half_done" not in db.table_names()
     assert "lane" in db.table("taps").columns_dict
     db.close()
-    with pytest.raises(SchemaError):
+    with pytest.raises(LedgerSchemaError):
         GateLedger.open(issued.tmp / "ledger.sqlite3")  # now newer than this software
     db = connect(issued.tmp / "ledger.sqlite3")
     assert dump_db(db) == before  # the upgrade kept every row

@@ -59,6 +59,8 @@ import segno
 import zxingcpp
 from numpy.typing import NDArray
 
+from citypass.errors import InvalidInput
+
 Image = NDArray[np.uint8]
 Size = tuple[int, int]
 
@@ -102,7 +104,7 @@ def parse_size(spec: str) -> Size:
     w, _, h = spec.strip().lower().partition("x")
     size = int(w), int(h)
     if min(size) < 1:
-        raise ValueError(f"frame size must be positive, got {spec!r}")
+        raise InvalidInput(f"frame size must be positive, got {spec!r}")
     return size
 
 
@@ -297,9 +299,9 @@ def synth_frame(
     ignored for ``"no_code"``.  Raises ValueError for an unknown condition or a missing text.
     """
     if condition not in CONDITIONS:
-        raise ValueError(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
+        raise InvalidInput(f"unknown condition {condition!r}; expected one of {', '.join(CONDITIONS)}")
     if condition != "no_code" and not text:
-        raise ValueError(f"condition {condition!r} needs a payload text")
+        raise InvalidInput(f"condition {condition!r} needs a payload text")
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     fw, fh = size
     symbol = qr_matrix(text) if condition != "no_code" and text else None

@@ -28,13 +28,14 @@ from rich.console import Console
 from citypass.bench.frames import Size, parse_size
 from citypass.bench.gate_figures import FRAME_INTERVAL_MS, TARGET_FPS, SizeResult, render_table, verdict
 from citypass.bench.gate_rig import measure_size
+from citypass.errors import InvalidInput
 
 
 def run_gate_bench(sizes: Sequence[Size], frames: int, every: int, hold: int, seed: int,
                    directory: Path | None = None, synchronous: str = "FULL") -> list[SizeResult]:
     """Measure each size in turn (each with its own issuer, ledger and daemon)."""
     if not 1 <= hold < every:
-        raise ValueError("need 1 <= hold < every")
+        raise InvalidInput("need 1 <= hold < every")
     return [measure_size(size, frames, every, hold, seed, i, directory, synchronous)
             for i, size in enumerate(sizes)]
 

@@ -7,8 +7,10 @@ from typing import Any
 
 import httpx
 
+from citypass.errors import CityPassError
 
-class DemoError(RuntimeError):
+
+class DemoError(CityPassError, RuntimeError):
     """Something the demo needed did not happen (an API call failed, a gate did not come up)."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from citypass.credential.cose import FormatError
 from citypass.credential.keys import Alg, VerifyKey
+from citypass.errors import InvalidInput
 
 # CWT registered claim keys
 CLAIM_EXP = 4
@@ -67,7 +68,7 @@ class Product(IntEnum):
         try:
             return cls[name.upper()]
         except KeyError:
-            raise ValueError(f"unknown product {name!r}; one of: {', '.join(p.name.lower() for p in cls)}") from None
+            raise InvalidInput(f"unknown product {name!r}; one of: {', '.join(p.name.lower() for p in cls)}") from None
 
 
 class Mode(IntFlag):
@@ -85,7 +86,7 @@ class Mode(IntFlag):
             try:
                 modes |= cls[part.upper()]
             except KeyError:
-                raise ValueError(f"unknown mode {part!r}; use metro, bus, water_bus") from None
+                raise InvalidInput(f"unknown mode {part!r}; use metro, bus, water_bus") from None
         return modes
 
     def names(self) -> list[str]:

@@ -31,6 +31,7 @@ from citypass.credential.claims import Credential, Group  # noqa: F401  (Group i
 from citypass.credential.cose import FormatError, Sign1, decode_cbor, encode_cbor, parse_sign1, sig_structure, sign1
 from citypass.credential.keys import SigningKey, VerifyKey
 from citypass.credential.reasons import Reason
+from citypass.errors import InvalidInput
 
 PREFIX = "CP1:"
 #: Longest text accepted: a version 40 QR code holds 4296 alphanumeric characters; ours are < 400.
@@ -38,7 +39,7 @@ MAX_TEXT_LENGTH = 1200
 _OTHER_VERSION = re.compile(r"^CP[0-9]+:")
 
 
-class CodeError(Exception):
+class CodeError(InvalidInput):
     """A code that cannot be read; ``reason`` is what the gate shows."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
@@ -106,12 +107,12 @@ def present(code: str, holder_key: SigningKey, generated_at: int) -> str:
     """Make a dynamic presentation of a holder-bound static ``code`` at ``generated_at`` (Unix s)."""
     parsed = parse(code)
     if parsed.dynamic:
-        raise ValueError("present() takes the static credential code, not a presentation")
+        raise InvalidInput("present() takes the static credential code, not a presentation")
     holder = parsed.credential.holder
     if holder is None:
-        raise ValueError("this credential is not bound to a holder key")
+        raise InvalidInput("this credential is not bound to a holder key")
     if holder.key.raw != holder_key.public.raw:
-        raise ValueError("this holder key is not the one the credential is bound to")
+        raise InvalidInput("this holder key is not the one the credential is bound to")
     signature = holder_key.sign(holder_message(parsed.credential_bytes, generated_at))
     return encode_text(encode_cbor([parsed.credential_bytes, generated_at, signature]))
 

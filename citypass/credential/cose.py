@@ -19,13 +19,14 @@ from typing import Any
 import cbor2
 
 from citypass.credential.keys import SigningKey, VerifyKey
+from citypass.errors import InvalidInput
 
 HEADER_ALG = 1
 HEADER_KID = 4
 SIG_CONTEXT = "Signature1"
 
 
-class FormatError(ValueError):
+class FormatError(InvalidInput):
     """Bytes that are not what the format says they must be."""
 
 

@@ -44,6 +44,7 @@ from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, pars
 from citypass.credential.keys import SigningKey
 from citypass.credential.sites import SiteSettings
 from citypass.credential.trustlist import TrustList
+from citypass.errors import InvalidInput
 
 FORMAT_VERSION = 1
 #: Most ids one delta may carry across its four lists (a larger gap is a snapshot's job).
@@ -53,7 +54,7 @@ _KEYS = frozenset({"v", "base_seq", "seq", "issued_at", "revoked", "unrevoked", 
                    "unrevoked_holders", "sites"})
 
 
-class DeltaError(Exception):
+class DeltaError(InvalidInput):
     """A delta that is malformed or whose signature does not check out."""
 
 

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
+from citypass.errors import InvalidInput
+
 KID_LENGTH = 2
 
 
@@ -45,7 +47,7 @@ class Alg(IntEnum):
         try:
             return names[name.lower()]
         except KeyError:
-            raise ValueError(f"unknown algorithm {name!r}; use ed25519 or es256") from None
+            raise InvalidInput(f"unknown algorithm {name!r}; use ed25519 or es256") from None
 
     @property
     def label(self) -> str:
@@ -83,7 +85,7 @@ class VerifyKey:
             return cls(Alg.EDDSA, key)
         if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
             return cls(Alg.ES256, key)
-        raise ValueError("only Ed25519 and P-256 public keys are supported")
+        raise InvalidInput("only Ed25519 and P-256 public keys are supported")
 
     @property
     def raw(self) -> bytes:
@@ -157,7 +159,7 @@ class SigningKey:
             return cls(Alg.EDDSA, key)
         if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
             return cls(Alg.ES256, key)
-        raise ValueError("only Ed25519 and P-256 private keys are supported")
+        raise InvalidInput("only Ed25519 and P-256 private keys are supported")
 
 
 def write_private_key(path: Path, key: SigningKey, passphrase: bytes | None = None) -> None:

@@ -28,11 +28,12 @@ from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, pars
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
 from citypass.credential.sites import SiteSettings
 from citypass.credential.trustlist import TrustError, TrustList
+from citypass.errors import InvalidInput
 
 FORMAT_VERSION = 1
 
 
-class SnapshotError(Exception):
+class SnapshotError(InvalidInput):
     """A snapshot that is malformed or whose signatures do not check out."""
 
 

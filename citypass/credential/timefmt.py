@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+from citypass.errors import InvalidInput
+
 CITY_TZ = timezone(timedelta(hours=8), "UTC+08:00")
 
 
@@ -16,7 +18,7 @@ def parse_time(text: str) -> int:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not an ISO 8601 time: {text!r} (e.g. 2026-12-01T09:30 or 2026-12-01T01:30Z)") from None
+        raise InvalidInput(f"not an ISO 8601 time: {text!r} (e.g. 2026-12-01T09:30 or 2026-12-01T01:30Z)") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=CITY_TZ)
     return int(value.timestamp())

@@ -21,12 +21,13 @@ from typing import Any
 
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, parse_sign1, sign1
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
+from citypass.errors import InvalidInput
 
 ROLES = ("issuer", "ledger", "release")
 FORMAT_VERSION = 1
 
 
-class TrustError(Exception):
+class TrustError(InvalidInput):
     """A trust list that is malformed or not signed by the pinned root."""
 
 

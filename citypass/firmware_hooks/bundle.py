@@ -52,6 +52,7 @@ from typing import IO, Any
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, parse_sign1, sign1
 from citypass.credential.keys import SigningKey, VerifyKey
 from citypass.credential.trustlist import TrustError, TrustList
+from citypass.errors import InvalidInput
 
 FORMAT_VERSION = 1
 PRODUCT = "citypass-gate"
@@ -63,7 +64,7 @@ _VERSION = re.compile(r"^\d+(\.\d+){0,3}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
 
 
-class BundleRefused(Exception):
+class BundleRefused(InvalidInput):
     """The bundle must not be installed. ``reason`` is a stable snake_case code (for logs and tests):
 
     ``malformed``, ``untrusted_list``, ``no_trust_list``, ``not_release_key``, ``key_not_valid``,
@@ -87,7 +88,7 @@ def parse_version(text: str) -> tuple[int, ...]:
         True
     """
     if not _VERSION.match(text):
-        raise ValueError(f"version {text!r} is not numeric (like 1.4.0)")
+        raise InvalidInput(f"version {text!r} is not numeric (like 1.4.0)")
     parts = [int(p) for p in text.split(".")]
     while len(parts) > 1 and parts[-1] == 0:
         parts.pop()
@@ -148,7 +149,7 @@ def make_bundle(out: Path, files: Mapping[str, bytes | Path], version: str, rele
     contents: dict[str, bytes] = {}
     for name, data in files.items():
         if not _SAFE_NAME.match(name):
-            raise ValueError(f"payload name {name!r} must be a plain file name")
+            raise InvalidInput(f"payload name {name!r} must be a plain file name")
         contents[name] = data.read_bytes() if isinstance(data, Path) else data
     manifest = Manifest(version, int(time.time()) if created_at is None else created_at,
                         {n: hashlib.sha256(d).digest() for n, d in contents.items()}, product)

@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from citypass.errors import InvalidInput
 from citypass.firmware_hooks.lifecycle import Step
 from citypass.gate.config import GateConfig
 from citypass.gate.ledger import GateLedger
@@ -59,7 +60,7 @@ def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any]:
         exc.close()
     value = json.loads(body)
     if not isinstance(value, dict):
-        raise ValueError("/healthz did not answer a JSON object")
+        raise InvalidInput("/healthz did not answer a JSON object")
     return value
 
 

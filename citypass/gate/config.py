@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from citypass.credential.policy import VerifyPolicy
+from citypass.errors import InvalidInput
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.camera.config import CameraConfig
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
@@ -26,7 +27,7 @@ from citypass.gate.ledger.config import LedgerConfig
 from citypass.gate.policy import Direction, GatePolicy
 
 
-class ConfigError(Exception):
+class ConfigError(InvalidInput):
     """A configuration file that cannot be used; the message names every bad field."""
 
 
@@ -157,9 +158,9 @@ class GateConfig(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> GateConfig:
         if self.decoder not in DECODER_NAMES:
-            raise ValueError(f"decoder must be one of {', '.join(DECODER_NAMES)}")
+            raise InvalidInput(f"decoder must be one of {', '.join(DECODER_NAMES)}")
         if self.barrier.passage_timeout_s >= self.decision.entry_budget_s:
-            raise ValueError("barrier.passage_timeout_s must be shorter than decision.entry_budget_s")
+            raise InvalidInput("barrier.passage_timeout_s must be shorter than decision.entry_budget_s")
         return self
 
 

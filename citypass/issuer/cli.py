@@ -7,18 +7,16 @@ from pathlib import Path
 
 import click
 
-from citypass.clitools import ISO_TIME, LazyGroup, friendly_errors
+from citypass.clitools import ISO_TIME, LazyGroup
 from citypass.credential.claims import Mode, Product
-from citypass.credential.codes import CodeError
 from citypass.credential.keys import Alg, read_public_key
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.timefmt import format_time, utc_now
-from citypass.issuer.home import HomeError, IssuerHome
+from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import ROLES, Conflict
-from citypass.issuer.service import IssueError, Issuer
+from citypass.issuer.service import Issuer
 from citypass.issuer.tokens import TOKEN_PREFIX, create_token, parse_secret
 
-ERRORS = (HomeError, IssueError, CodeError, Conflict, ValueError, OSError)
 HOME_OPTION = click.option(
     "--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
     help="Issuer home directory (keys and store).",
@@ -46,7 +44,6 @@ def issuer() -> None:
               help="A site to create (repeatable). KIND: scenic (default), museum, metro, bus, water_bus.")
 @click.option("--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True,
               help="Signature algorithm for the new keys.")
-@friendly_errors(*ERRORS)
 def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
     """Create the root, issuer-signing and ledger-signing keys and the store in HOME.
 
@@ -74,7 +71,6 @@ def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
 @click.option("--passback", "passback", type=click.IntRange(0, 1440), default=30, show_default=True,
               help="Anti-passback minutes for annual passes.")
 @click.option("--soft-passback", is_flag=True, help="Allow and flag instead of denying inside the window.")
-@friendly_errors(*ERRORS)
 def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None, hours: str | None,
              passback: int, soft_passback: bool) -> None:
     """Add a site NAME (its number is the next free one)."""
@@ -113,7 +109,6 @@ def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None,
               help="End of validity (default: annual +365 d, group +1 d, transit +1 d authorisation).")
 @click.option("--holder-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Bind to a holder's public key (FILE.pub from `citypass holder keygen`).")
-@friendly_errors(*ERRORS)
 def mint(home: Path, product: str, sites: str | None, venue: str | None, site: str | None,
          slot_start: int | None, slot_end: int | None, grace: int, party: int, account: str | None, modes: str,
          passback: int | None, valid_from: int | None, valid_to: int | None, holder_key: Path | None) -> None:
@@ -148,7 +143,6 @@ def mint(home: Path, product: str, sites: str | None, venue: str | None, site: s
 @HOME_OPTION
 @click.argument("credential_id")
 @click.option("--reason", default="", help="Why (kept in the store).")
-@friendly_errors(*ERRORS)
 def revoke(home: Path, credential_id: str, reason: str) -> None:
     """Revoke CREDENTIAL_ID (hex, from `citypass code inspect`; a whole code text also works)."""
     cred_id = Issuer.open(open_home(home)).revoke(credential_id, utc_now(), reason)
@@ -159,7 +153,6 @@ def revoke(home: Path, credential_id: str, reason: str) -> None:
 @HOME_OPTION
 @click.argument("public_key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reason", default="lost phone", show_default=True)
-@friendly_errors(*ERRORS)
 def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
     """Revoke every credential bound to a holder PUBLIC_KEY (a lost phone)."""
     holder_id = Issuer.open(open_home(home)).revoke_holder(read_public_key(public_key), utc_now(), reason)
@@ -169,7 +162,6 @@ def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
 @issuer.command()
 @HOME_OPTION
 @click.option("--retire-old-at", type=ISO_TIME, help="When the current issuer key stops verifying (default +30 d).")
-@friendly_errors(*ERRORS)
 def rotate(home: Path, retire_old_at: int | None) -> None:
     """Add a new issuer signing key; the old one verifies until --retire-old-at."""
     iss = Issuer.open(open_home(home))
@@ -185,7 +177,6 @@ def rotate(home: Path, retire_old_at: int | None) -> None:
 @issuer.command("require-dynamic")
 @HOME_OPTION
 @click.argument("products", default="")
-@friendly_errors(*ERRORS)
 def require_dynamic(home: Path, products: str) -> None:
     """Require holder-bound dynamic codes for PRODUCTS (comma-separated; empty to clear)."""
     kinds = [Product.from_name(p.strip()) for p in products.split(",") if p.strip()]
@@ -195,7 +186,6 @@ def require_dynamic(home: Path, products: str) -> None:
 
 @issuer.command()
 @HOME_OPTION
-@friendly_errors(*ERRORS)
 def keys(home: Path) -> None:
     """List the keys in the trust list."""
     for k in Issuer.open(open_home(home)).store.keys():
@@ -207,7 +197,6 @@ def keys(home: Path) -> None:
 @issuer.command()
 @HOME_OPTION
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Snapshot file to write.")
-@friendly_errors(*ERRORS)
 def export(home: Path, out: Path) -> None:
     """Write a signed ledger snapshot (trust list, revocations, site settings) for gates."""
     data = Issuer.open(open_home(home)).export(utc_now())
@@ -225,7 +214,6 @@ def export(home: Path, out: Path) -> None:
 @click.option("--ttl", type=click.IntRange(60, 7 * 86_400), default=3600, show_default=True,
               help="Seconds the enrollment may be redeemed.")
 @click.option("--token", "existing", metavar="TOKEN", help="Render an enrollment token made already (via the API).")
-@friendly_errors(*ERRORS)
 def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, existing: str | None) -> None:
     """Create a one-time enrollment for DEVICE and render it as a setup QR code (PNG).
 
@@ -262,7 +250,6 @@ def token() -> None:
 @HOME_OPTION
 @click.option("--role", required=True, type=click.Choice(list(ROLES)), help="What the token may do (docs/issuer.md).")
 @click.option("--label", default="", help="Who or what holds it (kept in the store).")
-@friendly_errors(*ERRORS)
 def token_create(home: Path, role: str, label: str) -> None:
     """Create an API token and print it (the only time it is shown)."""
     iss = Issuer.open(open_home(home))
@@ -272,7 +259,6 @@ def token_create(home: Path, role: str, label: str) -> None:
 
 @token.command("list")
 @HOME_OPTION
-@friendly_errors(*ERRORS)
 def token_list(home: Path) -> None:
     """List tokens: id, role, device, label, created, revoked (never the secrets)."""
     for t in Issuer.open(open_home(home)).store.tokens():
@@ -283,7 +269,6 @@ def token_list(home: Path) -> None:
 @token.command("revoke")
 @HOME_OPTION
 @click.argument("token_id")
-@friendly_errors(*ERRORS)
 def token_revoke(home: Path, token_id: str) -> None:
     """Revoke the token whose id is TOKEN_ID (the 12 hex digits after `cpt_`; a whole token works too)."""
     ident = parse_secret(token_id, TOKEN_PREFIX) or token_id

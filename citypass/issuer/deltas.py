@@ -17,12 +17,13 @@ its own ``seq``.
 from __future__ import annotations
 
 from citypass.credential.delta import LedgerDelta
+from citypass.errors import Conflict
 from citypass.issuer.repository import LedgerRepository
 
 MAX_CHANGES = 100_000
 
 
-class SnapshotRequired(Exception):
+class SnapshotRequired(Conflict):
     """No delta can bring a gate from ``since`` forward: it must install a snapshot."""
 
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citypass.credential.keys import SigningKey, read_private_key, write_private_key, write_public_key
+from citypass.errors import Unavailable
 
 
-class HomeError(Exception):
+class HomeError(Unavailable):
     """The issuer home is missing, incomplete or unreadable."""
 
 

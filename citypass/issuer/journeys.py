@@ -35,6 +35,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
+from citypass.errors import InvalidInput
 from citypass.issuer.tap_records import TAP, TAP_IN, TAP_OUT, TapRecord, unique_taps
 
 _FARE_KEYS = frozenset({"default_fare", "pairs", "zones", "base", "per_zone"})
@@ -55,11 +56,11 @@ class FareTable:
             _check_amount(name, getattr(self, name))
         for key, fare in self.pairs.items():
             if not (isinstance(key, tuple) and len(key) == 2 and all(_is_site(s) for s in key)):
-                raise ValueError(f"fare pair {key!r} must be two site numbers")
+                raise InvalidInput(f"fare pair {key!r} must be two site numbers")
             _check_amount(f"fare {key[0]}->{key[1]}", fare)
         for site, zone in self.zones.items():
             if not _is_site(site) or not _is_site(zone):
-                raise ValueError(f"zone entry {site!r}: {zone!r} must map a site number to a zone number >= 0")
+                raise InvalidInput(f"zone entry {site!r}: {zone!r} must map a site number to a zone number >= 0")
 
     def fare(self, from_site: int, to_site: int) -> int:
         if (from_site, to_site) in self.pairs:
@@ -75,30 +76,30 @@ class FareTable:
         """Read the JSON-friendly form (see :meth:`to_dict`). Unknown keys, negative amounts, non-integer
         values and a pair given twice raise ValueError."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"a fare table must be an object, not {type(data).__name__}")
+            raise InvalidInput(f"a fare table must be an object, not {type(data).__name__}")
         unknown = sorted(str(key) for key in set(data) - _FARE_KEYS)
         if unknown:
-            raise ValueError(f"unknown fare table key(s): {', '.join(unknown)}")
+            raise InvalidInput(f"unknown fare table key(s): {', '.join(unknown)}")
         if "default_fare" not in data:
-            raise ValueError("a fare table needs default_fare")
+            raise InvalidInput("a fare table needs default_fare")
         raw_pairs = data.get("pairs", [])
         if not isinstance(raw_pairs, list | tuple):
-            raise ValueError("pairs must be a list of [from_site, to_site, fare]")
+            raise InvalidInput("pairs must be a list of [from_site, to_site, fare]")
         pairs: dict[tuple[int, int], int] = {}
         for row in raw_pairs:
             if not isinstance(row, list | tuple) or len(row) != 3 or not all(_is_int(v) for v in row):
-                raise ValueError(f"fare pair {row!r} must be [from_site, to_site, fare] of integers")
+                raise InvalidInput(f"fare pair {row!r} must be [from_site, to_site, fare] of integers")
             if (row[0], row[1]) in pairs:
-                raise ValueError(f"fare pair {row[0]}->{row[1]} is given twice")
+                raise InvalidInput(f"fare pair {row[0]}->{row[1]} is given twice")
             pairs[row[0], row[1]] = row[2]
         raw_zones = data.get("zones", {})
         if not isinstance(raw_zones, Mapping):
-            raise ValueError('zones must be an object: {"site": zone}')
+            raise InvalidInput('zones must be an object: {"site": zone}')
         zones: dict[int, int] = {}
         for site, zone in raw_zones.items():
             number = _site_key(site)
             if number in zones:
-                raise ValueError(f"site {number} has two zones")
+                raise InvalidInput(f"site {number} has two zones")
             zones[number] = zone
         return cls(default_fare=data["default_fare"], pairs=pairs, zones=zones, base=data.get("base", 0),
                    per_zone=data.get("per_zone", 0))
@@ -123,7 +124,7 @@ def _is_site(value: object) -> bool:
 
 def _check_amount(name: str, value: object) -> None:
     if not _is_int(value) or value < 0:
-        raise ValueError(f"{name} must be a whole, non-negative number of fen, not {value!r}")
+        raise InvalidInput(f"{name} must be a whole, non-negative number of fen, not {value!r}")
 
 
 def _site_key(key: object) -> int:
@@ -131,7 +132,7 @@ def _site_key(key: object) -> int:
         return key
     if isinstance(key, str) and key.isdigit() and key.isascii():
         return int(key)
-    raise ValueError(f"zone key {key!r} must be a site number")
+    raise InvalidInput(f"zone key {key!r} must be a site number")
 
 
 @dataclass(frozen=True)

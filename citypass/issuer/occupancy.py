@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from citypass.errors import InvalidInput
 from citypass.issuer.tap_records import ENTRY, EXIT, TapRecord, unique_taps
 
 HOUR = 3600
@@ -78,9 +79,9 @@ def occupancy(taps: Iterable[TapRecord], site: int, now: int, *, hours: int = 24
     """Occupancy of ``site`` at ``now`` from ``taps`` (any order, duplicates allowed), with ``hours``
     hourly points ending with the current local hour."""
     if not 1 <= hours <= MAX_HOURS:
-        raise ValueError(f"hours must be 1..{MAX_HOURS}, not {hours}")
+        raise InvalidInput(f"hours must be 1..{MAX_HOURS}, not {hours}")
     if not -720 <= utc_offset_minutes <= 840:
-        raise ValueError(f"utc_offset_minutes must be -720..840, not {utc_offset_minutes}")
+        raise InvalidInput(f"utc_offset_minutes must be -720..840, not {utc_offset_minutes}")
     current = local_hour_start(now, utc_offset_minutes)
     starts = [current - HOUR * (hours - 1 - i) for i in range(hours)]
     midnight = local_midnight(now, utc_offset_minutes)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citypass.credential.trustlist import TrustedKey
+from citypass.errors import Conflict as Conflict  # re-exported: the repository's errors
+from citypass.errors import NotFound as NotFound
 
 #: Roles an API token can have. ``device`` tokens come only from redeeming an enrollment.
 ROLES = ("admin", "issuer", "operator", "technician", "auditor")
@@ -17,17 +19,6 @@ DEVICE_ROLE = "device"
 
 #: What a ledger change log row can record (the ``kind`` of :class:`LedgerChange`).
 CHANGE_KINDS = ("revoke", "unrevoke", "revoke_holder", "unrevoke_holder", "site", "trust")
-
-
-class NotFound(KeyError):
-    """No such record."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else "not found"
-
-
-class Conflict(Exception):
-    """The request contradicts the stored state (a duplicate id, a used enrollment, …)."""
 
 
 class SlotFull(Conflict):

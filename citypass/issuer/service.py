@@ -27,6 +27,7 @@ from citypass.credential.keys import Alg, SigningKey, VerifyKey
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.credential.trustlist import TrustedKey, TrustList
+from citypass.errors import InvalidInput
 from citypass.issuer.home import HomeError, IssuerHome
 from citypass.issuer.records import Conflict
 from citypass.issuer.repository import IssuerRepository
@@ -37,7 +38,7 @@ YEAR = 365 * DAY
 TRANSIT_AUTH_S = DAY  # default: a transit code may be used offline for one day
 
 
-class IssueError(ValueError):
+class IssueError(InvalidInput):
     """A request the issuer refuses (unknown site, bad parameters, policy)."""
 
 

@@ -22,10 +22,10 @@ from citypass.issuer.sqlite.access import AccessTables
 from citypass.issuer.sqlite.bookings import BookingTables
 from citypass.issuer.sqlite.fleet import FleetTables
 from citypass.issuer.sqlite.ledger import LedgerTables
-from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, SchemaError, migrate
+from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, StoreSchemaError, migrate
 from citypass.issuer.sqlite.taps import TapTables
 
-__all__ = ["SCHEMA_VERSION", "IssuerStore", "SchemaError", "StoredKey"]
+__all__ = ["SCHEMA_VERSION", "IssuerStore", "StoreSchemaError", "StoredKey"]
 
 
 class IssuerStore(LedgerTables, BookingTables, FleetTables, TapTables, AccessTables):

@@ -35,6 +35,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass
 from typing import Any, TypeGuard
 
+from citypass.errors import InvalidInput
+
 #: Tap kinds a gate records on an allowed decision (the values of ``citypass.gate.decision.TapKind``; repeated here
 #: because the issuer must not import the gate, and a test keeps the two in step).
 ENTRY, EXIT, TAP_IN, TAP_OUT, TAP = "entry", "exit", "tap_in", "tap_out", "tap"
@@ -79,7 +81,7 @@ class TapRecord:
     def __post_init__(self) -> None:
         problem = self._problem()
         if problem:
-            raise ValueError(f"tap {self.tap_id!r}: {problem}")
+            raise InvalidInput(f"tap {self.tap_id!r}: {problem}")
 
     def _problem(self) -> str | None:
         if not isinstance(self.tap_id, str) or not 0 < len(self.tap_id) <= 64:
@@ -139,15 +141,15 @@ class TapRecord:
         ``stages``…) are ignored; a ``tap_id`` in the body must match ``tap_id``. Hex ids are lowercased.
         Raises ValueError naming the first bad field."""
         if not isinstance(body, Mapping):
-            raise ValueError(f"tap {tap_id!r}: the event body must be a JSON object, not {type(body).__name__}")
+            raise InvalidInput(f"tap {tap_id!r}: the event body must be a JSON object, not {type(body).__name__}")
         if "tap_id" in body and body["tap_id"] != tap_id:
-            raise ValueError(f"tap {tap_id!r}: the body names another tap ({body['tap_id']!r})")
+            raise InvalidInput(f"tap {tap_id!r}: the body names another tap ({body['tap_id']!r})")
         missing = [k for k in ("gate_id", "site", "direction", "decision", "persons", "at") if k not in body]
         if missing:
-            raise ValueError(f"tap {tap_id!r}: missing field(s) {', '.join(missing)}")
+            raise InvalidInput(f"tap {tap_id!r}: missing field(s) {', '.join(missing)}")
         flags = body.get("flags", [])
         if not isinstance(flags, list | tuple):
-            raise ValueError(f"tap {tap_id!r}: flags must be a list, not {flags!r}")
+            raise InvalidInput(f"tap {tap_id!r}: flags must be a list, not {flags!r}")
         return cls(
             tap_id=tap_id, gate_id=body["gate_id"], site=body["site"], direction=body["direction"],
             decision=body["decision"], reason=body.get("reason"), flags=tuple(flags),

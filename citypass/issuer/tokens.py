@@ -25,6 +25,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from citypass.errors import InvalidInput
 from citypass.issuer.records import DEVICE_ROLE, ROLES, TokenRecord
 from citypass.issuer.repository import AccessRepository
 
@@ -62,9 +63,9 @@ def parse_secret(text: str, prefix: str) -> str | None:
 def create_token(repo: AccessRepository, role: str, now: int, *, label: str = "",
                  device_id: str | None = None) -> IssuedToken:
     if role not in ROLES and role != DEVICE_ROLE:
-        raise ValueError(f"unknown role {role!r}; one of: {', '.join(ROLES)}")
+        raise InvalidInput(f"unknown role {role!r}; one of: {', '.join(ROLES)}")
     if (role == DEVICE_ROLE) != (device_id is not None):
-        raise ValueError("device tokens (and only they) are bound to a device")
+        raise InvalidInput("device tokens (and only they) are bound to a device")
     text, ident, digest = new_secret(TOKEN_PREFIX)
     record = TokenRecord(ident, role, digest, label, now, device_id)
     repo.add_token(record)

@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 
+from citypass.errors import CityPassError
+
 #: Refuse to enroll (and fail the self-test) when the local clock is further than this from the issuer's.
 MAX_CLOCK_OFFSET_S = 300.0
 
 
-class ProvisionError(Exception):
+class ProvisionError(CityPassError):
     """A provisioning step failed; the message says why and what to do. The CLI exits 1 with it."""
 
     step: str | None = None  # which step failed, when known

@@ -11,13 +11,11 @@ import click
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from citypass.clitools import friendly_errors
 from citypass.sync.broker import Broker
-from citypass.sync.ca import CAError, write_atomic
+from citypass.sync.ca import write_atomic
 from citypass.sync.endpoint import ClientFiles
 from citypass.sync.home import BrokerError, BrokerHome
 
-ERRORS = (BrokerError, CAError, ValueError, OSError)
 HOME_OPTION = click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
                            help="Broker home directory (CA, server certificate, ACL, config, data, log).")
 ID_HELP = "Certificate common name: a-z 0-9 . _ - (it becomes the MQTT username and client id)."
@@ -51,7 +49,6 @@ def broker() -> None:
 @click.option("--host", "hosts", multiple=True, metavar="NAME",
               help="Extra hostname or IP the broker's certificate is valid for (repeatable); "
                    "localhost, 127.0.0.1 and ::1 are always included.")
-@friendly_errors(*ERRORS)
 def init(home: Path, hosts: tuple[str, ...]) -> None:
     """Create the device CA (unless HOME has one), the broker's certificate, ACL and directories.
 
@@ -73,7 +70,6 @@ def init(home: Path, hosts: tuple[str, ...]) -> None:
               help="Where to write the certificate signed from --csr (default: ID.pem beside the CSR).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Development/test gates: make the key and CSR here too, and write ID.pem and ca.pem.")
-@friendly_errors(*ERRORS)
 def add_device(home: Path, device_id: str, site: int, csr: Path | None, out: Path | None,
                out_dir: Path | None) -> None:
     """Sign a gate's certificate and let it read its site's downstream topics.
@@ -100,7 +96,6 @@ def add_device(home: Path, device_id: str, site: int, csr: Path | None, out: Pat
               help="Where to write the certificate signed from --csr (default: ID.pem beside the CSR).")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Make the key and CSR here too, and write ID.pem and ca.pem.")
-@friendly_errors(*ERRORS)
 def add_service(home: Path, cn: str, csr: Path | None, out: Path | None, out_dir: Path | None) -> None:
     """Enrol a central service (the issuer) that may read and write every citypass/v1 topic.
 
@@ -117,7 +112,6 @@ def add_service(home: Path, cn: str, csr: Path | None, out: Path | None, out_dir
 @broker.command("revoke-device")
 @HOME_OPTION
 @click.option("--id", "device_id", required=True, help="The gate (or service) to lock out.")
-@friendly_errors(*ERRORS)
 def revoke_device(home: Path, device_id: str) -> None:
     """Revoke a gate's certificates: the CRL refuses its next connection, the ACL mutes an open one.
 
@@ -131,7 +125,6 @@ def revoke_device(home: Path, device_id: str) -> None:
 
 @broker.command("list")
 @HOME_OPTION
-@friendly_errors(*ERRORS)
 def list_identities(home: Path) -> None:
     """List enrolled identities: CN, kind (device/service/revoked), site and certificate expiry."""
     bh = BrokerHome(home)
@@ -148,7 +141,6 @@ def list_identities(home: Path) -> None:
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--dev-insecure", is_flag=True,
               help="INSECURE local development mode: plaintext, anonymous, no ACL, 127.0.0.1 only.")
-@friendly_errors(*ERRORS)
 def run(home: Path, port: int, bind: str, dev_insecure: bool) -> None:
     """Run Mosquitto in the foreground until SIGTERM or Ctrl-C; SIGHUP reloads ACL and CRL.
 

@@ -42,6 +42,7 @@ from typing import Any
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, parse_sign1, sign1
 from citypass.credential.keys import SigningKey
 from citypass.credential.trustlist import TrustList
+from citypass.errors import InvalidInput
 
 VERSION = 1
 KINDS = ("tap", "annul", "passage", "stage")
@@ -53,7 +54,7 @@ TIME_TYPE = "time"
 SNAPSHOT_TYPE = "snapshot"
 
 
-class CodecError(ValueError):
+class CodecError(InvalidInput):
     """Bytes that are not a valid version-1 sync message."""
 
 

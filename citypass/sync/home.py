@@ -41,12 +41,13 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from citypass.errors import CityPassError
 from citypass.sync.brokerconf import BrokerSettings, Identity, render_acl, render_config
 from citypass.sync.ca import CAError, CertificateAuthority, check_common_name, make_device_key, write_atomic
 from citypass.sync.endpoint import ClientFiles
 
 
-class BrokerError(Exception):
+class BrokerError(CityPassError):
     """The broker home or process cannot do what was asked (message says why and what to do)."""
 
 

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import re
 
+from citypass.errors import InvalidInput
+
 PREFIX = "citypass/v1"
 
 # Per-gate topic leaves, by direction. The ACL grants a gate write on GATE_UP and read on GATE_DOWN of
@@ -65,14 +67,14 @@ _GATE_TOPIC = re.compile(rf"{re.escape(PREFIX)}/gate/([^/]+)/([^/]+)")
 def _level(value: str) -> str:
     # A device id with "/" or "+" would escape its subtree: refuse it here too, not only in the CA.
     if not _LEVEL.fullmatch(value):
-        raise ValueError(f"{value!r} is not a safe topic level (a-z 0-9 . _ -)")
+        raise InvalidInput(f"{value!r} is not a safe topic level (a-z 0-9 . _ -)")
     return value
 
 
 def gate_topic(device: str, leaf: str) -> str:
     """``citypass/v1/gate/{device}/{leaf}`` for one of :data:`GATE_UP` or :data:`GATE_DOWN`."""
     if leaf not in GATE_UP and leaf not in GATE_DOWN:
-        raise ValueError(f"unknown gate topic {leaf!r}")
+        raise InvalidInput(f"unknown gate topic {leaf!r}")
     return f"{PREFIX}/gate/{_level(device)}/{leaf}"
 
 
@@ -104,7 +106,7 @@ def gate_ledger(device: str) -> str:
 def site_ledger(site: int) -> str:
     """Ledger deltas for one site's gates. Sites are the issuer's site numbers (1, 2, …)."""
     if isinstance(site, bool) or not isinstance(site, int) or site < 0:
-        raise ValueError(f"site must be a non-negative integer, not {site!r}")
+        raise InvalidInput(f"site must be a non-negative integer, not {site!r}")
     return f"{PREFIX}/site/{site}/ledger"
 
 

@@ -15,10 +15,9 @@ import click
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 
-from citypass.clitools import friendly_errors
 from citypass.issuer.api import create_app
 from citypass.issuer.authority import AuthorityError
-from citypass.issuer.cli import ERRORS, HOME_OPTION, open_home
+from citypass.issuer.cli import HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
 from citypass.sync.ca import CAError
 from citypass.sync.endpoint import ClientFiles, Endpoint
@@ -70,7 +69,6 @@ class BrokerAuthority:
                    "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
 @click.option("--mqtt-group", default="ingest", show_default=True,
               help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
-@friendly_errors(*ERRORS)
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
           broker_address: str | None, mqtt_workers: int, mqtt_group: str) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.

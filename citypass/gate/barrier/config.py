@@ -35,6 +35,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from citypass.errors import InvalidInput
+
 FailMode = Literal["fail_safe", "fail_secure"]
 """``fail_safe``: barrier free when software or power fails (evacuation first, typical indoors and in
 metro paid areas). ``fail_secure``: barrier closed (typical at scenic spots with separate emergency exits)."""
@@ -157,7 +159,7 @@ class BarrierConfig(BaseModel):
             # 17 and "17" name the same BCM pin; compare the text so they collide too.
             key = str(pin).upper()
             if key in seen:
-                raise ValueError(f"{name} and {seen[key]} are both wired to pin {pin!r}")
+                raise InvalidInput(f"{name} and {seen[key]} are both wired to pin {pin!r}")
             seen[key] = name
         return self
 

@@ -51,6 +51,7 @@ from typing import Any, Protocol
 
 from gpiozero import LED, Buzzer, DigitalInputDevice, OutputDevice
 
+from citypass.errors import CityPassError
 from citypass.gate.barrier.config import BarrierConfig, PinId
 from citypass.gate.barrier.events import BarrierEvent, GrantRejected
 from citypass.gate.barrier.logic import BarrierLogic, BarrierStatus
@@ -62,7 +63,7 @@ _IDLE_WAKE_S = 1.0  # the ticker re-checks at least this often, so a missed noti
 _ENERGISED_KEPT = 256  # relay timestamps remembered, for the benchmark and status pages
 
 
-class BarrierClosedError(RuntimeError):
+class BarrierClosedError(CityPassError, RuntimeError):
     """Raised when a closed :class:`Barrier` is asked to do something."""
 
 

@@ -43,11 +43,13 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from citypass.errors import Unavailable
+
 #: A picture as OpenCV hands it over: ``height x width x 3`` BGR (or ``height x width`` grey) bytes.
 Image = npt.NDArray[np.uint8]
 
 
-class SourceError(Exception):
+class SourceError(Unavailable):
     """A frame source cannot do its job: the device, file or stream is missing or broken.
 
     The message is shown to technicians verbatim (it becomes ``CameraStatus.last_error``), so it

@@ -38,6 +38,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from citypass.errors import InvalidInput
+
 SourceKind = Literal["device", "file", "stream", "images", "memory"]
 
 # "scheme://" as in RFC 3986. A Windows drive letter ("C:\\") has no "//" and so stays a file.
@@ -57,17 +59,17 @@ def classify_source(source: str) -> tuple[SourceKind, str]:
     """
     text = source.strip()
     if not text:
-        raise ValueError("camera source is empty")
+        raise InvalidInput("camera source is empty")
     for prefix in ("dir:", "images:"):
         if text.startswith(prefix):
             path = text[len(prefix) :]
             if not path:
-                raise ValueError(f"{source!r}: give a directory after {prefix!r}")
+                raise InvalidInput(f"{source!r}: give a directory after {prefix!r}")
             return "images", path
     if text.startswith("memory:"):
         name = text[len("memory:") :]
         if not name:
-            raise ValueError(f"{source!r}: give a feed name after 'memory:'")
+            raise InvalidInput(f"{source!r}: give a feed name after 'memory:'")
         return "memory", name
     if text.isdigit() or _DEVICE_PATH.match(text):
         return "device", text
@@ -168,12 +170,12 @@ class CameraConfig(BaseModel):
     def _check(self) -> CameraConfig:
         classify_source(self.source)  # raises ValueError -> ValidationError with the reason
         if (self.width is None) != (self.height is None):
-            raise ValueError("set both width and height, or neither")
+            raise InvalidInput("set both width and height, or neither")
         if self.reopen_backoff_min_s > self.reopen_backoff_max_s:
-            raise ValueError("reopen_backoff_min_s must not exceed reopen_backoff_max_s")
+            raise InvalidInput("reopen_backoff_min_s must not exceed reopen_backoff_max_s")
         # A watchdog shorter than one frame interval would call every healthy camera stale.
         if self.fps > 0 and self.stale_after_s <= 1.0 / self.fps:
-            raise ValueError(f"stale_after_s ({self.stale_after_s}) must exceed one frame interval (1/fps)")
+            raise InvalidInput(f"stale_after_s ({self.stale_after_s}) must exceed one frame interval (1/fps)")
         return self
 
     @property

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 
+from citypass.errors import InvalidInput
 from citypass.gate.camera.base import Image, Pacer, SourceError, fit_to_size
 from citypass.gate.camera.config import classify_source
 
@@ -86,7 +87,7 @@ class OpenCVSource:
             inferred = classify_source(text)[0]
             kind = _CAPTURE_KINDS.get(inferred)
             if kind is None:
-                raise ValueError(f"{text!r} is not something OpenCV opens (it is a {inferred!r} source)")
+                raise InvalidInput(f"{text!r} is not something OpenCV opens (it is a {inferred!r} source)")
         self.kind: CaptureKind = kind
         self.target = text
         self.width = width

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from citypass.gate.ledger.connection import (
         LedgerBusy,
         LedgerError,
+        LedgerSchemaError,
         LedgerStorageError,
-        SchemaError,
         SnapshotRefused,
         TapNotFound,
     )
@@ -35,7 +35,7 @@ else:
     __getattr__, __dir__ = lazy_exports(__name__, {
         "config": ["LedgerConfig"],
         "connection": [
-            "LedgerBusy", "LedgerError", "LedgerStorageError", "SchemaError", "SnapshotRefused", "TapNotFound",
+            "LedgerBusy", "LedgerError", "LedgerStorageError", "LedgerSchemaError", "SnapshotRefused", "TapNotFound",
         ],
         "migrations": ["SCHEMA_VERSION"],
         "outbox": ["OutboxRow"],
@@ -44,7 +44,19 @@ else:
     })
 
 __all__ = [
-    "SCHEMA_VERSION", "Checkpoint", "GateIdentity", "GateLedger", "Integrity", "LedgerBusy", "LedgerConfig",
-    "LedgerError", "LedgerStorageError", "OutboxRow", "SchemaError", "SiteNotConfigured", "SnapshotRefused", "Tap",
+    "SCHEMA_VERSION",
+    "Checkpoint",
+    "GateIdentity",
+    "GateLedger",
+    "Integrity",
+    "LedgerBusy",
+    "LedgerConfig",
+    "LedgerError",
+    "LedgerSchemaError",
+    "LedgerStorageError",
+    "OutboxRow",
+    "SiteNotConfigured",
+    "SnapshotRefused",
+    "Tap",
     "TapNotFound",
 ]

@@ -35,6 +35,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from citypass.errors import InvalidInput
+
 
 class LedgerConfig(BaseModel):
     """Where the ledger lives and how hard it holds on to what it records."""
@@ -86,6 +88,6 @@ class LedgerConfig(BaseModel):
         this freshness window and clock skew could still accept."""
         needed = window_s + 2 * skew_s
         if self.replay_retention_s <= needed:
-            raise ValueError(
+            raise InvalidInput(
                 f"replay_retention_s={self.replay_retention_s} must exceed window_s + 2 × skew_s = {needed}"
             )

@@ -9,7 +9,7 @@ exception                   meaning                                             
 :class:`LedgerBusy`         another writer held the lock for over ``busy_timeout_ms``;  fallback policy,
                             nothing was written                                         retry later
 :class:`LedgerStorageError` I/O error, full disk, corrupt or unreadable file            out of order
-:class:`SchemaError`        not a ledger file, or one written by newer software         refuse to start
+:class:`LedgerSchemaError`  not a ledger file, or one written by newer software         refuse to start
 :class:`SnapshotRefused`    snapshot or delta with a bad signature or an old sequence   keep the old one
 :class:`TapNotFound`        annulment or passage for a tap this ledger does not hold    log it
 ==========================  =========================================================  =================
@@ -30,6 +30,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from citypass.errors import CityPassError, InvalidInput, NotFound, Unavailable
+
 # Extended result codes carry the primary code in their low byte (sqlite.org/rescode.html).
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _STORAGE_CODES = frozenset({
@@ -38,27 +40,27 @@ _STORAGE_CODES = frozenset({
 })
 
 
-class LedgerError(Exception):
+class LedgerError(CityPassError):
     """Base class of everything the ledger raises on purpose."""
 
 
-class LedgerBusy(LedgerError):
+class LedgerBusy(LedgerError, Unavailable):
     """The write lock was not obtained within ``busy_timeout_ms``. Nothing was written."""
 
 
-class LedgerStorageError(LedgerError):
+class LedgerStorageError(LedgerError, Unavailable):
     """The file cannot be read or written (I/O error, full disk, corruption, permissions)."""
 
 
-class SchemaError(LedgerError):
+class LedgerSchemaError(LedgerError, Unavailable):
     """The file is not a City Pass ledger, or its schema is newer than this software knows."""
 
 
-class SnapshotRefused(LedgerError):
+class SnapshotRefused(LedgerError, InvalidInput):
     """A snapshot or delta was not applied (bad signature, malformed, older than the ledger's)."""
 
 
-class TapNotFound(LedgerError, KeyError):
+class TapNotFound(LedgerError, NotFound):
     """No tap with this id is in the ledger (never recorded here, or pruned long after upload)."""
 
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 
 from sqlite_utils import Database
 
-from citypass.gate.ledger.connection import SchemaError, translate, write
+from citypass.gate.ledger.connection import LedgerSchemaError, translate, write
 
 #: ``PRAGMA application_id`` of a ledger file: "CPLG" in ASCII.
 APPLICATION_ID = 0x43504C47
@@ -123,7 +123,7 @@ def schema_version(db: Database) -> int:
 def migrate(db: Database, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the file up to ``len(migrations)``; return the version it is at afterwards.
 
-    Raises :class:`SchemaError` for a file written by newer software or one that is not a ledger."""
+    Raises :class:`LedgerSchemaError` for a file written by newer software or one that is not a ledger."""
     target = len(migrations)
     try:
         _check_identity(db, target)
@@ -144,9 +144,9 @@ def _check_identity(db: Database, target: int) -> None:
     version = schema_version(db)
     app = int(db.execute("PRAGMA application_id").fetchone()[0])
     if app not in (0, APPLICATION_ID) or (app == 0 and version > 0) or (version == 0 and db.table_names()):
-        raise SchemaError("this SQLite file is not a City Pass gate ledger")
+        raise LedgerSchemaError("this SQLite file is not a City Pass gate ledger")
     if version > target:
-        raise SchemaError(
+        raise LedgerSchemaError(
             f"ledger schema version {version} is newer than this software's {target}: "
             "upgrade the software (downgrading the file would lose what the newer version records)"
         )

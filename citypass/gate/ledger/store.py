@@ -45,6 +45,7 @@ from citypass.credential.keys import VerifyKey
 from citypass.credential.sites import SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.credential.trustlist import TrustList
+from citypass.errors import InvalidInput
 from citypass.gate.decision import Decision, GateContext, Usage
 from citypass.gate.ledger import outbox, snapshots, taps
 from citypass.gate.ledger.config import LedgerConfig
@@ -62,7 +63,7 @@ _SEEN = "SELECT 1 FROM seen WHERE presentation_id = ?"
 _OCCUPANCY = "SELECT persons FROM occupancy WHERE site = ?"
 
 
-class SiteNotConfigured(LedgerError):
+class SiteNotConfigured(LedgerError, InvalidInput):
     """The gate has no identity yet, or its site is not in the installed snapshot."""
 
 

@@ -8,7 +8,9 @@
 :class:`~citypass.issuer.service.Issuer` (whose repository may be any
 :class:`~citypass.issuer.repository.IssuerRepository`) and a clock — so tests serve it for real with a fake
 clock, and nothing reads the environment. Errors map to statuses in one place (:func:`_handlers`):
-validation 422, unknown 404, conflicts 409, auth 401/403; a request body over ``max_body`` is 413.
+the project's input errors 422, unknown 404, conflicts 409, unavailable 503, auth 401/403; a request body over
+``max_body`` is 413; any other exception — a bug — is a 500 with a JSON body, and its traceback is logged
+(:class:`~citypass.issuer.api.middleware.InternalErrors`).
 """
 
 from __future__ import annotations
@@ -22,20 +24,17 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from citypass.credential.codes import CodeError
 from citypass.credential.timefmt import utc_now
+from citypass.errors import Conflict, InvalidInput, NotFound, Unavailable
 from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues
 from citypass.issuer.api.common import ErrorOut, FieldError
 from citypass.issuer.api.deps import (
     Clock,
     Services,
 )
-from citypass.issuer.api.middleware import AuditLog, BodyLimit
+from citypass.issuer.api.middleware import AuditLog, BodyLimit, InternalErrors
 from citypass.issuer.authority import DeviceAuthority
-from citypass.issuer.deltas import SnapshotRequired
-from citypass.issuer.home import HomeError
-from citypass.issuer.records import Conflict, NotFound
-from citypass.issuer.service import IssueError, Issuer
+from citypass.issuer.service import Issuer
 
 DESCRIPTION = """\
 The City Pass issuer: signs entitlements, hands out museum reservations without overbooking, revokes
@@ -103,6 +102,7 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
 
     _handlers(app)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(InternalErrors)  # inside the audit log, so that a 500 is audited too
     app.add_middleware(AuditLog, repository=issuer.store, clock=clock)  # outermost: sees 413s too
     return app
 
@@ -113,11 +113,9 @@ def _handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": str(exc) or type(exc).__name__}, status_code=status)
         return respond
 
-    for exc_type, status in (
-        (NotFound, 404), (Conflict, 409), (SnapshotRequired, 409),
-        (IssueError, 422), (CodeError, 422), (ValueError, 422), (OverflowError, 422),
-        (HomeError, 503),
-    ):
+    # Only the project's own errors become 4xx/503 answers: a ValueError or KeyError from a bug must not look
+    # like the caller's mistake. Anything else is a 500 whose traceback is logged (InternalErrors).
+    for exc_type, status in ((InvalidInput, 422), (NotFound, 404), (Conflict, 409), (Unavailable, 503)):
         app.add_exception_handler(exc_type, handler(status))
 
     def invalid(request: Request, exc: Exception) -> JSONResponse:

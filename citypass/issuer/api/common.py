@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from citypass.credential.keys import Alg, VerifyKey
+from citypass.errors import InvalidInput
 
 #: Bounds for integers the API accepts: Unix seconds up to year 36812, and SQLite's INTEGER range.
 MAX_TIME = 2**40
@@ -60,17 +61,17 @@ def parse_holder_key(text: str) -> VerifyKey:
         try:
             return VerifyKey.from_pem(text.encode())
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"holder_key: not a usable PEM public key ({exc})") from None
+            raise InvalidInput(f"holder_key: not a usable PEM public key ({exc})") from None
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
                                validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("holder_key: neither PEM nor base64") from None
+        raise InvalidInput("holder_key: neither PEM nor base64") from None
     try:
         if len(raw) == 32:
             return VerifyKey.from_raw(Alg.EDDSA, raw)
         if len(raw) in (33, 65):
             return VerifyKey.from_raw(Alg.ES256, raw)
     except ValueError:
-        raise ValueError("holder_key: not a valid point on P-256") from None
-    raise ValueError(f"holder_key: {len(raw)} raw bytes is neither Ed25519 (32) nor P-256 (33 or 65)")
+        raise InvalidInput("holder_key: not a valid point on P-256") from None
+    raise InvalidInput(f"holder_key: {len(raw)} raw bytes is neither Ed25519 (32) nor P-256 (33 or 65)")

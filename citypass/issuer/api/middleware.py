@@ -1,15 +1,20 @@
-"""Two pure ASGI middlewares: a request-body size cap, and the audit log of every mutating call.
+"""Three pure ASGI middlewares: a request-body size cap, the audit log of every mutating call, and the last
+line of defence against a bug.
 
 The cap reads the body before the app does (at most ``limit`` bytes, ``Content-Length`` or chunked)
 and answers **413** past it, so a hostile client cannot make the service buffer gigabytes. The audit
 middleware writes one row per POST/PUT/PATCH/DELETE after the response status is known — who (token
 id and role, set by :func:`citypass.issuer.api.deps.require`), what (method, path, status and the route's own
 note), when — including calls that were refused, which are the ones an auditor most wants to see.
+
+:class:`InternalErrors` answers an exception that no handler knew (a bug, not the caller's mistake) with a
+JSON 500 and logs its traceback once, on the ``citypass.issuer.api`` logger.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from citypass.issuer.repository import AccessRepository
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("citypass.issuer.api")
 
 
 class BodyLimit:
@@ -63,10 +69,42 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    payload = json.dumps({"detail": f"request body larger than {limit} bytes"}).encode()
-    await send({"type": "http.response.start", "status": 413,
+    await _json(send, 413, {"detail": f"request body larger than {limit} bytes"})
+
+
+async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
     await send({"type": "http.response.body", "body": payload})
+
+
+class InternalErrors:
+    """A 500 with a JSON body for an exception no handler mapped, and its traceback in the log (once: it is
+    not re-raised, so the server does not log it again). An exception after the response started cannot be
+    answered any more; it is re-raised for the server to close the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method", "?"), str(scope.get("path", ""))[:200])
+            if started:
+                raise
+            await _json(send, 500, {"detail": "internal error: the issuer logged it; please report it"})
 
 
 class AuditLog:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, model_validator
 from citypass.credential.claims import HolderKey, Mode
 from citypass.credential.codes import parse
 from citypass.credential.keys import VerifyKey
+from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, Strict, errors, parse_holder_key
 from citypass.issuer.api.deps import (
     ADMIN,
@@ -113,7 +114,7 @@ class RevocationIn(Strict):
     def _one_target(self) -> RevocationIn:
         given = [n for n in ("credential_id", "code", "holder_key") if getattr(self, n) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of credential_id, code, holder_key")
+            raise InvalidInput("give exactly one of credential_id, code, holder_key")
         return self
 
 

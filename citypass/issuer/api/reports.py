@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
+from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
     AUDIT,
@@ -51,16 +52,16 @@ def _window(services: ServicesDep, since: int | None, until: int | None, default
     end = until if until is not None else services.now() + 1
     start = since if since is not None else max(0, end - default_s)
     if start >= end:
-        raise ValueError("since must be before until")
+        raise InvalidInput("since must be before until")
     if end - start > MAX_WINDOW_S:
-        raise ValueError("a report window is at most 31 days")
+        raise InvalidInput("a report window is at most 31 days")
     return start, end
 
 
 def _taps(services: ServicesDep, **query: Any) -> list[TapRecord]:
     taps = services.store.taps(**query, limit=MAX_REPORT_TAPS + 1)
     if len(taps) > MAX_REPORT_TAPS:
-        raise ValueError(f"more than {MAX_REPORT_TAPS} taps in this window: narrow since/until")
+        raise InvalidInput(f"more than {MAX_REPORT_TAPS} taps in this window: narrow since/until")
     return taps
 
 
@@ -215,7 +216,7 @@ class FaresModel(Strict):
     def _sites_exist(cls, pairs: list[list[int]]) -> list[list[int]]:
         for pair in pairs:
             if pair[0] > 1023 or pair[1] > 1023:
-                raise ValueError(f"fare pair {pair}: site numbers are 0..1023")
+                raise InvalidInput(f"fare pair {pair}: site numbers are 0..1023")
         return pairs
 
 

@@ -33,12 +33,13 @@ from collections.abc import Callable
 
 from sqlite_utils import Database
 
+from citypass.errors import Unavailable
 from citypass.issuer.sqlite.connection import SqliteBase
 
 Migration = Callable[[Database], None]
 
 
-class SchemaError(Exception):
+class StoreSchemaError(Unavailable):
     """The file is not an issuer store, or was written by newer software."""
 
 
@@ -140,7 +141,7 @@ def migrate(store: SqliteBase) -> int:
     """Bring the file up to :data:`SCHEMA_VERSION`; return the version it had before."""
     before = current_version(store.db)
     if before > SCHEMA_VERSION:
-        raise SchemaError(f"{store.path} has schema version {before}, newer than this software's "
+        raise StoreSchemaError(f"{store.path} has schema version {before}, newer than this software's "
                           f"{SCHEMA_VERSION}: upgrade citypass")
     for index, migration in enumerate(MIGRATIONS, start=1):
         if index <= before:
