@@ -34,6 +34,8 @@ from citypass.credential.snapshot import read_snapshot
 from citypass.gate.ledger import GateLedger
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
+from citypass.sync.broker import Broker
+from citypass.sync.home import BrokerHome
 
 CITYPASS = Path(sys.executable).parent / "citypass"
 SIZE = (640, 480)
@@ -491,3 +493,27 @@ def test_missing_camera_folder_puts_the_lane_out_of_order(out_of_order: OutOfOrd
 def test_camera_warnings_are_json_events_too(out_of_order: OutOfOrderRun) -> None:
     not_json = [line for line in out_of_order.lines if as_event(line) is None]
     assert not not_json, f"stderr lines that are not JSON events: {not_json}"
+
+
+# -- one log stream ------------------------------------------------------------------------------------------
+def test_sync_warnings_are_json_lines_of_the_one_event_log(scene: Scene, gates: Callable[..., Gate],
+                                                            tmp_path: Path) -> None:
+    """The sync thread logs through the standard ``logging`` module; in the daemon every project logger goes
+    through the same JSON event log, once: a broker that dies is one JSON warning line, not plain text too."""
+    home = BrokerHome(tmp_path / "broker").init()
+    files = home.add_device_with_key("cm-e1", scene.museum, tmp_path / "keys")
+    with Broker(home) as broker:
+        config = write_config(tmp_path / "gate", scene, loop=True)
+        with config.open("a", encoding="utf-8") as fh:
+            fh.write(f'\n[sync]\nbroker_host = "{broker.host}"\nbroker_port = {broker.port}\nca = "{files.ca}"\n'
+                     f'cert = "{files.cert}"\nkey = "{files.key}"\nreconnect_max_s = 1\n')
+        gate = gates(config)
+        gate.event("sync_connected", timeout=20)
+        broker.kill()
+        warning = gate.event("sync_disconnected", timeout=20)
+    assert warning["level"] == "warning" and warning["gate"] == "cm-e1" and "reason" in warning
+    assert gate.stop(timeout=10)[0] == 0
+    not_json = [line for line in gate.lines if as_event(line) is None]
+    assert not not_json, f"stderr lines that are not JSON events: {not_json}"
+    mentions = [line for line in gate.lines if "disconnected" in line]
+    assert len(mentions) == len([e for e in gate.events if e["event"] == "sync_disconnected"]) >= 1

@@ -167,7 +167,7 @@ class Lane:
         quiet = EventLog(gate_id=self.gate_id, level="error")
         try:
             self.daemon = build_daemon(self.cfg, log=quiet, pin_factory=self.pins, observer=self._observe)
-            self.sync = build_sync(self.cfg, self.daemon, quiet)
+            self.sync = build_sync(self.cfg, self.daemon)
             if self.sync is not None:
                 self.sync.start()
         except BaseException as exc:  # reported by start(); the thread ends

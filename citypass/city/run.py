@@ -84,7 +84,7 @@ def _library_logs(console: Console) -> Iterator[None]:
     """The gates' and sync's library logs (a camera reopening, a link dropping: the view shows those)
     stay out of the view; errors still show."""
     handler = _ConsoleErrors(console)
-    loggers = [logging.getLogger(name) for name in ("citypass.gate", "citypass.sync")]
+    loggers = [logging.getLogger(name) for name in ("citypass",)]
     previous = [logger.propagate for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)

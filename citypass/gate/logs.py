@@ -1,5 +1,12 @@
 """Structured logs: one JSON object per event, one line each, to stderr (journald keeps them).
 
+The daemon writes its own events with :meth:`EventLog.event`. Everything else in the process that logs —
+the camera grabber, the barrier, the MQTT sync thread — uses the standard ``logging`` module on a
+``citypass.*`` logger; :func:`library_logs` routes all of those into the same event log, once, so stderr
+carries one JSON object per line and nothing else. A record may name its event and fields
+(``extra={"event": "sync_disconnected", "fields": {...}}``); otherwise it becomes a ``library_log`` event
+with the logger's name and the message.
+
     >>> import io
     >>> out = io.StringIO()
     >>> log = EventLog(out, gate_id="wl-e1", clock=lambda: 1800000000.5)
@@ -11,10 +18,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -45,3 +54,50 @@ class EventLog:
                 self.stream.flush()
             except (OSError, ValueError):
                 pass  # a closed or full log stream must never stop the gate
+
+
+class LibraryLogHandler(logging.Handler):
+    """A ``logging`` handler that writes each record into an :class:`EventLog` as one JSON event."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__()
+        self.log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(record.levelno,
+                                                                                                  "error")
+            event, fields = getattr(record, "event", None), getattr(record, "fields", None)
+            if isinstance(event, str) and isinstance(fields, dict):
+                self.log.event(event, level, **fields)
+                return
+            extra = {"exception": self.format(record).split("\n", 1)[1]} if record.exc_info else {}
+            self.log.event("library_log", level, logger=record.name, message=record.getMessage(), **extra)
+        except Exception:  # a log line must never stop the gate
+            self.handleError(record)
+
+
+@contextmanager
+def library_logs(log: EventLog, logger: str = "citypass") -> Iterator[None]:
+    """Route every record of ``logger`` and its children (all of the project's loggers) into ``log``, and
+    nowhere else (no propagation to the root logger, so nothing is printed twice or as plain text).
+
+        >>> import io, logging
+        >>> out = io.StringIO()
+        >>> with library_logs(EventLog(out, gate_id="g1", clock=lambda: 1.0)):
+        ...     logging.getLogger("citypass.sync.gate_sync").warning("link down", extra={
+        ...         "event": "sync_disconnected", "fields": {"reason": "keepalive"}})
+        >>> out.getvalue()
+        '{"ts": 1.0, "gate": "g1", "event": "sync_disconnected", "level": "warning", "reason": "keepalive"}\\n'
+    """
+    target = logging.getLogger(logger)
+    handler = LibraryLogHandler(log)
+    previous = target.propagate, target.level
+    target.addHandler(handler)
+    target.setLevel(log.threshold)
+    target.propagate = False
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)
+        target.propagate, target.level = previous

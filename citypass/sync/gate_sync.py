@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -57,10 +57,8 @@ log = logging.getLogger(__name__)
 SOFTWARE = "citypass-0.1.0"
 
 
-class EventSink(Protocol):
-    """Where sync reports what happened (``citypass.gate.logs.EventLog`` fits)."""
-
-    def event(self, name: str, level: str = "info", **fields: Any) -> None: ...
+#: Log levels of the events sync reports (the names the gate's JSON log uses).
+LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 @dataclass(frozen=True)
@@ -97,14 +95,12 @@ class GateSync:
     """The sync thread for one gate. ``fps`` reports the camera's frame rate for the status, if given."""
 
     def __init__(self, endpoint: Endpoint, config: GateSyncConfig, *, fetcher: HttpLedgerSource | None = None,
-                 fps: Callable[[], float | None] | None = None, clock: Callable[[], float] = time.time,
-                 events: EventSink | None = None) -> None:
+                 fps: Callable[[], float | None] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.endpoint = endpoint
         self.config = config
         self.fetcher = fetcher
         self.fps = fps
         self.clock = clock
-        self.events = events
         self.counters: dict[str, int] = {k: 0 for k in ("batches", "acked", "resends", "deltas", "forged",
                                                           "replayed", "gaps", "snapshots", "bad_messages")}
         self.estimator = OffsetEstimator(alarm_s=config.clock_alarm_s)
@@ -146,9 +142,10 @@ class GateSync:
             return self._state
 
     def _event(self, name: str, level: str = "info", **fields: Any) -> None:
-        log.log(logging.WARNING if level in ("warning", "error") else logging.INFO, "%s %s", name, fields)
-        if self.events is not None:
-            self.events.event(f"sync_{name}", level, **fields)
+        """Report through the standard ``logging`` module, once. In the gate daemon every ``citypass.*`` logger
+        goes into the one JSON event log (:func:`citypass.gate.logs.library_logs`), where ``event`` and
+        ``fields`` become the line's event name and fields: ``{"event": "sync_disconnected", "reason": …}``."""
+        log.log(LEVELS[level], "%s %s", name, fields, extra={"event": f"sync_{name}", "fields": fields})
 
     # -- the sync thread --------------------------------------------------------------------------
     def _run(self) -> None:

@@ -8,7 +8,6 @@ the daemon can be driven by injected fakes in tests.
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import socket
@@ -29,7 +28,7 @@ from citypass.gate.decoders import make_decoder
 from citypass.gate.health import HealthServer
 from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.connection import LedgerError
-from citypass.gate.logs import EventLog
+from citypass.gate.logs import EventLog, library_logs
 from citypass.gate.metrics import GateMetrics
 from citypass.sync.endpoint import ClientFiles, Endpoint, HttpLedgerSource
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
@@ -122,34 +121,7 @@ def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
             server.close()
 
 
-class EventLogHandler(logging.Handler):
-    """Routes the standard-library log records of the gate's own modules (camera grabber, barrier) into
-    the JSON event log, so stderr carries one JSON object per line and nothing else."""
-
-    def __init__(self, log: EventLog) -> None:
-        super().__init__()
-        self.log = log
-
-    def emit(self, record: logging.LogRecord) -> None:
-        level = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning"}.get(record.levelno, "error")
-        self.log.event("library_log", level=level, logger=record.name, message=record.getMessage())
-
-
-@contextmanager
-def library_logs_as_events(log: EventLog) -> Iterator[None]:
-    logger = logging.getLogger("citypass.gate")
-    handler = EventLogHandler(log)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    previous, logger.propagate = logger.propagate, False
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.propagate = previous
-
-
-def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync | None:
+def build_sync(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:
     """The MQTT sync thread for this gate, or None when the config has no enabled ``[sync]``."""
     sync = cfg.sync
     if sync is None or not sync.enabled:
@@ -168,16 +140,16 @@ def build_sync(cfg: GateConfig, daemon: GateDaemon, log: EventLog) -> GateSync |
         site=daemon.ctx.site.number, batch_size=sync.batch_size, ack_timeout_s=sync.ack_timeout_s,
         status_interval_s=sync.status_interval_s, clock_alarm_s=sync.clock_alarm_s,
     )
-    return GateSync(endpoint, settings, fetcher=fetcher, fps=lambda: daemon.camera.status().fps, events=log)
+    return GateSync(endpoint, settings, fetcher=fetcher, fps=lambda: daemon.camera.status().fps)
 
 
 def run_from_file(path: Path, max_frames: int | None = None) -> None:
     """Load the config at ``path`` and run the gate with its sync client until stopped."""
     cfg = load_config(path)
     log = EventLog(gate_id=cfg.gate_id, level=cfg.log_level)
-    with library_logs_as_events(log):
+    with library_logs(log):
         daemon = build_daemon(cfg, log=log)
-        sync = build_sync(cfg, daemon, log)
+        sync = build_sync(cfg, daemon)
         if sync is not None:
             daemon.sync_state = lambda: asdict(sync.state)
         with serving(daemon):
