@@ -12,7 +12,7 @@ import pytest
 
 from citypass.issuer.reconcile import GateActivity, TapRecord, gate_activity
 from citypass.issuer.testing import ServedIssuer, served_issuer
-from tests.reconcile_factory import GROUP, deny, local, tap
+from tests.helpers.reconcile import GROUP, deny, local, tap
 
 TAPS = [
     tap("a1", gate="lake-in", at=local(9, 0), persons=1),

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from citypass.cli import cli
 from citypass.credential import Reason
-from tests.test_credential_format import QR_TEXT_RE
+from tests.helpers.codes import QR_TEXT_RE
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,8 +7,8 @@ import pytest
 from citypass.credential import Reason, VerifyPolicy, present
 from citypass.gate.decision import is_open
 from citypass.gate.policy import Direction, GatePolicy, TapKind
-from tests.conftest import DAY, NOW, World
-from tests.test_reasons import at, ledger_for
+from tests.helpers.codes import DAY, NOW, World
+from tests.helpers.decisions import at, ledger_for
 
 
 @pytest.mark.parametrize("age, allowed, reason", [

@@ -37,8 +37,8 @@ from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.config import GateConfig
 from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.migrations import SCHEMA_VERSION
-from tests.test_gate_run import Gate, Scene, write_config
-from tests.test_gate_run import scene as scene
+from tests.helpers.gate_run import Gate, Scene, write_config
+from tests.helpers.gate_run import scene as scene
 
 CITYPASS = Path(sys.executable).parent / "citypass"
 NOW = int(time.time())
@@ -234,9 +234,25 @@ def test_boot_parks_a_mock_barrier_in_its_safe_state(tmp_path: Path, fail_mode: 
     relay.state = not relay_level  # whatever a crashed daemon left behind
     cfg = GateConfig.model_validate({"gate_id": "t", "site": "s", "root_key": tmp_path / "r.pub", "pins": "mock",
                                      "ledger": {"path": tmp_path / "l.sqlite3"}, "barrier": {"fail_mode": fail_mode}})
-    steps = boot(cfg, pin_factory=factory)
+    steps = boot(cfg.barrier, pins=cfg.pins, pin_factory=factory)
     assert [s.ok for s in steps] == [True] and fail_mode in steps[0].detail
     assert relay.state is relay_level
+
+
+def test_the_barrier_hooks_read_only_pins_and_the_barrier_table(tmp_path: Path) -> None:
+    """A broken camera or sync section must not stop the hook that parks the barrier; a broken barrier
+    section is refused as strictly as the daemon refuses it."""
+    config = tmp_path / "gate.toml"
+    config.write_text('pins = "mock"\n[barrier]\nfail_mode = "fail_secure"\n[camera]\nfps = "broken"\n'
+                      '[sync]\nnonsense = 1\n')
+    for hook in ("boot", "safe-state"):
+        result = hooks(hook, "--config", str(config))
+        assert result.returncode == 0 and "fail_secure: barrier closed" in result.stdout, result.stdout
+    config.write_text('pins = "mock"\n[barrier]\nrelay_pin = 17\nsensor_pin = 17\n')
+    refused = hooks("safe-state", "--config", str(config))
+    assert refused.returncode == 1 and "barrier." in refused.stderr and "pin 17" in refused.stderr
+    full = hooks("shutdown", "--config", str(tmp_path / "missing.toml"))
+    assert full.returncode == 1 and "cannot read" in full.stderr
 
 
 def test_an_active_fire_alarm_keeps_the_barrier_free() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from citypass.credential import NO_REVOCATIONS, present, verify
 from citypass.credential.codes import PREFIX
-from tests.conftest import NOW, World
+from tests.helpers.codes import NOW, World
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 WORLD = World()

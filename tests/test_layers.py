@@ -147,3 +147,13 @@ def test_a_wheel_installs_only_the_citypass_name(tmp_path: Path) -> None:
     assert tops == {"citypass"}, tops
     assert "citypass/gate/decision.py" in names and "citypass/sync/gate_sync.py" in names
     assert not [n for n in names if n.startswith("tests/")]
+
+
+def test_test_modules_share_helpers_only_through_tests_helpers() -> None:
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            module = node.module if isinstance(node, ast.ImportFrom) else None
+            if module and module.startswith(("tests.test_", "tests.conftest")):
+                offenders.append(f"{path.name}: from {module} import …")
+    assert not offenders, offenders

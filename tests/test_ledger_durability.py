@@ -29,9 +29,9 @@ from citypass.gate.ledger.migrations import MIGRATIONS, migrate, schema_version
 from citypass.gate.policy import Direction
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
+from tests.helpers.ledger import NOW, Issued, ctx_for, denied_at, dump
+from tests.helpers.ledger import issued as issued
 from tests.ledger_crash_worker import kill_repeatedly
-from tests.ledger_fixtures import NOW, Issued, ctx_for, denied_at, dump
-from tests.ledger_fixtures import issued as issued
 
 
 # -- durability, schema, locking -------------------------------------------------------------------

@@ -13,8 +13,8 @@ from citypass.gate.decision import decide
 from citypass.gate.ledger import GateLedger, SnapshotRefused
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
-from tests.ledger_fixtures import NOW, SITES, Issued, ctx_for, dump
-from tests.ledger_fixtures import issued as issued
+from tests.helpers.ledger import NOW, SITES, Issued, ctx_for, dump
+from tests.helpers.ledger import issued as issued
 
 
 # -- snapshots ----------------------------------------------------------------------------------------

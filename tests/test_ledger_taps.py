@@ -17,8 +17,8 @@ from citypass.gate.ledger import LedgerConfig, TapNotFound
 from citypass.gate.ledger.outbox import read_backlog
 from citypass.gate.memory_ledger import MemoryLedger
 from citypass.gate.policy import Direction, TapKind
-from tests.ledger_fixtures import NOW, Issued, ctx_for, denied_at
-from tests.ledger_fixtures import issued as issued
+from tests.helpers.ledger import NOW, Issued, ctx_for, denied_at
+from tests.helpers.ledger import issued as issued
 
 
 # -- the ledger answers like MemoryLedger --------------------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 from citypass.credential import (
     Annual,
     HolderKey,
-    LedgerSnapshot,
     Mode,
     Product,
     Reason,
@@ -22,33 +21,14 @@ from citypass.credential import (
 )
 from citypass.credential.codes import encode_text, holder_message
 from citypass.credential.cose import encode_cbor, sign1
-from citypass.gate.decision import Decision, GateContext, decide
-from citypass.gate.memory_ledger import MemoryLedger
+from citypass.gate.decision import Decision
 from citypass.gate.policy import Direction, GatePolicy
-from tests.conftest import DAY, NOW, World
+from tests.helpers.codes import DAY, NOW, World
+from tests.helpers.decisions import at, ledger_for
 
 #: Reasons that only the running daemon gives (camera down, decision deadline, unconfigured site);
 #: they are exercised by the daemon's tests.
 DAEMON_REASONS = {Reason.OUT_OF_ORDER, Reason.DECISION_TIMEOUT, Reason.SITE_NOT_CONFIGURED}
-
-
-def ledger_for(world: World, trust: TrustList | None = None, *, revoked: frozenset[bytes] = frozenset(),
-               revoked_holders: frozenset[bytes] = frozenset(), issued_at: int = NOW - 3600,
-               **site_changes: object) -> MemoryLedger:
-    sites = tuple(s.model_copy(update=site_changes) for s in world.sites.values())
-    snap = LedgerSnapshot(1, issued_at, trust or world.trust(), b"", sites, revoked, revoked_holders,
-                          world.root.public)
-    return MemoryLedger(snap)
-
-
-def at(ledger: MemoryLedger, world: World, site: str, code: str, now: int = NOW, policy: GatePolicy | None = None,
-       direction: Direction = Direction.ENTRY) -> Decision:
-    settings = ledger.snapshot.site(world.sites[site].name)
-    assert settings is not None
-    ctx = GateContext("g1", settings, direction)
-    decision = decide(code, ledger, ctx, now, policy)
-    ledger.record(decision, settings.number)
-    return decision
 
 
 def foreign_holder_presentation(world: World, credential: str, t: int) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import pytest
 
 from citypass.issuer.reconcile import Incident, TapRecord, find_incidents
-from tests.reconcile_factory import ANNUAL, GROUP, MINUTE, RESERVATION, TRANSIT, deny, hexid, local, tap
+from tests.helpers.reconcile import ANNUAL, GROUP, MINUTE, RESERVATION, TRANSIT, deny, hexid, local, tap
 
 T = local(10)
 PARTIES = {hexid("c1"): 1, hexid("p3"): 3}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from citypass.issuer.reconcile import FareTable, Journey, TapRecord, journeys
-from tests.reconcile_factory import MINUTE, TRANSIT, hexid, local, tap
+from tests.helpers.reconcile import MINUTE, TRANSIT, hexid, local, tap
 
 FARES = FareTable(default_fare=300, pairs={(5, 6): 400}, zones={5: 1, 7: 3, 30: 2}, base=200, per_zone=100)
 C1 = hexid("c1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from citypass.issuer.reconcile import OccupancyPoint, TapRecord, local_hour_start, local_midnight, occupancy
-from tests.reconcile_factory import HOUR, MIDNIGHT, MINUTE, deny, local, tap
+from tests.helpers.reconcile import HOUR, MIDNIGHT, MINUTE, deny, local, tap
 
 IST_MIDNIGHT = 1_799_951_400  # 2027-01-15 00:00 at UTC+05:30: local hours start at :30 UTC
 

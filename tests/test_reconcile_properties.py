@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citypass.issuer.reconcile import FareTable, TapRecord, find_incidents, journeys, occupancy
-from tests.reconcile_factory import MINUTE, hexid, local
+from tests.helpers.reconcile import MINUTE, hexid, local
 
 T = local(10)
 FARES = FareTable(default_fare=300, pairs={(1, 2): 400}, zones={1: 1, 3: 2}, base=200, per_zone=100)

@@ -13,7 +13,7 @@ from citypass.credential.reasons import Reason
 from citypass.gate.ledger.taps import Tap
 from citypass.gate.policy import Direction, TapKind
 from citypass.issuer.reconcile import KINDS, TapRecord, unique_taps
-from tests.reconcile_factory import local, tap
+from tests.helpers.reconcile import local, tap
 
 AT = local(10)
 

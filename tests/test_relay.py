@@ -17,8 +17,8 @@ import pytest
 from citypass.bench.syncworld import SyncWorld, backlog, fill_outbox, wait_for
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
 from citypass.sync.relay import LinkRelay
-from tests.test_sync_protocol import issuer_sync
-from tests.test_sync_protocol import world as world  # the SyncWorld fixture
+from tests.helpers.sync import issuer_sync
+from tests.helpers.sync import world as world  # the SyncWorld fixture
 
 
 class _Echo(socketserver.BaseRequestHandler):

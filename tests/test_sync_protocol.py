@@ -8,8 +8,6 @@ statuses are retained; the clock offset is estimated from signed ticks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -22,32 +20,8 @@ from citypass.gate.ledger import GateLedger
 from citypass.issuer.tokens import create_token
 from citypass.sync import codec, topics
 from citypass.sync.endpoint import HttpLedgerSource, stop
-from citypass.sync.gate_sync import GateSync, GateSyncConfig
-from citypass.sync.issuer_sync import IssuerSync
-
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[SyncWorld]:
-    w = SyncWorld(tmp_path)
-    try:
-        yield w
-    finally:
-        w.close()
-
-
-def gate_sync(world: SyncWorld, gate: str = "gate-a", **kw: object) -> GateSync:
-    options: dict[str, object] = {"ack_timeout_s": 2.0, "status_interval_s": 0.5, "catch_up_interval_s": 0.5}
-    fetcher = kw.pop("fetcher", None)
-    clock = kw.pop("clock", time.time)
-    options.update(kw)
-    config = GateSyncConfig(device_id=gate, ledger_path=world.gate_ledger(gate), root=world.root, site=1,
-                            **options)  # type: ignore[arg-type]
-    return GateSync(world.endpoint(gate), config, fetcher=fetcher, clock=clock).start()  # type: ignore[arg-type]
-
-
-def issuer_sync(world: SyncWorld, workers: int = 1) -> IssuerSync:
-    """Not started: ``with issuer_sync(world) as s:`` starts and stops it."""
-    return IssuerSync(world.issuer, world.endpoint, workers=workers, group="g7x2k", tick_s=0.2, poll_s=0.05)
+from tests.helpers.sync import gate_sync, issuer_sync
+from tests.helpers.sync import world as world  # the SyncWorld fixture
 
 
 class Injector:

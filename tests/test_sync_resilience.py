@@ -13,8 +13,8 @@ from pathlib import Path
 from citypass.bench.syncworld import SyncWorld, backlog, fill_outbox, wait_for
 from citypass.gate.ledger import GateLedger, LedgerBusy
 from citypass.gate.policy import Direction
-from tests.test_sync_protocol import gate_sync, issuer_sync
-from tests.test_sync_protocol import world as world  # the SyncWorld fixture
+from tests.helpers.sync import gate_sync, issuer_sync
+from tests.helpers.sync import world as world  # the SyncWorld fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 

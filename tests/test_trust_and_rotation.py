@@ -20,7 +20,7 @@ from citypass.credential import (
 )
 from citypass.issuer.home import HomeError, IssuerHome
 from citypass.issuer.service import DAY, IssueError, Issuer
-from tests.conftest import NOW
+from tests.helpers.codes import NOW
 
 SITES = [("west-lake", "scenic"), ("lingyin", "scenic"), ("zhejiang-museum", "museum"), ("longxiangqiao", "metro")]
 

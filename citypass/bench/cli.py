@@ -1,27 +1,26 @@
-"""``citypass bench …``: the project's benchmarks. Each prints figures measured on this machine."""
+"""``citypass bench …``: the project's benchmarks. Each prints figures measured on this machine.
+
+Each benchmark's module loads when it runs (``citypass bench verify`` loads no OpenCV).
+"""
 
 from __future__ import annotations
 
 import click
 
-from citypass.bench.all import all_command
-from citypass.bench.decode import decode_command
-from citypass.bench.gate import gate_command
-from citypass.bench.ingest import ingest_command
-from citypass.bench.ledger import ledger_command
-from citypass.bench.sync import sync_command
-from citypass.bench.verify import verify_command
+from citypass.clitools import LazyGroup
+
+BENCHMARKS = {
+    "all": "citypass.bench.all:all_command",
+    "decode": "citypass.bench.decode:decode_command",
+    "gate": "citypass.bench.gate:gate_command",
+    "ingest": "citypass.bench.ingest:ingest_command",
+    "ledger": "citypass.bench.ledger:ledger_command",
+    "startup": "citypass.bench.startup:startup_command",
+    "sync": "citypass.bench.sync:sync_command",
+    "verify": "citypass.bench.verify:verify_command",
+}
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy=BENCHMARKS)
 def bench() -> None:
     """Measure speed on this machine (figures, not pass/fail)."""
-
-
-bench.add_command(verify_command)
-bench.add_command(decode_command)
-bench.add_command(gate_command)
-bench.add_command(ledger_command)
-bench.add_command(ingest_command)
-bench.add_command(sync_command)
-bench.add_command(all_command)

@@ -43,6 +43,7 @@ class Sizes:
     sync_taps: int
     backlog: int
     sync_workers: int = 2
+    startup_runs: int = 15
     gate_every: int = 6
     gate_hold: int = 2
     seed: int = 0
@@ -55,7 +56,7 @@ FULL = Sizes(decode_frames=20, decode_sizes=((640, 480), (1280, 720)), verify_se
 QUICK = Sizes(decode_frames=1, decode_sizes=((640, 480), (1280, 720)), verify_seconds=0.1, verify_revoked=1000,
               gate_sizes=((1280, 720),), gate_frames=30, revocations=20_000, lookups=2000, updates=2000,
               ledger_taps=20, ingest_taps=500, clients=2, reservations=5, sync_gates=1, sync_taps=200,
-              backlog=1000)
+              backlog=1000, startup_runs=3)
 
 
 def size_label(s: tuple[int, int]) -> str:
@@ -78,6 +79,7 @@ class Results:
     ledger_rows: list[Row] = field(default_factory=list)
     ingest_rows: list[Row] = field(default_factory=list)
     sync_rows: list[Row] = field(default_factory=list)
+    startup_rows: list[Row] = field(default_factory=list)
     qr: dict[str, tuple[int, int]] = field(default_factory=dict)  # kind -> (characters, version)
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -97,6 +99,7 @@ def commands(s: Sizes) -> dict[str, str]:
                   f"--reservations {s.reservations}",
         "sync": f"citypass bench sync --gates {s.sync_gates} --taps {s.sync_taps} --backlog {s.backlog} "
                 f"--workers {s.sync_workers}",
+        "startup": f"citypass bench startup --runs {s.startup_runs}",
         "qr": "pytest tests/test_credential_format.py -k fits",
         "all": "citypass bench all" + (" --quick" if s == QUICK else ""),
     }

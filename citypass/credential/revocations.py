@@ -22,9 +22,6 @@ class RevocationSet:
     def presentation_seen(self, presentation_id: bytes) -> bool:
         return presentation_id in self.seen
 
-    def mark_seen(self, presentation_id: bytes) -> None:
-        self.seen.add(presentation_id)
-
 
 class _NoRevocations:
     def is_revoked(self, credential_id: bytes) -> bool:

@@ -15,8 +15,7 @@ Rotation is two entries at once: the new key is listed (valid from now), the old
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, parse_sign1, sign1
@@ -98,9 +97,6 @@ class TrustList:
 
     def find(self, kid: bytes, role: str = "issuer") -> TrustedKey | None:
         return self._by_kid.get((role, kid))
-
-    def with_keys(self, keys: Iterable[TrustedKey], *, version: int, issued_at: int) -> TrustList:
-        return replace(self, keys=tuple(keys), version=version, issued_at=issued_at)
 
     def to_cbor(self) -> dict[str, Any]:
         return {

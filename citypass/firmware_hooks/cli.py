@@ -12,11 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from citypass.firmware_hooks.lifecycle import GATE_UNIT, Step, render
-from citypass.gate.config import ConfigError, GateConfig, load_config
+from citypass.gate.barrier.config import BarrierConfig
+from citypass.gate.configfile import ConfigError, Pins, read_barrier
+
+if TYPE_CHECKING:
+    from citypass.gate.config import GateConfig
 
 DEFAULT_CONFIG = Path("/etc/citypass/gate.toml")
 REFUSED_EXIT = 10
@@ -47,8 +52,19 @@ def _stops_the_daemon(unit: str | None) -> Callable[[Callable[..., None]], Calla
 
 
 def _config(path: Path) -> GateConfig:
+    from citypass.gate.config import load_config
+
     try:
         return load_config(path)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _barrier(path: Path) -> tuple[Pins, BarrierConfig]:
+    """Only ``pins`` and ``[barrier]``: the hooks that park the barrier read no more of the config, so a
+    broken camera or sync section cannot stop them, and they start without loading those models."""
+    try:
+        return read_barrier(path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -75,7 +91,8 @@ def boot(config_path: Path) -> None:
     """Put the barrier into its configured safe state (at boot, before the gate daemon starts)."""
     from citypass.firmware_hooks.lifecycle import boot as run_boot
 
-    _finish(run_boot(_config(config_path)))
+    pins, barrier = _barrier(config_path)
+    _finish(run_boot(barrier, pins=pins))
 
 
 @hooks.command("safe-state")
@@ -84,11 +101,11 @@ def safe_state(config_path: Path) -> None:
     """Park the barrier after the daemon stopped (systemd ExecStopPost=; reports how it ended)."""
     from citypass.firmware_hooks.lifecycle import park_barrier
 
-    cfg = _config(config_path)
+    pins, barrier = _barrier(config_path)
     result = os.environ.get("SERVICE_RESULT")  # set by systemd for ExecStopPost=: "success", "signal", …
     if result is not None:
         click.echo(f"daemon ended: {result} ({os.environ.get('EXIT_CODE', '?')} {os.environ.get('EXIT_STATUS', '')})")
-    _finish([park_barrier(cfg.barrier, pins=cfg.pins)])
+    _finish([park_barrier(barrier, pins=pins)])
 
 
 def _shutdown(config_path: Path, pid_file: Path | None, unit: str | None, timeout: float) -> None:

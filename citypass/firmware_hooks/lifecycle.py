@@ -42,11 +42,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.barrier.logic import BarrierMode
-from citypass.gate.config import GateConfig
+
+if TYPE_CHECKING:
+    from citypass.gate.config import GateConfig
 
 GATE_UNIT = "citypass-gate.service"
 
@@ -142,10 +144,10 @@ def stop_daemon(*, pid_file: Path | None = None, unit: str | None = None, timeou
 # that only park the barrier (boot, safe-state) start without them.
 def flush_ledger(path: Path) -> Step:
     """Make every committed tap durable in the main database file and empty the WAL."""
-    from citypass.gate.ledger import GateLedger, LedgerError
-
     if not path.exists():
         return Step("ledger_flush", True, f"{path} does not exist yet (nothing recorded)")
+    from citypass.gate.ledger import GateLedger, LedgerError
+
     try:
         with GateLedger.open(path) as ledger:
             backlog = ledger.backlog()
@@ -267,9 +269,9 @@ def park_barrier(config: BarrierConfig, *, pins: str = "native", pin_factory: ob
 
 
 # -- the hooks -------------------------------------------------------------------------------------------
-def boot(cfg: GateConfig, *, pin_factory: object | None = None) -> list[Step]:
-    """At boot, before the daemon starts: park the barrier."""
-    return [park_barrier(cfg.barrier, pins=cfg.pins, pin_factory=pin_factory)]
+def boot(barrier: BarrierConfig, *, pins: str = "native", pin_factory: object | None = None) -> list[Step]:
+    """At boot, before the daemon starts: park the barrier (``pins`` and ``barrier`` from the gate config)."""
+    return [park_barrier(barrier, pins=pins, pin_factory=pin_factory)]
 
 
 def shutdown(cfg: GateConfig, *, pid_file: Path | None = None, unit: str | None = None, timeout: float = 10.0,

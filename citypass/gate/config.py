@@ -12,7 +12,6 @@ that it is current), and ``examples/gate.toml`` is a complete example.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
@@ -22,13 +21,11 @@ from citypass.credential.policy import VerifyPolicy
 from citypass.errors import InvalidInput
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.camera.config import CameraConfig
+from citypass.gate.configfile import ConfigError as ConfigError  # re-exported: load_config raises it
+from citypass.gate.configfile import problems, read_toml
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
 from citypass.gate.ledger.config import LedgerConfig
 from citypass.gate.policy import Direction, GatePolicy
-
-
-class ConfigError(InvalidInput):
-    """A configuration file that cannot be used; the message names every bad field."""
 
 
 class PolicyConfig(BaseModel):
@@ -166,17 +163,11 @@ class GateConfig(BaseModel):
 
 def load_config(path: Path) -> GateConfig:
     """Read and validate a TOML config; relative paths in it are taken relative to the file."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path)
     try:
         cfg = GateConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+        raise problems(path, exc) from None
     base = path.parent
     updates: dict[str, object] = {"root_key": base / cfg.root_key}
     if cfg.snapshot is not None:

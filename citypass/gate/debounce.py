@@ -54,9 +54,6 @@ class PresentationTracker:
                 del self._last_seen[key]
         return new
 
-    def in_view(self) -> list[str]:
-        return list(self._last_seen)
-
     def _expire(self, now: float) -> None:
         gone = [k for k, seen in self._last_seen.items() if now - seen >= self.leave_after_s]
         for k in gone:

@@ -261,11 +261,6 @@ class Barrier:
         with self._lock:
             return self._logic.status()
 
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` has run."""
-        return self._closed
-
     def relay_energised_at(self, grant_id: str) -> float | None:
         """The ``time.monotonic()`` at which the relay was (or already stood) energised for a grant.
 

@@ -77,9 +77,6 @@ class CameraStatus:
         Frames that were replaced by a newer one before any consumer took them.
     ``last_error``
         The most recent failure, in words. It is kept after recovery, for diagnosis.
-
-        >>> CameraStatus("ok", 29.9, 0.01, 0, 3, None).healthy
-        True
     """
 
     state: CameraState
@@ -88,11 +85,6 @@ class CameraStatus:
     restarts: int
     dropped: int
     last_error: str | None
-
-    @property
-    def healthy(self) -> bool:
-        """True while frames are flowing."""
-        return self.state == "ok"
 
 
 class FpsWindow:
