@@ -135,6 +135,23 @@ def test_the_safe_state_hook_loads_no_heavy_backend(tmp_path: Path) -> None:
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
+def test_the_whole_gate_config_loads_without_opencv_numpy_or_the_ledger(tmp_path: Path) -> None:
+    config = tmp_path / "gate.toml"
+    config.write_text('gate_id = "g-1"\nsite = "west-lake"\nroot_key = "root.pub"\n[ledger]\npath = "l.sqlite3"\n'
+                      '[camera]\nsource = "/dev/video0"\n')
+    probe = ("import json, sys\n"
+             "from citypass.gate.config import load_config\n"
+             f"cfg = load_config(__import__('pathlib').Path({str(config)!r}))\n"
+             "print(json.dumps({'decoder': cfg.decoder, 'modules': sorted(sys.modules)}))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    loaded = {m.split(".")[0] for m in report["modules"]}
+    assert report["decoder"] == "zxing" and "pydantic" in loaded
+    assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
+    assert "citypass.gate.ledger.store" not in report["modules"]
+
+
 @pytest.mark.slow
 def test_a_wheel_installs_only_the_citypass_name(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

@@ -118,5 +118,5 @@ def run_startup_bench(runs: int, against: Path | None = None) -> list[Row]:
 @click.option("--against", type=click.Path(file_okay=False, exists=True, path_type=Path),
               help="Also measure this source tree (another version's checkout), side by side.")
 def startup_command(runs: int, against: Path | None) -> None:
-    """Time the firmware hooks from exec to the pins in their safe state (process wall time)."""
+    """Time the firmware hooks from exec to the pins in their safe state, and to exit."""
     print_rows("firmware hook start-up (mock pins)", run_startup_bench(runs, against))

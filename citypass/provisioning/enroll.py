@@ -41,6 +41,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from citypass.credential.enrollment import EnrollmentGrant
 from citypass.credential.keys import VerifyKey
 from citypass.credential.snapshot import SnapshotError, load_snapshot
 from citypass.gate.camera import classify_source
@@ -184,32 +185,33 @@ class _Enrollment:
             d.append(f"EC P-256 key in {layout.KEY} (0600, stays here); CSR for CN={req.device_id}")
         with self.step("redeem") as d:
             answer = client.redeem(req.token, csr)
-            d.append(f"enrolled as {answer['device_id']} at site {answer['site']} ({answer['direction']})")
-        if answer.get("certificate") is None or answer.get("ca_certificate") is None:
+            d.append(f"enrolled as {answer.device_id} at site {answer.site} ({answer.direction})")
+        cert_pem, ca_pem = answer.certificate, answer.ca_certificate
+        if cert_pem is None or ca_pem is None:
             raise ProvisionError("the issuer returned no device certificate: it must run with --broker-home")
         with self.step("cert") as d:
-            cert = self._verify_cert(answer, key.public_key().public_numbers())
+            cert = self._verify_cert(cert_pem, ca_pem, key.public_key().public_numbers())
             d.append(f"CN={req.device_id}, serial {cert.serial_number:x}, valid to "
-                     f"{cert.not_valid_after_utc:%Y-%m-%d}, chains to {answer_ca_name(answer)}")
+                     f"{cert.not_valid_after_utc:%Y-%m-%d}, chains to {ca_name(ca_pem)}")
         with self.step("snapshot") as d:
             root, snapshot, site_name = self._verify_snapshot(answer)
-            d.append(f"root key {root.kid.hex()} pinned; snapshot seq {answer['ledger_seq']} verifies; "
-                     f"site {site_name} (#{answer['site']})")
+            d.append(f"root key {root.kid.hex()} pinned; snapshot seq {answer.ledger_seq} verifies; "
+                     f"site {site_name} (#{answer.site})")
         with self.step("ledger") as d:
             self.write(layout.ROOT, root.pem())
             self.write(layout.SNAPSHOT, snapshot)
-            self._install_ledger(root, snapshot, answer["site"], answer["direction"])
+            self._install_ledger(root, snapshot, answer.site, answer.direction)
             d.append(f"{layout.LEDGER}: snapshot installed, integrity ok")
         with self.step("config") as d:
-            self.write(layout.CERT, answer["certificate"].encode())
-            self.write(layout.CA, answer["ca_certificate"].encode())
+            self.write(layout.CERT, cert_pem.encode())
+            self.write(layout.CA, ca_pem.encode())
             record = layout.DeviceRecord(
-                device_id=req.device_id, site=answer["site"], site_name=site_name, direction=answer["direction"],
-                issuer=client.url, broker=answer.get("broker"), api_token=answer["api_token"],
+                device_id=req.device_id, site=answer.site, site_name=site_name, direction=answer.direction,
+                issuer=client.url, broker=answer.broker, api_token=answer.api_token,
                 enrolled_at=int(self.env.clock() - reading.offset_s), certificate_serial=f"{cert.serial_number:x}")
             self.write(layout.DEVICE, record.model_dump_json(indent=1).encode(), 0o600)
-            self.write(layout.TOKEN, answer["api_token"].encode(), 0o600)
-            self.write(layout.CONFIG, self._gate_toml(site_name, answer["direction"], record.broker,
+            self.write(layout.TOKEN, answer.api_token.encode(), 0o600)
+            self.write(layout.CONFIG, self._gate_toml(site_name, answer.direction, record.broker,
                                                       client.url).encode())
             try:
                 load_config(self.tmp / layout.CONFIG)
@@ -221,10 +223,10 @@ class _Enrollment:
             d.append(f"{self.home} ready: citypass selftest --config {self.home / layout.CONFIG}")
         return EnrollResult(self.home, req.device_id, details={"broker": record.broker, "site": site_name})
 
-    def _verify_cert(self, answer: dict[str, Any], public: object) -> x509.Certificate:
+    def _verify_cert(self, cert_pem: str, ca_pem: str, public: object) -> x509.Certificate:
         try:
-            cert = x509.load_pem_x509_certificate(answer["certificate"].encode())
-            ca = x509.load_pem_x509_certificate(answer["ca_certificate"].encode())
+            cert = x509.load_pem_x509_certificate(cert_pem.encode())
+            ca = x509.load_pem_x509_certificate(ca_pem.encode())
         except ValueError as exc:
             raise ProvisionError(f"the issuer sent a certificate that does not parse: {exc}") from None
         try:
@@ -245,23 +247,23 @@ class _Enrollment:
                                  f"to {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC): check the clock")
         return cert
 
-    def _verify_snapshot(self, answer: dict[str, Any]) -> tuple[VerifyKey, bytes, str]:
+    def _verify_snapshot(self, answer: EnrollmentGrant) -> tuple[VerifyKey, bytes, str]:
         try:
-            root = VerifyKey.from_pem(answer["root_public_key"].encode())
+            root = VerifyKey.from_pem(answer.root_public_key.encode())
         except ValueError as exc:
             raise ProvisionError(f"the issuer's root key does not parse: {exc}") from None
         if self.req.root_kid and root.kid.hex() != self.req.root_kid.lower():
             raise ProvisionError(f"the issuer's root key is {root.kid.hex()}, but {self.req.root_kid} is pinned: "
                                  "this is not the issuer the setup code came from")
-        data = base64.b64decode(answer["snapshot"])
+        data = base64.b64decode(answer.snapshot)
         try:
             snap = load_snapshot(data, root)
         except SnapshotError as exc:
             raise ProvisionError(f"the snapshot does not verify against the root key: {exc}") from None
-        site = snap.site(int(answer["site"]))
+        site = snap.site(int(answer.site))
         if site is None:
-            raise ProvisionError(f"the snapshot has no site #{answer['site']}, where this device is registered")
-        if answer.get("site_settings", {}).get("name") not in (None, site.name):
+            raise ProvisionError(f"the snapshot has no site #{answer.site}, where this device is registered")
+        if answer.site_settings.get("name") not in (None, site.name):
             raise ProvisionError("the site settings sent disagree with the signed snapshot")
         if self.req.site is not None and self.req.site not in (site.name, str(site.number)):
             raise ProvisionError(f"this device is registered at site {site.name} (#{site.number}), not "
@@ -340,8 +342,8 @@ class _Enrollment:
             layout.wipe(old)
 
 
-def answer_ca_name(answer: dict[str, Any]) -> str:
-    ca = x509.load_pem_x509_certificate(answer["ca_certificate"].encode())
+def ca_name(ca_pem: str) -> str:
+    ca = x509.load_pem_x509_certificate(ca_pem.encode())
     names = ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(names[0].value) if names else "the CA"
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
+from citypass.credential.enrollment import EnrollmentGrant, EnrollmentRedeem
 from citypass.errors import CityPassError
 
 #: Refuse to enroll (and fail the self-test) when the local clock is further than this from the issuer's.
@@ -100,8 +102,9 @@ class IssuerClient:
                 "dynamic codes depend on it")
         return reading
 
-    def redeem(self, token: str, csr_pem: bytes) -> dict[str, Any]:
-        resp = self._call("POST", "/v1/enrollments/redeem", json={"token": token, "csr": csr_pem.decode()})
+    def redeem(self, token: str, csr_pem: bytes) -> EnrollmentGrant:
+        request = EnrollmentRedeem(token=token, csr=csr_pem.decode())
+        resp = self._call("POST", "/v1/enrollments/redeem", json=request.model_dump())
         detail = self._detail(resp)
         if resp.status_code == 410:
             raise ProvisionError(f"the enrollment token cannot be used: {detail}. Ask the operator for a new "
@@ -113,8 +116,12 @@ class IssuerClient:
             raise ProvisionError(f"the issuer cannot enroll devices now: {detail}")
         if resp.status_code != 201:
             raise ProvisionError(f"the issuer refused the enrollment (HTTP {resp.status_code}): {detail}")
-        body: dict[str, Any] = resp.json()
-        return body
+        try:
+            return EnrollmentGrant.model_validate_json(resp.content)
+        except ValidationError as exc:
+            raise ProvisionError(f"the issuer's answer is not an enrollment grant: {exc.errors()[0]['msg']} "
+                                 f"at {'.'.join(map(str, exc.errors()[0]['loc']))} (is {self.url} a City Pass "
+                                 "issuer of this version?)") from None
 
     def retire(self, device_id: str, token: str) -> dict[str, Any]:
         resp = self._call("DELETE", f"/v1/devices/{device_id}", headers={"Authorization": f"Bearer {token}"})

@@ -20,6 +20,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from citypass.credential.devices import check_device_id
+from citypass.credential.enrollment import EnrollmentGrant, EnrollmentRedeem
 from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_INT, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
@@ -217,27 +218,6 @@ def enroll(request: Request, body: EnrollmentIn, services: ServicesDep,
     return EnrollmentOut(id=ident, device_id=device.id, token=text, expires_at=now + body.ttl_s)
 
 
-class RedeemIn(Strict):
-    token: str = Field(min_length=1, max_length=200, description="The enrollment token.")
-    csr: str | None = Field(None, max_length=8000,
-                            description="PEM certificate signing request made on the device (EC P-256/P-384, "
-                                        "CN = the device id). The issuer must have a broker home to sign it.")
-
-
-class RedeemOut(BaseModel):
-    device_id: str
-    site: int
-    direction: str
-    api_token: str = Field(description="The device's own API token (role `device`): keep it on the device.")
-    ledger_seq: int
-    root_public_key: str = Field(description="PEM of the root key to pin.")
-    certificate: str | None = Field(None, description="With a CSR: the device certificate (PEM, CN = device id).")
-    ca_certificate: str | None = Field(None, description="With a CSR: the device CA's certificate (PEM).")
-    broker: str | None = Field(None, description="With a CSR: the MQTT broker as host:port, if the issuer knows it.")
-    snapshot: str = Field(description="The current signed ledger snapshot (base64), for the gate's first boot.")
-    site_settings: dict[str, Any] = Field(description="The device's site, as signed into the snapshot.")
-
-
 def _check_csr(text: str, services: ServicesDep) -> bytes:
     """Refuse a bad CSR *before* the one-time token is spent on it."""
     pem = text.encode()
@@ -262,11 +242,11 @@ def _check_csr(text: str, services: ServicesDep) -> bytes:
     return pem
 
 
-@router.post("/v1/enrollments/redeem", status_code=201, response_model=RedeemOut, summary="Redeem an enrollment",
+@router.post("/v1/enrollments/redeem", status_code=201, response_model=EnrollmentGrant, summary="Redeem an enrollment",
              description="Called by the device being provisioned, with no bearer token: the enrollment token is "
                          "the credential. Works once, before it expires (410 after).",
              responses=errors(401, 422) | {410: {"description": "Used already, expired, or the device was retired."}})
-def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut:
+def redeem(request: Request, body: EnrollmentRedeem, services: ServicesDep) -> EnrollmentGrant:
     ident = parse_secret(body.token, ENROLLMENT_PREFIX)
     request.state.actor = f"enrollment:{ident or '?'}"
     if ident is None:
@@ -299,7 +279,7 @@ def redeem(request: Request, body: RedeemIn, services: ServicesDep) -> RedeemOut
     site = next((s for s in services.store.sites() if s.number == device.site), None)
     note(request, f"device {device.id} enrolled with token {issued.record.id}"
                   + (", certificate signed" if cert_pem else ""))
-    return RedeemOut(device_id=device.id, site=device.site, direction=device.direction, api_token=issued.text,
+    return EnrollmentGrant(device_id=device.id, site=device.site, direction=device.direction, api_token=issued.text,
                      ledger_seq=services.store.ledger_seq(),
                      root_public_key=services.issuer.root_key().public.pem().decode(),
                      certificate=cert_pem, ca_certificate=ca_pem,
