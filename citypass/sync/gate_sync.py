@@ -311,7 +311,12 @@ class GateSync:
             self._event("time_rejected", "error", error=str(exc))
             return
         was_alarm = self.estimator.alarm
-        self.estimator.add(tick.unix_ms / 1000, received)
+        if self.estimator.add(tick.unix_ms / 1000, received):
+            # The issuer's signed time is a lower bound of the true time: it raises the ledger's clock floor,
+            # less the alarm's tolerance, so a gate whose clock is further behind judges codes at the floor
+            # (flagged clock_untrusted) instead of at its wrong clock, while one within the tolerance is left
+            # alone (its live codes are still judged by the freshness skew).
+            ledger.raise_clock_floor(tick.unix_ms // 1000 - int(self.config.clock_alarm_s))
         if self.estimator.alarm != was_alarm:
             self._event("clock_alarm" if self.estimator.alarm else "clock_ok",
                         "error" if self.estimator.alarm else "info", offset_s=round(self.estimator.offset or 0, 3))

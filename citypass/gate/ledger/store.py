@@ -252,6 +252,14 @@ class GateLedger:
             return snapshots.apply_delta(self.db, base_seq, seq, issued_at, revoked, unrevoked,
                                          revoked_holders, unrevoked_holders, sites)
 
+    def raise_clock_floor(self, at: int) -> bool:
+        """Raise the clock floor to ``at`` (an issuer-signed time the caller has verified); never lowers it.
+        Not fsynced: a floor lost in a power cut comes back with the next tick. True if it rose."""
+        with self._write(durable=False) as conn:
+            before = snapshots.get_meta(conn, "clock_floor") or 0
+            snapshots.raise_floor(conn, at)
+            return at > before
+
     def sites(self) -> list[SiteSettings]:
         rows = self.db.conn.execute("SELECT settings FROM sites ORDER BY number").fetchall()
         return [SiteSettings.model_validate_json(r[0]) for r in rows]
