@@ -34,7 +34,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -154,6 +154,10 @@ class GateLedger:
             # our own commits do not change data_version: force a re-read, but keep _state so that
             # read_state can skip re-verifying a trust list that did not change
             self._data_version = -1
+
+    def transaction(self, durable: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on this connection, for the ledger's other modules (see :meth:`_write`)."""
+        return self._write(durable)
 
     def _now_ms(self, at_least: int = 0) -> int:
         return max(int(self._clock() * 1000), at_least * 1000)
