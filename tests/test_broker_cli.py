@@ -50,7 +50,9 @@ def test_init_enrol_list_and_revoke(tmp_path: Path) -> None:
     assert "revoked 1 certificate(s) of gate-wl-e1" in run("revoke-device", "--home", str(home),
                                                            "--id", "gate-wl-e1").output
     acl = (home / "acl").read_text()
-    assert "user gate-wl-e1\ntopic deny #" in acl and "user gate-lingyin-2\ntopic read citypass/v1/site/2/#" in acl
+    assert "user gate-wl-e1\ntopic deny #" in acl
+    assert ("user gate-lingyin-2\ntopic write citypass/v1/site/2/lanes/gate-lingyin-2\n"
+            "topic read citypass/v1/site/2/#") in acl
 
 
 def test_mistakes_get_one_line_errors(tmp_path: Path) -> None:

@@ -42,11 +42,10 @@ class Lane:
 
 
 def share(a: Lane, b: Lane, now_ms: int = MS) -> Applied:
-    events = a.site.own_events(a.site.shared_seq(), 500)
+    events, upto = a.site.own_events(a.site.shared_seq(), 500)
     applied = b.site.apply(a.ctx.gate_id, a.ctx.site.number, events, now_ms,
                            passback_s=b.ctx.site.passback_minutes * 60 if b.ctx.site.passback_hard else None)
-    if events:
-        a.site.set_shared(events[-1].seq)
+    a.site.set_shared(upto)
     return applied
 
 
@@ -77,7 +76,7 @@ def test_a_screenshot_of_a_used_reservation_is_refused_at_the_next_lane(issuer: 
     assert denied.reason is Reason.ALREADY_USED
     assert two.ledger.backlog() == backlog + 1  # its own denial only: the sibling's tap is not re-uploaded
     assert share(one, two).taps == 0  # nothing new
-    again = one.site.own_events(0, 500)
+    again = one.site.own_events(0, 500)[0]
     assert two.site.apply("lane-1", one.ctx.site.number, again, MS).duplicates == 1  # idempotent by tap id
 
 
@@ -138,14 +137,14 @@ def test_metro_tap_in_state_is_the_stations(issuer: Issuer, tmp_path: Path) -> N
     shown = present(transit, phone, NOW)
     assert entry.show(shown).kind is not None
     for sibling in (other, exit_):
-        share_all = entry.site.own_events(0, 500)
+        share_all = entry.site.own_events(0, 500)[0]
         sibling.site.apply("lane-1", entry.ctx.site.number, share_all, MS)
     # the same live code shown at the next lane is a replay; a fresh one is a second tap-in
     assert other.show(shown, NOW + 2).reason is Reason.REPLAYED_PRESENTATION
     assert other.show(present(transit, phone, NOW + 3), NOW + 3).reason is Reason.ALREADY_TAPPED_IN
     out = exit_.show(present(transit, phone, NOW + 600), NOW + 600)
     assert out.allowed and Reason.NOT_TAPPED_IN not in out.flags  # the exit gate knew of the tap-in
-    other.site.apply("lane-3", exit_.ctx.site.number, exit_.site.own_events(0, 500), MS + 600_000)
+    other.site.apply("lane-3", exit_.ctx.site.number, exit_.site.own_events(0, 500)[0], MS + 600_000)
     assert other.show(present(transit, phone, NOW + 900), NOW + 900).allowed  # the journey is closed
 
 
@@ -181,8 +180,8 @@ def test_a_sibling_can_annul_only_its_own_taps(issuer: Issuer, tmp_path: Path) -
     code = issuer.mint_reservation("museum", NOW - 600, NOW + 3600, 2, NOW - 700)
     assert one.show(code).allowed
     share(one, three)
-    shared = one.site.own_events(0, 500)
+    shared = one.site.own_events(0, 500)[0]
     one.ledger.annul(one.ledger.pending(10)[-1].tap_id, 2, NOW + 5)
-    annul = [e for e in one.site.own_events(shared[-1].seq, 500) if e.event == "annul"]
+    annul = [e for e in one.site.own_events(shared[-1].seq, 500)[0] if e.event == "annul"]
     assert three.site.apply("lane-2", two.ctx.site.number, annul, MS).annulled == 0  # lane 2 names lane 1's tap
     assert three.site.apply("lane-1", one.ctx.site.number, annul, MS).annulled == 1

@@ -131,6 +131,17 @@ class SyncConfig(BaseModel):
     reconnect_max_s: int = Field(
         30, ge=1, le=600, description="Longest wait between reconnect attempts (backoff doubles from 1 s up to this)."
     )
+    lanes: bool = Field(
+        True,
+        description=(
+            "Share this lane's admissions with the other lanes of its site, signed with the device key, and apply "
+            "theirs: a screenshot admitted at the next lane is refused here (docs/gate.md, 'One site, one gate')."
+        ),
+    )
+    lane_rate_per_s: float = Field(
+        20.0, gt=0, le=1000,
+        description="Most messages per second taken from any one sibling lane; more are dropped and counted.",
+    )
 
 
 class GateConfig(BaseModel):

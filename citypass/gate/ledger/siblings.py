@@ -32,9 +32,9 @@ hour ahead cannot hold a pass in passback for an hour here), and they never rais
 Example::
 
     site = SiteLedger(ledger)                          # the sync thread's own GateLedger
-    events = site.own_events(after=site.shared_seq(), limit=50)
+    events, upto = site.own_events(after=site.shared_seq(), limit=50)
     ...                                                # published to the siblings; the broker acknowledged
-    site.set_shared(events[-1].seq)
+    site.set_shared(upto)
     applied = site.apply("gate-2", received_events, now_ms=int(time.time() * 1000))
     for race in applied.races: ...
 """
@@ -183,9 +183,10 @@ class SiteLedger:
             conn.execute("INSERT INTO lane_cursor (id, shared_seq) VALUES (1, ?) ON CONFLICT (id) DO UPDATE"
                          " SET shared_seq = max(shared_seq, excluded.shared_seq)", (seq,))
 
-    def own_events(self, after: int, limit: int = 50) -> list[LaneEvent]:
-        """This lane's shareable events after outbox sequence ``after``, oldest first (at most ``limit``
-        outbox rows are looked at; rows that are not for the siblings are skipped)."""
+    def own_events(self, after: int, limit: int = 50) -> tuple[list[LaneEvent], int]:
+        """This lane's shareable events after outbox sequence ``after``, oldest first, and the outbox sequence
+        looked up to (``after`` when there was nothing new). At most ``limit`` outbox rows are looked at; rows
+        that are not for the siblings (denials, passages, stage times) are skipped."""
         try:
             rows = self.conn.execute(
                 "SELECT o.seq, o.kind, o.tap_id, o.body, o.created_at, t.credential_id, t.kind, t.persons, t.at,"
@@ -206,11 +207,7 @@ class SiteLedger:
             else:
                 out.append(LaneEvent(seq, "annul", tap_id, bytes(cred), kind, int(fields["persons_unused"]),
                                      int(fields["at"]), created * 1000))
-        return out
-
-    def last_seq(self) -> int:
-        """The newest outbox sequence (what :meth:`own_events` may return up to)."""
-        return int(self.conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()[0])
+        return out, (int(rows[-1][0]) if rows else after)
 
     # -- applying ------------------------------------------------------------------------------------
     def apply(self, gate_id: str, site: int, events: Sequence[LaneEvent], now_ms: int, *,
