@@ -76,6 +76,11 @@ class SiteWorld:
     def root(self) -> VerifyKey:
         return self.issuer.root_key().public
 
+    @property
+    def syncs(self) -> list[GateSync]:
+        """The lanes' sync threads, in the order :meth:`lane` started them."""
+        return list(self._syncs)
+
     def broker_for_lanes(self) -> Broker:
         return self.site_broker or self.central
 
