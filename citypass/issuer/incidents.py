@@ -58,10 +58,10 @@ REPLAYED_REASONS = frozenset({"replayed_presentation", "presentation_expired"})
 REVOKED_REASONS = frozenset({"revoked", "holder_revoked"})
 SINGLE_USE_PRODUCTS = frozenset({RESERVATION, GROUP})
 SHAREABLE_PRODUCTS = frozenset({ANNUAL, TRANSIT})
-#: Lanes of one site share admissions within a fraction of a second (docs/gate.md, "One site, one gate"): two
-#: admissions at one site closer than this are a race inside that window; further apart, a lane that could not
-#: hear its siblings (cut off from them, or at a site whose lanes do not share).
-LANE_RACE_S = 5
+#: Lanes of one site share admissions within a fraction of a second (docs/gate.md, "One site, one gate"; tap
+#: times are whole seconds): two admissions at one site at most this far apart are a race inside that window;
+#: further apart, a lane that could not hear its siblings (cut off from them, or at a site whose lanes do not share).
+LANE_RACE_S = 1
 #: Sites allow at most 1440 passback minutes, so an entry older than a day cannot be what a gate's
 #: passback check saw; it is not shown as the "previous entry" of a passback incident.
 PASSBACK_LOOKBACK_S = 1440 * 60
