@@ -88,7 +88,7 @@ def _lanes(f: Facts) -> Check:
     learned = f.lane_counters.get(LANE2, {}).get("lane_applied", 0)
     races = {g: f.lane_counters.get(g, {}).get("lane_races", 0) for g in (LANE1, LANE2)}
     ok = refused and learned > 0 and all(n >= 1 for n in races.values())
-    return Check("the museum's lanes share: a screenshot refused online, the offline double use flagged at both", ok,
+    return Check("the museum's lanes share admissions", ok,
                  f"screenshot at {LANE2}: {'refused already_used' if refused else 'NOT refused'}; {LANE2} applied "
                  f"{learned} of its sibling's admissions; races flagged: "
                  + ", ".join(f"{g} {n}" for g, n in races.items()))
