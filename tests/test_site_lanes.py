@@ -170,11 +170,14 @@ def test_lanes_share_while_the_city_link_is_down(two: SiteWorld) -> None:
 @pytest.mark.slow
 def test_an_isolated_lane_decides_alone_and_the_race_is_found_at_both_lanes(two: SiteWorld) -> None:
     world = two
-    with world.issuer_sync(), world.decider("lane-1") as one, world.decider("lane-2") as other:
+    with world.issuer_sync() as isync, world.decider("lane-1") as one, world.decider("lane-2") as other:
         syncs = [world.lane("lane-1", isolatable=True), world.lane("lane-2")]
         assert wait_for(lambda: all(s.state.connected for s in syncs), SLOW)
+        # statuses cross the bridge retained, and so does the Last Will the site broker publishes for a lane
+        assert isync.publisher.wait_status("lane-1", lambda s: s.online, SLOW)
         world.links["lane-1"].cut()  # lane 1 is cut off from its siblings too
         assert wait_for(lambda: not syncs[0].state.connected, SLOW)
+        assert isync.publisher.wait_status("lane-1", lambda s: not s.online, 60)
         code = reservation(world, 2)
         assert admit(one, syncs[0], code).persons == 2
         assert admit(other, syncs[1], code).persons == 2  # lane 2 cannot know: the double use happens
