@@ -226,6 +226,8 @@ def test_forged_and_foreign_sibling_taps_are_refused_and_counted(tmp_path: Path)
         # The foreign gate (enrolled at West Lake) reaches the site broker, but the ACL lets it publish on no
         # lanes topic here: its message is never delivered.
         foreign = _raw_client(world, "gate-far")
+        refusals: list[int] = []
+        foreign.on_publish = lambda c, u, mid, rc, p: refusals.append(rc.value)
         for topic in (topics.site_lanes(world.site, "gate-far"), topics.site_lanes(world.site, "lane-1")):
             foreign.publish(topic, far.sign(batch("gate-far")), qos=1).wait_for_publish(5)
         # lane 1's own identity (its sync is not running) publishes what a compromised path might carry
@@ -236,7 +238,8 @@ def test_forged_and_foreign_sibling_taps_are_refused_and_counted(tmp_path: Path)
         assert used(other, code) == 0 and lane2.state.counters["lane_applied"] == 0
         raw.publish(topics.site_lanes(world.site, "lane-1"), good, qos=1).wait_for_publish(5)
         assert wait_for(lambda: used(other, code) == 1, SLOW)  # the genuine message is applied
-        assert lane2.state.counters["lane_refused"] == len(forged)  # and the foreign ones never arrived
+        assert lane2.state.counters["lane_refused"] == len(forged)  # and the foreign ones never arrived:
+        assert refusals == [0x87, 0x87]  # the site broker refused them: "Not authorized"
         stop(foreign)
         stop(raw)
 
