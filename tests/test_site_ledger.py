@@ -185,3 +185,13 @@ def test_a_sibling_can_annul_only_its_own_taps(issuer: Issuer, tmp_path: Path) -
     annul = [e for e in one.site.own_events(shared[-1].seq, 500)[0] if e.event == "annul"]
     assert three.site.apply("lane-2", two.ctx.site.number, annul, MS).annulled == 0  # lane 2 names lane 1's tap
     assert three.site.apply("lane-1", one.ctx.site.number, annul, MS).annulled == 1
+
+
+def test_old_sibling_taps_are_forgotten_but_their_effect_stays(issuer: Issuer, tmp_path: Path) -> None:
+    one, two = lanes(tmp_path, issuer, "museum")
+    code = issuer.mint_reservation("museum", NOW - 600, NOW + 3600, 1, NOW - 700)
+    assert one.show(code).allowed
+    share(one, two)
+    assert two.site.prune(NOW) == 0 and len(two.site.sibling_tap_ids()) == 1  # decided at NOW: not before it
+    assert two.site.prune(NOW + 1) == 1 and two.site.sibling_tap_ids() == set()
+    assert two.show(code, NOW + 5).reason is Reason.ALREADY_USED  # the ticket stays used

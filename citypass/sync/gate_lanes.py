@@ -42,6 +42,8 @@ from citypass.sync import topics
 from citypass.sync.endpoint import ClientFiles
 from citypass.sync.lanes import LaneBatch, LaneRefused, LaneSigner, LaneTap, LaneVerifier
 
+PRUNE_EVERY_S = 600.0
+PAGES_PER_CYCLE = 20  # outbox pages (of ``batch`` rows) a cycle looks at, at most
 COUNTERS = ("lane_sent", "lane_applied", "lane_annulled", "lane_duplicates", "lane_refused", "lane_dropped",
             "lane_races")
 
@@ -84,6 +86,7 @@ class LaneExchange:
         self._persisted = 0
         self._persisted_at = 0.0
         self._quiet_until: dict[str, float] = {}
+        self._prune_due = 0.0
 
     @classmethod
     def from_files(cls, device: str, site: int, files: ClientFiles, **kw: Any) -> LaneExchange:
@@ -132,6 +135,10 @@ class LaneExchange:
         self._confirm(site)
         if connected:
             self._share(client, site)
+        now = time.monotonic()
+        if now >= self._prune_due:  # siblings' taps are kept as long as the lane keeps its own
+            self._prune_due = now + PRUNE_EVERY_S
+            site.prune(int(self.clock()) - ledger.config.outbox_retention_days * 86_400)
 
     def _attach(self, ledger: GateLedger) -> SiteLedger:
         if self._site_ledger is None or self._ledger is not ledger:
@@ -140,12 +147,17 @@ class LaneExchange:
         return self._site_ledger
 
     def _share(self, client: mqtt.Client, site: SiteLedger) -> None:
-        while len([c for c in self._chain if not c[2]]) < self.settings.window:
+        for _ in range(PAGES_PER_CYCLE):  # bounded work per cycle, however long the outbox
+            if len([c for c in self._chain if not c[2]]) >= self.settings.window:
+                return
             events, upto = site.own_events(self._sent_upto, self.settings.batch)
             if upto == self._sent_upto:
                 return
             if not events:  # only denials, passages, stage times: nothing to tell
-                self._chain.append([None, upto, True])
+                if self._chain:
+                    self._chain.append([None, upto, True])
+                else:
+                    self._confirmed = max(self._confirmed, upto)
                 self._sent_upto = upto
                 continue
             batch = LaneBatch(self.device, self.site, int(self.clock() * 1000), tuple(_to_wire(e) for e in events))
