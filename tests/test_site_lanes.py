@@ -187,6 +187,12 @@ def test_an_isolated_lane_decides_alone_and_the_race_is_found_at_both_lanes(two:
         assert wait_for(lambda: len(issuer_taps(world)) == 2, 60)
         assert double_uses(world) == [("lane-1", "lane-2")]
 
+        def reported(gate: str) -> bool:  # each lane's race count reaches the issuer's device health
+            health = world.issuer.store.health(gate)
+            return health is not None and health.details.get("lane_races") == 1
+
+        assert wait_for(lambda: reported("lane-1") and reported("lane-2"), SLOW)
+
 
 def _raw_client(world: SiteWorld, cn: str) -> mqtt.Client:
     client = world.endpoint(cn).client(cn)
