@@ -214,11 +214,12 @@ class SiteLedger:
               passback_s: int | None = None) -> Applied:
         """Apply a sibling's ``events`` (already authenticated and validated by the caller) in one transaction.
 
-        Times are clamped to ``now_ms``. ``passback_s``: the site's hard anti-passback window, if it has one
-        (an annual pass admitted here and at the sibling inside it is a race)."""
+        Times are clamped to this lane's best knowledge of now: ``now_ms``, or its clock floor if that is later
+        (a lane whose clock is wrong judges at its floor). ``passback_s``: the site's hard anti-passback window, if
+        it has one (an annual pass admitted here and at the sibling inside it is a race)."""
         if len(events) > MAX_APPLY:
             raise ValueError(f"apply at most {MAX_APPLY} events at once")
-        now_s = now_ms // 1000
+        now_s = max(now_ms // 1000, self.ledger.clock_floor)
         taps = [e for e in events if e.event == "tap"]
         annuls = [e for e in events if e.event == "annul"]
         self._batch += 1
