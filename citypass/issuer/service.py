@@ -65,6 +65,7 @@ class Issuer:
             issuer.add_site(SiteSettings(number=store.next_site_number(), name=name, kind=SiteKind(kind)), now)
         issuer._new_key("issuer", alg, now)
         issuer._new_key("ledger", alg, now)
+        issuer.ingest_group()
         return issuer
 
     @classmethod
@@ -75,6 +76,17 @@ class Issuer:
 
     def close(self) -> None:
         self.store.close()
+
+    def ingest_group(self) -> str:
+        """The MQTT shared-subscription group of this issuer's ingest workers: random, made once (at ``init``,
+        or at the first call for a home made before there was one) and kept in the store. A device that knew
+        the group could join it and be handed a share of other gates' tap batches (they would then wait for
+        their gates to resend them), so it is not a guessable word like ``ingest``."""
+        group = self.store.get_meta("mqtt_group")
+        if not group:
+            group = f"ingest-{os.urandom(8).hex()}"
+            self.store.set_meta("mqtt_group", group)
+        return group
 
     def signing_key(self, role: str, kid: bytes) -> SigningKey:
         key = self._keys.get((role, kid))

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from citypass.credential.devices import OUTBOX_ID_PATTERN
 from citypass.credential.keys import Alg, VerifyKey
 from citypass.errors import InvalidInput
 
@@ -15,7 +16,7 @@ from citypass.errors import InvalidInput
 MAX_TIME = 2**40
 MAX_INT = 2**62
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,47}$"
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+ID_PATTERN = OUTBOX_ID_PATTERN  # event, tap and gate ids: the rule MQTT uploads follow too
 
 
 class Strict(BaseModel):
