@@ -40,7 +40,7 @@ import httpx
 
 from citypass.bench.report import Row, percentile, print_rows, scratch_dir
 from citypass.issuer.home import IssuerHome
-from citypass.issuer.ingest import prepare
+from citypass.issuer.ingest import Uploader, prepare
 from citypass.issuer.records import Device, Slot, TapEvent
 from citypass.issuer.service import Issuer
 from citypass.issuer.store import IssuerStore
@@ -100,7 +100,7 @@ def bench_repository(path: Path, taps: int) -> list[Row]:
             t0 = time.perf_counter()
             events = [TapEvent(r["event_id"], r["tap_id"], r["kind"], json.loads(r["body"]), r["created_at"])
                       for r in chunk]
-            store.store_batch(prepare(events, "bench-gate"), "bench-gate", NOW)
+            store.store_batch(prepare(events, Uploader("bench-gate", 1, "entry")), "bench-gate", NOW)
             times.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         stored = store.tap_count()

@@ -149,6 +149,20 @@ class Quarantined:
 
 
 @dataclass(frozen=True)
+class QuarantineRecord:
+    """An uploaded event kept aside, never counted: it failed validation (``collision`` False), or its event id
+    was used first by another device (``collision`` True)."""
+
+    event_id: str
+    tap_id: str
+    kind: str
+    device_id: str | None
+    received_at: int
+    error: str
+    collision: bool = False
+
+
+@dataclass(frozen=True)
 class IngestResult:
     """``acknowledged``: every event id now durably held (new, repeated, or quarantined as invalid —
     a gate must not resend those forever); ``new_taps``: taps stored for the first time."""

@@ -25,6 +25,7 @@ from citypass.issuer.records import (
     Enrollment,
     IngestResult,
     LedgerChange,
+    QuarantineRecord,
     ReservationRecord,
     RevocationRecord,
     Slot,
@@ -136,6 +137,11 @@ class TapRepository(Protocol):
     def taps(self, *, site: int | None = None, since: int | None = None, until: int | None = None,
              credential_id: str | None = None, limit: int = 200_000) -> list[TapRecord]: ...
     def tap_count(self) -> int: ...
+    def quarantined(self, *, since: int | None = None, until: int | None = None,
+                    limit: int = 100_000) -> list[QuarantineRecord]:
+        """Events kept aside (invalid, or an id another device used first) received in ``[since, until)``,
+        oldest first: what an operator sees as quarantine incidents."""
+        ...
 
 
 class AccessRepository(Protocol):
