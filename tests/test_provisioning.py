@@ -411,11 +411,13 @@ def test_a_csr_for_another_device_changes_nothing(world: World) -> None:
     assert _connects(home, "gate-real", world)
     typo = world.enrollment("gate-rea1")
     with httpx.Client(base_url=world.url) as anon:
-        wrong = anon.post("/v1/enrollments/redeem", json={"token": typo, "csr": make_csr(new_key(), "gate-real").decode()})
+        wrong = anon.post("/v1/enrollments/redeem",
+                          json={"token": typo, "csr": make_csr(new_key(), "gate-real").decode()})
         assert wrong.status_code == 422 and "not the device this enrollment is for" in wrong.json()["detail"]
         time.sleep(0.5)  # a revocation would have reloaded the broker by now
         assert _connects(home, "gate-real", world), "the working gate was cut off"
-        right = anon.post("/v1/enrollments/redeem", json={"token": typo, "csr": make_csr(new_key(), "gate-rea1").decode()})
+        right = anon.post("/v1/enrollments/redeem",
+                          json={"token": typo, "csr": make_csr(new_key(), "gate-rea1").decode()})
         assert right.status_code == 201, "the refused redeem spent the token"
 
 

@@ -21,7 +21,7 @@ credential has exactly one encoding; every producer here writes it with :func:`e
     >>> decode_cbor(bytes.fromhex("9f010203ff"))        # the same array, indefinite length
     Traceback (most recent call last):
     ...
-    citypass.credential.cose.FormatError: not deterministic CBOR (RFC 8949 §4.2): indefinite lengths, long forms or unsorted map keys are refused
+    citypass.credential.cose.FormatError: not deterministic CBOR (RFC 8949 §4.2): ...
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def decode_cbor(data: bytes) -> Any:
     except Exception as exc:  # an item cbor2 decodes but cannot encode deterministically
         raise FormatError(f"not deterministic CBOR: {exc}") from None
     if not canonical:
-        raise FormatError("not deterministic CBOR (RFC 8949 §4.2): indefinite lengths, long forms or unsorted "
-                          "map keys are refused")
+        raise FormatError("not deterministic CBOR (RFC 8949 §4.2): an indefinite length, a longer form than "
+                          "needed, or unsorted or repeated map keys")
     return obj
 
 

@@ -23,6 +23,7 @@ from citypass.issuer.api.deps import (
     note,
     roles_doc,
 )
+from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.reconcile import (
     FareTable,
     TapRecord,
@@ -32,7 +33,6 @@ from citypass.issuer.reconcile import (
     local_midnight,
     occupancy,
 )
-from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.records import NotFound
 
 router = APIRouter(tags=["reports"])

@@ -38,7 +38,8 @@ class TapTables(SqliteBase):
                 marks = ",".join("?" * len(chunk))
                 owners.update((r[0], r[1]) for r in conn.execute(
                     f"SELECT event_id, device_id FROM tap_events WHERE event_id IN ({marks})", chunk))
-            clashes = [p for p in events if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
+            clashes = [p for p in events
+                       if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
             recorded = self._record_collisions(clashes, owners, device_id, received_at)
             existing = set(owners) - {p.event.event_id for p in clashes}
             new = self._claim_tap_ids([p for p in events if p.event.event_id not in owners], device_id)
