@@ -70,7 +70,7 @@ class ReservationRecord:
     slot_id: str
     venue: int
     party: int
-    status: str  # "held" (places taken, code being signed), "active", "cancelled"
+    status: str  # "held" (places taken, code being signed), "active", "cancelled", "expired" (a hold that died)
     credential_id: str | None
     created_at: int
     cancelled_at: int | None = None

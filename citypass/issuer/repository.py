@@ -105,6 +105,13 @@ class BookingRepository(Protocol):
     def cancel_reservation(self, reservation_id: str, at: int) -> tuple[ReservationRecord, bool]:
         """Cancel and give the places back; the bool is False when it was already cancelled."""
         ...
+    def expire_holds(self, created_before: int, at: int) -> list[ReservationRecord]:
+        """Give back the places of ``held`` reservations made before ``created_before`` (their process died
+        between holding and activating): status ``expired``; the ones expired now."""
+        ...
+    def reservations(self, *, status: str, since: int | None = None, limit: int = 200) -> list[ReservationRecord]:
+        """Reservations with ``status`` made at or after ``since``, oldest first."""
+        ...
     def reservation(self, reservation_id: str) -> ReservationRecord: ...
 
 

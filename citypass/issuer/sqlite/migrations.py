@@ -25,6 +25,7 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``tap_events``       every uploaded outbox event by event id (v2), quarantined ones with the error
 ``taps``             one row per tap id, annulments applied (v2)
 ``tap_collisions``   events whose event id another device used first, quarantined (v3)
+(v3 also)            partial indexes: held reservations by age, quarantined events by time
 ===================  ====================================================================
 """
 
@@ -135,6 +136,8 @@ def _v3_collisions(db: Database) -> None:
         pk=("event_id", "device_id"), not_null={"tap_id", "kind", "body", "received_at", "error"},
     )
     db.table("tap_collisions").create_index(["received_at"])
+    # Holds left by a process killed while booking are found by age (a handful at most: a partial index).
+    db.execute("CREATE INDEX idx_reservations_held ON reservations (created_at) WHERE status = 'held'")
     # Only quarantined events are listed by time: a partial index costs ingest nothing for valid ones.
     db.execute("CREATE INDEX idx_tap_events_quarantined ON tap_events (received_at) WHERE error IS NOT NULL")
 
