@@ -462,3 +462,16 @@ def test_force_refuses_while_the_outbox_holds_taps_unless_discarded(world: World
     assert replaced.exit_code == 0, replaced.output  # the same token: the refusal did not spend it
     assert "7 un-uploaded event(s) will be wiped" in replaced.output
     assert (home / layout.KEY).read_bytes() != key and read_backlog(home / layout.LEDGER) == 0
+
+
+def test_the_enrolled_home_is_private_whatever_the_umask(world: World) -> None:
+    token = world.enrollment("gate-modes")
+    old = os.umask(0o022)  # a technician working as root with the usual umask
+    try:
+        assert run(*enroll_args(world, "gate-modes", token)).exit_code == 0
+    finally:
+        os.umask(old)
+    home = world.home("gate-modes")
+    modes = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in [home, *home.rglob("*")]}
+    assert modes.pop(".") == "0o700" and modes.pop(layout.TLS) == "0o700"
+    assert modes and set(modes.values()) == {"0o600"}, modes  # gate.toml, ledger, keys, certificates, …

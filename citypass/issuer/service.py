@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from citypass.credential.claims import Annual, Credential, Group, HolderKey, Mode, Product, Reservation, Terms, Transit
 from citypass.credential.codes import issue, parse
+from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot
@@ -55,7 +56,7 @@ class Issuer:
         """Create keys and store in a new home. ``sites`` are (name, kind) pairs, numbered from 1."""
         if home.exists():
             raise HomeError(f"{home.path} already holds an issuer; refusing to overwrite its keys")
-        home.path.mkdir(parents=True, exist_ok=True)
+        private_dir(home.path)  # 0700 whatever the umask: keys, tokens' hashes, every credential
         store = IssuerStore(home.db_path)
         issuer = cls(home, store)
         root = SigningKey.generate(alg)

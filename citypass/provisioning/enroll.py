@@ -44,6 +44,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from citypass.credential.enrollment import EnrollmentGrant
+from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import VerifyKey
 from citypass.credential.snapshot import SnapshotError, load_snapshot
 from citypass.gate.camera import classify_source
@@ -127,7 +128,7 @@ class _Enrollment:
             raise
         self.on_step(name, "; ".join(detail))
 
-    def write(self, name: str, data: bytes, mode: int = 0o644) -> None:
+    def write(self, name: str, data: bytes, mode: int = 0o600) -> None:
         try:
             self.env.write(self.tmp / name, data, mode)
         except OSError as exc:
@@ -179,6 +180,7 @@ class _Enrollment:
             shutil.rmtree(self.tmp)
         try:
             self.tmp.mkdir(parents=True)
+            private_dir(self.tmp)  # becomes HOME: 0700 whatever the umask
         except OSError as exc:
             if _disk_full(exc):
                 raise ProvisionError(f"the disk is full: cannot create {self.tmp}") from None

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+from citypass.credential.filemodes import private_file
+
 #: How long a writer waits for the lock before giving up (ms). Transactions here are short.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -58,6 +60,7 @@ class SqliteBase:
         """This thread's connection, wrapped for sqlite-utils."""
         holder: _Connection | None = getattr(self._local, "holder", None)
         if holder is None:
+            private_file(self.path)  # 0600 whatever the umask; SQLite gives -wal and -shm the same mode
             conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")  # readers never wait for the writer
