@@ -126,7 +126,8 @@ def _serve(home: str, sock_fd: int, cpu: int | None) -> None:
     pin_to_one_core(cpu)
     sock = socket.socket(fileno=sock_fd)
     issuer = Issuer.open(IssuerHome(Path(home)))
-    config = uvicorn.Config(create_app(issuer), log_level="warning", access_log=False, lifespan="off")
+    # Without the request limits: the benchmark measures what the service can do, not its per-token policy.
+    config = uvicorn.Config(create_app(issuer, limits=None), log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from citypass.credential.trustlist import TrustedKey
 from citypass.errors import Conflict as Conflict  # re-exported: the repository's errors
 from citypass.errors import NotFound as NotFound
+from citypass.errors import Unavailable
 
 #: Roles an API token can have. ``device`` tokens come only from redeeming an enrollment.
 ROLES = ("admin", "issuer", "operator", "technician", "auditor")
@@ -23,6 +24,10 @@ CHANGE_KINDS = ("revoke", "unrevoke", "revoke_holder", "unrevoke_holder", "site"
 
 class SlotFull(Conflict):
     """The slot has fewer free places than the party asks for."""
+
+
+class StorageFull(Unavailable):
+    """The store's disk (or quota) is full: nothing was written; try again once there is space."""
 
 
 @dataclass(frozen=True)

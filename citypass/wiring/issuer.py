@@ -8,15 +8,18 @@ broker home's certificate authority behind its :class:`~citypass.issuer.authorit
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from citypass.issuer.api import create_app
+from citypass.issuer.api.limits import CapLength
 from citypass.issuer.authority import AuthorityError
 from citypass.issuer.cli import HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
@@ -109,11 +112,22 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
         uvicorn.run(create_app(iss, authority=authority), host=host, port=port, log_level=log_level,
-                    ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
+                    ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
+                    log_config=_log_config())
     finally:
         if mqtt is not None:
             mqtt.stop()
         iss.close()
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging config, with every line's arguments cut to a bounded length (CapLength): the
+    access line carries the path as the client sent it."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["cap"] = {"()": CapLength}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("cap")
+    return config
 
 
 def _loopback(host: str) -> bool:
