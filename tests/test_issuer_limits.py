@@ -27,7 +27,7 @@ from citypass.issuer.testing import ServedIssuer, served_issuer
 from citypass.sync import topics
 from citypass.sync.broker import free_port
 from tests.helpers.sync import gate_sync, issuer_sync
-from tests.helpers.sync import world as world  # noqa: F401  (the fixture)
+from tests.helpers.sync import world as world
 
 NOW = 1_800_000_000
 
@@ -85,7 +85,7 @@ def test_a_full_store_answers_507_with_retry_after_and_stores_nothing(served: Se
         store.max_bytes = None
 
 
-def test_a_gate_keeps_its_outbox_while_the_issuers_store_is_full(world: SyncWorld) -> None:  # noqa: F811
+def test_a_gate_keeps_its_outbox_while_the_issuers_store_is_full(world: SyncWorld) -> None:
     world.issuer.store.max_bytes = 1  # SQLite keeps the file's current size: no room to grow
     with issuer_sync(world) as sync:
         gate = gate_sync(world, "gate-a")
@@ -102,7 +102,7 @@ def test_a_gate_keeps_its_outbox_while_the_issuers_store_is_full(world: SyncWorl
             gate.stop()
 
 
-def test_garbage_on_a_devices_own_topics_is_logged_once_per_interval(world: SyncWorld,  # noqa: F811
+def test_garbage_on_a_devices_own_topics_is_logged_once_per_interval(world: SyncWorld,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
     files = world.files["gate-b"]
     with issuer_sync(world) as sync, caplog.at_level(logging.WARNING, logger="citypass.sync.issuer_sync"):
