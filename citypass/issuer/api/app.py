@@ -72,6 +72,11 @@ def refuse_unknown_query(request: Request) -> None:
     if unknown:
         raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter",
                                        "type": "extra_forbidden"} for name in unknown[:10]])
+    # No parameter takes a list: ?limit=5&limit=500 would otherwise silently mean whichever came last.
+    repeated = sorted(name for name in set(request.query_params) if len(request.query_params.getlist(name)) > 1)
+    if repeated:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "given more than once",
+                                       "type": "value_error"} for name in repeated[:10]])
 
 
 def _query_names(dependant: Any) -> set[str]:
