@@ -59,12 +59,14 @@ from citypass.lazy import lazy_exports
 if TYPE_CHECKING:
     from citypass.gate.decoders.base import Corners, Decoded, Decoder, to_gray
     from citypass.gate.decoders.chain import ChainDecoder
+    from citypass.gate.decoders.retry import RetryDecoder
     from citypass.gate.decoders.zbar import ZbarDecoder
     from citypass.gate.decoders.zxing import ZxingDecoder
 else:
     __getattr__, __dir__ = lazy_exports(__name__, {
         "base": ["Corners", "Decoded", "Decoder", "to_gray"],
         "chain": ["ChainDecoder"],
+        "retry": ["RetryDecoder"],
         "zbar": ["ZbarDecoder"],
         "zxing": ["ZxingDecoder"],
     })
@@ -89,11 +91,18 @@ def _chain() -> Decoder:
     return ChainDecoder([_zxing(), _zbar(try_invert=False)], name="chain")
 
 
-_FACTORIES: Final[dict[str, Callable[[], Decoder]]] = {"zxing": _zxing, "zbar": _zbar, "chain": _chain}
+def _retry() -> Decoder:
+    from citypass.gate.decoders.retry import RetryDecoder
+
+    return RetryDecoder()
+
+
+_FACTORIES: Final[dict[str, Callable[[], Decoder]]] = {
+    "retry": _retry, "zxing": _zxing, "zbar": _zbar, "chain": _chain}
 
 #: Names accepted by :func:`make_decoder`.
 DECODER_NAMES: Final = tuple(_FACTORIES)
-DEFAULT_DECODER: Final = "zxing"
+DEFAULT_DECODER: Final = "retry"
 
 
 def make_decoder(name: str = DEFAULT_DECODER) -> Decoder:
@@ -113,6 +122,7 @@ __all__ = [
     "DECODER_NAMES",
     "DEFAULT_DECODER",
     "ChainDecoder",
+    "RetryDecoder",
     "Corners",
     "Decoded",
     "Decoder",
