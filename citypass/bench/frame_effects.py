@@ -37,6 +37,7 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -112,10 +113,10 @@ def cracked_protector(canvas: Image, k: int, rng: np.random.Generator) -> Image:
         pts = np.round(np.array(path)).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(cracks, [pts], False, 255, width, cv2.LINE_AA)
         cv2.polylines(edges, [pts + max(1, width)], False, 255, max(1, width // 2), cv2.LINE_AA)
-    bright = float(rng.uniform(0.55, 0.85)) * cracks.astype(np.float32)[:, :, None] / 255
-    dark = 0.5 * edges.astype(np.float32)[:, :, None] / 255
-    out = out * (1 - dark) + 0 * dark
-    out = out * (1 - bright) + 235 * bright
+    bright = np.float32(rng.uniform(0.55, 0.85) / 255) * cracks.astype(np.float32)[:, :, None]
+    dark = np.float32(0.5 / 255) * edges.astype(np.float32)[:, :, None]
+    out = out * (1 - dark)
+    out = out * (1 - bright) + np.float32(235) * bright
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for _ in range(int(rng.integers(2, 5))):
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
@@ -147,21 +148,38 @@ def glare(img: Image, rng: np.random.Generator, quad: NDArray[np.float64]) -> No
     img[y0:y1, x0:x1] = u8(img[y0:y1, x0:x1] + blob[:, :, None])
 
 
+@dataclass(frozen=True, slots=True)
+class Bands:
+    """Refresh bands in sensor rows: period (px), the dark share of a period, and how dark it is."""
+
+    period: float
+    duty: float
+    depth: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, frame_h: int) -> Bands:
+        """Period 4-15 % of the frame height, dark 30-60 % of it, 30-55 % of the screen's light lost."""
+        period = frame_h * float(rng.uniform(0.04, 0.15))
+        return cls(period, float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.3, 0.55)))
+
+    def apply(self, img: Image, mask: Image, phase: float) -> Image:
+        """Darken the screen (*mask*) with these bands, shifted by *phase* periods (they roll over time)."""
+        rows = (np.arange(img.shape[0], dtype=np.float32) / self.period + phase) % 1.0
+        soft = 0.08  # the band edges are graded: the row exposure overlaps the PWM edge
+        dark = np.clip((self.duty - np.abs(rows - self.duty / 2 - soft) + soft) / (2 * soft), 0, 1)
+        gain = 1 - self.depth * dark[:, None] * (mask.astype(np.float32) / 255)
+        return u8(img.astype(np.float32) * gain[:, :, None])
+
+
 def refresh_bands(img: Image, mask: Image, rng: np.random.Generator) -> Image:
     """Darken the screen area with soft horizontal bands in sensor rows (PWM dimming x rolling shutter).
 
-    The band period is 4-15 % of the frame height, the dark part 30-60 % of a period, its depth 30-55 %
-    of the screen's light: the bands run across the frame whatever the phone's angle, and a code's
-    modules change brightness from one band to the next.
+    Each sensor row is exposed at a slightly different moment, so a screen whose backlight pulses
+    shows dark bands across the frame whatever the phone's angle, and a code's modules change
+    brightness from one band to the next (:class:`Bands` draws them).
     """
-    h = img.shape[0]
-    period = h * float(rng.uniform(0.04, 0.15))
-    duty, depth = float(rng.uniform(0.3, 0.6)), float(rng.uniform(0.3, 0.55))
-    phase = (np.arange(h, dtype=np.float32) / period + float(rng.uniform(0, 1))) % 1.0
-    soft = 0.08  # the band edges are graded: the row exposure overlaps the PWM edge
-    dark = np.clip((duty - np.abs(phase - duty / 2 - soft) + soft) / (2 * soft), 0, 1)
-    gain = 1 - depth * dark[:, None] * (mask.astype(np.float32) / 255)
-    return u8(img.astype(np.float32) * gain[:, :, None])
+    bands = Bands.draw(rng, img.shape[0])
+    return bands.apply(img, mask, float(rng.uniform(0, 1)))
 
 
 def finger(img: Image, rng: np.random.Generator, symbol: NDArray[np.float64]) -> None:
@@ -242,6 +260,20 @@ def shake(img: Image, m: float, rng: np.random.Generator) -> Image:
     """Camera shake: a :func:`shake_kernel` 0.6-2.2 modules long (*m* camera px per module)."""
     k = shake_kernel(max(1.5, m * float(rng.uniform(0.6, 2.2))), rng)
     return np.asarray(cv2.filter2D(img, -1, k), dtype=np.uint8)
+
+
+def motion_blur(img: Image, dx: float, dy: float) -> Image:
+    """Blur along a straight move of (*dx*, *dy*) pixels during the exposure (nothing below one pixel)."""
+    length = math.hypot(dx, dy)
+    if length < 1.0:
+        return img
+    n = 2 * math.ceil(length / 2) + 3
+    k = np.zeros((n, n), np.float32)
+    c = (n - 1) / 2
+    p0 = (round((c - dx / 2) * 16), round((c - dy / 2) * 16))
+    p1 = (round((c + dx / 2) * 16), round((c + dy / 2) * 16))
+    cv2.line(k, p0, p1, 1.0, 1, cv2.LINE_AA, shift=4)
+    return np.asarray(cv2.filter2D(img, -1, k / max(float(k.sum()), 1e-6)), dtype=np.uint8)
 
 
 def low_light(img: Image, rng: np.random.Generator) -> Image:

@@ -90,7 +90,7 @@ PAYLOAD_KINDS: Final[tuple[PayloadKind, ...]] = ("static", "dynamic")
 #: code (version 11-M).
 PAYLOAD_CHARS: Final[dict[PayloadKind, int]] = {"static": 170, "dynamic": 350}
 
-_QUIET = 4  # quiet-zone modules required by ISO/IEC 18004
+QUIET = 4  # quiet-zone modules required by ISO/IEC 18004
 
 
 def random_payload(rng: np.random.Generator, kind: PayloadKind = "static") -> str:
@@ -121,7 +121,7 @@ def parse_size(spec: str) -> Size:
     return size
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> Image:
+def background(rng: np.random.Generator, w: int, h: int) -> Image:
     """A defocused scene: muted colour gradients and a few soft blocks (gate housing, clothes)."""
     grey = rng.integers(50, 190, size=(6, 8, 1)).astype(np.int16)
     tint = rng.integers(-25, 26, size=(6, 8, 3)).astype(np.int16)
@@ -136,14 +136,14 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Image:
     return np.asarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.uint8)
 
 
-def _screen_canvas(
+def screen_canvas(
     symbol: NDArray[np.bool_] | None, k: int, dark: bool, rng: np.random.Generator, with_barcode: bool
 ) -> tuple[Image, tuple[float, float], int]:
     """Draw the phone (bezel + app screen + code) at *k* canvas pixels per module.
 
     Returns the BGR canvas, the code centre on it, and the code side with quiet zone, in canvas px.
     """
-    n = (symbol.shape[0] if symbol is not None else 45) + 2 * _QUIET
+    n = (symbol.shape[0] if symbol is not None else 45) + 2 * QUIET
     side = n * k
     sw = int(side * rng.uniform(1.15, 1.35))
     sh = int(sw * rng.uniform(1.6, 1.9))  # the part of the phone below the code is mostly out of view
@@ -164,7 +164,7 @@ def _screen_canvas(
         cv2.rectangle(canvas, (bezel + sw // 10, ly), (bezel + sw // 10 + lw, ly + k * 2), (line_v,) * 3, -1)
     if symbol is not None:
         big = np.kron(symbol, np.ones((k, k), dtype=bool))
-        region = canvas[y0 + _QUIET * k : y0 + (n - _QUIET) * k, x0 + _QUIET * k : x0 + (n - _QUIET) * k]
+        region = canvas[y0 + QUIET * k : y0 + (n - QUIET) * k, x0 + QUIET * k : x0 + (n - QUIET) * k]
         region[big] = ink_v
     elif with_barcode:
         bar = zxingcpp.create_barcode("CITYPASS-" + str(int(rng.integers(10**7, 10**8))),
@@ -185,7 +185,6 @@ def _homography(
 ) -> NDArray[np.float64]:
     """Project the canvas (a plane in 3-D) through a pinhole camera; code centre lands in frame."""
     fw, fh = frame_wh
-    f = float(fw)
     deg = math.radians
     rz = deg(rng.uniform(-20, 20))
     if condition == "perspective":
@@ -193,6 +192,27 @@ def _homography(
         rx, ry = (big, small) if rng.random() < 0.5 else (small, big)
     else:
         rx, ry = deg(rng.normal(0, 6)), deg(rng.normal(0, 6))
+    phone, code = project(canvas_wh, centre, side, (rx, ry, rz), scale, frame_wh)
+    # Put the code somewhere in the frame, fully visible with a small margin.
+    lo, hi = code.min(axis=0), code.max(axis=0)
+    margin = 8.0
+    tx = rng.uniform(margin - lo[0], max(margin - lo[0], fw - margin - hi[0]))
+    ty = rng.uniform(margin - lo[1], max(margin - lo[1], fh - margin - hi[1]))
+    return placed(canvas_wh, phone, (tx, ty))
+
+
+def project(
+    canvas_wh: Size, centre: tuple[float, float], side: float, angles: tuple[float, float, float],
+    scale: float, frame_wh: Size,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The phone canvas's corners and the code's corners (relative to the code's centre) in the frame.
+
+    The canvas is a plane turned by *angles* (radians about x, y, z) at a distance at which one canvas
+    pixel is ``1 / scale`` camera pixels, seen through a pinhole camera whose focal length is the frame
+    width (about 60 degrees of horizontal view).
+    """
+    rx, ry, rz = angles
+    f = float(frame_wh[0])
     cx_, sx_ = math.cos(rx), math.sin(rx)
     cy_, sy_ = math.cos(ry), math.sin(ry)
     cz_, sz_ = math.cos(rz), math.sin(rz)
@@ -207,17 +227,18 @@ def _homography(
                     [u + side / 2, v + side / 2], [u - side / 2, v + side / 2]], dtype=np.float64)
     world = np.c_[pts - [u, v], np.zeros(len(pts))] @ r.T + [0, 0, dist]
     proj = f * world[:, :2] / world[:, 2:3]
-    code = proj[4:]
-    # Put the code somewhere in the frame, fully visible with a small margin.
-    lo, hi = code.min(axis=0), code.max(axis=0)
-    margin = 8.0
-    tx = rng.uniform(margin - lo[0], max(margin - lo[0], fw - margin - hi[0]))
-    ty = rng.uniform(margin - lo[1], max(margin - lo[1], fh - margin - hi[1]))
-    dst = (proj[:4] + np.array([tx, ty])).astype(np.float32)
-    return np.asarray(cv2.getPerspectiveTransform(pts[:4].astype(np.float32), dst), dtype=np.float64)
+    return np.asarray(proj[:4], np.float64), np.asarray(proj[4:], np.float64)
 
 
-def _module_px(condition: str, modules: int, frame_h: int, rng: np.random.Generator) -> float:
+def placed(canvas_wh: Size, phone: NDArray[np.float64], shift: tuple[float, float]) -> NDArray[np.float64]:
+    """The homography taking the canvas to its projected corners *phone* moved by *shift* (frame px)."""
+    cw, ch = canvas_wh
+    src = np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], np.float32)
+    dst = (phone + np.array(shift)).astype(np.float32)
+    return np.asarray(cv2.getPerspectiveTransform(src, dst), dtype=np.float64)
+
+
+def module_px(condition: str, modules: int, frame_h: int, rng: np.random.Generator) -> float:
     """Camera pixels per QR module for this condition (*modules* includes the quiet zone)."""
     if condition == "small":
         return float(rng.uniform(2.0, 2.6))
@@ -241,16 +262,16 @@ def synth_frame(
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     fw, fh = size
     symbol = qr_matrix(text) if condition != "no_code" and text else None
-    modules = (symbol.shape[0] if symbol is not None else 45) + 2 * _QUIET
-    m = _module_px(condition, modules, fh, gen)
+    modules = (symbol.shape[0] if symbol is not None else 45) + 2 * QUIET
+    m = module_px(condition, modules, fh, gen)
     # Canvas px per module: for moire, real screen pixels (3 canvas px each, RGB stripes) at about one
     # screen pixel per camera pixel, the pitch at which a sampled screen grid beats against the
     # sensor; otherwise enough that the warp only ever downsamples gently.
     k = 3 * max(2, round(m * gen.uniform(0.9, 1.2))) if condition == "moire" else max(2, math.ceil(m * 1.5))
-    frame = _background(gen, fw, fh)
+    frame = background(gen, fw, fh)
     phone = condition != "no_code" or gen.random() < 0.6
     if phone:
-        canvas, centre, side = _screen_canvas(symbol, k, condition == "dark_mode", gen, symbol is None)
+        canvas, centre, side = screen_canvas(symbol, k, condition == "dark_mode", gen, symbol is None)
         if condition == "moire":
             canvas = fx.subpixel_grid(canvas)
         elif condition == "cracked":
@@ -263,7 +284,7 @@ def synth_frame(
             mask = np.asarray(cv2.warpPerspective(np.full((ch, cw), 255, np.uint8), hom, (fw, fh)), np.uint8)
             frame = fx.moire_bands(frame, mask, gen) if condition == "moire" else fx.refresh_bands(frame, mask, gen)
         if condition in ("glare", "finger"):
-            inset = _QUIET * k if condition == "finger" else 0  # the finger is placed on the symbol itself
+            inset = QUIET * k if condition == "finger" else 0  # the finger is placed on the symbol itself
             quad = _code_quad(hom, centre, side / 2 - inset)
             if condition == "glare":
                 fx.glare(frame, gen, quad)
@@ -276,17 +297,17 @@ def synth_frame(
         frame = fx.shake(frame, m, gen)
     elif condition == "low_light":
         return fx.low_light(frame, gen)
-    return _expose(frame, gen)
+    return expose(frame, gen)
 
 
 def _code_quad(hom: NDArray[np.float64], centre: tuple[float, float], half: float) -> NDArray[np.float64]:
     """The corners of the square of half-side *half* around *centre* on the canvas, in frame pixels."""
     u, v = centre
     corners = np.array([[[u - half, v - half], [u + half, v - half], [u + half, v + half], [u - half, v + half]]])
-    return np.asarray(cv2.perspectiveTransform(corners, hom), dtype=np.float64)[0]
+    return np.asarray(cv2.perspectiveTransform(corners, hom)[0], dtype=np.float64)
 
 
-def _expose(frame: Image, gen: np.random.Generator) -> Image:
+def expose(frame: Image, gen: np.random.Generator) -> Image:
     """Exposure and sensor noise (luma only: chroma noise is irrelevant after grey conversion).
 
     OpenCV's generator, seeded from ours, is 3x faster than numpy's here and just as deterministic.

@@ -103,6 +103,8 @@ _FACTORIES: Final[dict[str, Callable[[], Decoder]]] = {
 #: Names accepted by :func:`make_decoder`.
 DECODER_NAMES: Final = tuple(_FACTORIES)
 DEFAULT_DECODER: Final = "retry"
+#: The decoders built on one library each; "chain" and "retry" build on them.
+SINGLE_DECODERS: Final = ("zxing", "zbar")
 
 
 def make_decoder(name: str = DEFAULT_DECODER) -> Decoder:
@@ -121,11 +123,12 @@ def make_decoder(name: str = DEFAULT_DECODER) -> Decoder:
 __all__ = [
     "DECODER_NAMES",
     "DEFAULT_DECODER",
+    "SINGLE_DECODERS",
     "ChainDecoder",
-    "RetryDecoder",
     "Corners",
     "Decoded",
     "Decoder",
+    "RetryDecoder",
     "ZbarDecoder",
     "ZxingDecoder",
     "make_decoder",

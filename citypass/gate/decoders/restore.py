@@ -77,8 +77,9 @@ def rectify(gray: GrayImage, corners: Corners, modules: int, module_px: float = 
     a square one at four, where the next attempt starts from a clean grid.
     """
     quiet, side = 4 * module_px, modules * module_px
-    dst = np.float32([[quiet, quiet], [quiet + side, quiet], [quiet + side, quiet + side], [quiet, quiet + side]])
-    matrix = cv2.getPerspectiveTransform(np.float32(corners), dst)
+    dst = np.array([[quiet, quiet], [quiet + side, quiet], [quiet + side, quiet + side], [quiet, quiet + side]],
+                   np.float32)
+    matrix = cv2.getPerspectiveTransform(np.array(corners, np.float32), dst)
     full = round(side + 2 * quiet)
     return np.asarray(cv2.warpPerspective(gray, matrix, (full, full), flags=cv2.INTER_CUBIC,
                                           borderMode=cv2.BORDER_REPLICATE), np.uint8)
@@ -91,7 +92,7 @@ def flatten(crop: GrayImage, module_px: float, denoise: bool = True) -> GrayImag
     reach 255 and dark modules 0 wherever they are, whatever the band or the smudge did to them.
     """
     src = cv2.GaussianBlur(crop, (0, 0), max(0.6, 0.3 * module_px)) if denoise else crop
-    k = max(3, int(round(3 * module_px)) | 1)
+    k = max(3, round(3 * module_px) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
     light = cv2.blur(cv2.dilate(src, kernel), (k, k)).astype(np.float32)
     dark = cv2.blur(cv2.erode(src, kernel), (k, k)).astype(np.float32)
@@ -135,7 +136,7 @@ def blur_length(crop: GrayImage, theta: float, max_len: int) -> int:
 
 def line_kernel(length: float, theta: float) -> NDArray[np.float32]:
     """A straight motion-blur kernel *length* pixels long at angle *theta*, anti-aliased, summing to 1."""
-    n = 2 * int(math.ceil(length / 2)) + 3
+    n = 2 * math.ceil(length / 2) + 3
     k = np.zeros((n, n), np.float32)
     c = (n - 1) / 2
     dx, dy = math.cos(theta) * length / 2, math.sin(theta) * length / 2
@@ -164,4 +165,4 @@ def deblur(crop: GrayImage, length: float, theta: float, nsr: float = WIENER_NSR
     # conj(H) * G / (|H|^2 + nsr), written out on the real and imaginary planes
     num = cv2.mulSpectrums(g, hk, 0, conjB=True)
     restored = cv2.idft(num / power[..., None], flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
-    return _u8(restored[:h, :w])
+    return _u8(np.asarray(restored[:h, :w], np.float32))

@@ -124,7 +124,7 @@ class FrameStack:
         if agreement < MIN_AGREEMENT:
             self._start(region, sample, replace=track)
             return None
-        shift = np.float32([[1, 0, -dx], [0, 1, -dy]])
+        shift = np.array([[1, 0, -dx], [0, 1, -dy]], np.float32)
         aligned = np.asarray(cv2.warpAffine(sample, shift, (sample.shape[1], sample.shape[0]),
                                             borderMode=cv2.BORDER_REPLICATE), np.float32)
         if _quarter_diff(last, aligned) < _STATIC_DIFF:

@@ -150,7 +150,8 @@ def read(
             continue
         # The detector also proposes Micro QR and rMQR readings of the same finder patterns ("M3",
         # "R7x77"); only a full-size version number gives the symbol's module count.
-        version = str(b.extra.get("Version", ""))
+        extra = b.extra if isinstance(b.extra, dict) else {}
+        version = str(extra.get("Version", ""))
         if version.isdigit() and 1 <= int(version) <= 40:
             failed.append(Located(corners, 17 + 4 * int(version)))
     return out, failed
