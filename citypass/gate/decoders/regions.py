@@ -28,7 +28,7 @@ Example::
     >>> frame = np.full((480, 640), 200, np.uint8)
     >>> frame[100:280, 300:480] = np.kron(1 - qr, np.ones((4, 4), np.uint8)) * 200
     >>> [(r.x, r.y, r.w, r.h) for r in texture_regions(frame)]
-    [(288, 96, 192, 192)]
+    [(288, 96, 208, 192)]
     >>> texture_regions(np.full((480, 640), 128, np.uint8))
     []
 """

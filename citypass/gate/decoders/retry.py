@@ -34,14 +34,15 @@ Example::
     >>> from citypass.gate.decoders.zxing import ZxingDecoder
     >>> qr = np.asarray(segno.make("CP1:" + "FAR" * 50, error="m", micro=False).matrix, dtype=np.uint8)
     >>> code = np.pad(np.kron(1 - qr, np.ones((8, 8), np.uint8)) * 255, 32, constant_values=255)
-    >>> small = cv2.resize(cv2.GaussianBlur(code, (0, 0), 3), None, fx=0.22, fy=0.22, interpolation=cv2.INTER_AREA)
+    >>> soft = cv2.GaussianBlur(code, (0, 0), 3.5)   # the camera's optics
+    >>> small = cv2.resize(soft, None, fx=0.19, fy=0.19, interpolation=cv2.INTER_AREA)
     >>> frame = np.full((480, 640), 90, np.uint8)
-    >>> frame[200:200 + small.shape[0], 300:300 + small.shape[1]] = small   # 1.8 px per module
+    >>> frame[200:200 + small.shape[0], 300:300 + small.shape[1]] = small   # 1.5 px per module
     >>> ZxingDecoder().decode(frame)
     []
     >>> decoder = RetryDecoder()
     >>> [(d.text[:6], d.decoder) for d in decoder.decode(frame)]
-    [('CP1:FA', 'retry:upscale')]
+    [('CP1:FA', 'retry:rectify')]
     >>> decoder.decode(np.full((480, 640), 90, np.uint8)), decoder.work.attempts  # nothing to look at again
     ([], 0)
 """
