@@ -22,8 +22,10 @@ Method
 *Frames.* ``--frames`` frames per size, after one untimed warm-up cycle. Every ``--every`` frames a
 new annual pass (a different credential each time, so each presentation is allowed and energises the
 relay) comes into view for ``--hold`` frames; the presentations cycle through the code conditions of
-:mod:`citypass.bench.frames` (clean, perspective, glare, blur, moire, dark mode, small). Every other frame shows
-no QR code (an empty scene or a phone with a Code 128 barcode). Frames are seeded (``--seed``).
+:mod:`citypass.bench.frames` (clean, perspective, glare, blur, moire, dark mode, small, far, shake, low light,
+banding, finger, cracked), so a hard presentation may go unread in its frames and is then not decided. Every
+other frame shows no QR code (an empty scene or a phone with a Code 128 barcode). Frames are seeded
+(``--seed``): every decoder sees the same ones.
 
 *Per-frame time.* The camera reads ``time.perf_counter`` when it hands a frame to the daemon and again
 when the daemon next asks for one: the interval is one iteration of ``GateDaemon.run`` — watchdog

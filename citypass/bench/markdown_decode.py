@@ -118,7 +118,8 @@ def video_section(results: Results, command: str, failed: Failed, rich_text: Ric
         "simulated real time on one core: it decodes the newest frame whenever it is free, and its measured "
         "decoding time moves the clock. Time to decision runs from the arrival of the first frame that shows the "
         "whole code to the end of the decode that read it; a clip never read counts as never decided. The phone "
-        "is still sliding in when the code first shows whole, so no decoder reads the first two or three frames.",
+        "is still sliding in when the code first shows whole, smeared by its own speed, so the first frames in "
+        "view are rarely read by any decoder.",
         "", "```", rich_text(video_bench.render_table(results.video_rows)), "```", ""]
     by = {(r.decoder, r.kind): r for r in results.video_rows}
     names = list(dict.fromkeys(r.decoder for r in results.video_rows))
