@@ -84,6 +84,9 @@ SMEARED: Final = 0.6
 #: The estimate runs long (the autocorrelation's minimum lies a little beyond the smear); on the shaken
 #: frames of the benchmark 0.8 of it read the most, half of it with more damping the next most.
 DEBLUR_TRIES: Final = ((0.8, 0.005), (0.5, 0.03), (1.0, 0.01))
+#: Smears estimated this long or longer (in modules) are not deblurred: no Wiener filter restores a grid
+#: smeared over four modules, and on a phone swept into view the three filters would only delay the next frame.
+MAX_SMEAR_MODULES: Final = 4
 MAX_REGIONS: Final = 2
 #: zxing-cpp calls per region at most: rectify 2, upscale 2, rescale 2, deblur 3, flatten 1, finder 6,
 #: stack 2.
@@ -195,8 +198,9 @@ class RetryDecoder:
         if found:
             return found
         theta, isotropy = smear(crop.img)
-        if isotropy < SMEARED:
-            length = blur_length(crop.img, theta, math.ceil(3 * module))
+        longest = math.ceil(MAX_SMEAR_MODULES * module)
+        length = blur_length(crop.img, theta, longest) if isotropy < SMEARED else longest
+        if length < longest:  # a smear of more modules than that (a phone swept into view) is beyond repair
             for share, nsr in DEBLUR_TRIES:
                 smeared = max(2.0, share * length)
                 self.work.wiener += 1
