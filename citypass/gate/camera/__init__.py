@@ -113,6 +113,7 @@ def open_source(spec: CameraConfig) -> FrameSource:
         loop=spec.loop,
         fourcc=spec.fourcc,
         open_timeout_s=spec.open_timeout_s,
+        controls=spec.controls,
     )
 
 
