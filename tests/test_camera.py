@@ -30,7 +30,7 @@ from citypass.gate.camera import (
     open_camera,
     open_source,
 )
-from citypass.gate.camera.base import Image
+from citypass.gate.camera.base import Image, SourceError
 from citypass.gate.camera.watchdog import Backoff, FpsWindow, frame_fingerprint
 
 
@@ -460,3 +460,74 @@ def test_watchdog_parts() -> None:
     assert w.fps() == pytest.approx(20.0)
     t[0] += 5.0
     assert w.fps() == 0.0  # decays when frames stop
+
+
+def test_an_image_folder_refuses_a_picture_too_large_to_decode(tmp_path: Path) -> None:
+    """A 60000 × 60000 PNG header in a few hundred bytes: refused from its header as a SourceError naming it,
+    never handed to OpenCV (which raised its own error from inside the grabber's read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0,
+                                                                                       0, 0, 0))
+                                     + chunk(b"IDAT", zlib.compress(b"\0" * 60001)) + chunk(b"IEND", b""))
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((100, 100, 3), np.uint8))
+    source = ImageDirSource(tmp_path, fps=0, loop=False, max_pixels=5000)
+    source.open()
+    with pytest.raises(SourceError, match=r"a\.png: image too large: 60000 × 60000"):
+        source.read()
+    with pytest.raises(SourceError, match=r"b\.png: image too large: 100 × 100 = 10,000 pixels \(at most 5,000\)"):
+        source.read()
+    source.close()
+    assert CameraConfig(source=f"dir:{tmp_path}", max_image_pixels=20_000).max_image_pixels == 20_000
+
+
+class RecordingCapture:
+    """Stands in for a ``cv2.VideoCapture`` at the point where the adapter tunes it: records each set()."""
+
+    def __init__(self, refuse: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.sets: list[tuple[int, float]] = []
+        self.refuse = refuse
+
+    def set(self, prop: int, value: float) -> bool:
+        self.sets.append((prop, value))
+        return prop not in self.refuse
+
+
+def test_camera_controls_for_phone_screens_are_requested_from_devices_only() -> None:
+    cfg = CameraConfig(source="/dev/video0", exposure_ms=5, gain=32, focus=120)
+    device = open_source(cfg)
+    assert isinstance(device, OpenCVSource)
+    cap = RecordingCapture(refuse={cv2.CAP_PROP_GAIN})  # a camera without gain: noted, not an error
+    device._tune(cap, live=True)  # type: ignore[arg-type]
+    sets = dict(cap.sets)
+    assert sets[cv2.CAP_PROP_AUTO_EXPOSURE] == 1.0 and sets[cv2.CAP_PROP_EXPOSURE] == 50.0  # 100 µs units
+    assert sets[cv2.CAP_PROP_GAIN] == 32.0
+    assert sets[cv2.CAP_PROP_AUTOFOCUS] == 0.0 and sets[cv2.CAP_PROP_FOCUS] == 120.0
+    order = [prop for prop, _ in cap.sets]
+    # The mode before its value: V4L2 ignores an exposure time under auto exposure, a focus under autofocus.
+    assert order.index(cv2.CAP_PROP_AUTO_EXPOSURE) < order.index(cv2.CAP_PROP_EXPOSURE)
+    assert order.index(cv2.CAP_PROP_AUTOFOCUS) < order.index(cv2.CAP_PROP_FOCUS)
+    # A stream gets none of them (FFmpeg has no sensor to tune), and an unset config asks for nothing.
+    stream = open_source(cfg.model_copy(update={"source": "rtsp://cam/live"}))
+    assert isinstance(stream, OpenCVSource)
+    cap = RecordingCapture()
+    stream._tune(cap, live=True)  # type: ignore[arg-type]
+    assert cv2.CAP_PROP_EXPOSURE not in dict(cap.sets)
+    plain = open_source(CameraConfig(source="/dev/video0"))
+    assert isinstance(plain, OpenCVSource)
+    cap = RecordingCapture()
+    plain._tune(cap, live=True)  # type: ignore[arg-type]
+    assert {p for p, _ in cap.sets} & {cv2.CAP_PROP_EXPOSURE, cv2.CAP_PROP_GAIN, cv2.CAP_PROP_FOCUS,
+                                      cv2.CAP_PROP_AUTOFOCUS, cv2.CAP_PROP_AUTO_EXPOSURE} == set()
+
+
+def test_camera_controls_are_validated() -> None:
+    with pytest.raises(ValidationError, match="autofocus off"):
+        CameraConfig(source="0", autofocus=True, focus=100)
+    with pytest.raises(ValidationError):
+        CameraConfig(source="0", exposure_ms=0)
+    assert CameraConfig(source="0", autofocus=False).controls.autofocus is False

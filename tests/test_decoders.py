@@ -208,7 +208,7 @@ def test_chain_reads_every_condition_at_least_as_well_as_its_best_member(size: t
         for key in total:
             total[key] += len(got[key])
     # The benchmark's conditions are hard enough that some frames are missed, but not most.
-    assert 0.6 * 7 * n <= total["chain"]
+    assert 0.6 * len(CODE_CONDITIONS) * n <= total["chain"]
 
 
 def test_chain_falls_back_and_survives_a_member_that_raises() -> None:
@@ -255,7 +255,7 @@ def test_no_decoder_returns_anything_without_a_qr_code(name: str) -> None:
 
 def test_no_code_frames_contain_barcodes_that_decoders_must_ignore() -> None:
     # Control: an unrestricted reader does find the Code 128 on the phone, so ignoring it is a choice.
-    found = [zxingcpp.read_barcodes(frame("no_code", (1280, 720), "static", i)) for i in range(3)]
+    found = [zxingcpp.read_barcodes(frame("no_code", (1280, 720), "static", i)) for i in range(8)]
     assert any(b.format == zxingcpp.BarcodeFormat.Code128 for bs in found for b in bs)
 
 
@@ -318,12 +318,12 @@ def test_random_small_images_never_raise(img: np.ndarray) -> None:
 
 
 def test_registry_builds_each_named_decoder() -> None:
-    assert set(DECODER_NAMES) == {"zxing", "zbar", "chain"}
-    assert DEFAULT_DECODER in DECODER_NAMES
+    assert set(DECODER_NAMES) == {"retry", "zxing", "zbar", "chain"}
+    assert DEFAULT_DECODER == "retry"
     for name in DECODER_NAMES:
         dec = make_decoder(name)
         assert isinstance(dec, Decoder) and dec.name == name
-    with pytest.raises(ValueError, match="zxing, zbar, chain"):
+    with pytest.raises(ValueError, match="retry, zxing, zbar, chain"):
         make_decoder("opencv")
 
 

@@ -130,7 +130,7 @@ def test_log_is_one_json_event_per_line(museum: MuseumRun) -> None:
 
 def test_started_event_names_the_gate(museum: MuseumRun, scene: Scene) -> None:
     started = next(e for e in museum.events if e["event"] == "started")
-    assert (started["site"], started["direction"], started["decoder"]) == ("city-museum", "entry", "zxing")
+    assert (started["site"], started["direction"], started["decoder"]) == ("city-museum", "entry", "retry")
     assert started["ledger_seq"] == scene.seq
 
 

@@ -147,7 +147,7 @@ def test_the_whole_gate_config_loads_without_opencv_numpy_or_the_ledger(tmp_path
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     loaded = {m.split(".")[0] for m in report["modules"]}
-    assert report["decoder"] == "zxing" and "pydantic" in loaded
+    assert report["decoder"] == "retry" and "pydantic" in loaded
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
     assert "citypass.gate.ledger.store" not in report["modules"]
 

@@ -1,8 +1,8 @@
 """``citypass bench all``: every benchmark in one process run, written to ``docs/benchmarks.md``.
 
-Runs, one after another in this process, the decode, verify, gate, ledger (10 million revocations), ingest, sync,
-sibling-lane (site) and hook start-up benchmarks through their ``run_*`` functions, measures the QR version of
-freshly minted codes, and writes a Markdown report (:mod:`citypass.bench.markdown`): the date, the machine
+Runs, one after another in this process, the decode, video, verify, gate, ledger (10 million revocations),
+ingest, sync, sibling-lane (site) and hook start-up benchmarks through their ``run_*`` functions, measures the QR
+version of freshly minted codes, and writes a Markdown report (:mod:`citypass.bench.markdown`): the date, the machine
 (:mod:`citypass.bench.machine`), every figure with the exact command that reproduces it, the ratios against the same
 run's baselines, and a summary table against the brief's numbers whose met / missed verdicts are computed from the
 figures (:mod:`citypass.bench.verdicts`).
@@ -24,6 +24,7 @@ import click
 from rich.console import Console
 
 from citypass.bench import decode as decode_bench
+from citypass.bench import decode_figures
 from citypass.bench import gate as gate_bench
 from citypass.bench import ingest as ingest_bench
 from citypass.bench import ledger as ledger_bench
@@ -31,10 +32,11 @@ from citypass.bench import site as site_bench
 from citypass.bench import startup as startup_bench
 from citypass.bench import sync as sync_bench
 from citypass.bench import verify as verify_bench
+from citypass.bench import video as video_bench
 from citypass.bench.machine import Machine, load_average
 from citypass.bench.markdown import render
 from citypass.bench.report import Row, scratch_dir
-from citypass.bench.results import FULL, QUICK, Results, Sizes, sizes_label
+from citypass.bench.results import FULL, QUICK, Results, Sizes, size_label, sizes_label
 from citypass.bench.verdicts import summary
 from citypass.gate.decoders import DECODER_NAMES
 
@@ -83,13 +85,18 @@ def run_all(sizes: Sizes, console: Console) -> Results:
                 lambda: decode_bench.run_decode_bench(s.decode_frames, list(s.decode_sizes), names, s.seed))
     if rows:
         results.decode_rows = rows
-        results.recommendation = decode_bench.recommend(rows)
+        results.recommendation = decode_figures.recommend(rows)
+    results.video_rows = step(
+        "video", f"{s.video_clips} clips per kind, {size_label(s.video_size)}, {', '.join(s.gate_decoders)}",
+        lambda: video_bench.run_video_bench(s.video_clips, s.video_size, list(s.gate_decoders), s.seed,
+                                            s.video_frames)) or []
     results.verify_rates = step("verify", f"{s.verify_seconds} s per measurement, {s.verify_revoked:,} revoked",
                                 lambda: verify_bench.run_verify_bench(s.verify_seconds, s.verify_revoked)) or []
     results.qr = step("qr", "QR versions of freshly minted codes", qr_versions) or {}
-    results.gate = step("gate", f"{s.gate_frames} frames per size, {sizes_label(s.gate_sizes)}",
+    results.gate = step("gate", f"{s.gate_frames} frames per size, {sizes_label(s.gate_sizes)}, "
+                                f"{', '.join(s.gate_decoders)}",
                         lambda: gate_bench.run_gate_bench(list(s.gate_sizes), s.gate_frames, s.gate_every,
-                                                          s.gate_hold, s.seed)) or []
+                                                          s.gate_hold, s.seed, decoders=s.gate_decoders)) or []
 
     def ledger() -> list[Row]:
         with scratch_dir("citypass-bench-ledger-") as work:

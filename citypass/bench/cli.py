@@ -19,6 +19,7 @@ BENCHMARKS = {
     "startup": "citypass.bench.startup:startup_command",
     "sync": "citypass.bench.sync:sync_command",
     "verify": "citypass.bench.verify:verify_command",
+    "video": "citypass.bench.video:video_command",
 }
 
 

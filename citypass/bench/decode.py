@@ -1,19 +1,19 @@
 """Decode benchmark: which QR decoder should the gate use?
 
-Run it as ``citypass bench decode`` (or ``python -m bench.decode``)::
+Run it as ``citypass bench decode``::
 
-    citypass bench decode --frames 20 --size 640x480,1280x720 --decoders zxing,zbar,chain
+    citypass bench decode --frames 20 --size 640x480,1280x720,1920x1080 --decoders retry,zxing,zbar,chain
     citypass bench decode --json > decode.json
 
 Methodology
 -----------
 *Frames.*  ``citypass.bench.frames.synth_frame`` renders a phone screen showing a City Pass-like QR code in
 a camera frame (see that module for how).  For every frame size and every condition (clean,
-perspective, glare, blur, moire, dark_mode, small) it makes ``--frames`` frames with a *static*
-payload (``"CP1:"`` + 170 Base45 characters, QR version 7-M) and ``--frames`` with a *dynamic* one
-(350 characters, version 11-M), plus ``--frames`` ``no_code`` frames.  Each cell has its own seeded
-random stream, so the frames do not depend on which decoders are benchmarked, and every decoder
-sees exactly the same frames.
+perspective, glare, blur, moire, dark_mode, small, far, shake, low_light, banding, finger, cracked) it
+makes ``--frames`` frames with a *static* payload (``"CP1:"`` + 170 Base45 characters, QR version 7-M)
+and ``--frames`` with a *dynamic* one (350 characters, version 11-M), plus ``--frames`` ``no_code``
+frames.  Each cell has its own seeded random stream, so the frames do not depend on which decoders are
+benchmarked, and every decoder sees exactly the same frames.
 
 *Reads.*  A read is a decode whose text equals the payload.  A *false read* is any other text, or
 anything at all on a ``no_code`` frame; a decoder with false reads is never recommended.
@@ -23,14 +23,16 @@ grey conversion is included, as on the gate).  Frame synthesis is excluded.  The
 to one CPU core and OpenCV to one thread, because the brief's target is 30 frames/s of 1280x720 *on
 one core*.  Each decoder decodes one frame untimed first (library loading, allocations).  The
 decoders take turns frame by frame, so drift in machine load affects them alike.  Reported: mean
-and 95th percentile ms per frame, and the frames/s the mean implies.
+and 95th percentile ms per frame, and the frames/s the mean implies.  Decoders that remember past
+frames (``retry``) see the frames in the benchmark's order, unrelated scenes one after another, so
+their memory rarely helps here; ``citypass bench video`` measures it on clips.
 
 *Overall rows.*  Per decoder and size (and ``all``): read rate over the frames with a code; cost
 over *all* frames including ``no_code`` ones, because a gate camera mostly looks at no code.
 
-*Recommendation.*  The best single decoder is the non-chain decoder with the most reads.  Among the
-decoders that read at least as many frames, with no false reads, the one with the lowest mean
-ms/frame is recommended.
+*Goals and recommendation* are computed from the rows by :mod:`citypass.bench.decode_figures`: the
+best single decoder is the baseline, every cost is a ratio to it on the same frames, and the
+recommendation is the decoder reading the most frames with no false reads within the cost goals.
 
 Example::
 
@@ -57,61 +59,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from citypass.bench.decode_figures import ALL, Row, recommend
 from citypass.bench.frames import CODE_CONDITIONS, PAYLOAD_KINDS, Image, Size, parse_size, random_payload, synth_frame
 from citypass.gate.decoders import DECODER_NAMES, Decoder, make_decoder
 
-ALL: Final = "all"
-TARGET_FPS: Final = 30.0
-TARGET_SIZE: Final = (1280, 720)
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One cell of the benchmark: a decoder on one kind of frame (or ``overall``)."""
-
-    decoder: str
-    size: str  # "1280x720", or "all"
-    condition: str  # a condition from bench.frames, or "overall"
-    payload: str  # "static", "dynamic", "none" (no_code) or "all"
-    frames: int  # frames decoded
-    code_frames: int  # of which contained a code (the denominator of read_rate)
-    reads: int  # correct text decoded
-    false_reads: int  # wrong text, or anything on a no_code frame
-    mean_ms: float
-    p95_ms: float
-
-    @property
-    def read_rate(self) -> float:
-        return self.reads / self.code_frames if self.code_frames else 0.0
-
-    @property
-    def fps(self) -> float:
-        return 1000.0 / self.mean_ms if self.mean_ms > 0 else float("inf")
-
-    def as_dict(self) -> dict[str, object]:
-        return {**asdict(self), "read_rate": round(self.read_rate, 4), "fps": round(self.fps, 1)}
-
-
-@dataclass(frozen=True, slots=True)
-class Recommendation:
-    decoder: str
-    best_single: str
-    reads: int
-    best_single_reads: int
-    code_frames: int
-    mean_ms: float
-    target_fps: float | None  # frames/s at 1280x720 if that size was measured
-
-    def line(self) -> str:
-        pct = 100.0 * self.reads / max(1, self.code_frames)
-        best = 100.0 * self.best_single_reads / max(1, self.code_frames)
-        fps = ""
-        if self.target_fps is not None:
-            verdict = "meets" if self.target_fps >= TARGET_FPS else "MISSES"
-            fps = (f"; {self.target_fps:.0f} frames/s at 1280x720 on one core "
-                   f"({verdict} the {TARGET_FPS:.0f} frames/s target)")
-        return (f"Recommendation: {self.decoder} reads {pct:.1f}% (best single decoder {self.best_single}: "
-                f"{best:.1f}%) at {self.mean_ms:.2f} ms/frame mean{fps}")
+#: Frame sizes measured by default: VGA, 720p (the gate's default) and 1080p cameras.
+DEFAULT_SIZES: Final = ((640, 480), (1280, 720), (1920, 1080))
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +96,7 @@ def _frames(
 
 
 @contextlib.contextmanager
-def _one_core() -> Iterator[None]:
+def one_core() -> Iterator[None]:
     """Pin this process to one CPU and OpenCV to one thread; restore both afterwards."""
     threads = cv2.getNumThreads()
     affinity: set[int] | None = None
@@ -166,7 +119,7 @@ def measure(
     """Benchmark already-built decoders (by label); ``run_decode_bench`` builds them by name."""
     samples: dict[str, list[_Sample]] = {name: [] for name in decoders}
     order = list(decoders.items())
-    with _one_core():
+    with one_core():
         for index, size in enumerate(sizes):
             label = f"{size[0]}x{size[1]}"
             frames = _frames(size, index, frames_per_condition, seed)
@@ -223,22 +176,6 @@ def _rows(samples: Mapping[str, list[_Sample]], sizes: Sequence[Size]) -> list[R
     return rows
 
 
-def recommend(rows: Sequence[Row]) -> Recommendation:
-    """The cheapest decoder reading at least as many frames as the best single decoder."""
-    overall = {r.decoder: r for r in rows if r.condition == "overall" and r.size == ALL}
-    singles = [r for r in overall.values() if r.decoder in DECODER_NAMES and r.decoder != "chain"]
-    best = max(singles or overall.values(), key=lambda r: (r.reads, -r.mean_ms))
-    eligible = [r for r in overall.values() if r.reads >= best.reads and r.false_reads == 0] or [best]
-    pick = min(eligible, key=lambda r: r.mean_ms)
-    target = f"{TARGET_SIZE[0]}x{TARGET_SIZE[1]}"
-    at_target = [r for r in rows if (r.decoder, r.condition, r.size) == (pick.decoder, "overall", target)]
-    return Recommendation(
-        decoder=pick.decoder, best_single=best.decoder, reads=pick.reads, best_single_reads=best.reads,
-        code_frames=pick.code_frames, mean_ms=pick.mean_ms,
-        target_fps=at_target[0].fps if at_target else None,
-    )
-
-
 def render_table(rows: Sequence[Row]) -> Table:
     """Rows as a rich table: one line per size x condition x payload, three columns per decoder."""
     names = list(dict.fromkeys(r.decoder for r in rows))
@@ -278,7 +215,7 @@ def _csv(value: str) -> list[str]:
 @click.command("decode")
 @click.option("--frames", "frames", default=20, show_default=True, type=click.IntRange(1),
               help="Frames per size x condition x payload (and no_code frames per size).")
-@click.option("--size", "size", default="640x480,1280x720", show_default=True,
+@click.option("--size", "size", default=",".join(f"{w}x{h}" for w, h in DEFAULT_SIZES), show_default=True,
               help="Comma-separated WIDTHxHEIGHT frame sizes.")
 @click.option("--decoders", "decoders", default=",".join(DECODER_NAMES), show_default=True,
               help=f"Comma-separated decoder names ({', '.join(DECODER_NAMES)}).")

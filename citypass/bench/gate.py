@@ -14,6 +14,7 @@ Example::
     citypass bench gate                                 # 640x480 and 1280x720, 600 frames each
     citypass bench gate --size 1280x720 --frames 1200 --json
     citypass bench gate --dir /var/lib/citypass         # on the device's storage
+    citypass bench gate --decoders retry,zxing          # the default decoder beside bare zxing-cpp
 """
 
 from __future__ import annotations
@@ -29,15 +30,21 @@ from citypass.bench.frames import Size, parse_size
 from citypass.bench.gate_figures import FRAME_INTERVAL_MS, TARGET_FPS, SizeResult, render_table, verdict
 from citypass.bench.gate_rig import measure_size
 from citypass.errors import InvalidInput
+from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
 
 
 def run_gate_bench(sizes: Sequence[Size], frames: int, every: int, hold: int, seed: int,
-                   directory: Path | None = None, synchronous: str = "FULL") -> list[SizeResult]:
-    """Measure each size in turn (each with its own issuer, ledger and daemon)."""
+                   directory: Path | None = None, synchronous: str = "FULL",
+                   decoders: Sequence[str] = (DEFAULT_DECODER,)) -> list[SizeResult]:
+    """Measure each size with each decoder in turn (each run with its own issuer, ledger and daemon, on the
+    same frames for every decoder)."""
     if not 1 <= hold < every:
         raise InvalidInput("need 1 <= hold < every")
-    return [measure_size(size, frames, every, hold, seed, i, directory, synchronous)
-            for i, size in enumerate(sizes)]
+    unknown = [d for d in decoders if d not in DECODER_NAMES]
+    if unknown or not decoders:
+        raise InvalidInput(f"unknown decoder(s) {unknown}; choose from {', '.join(DECODER_NAMES)}")
+    return [measure_size(size, frames, every, hold, seed, i, directory, synchronous, decoder)
+            for i, size in enumerate(sizes) for decoder in decoders]
 
 
 @click.command("gate")
@@ -55,12 +62,15 @@ def run_gate_bench(sizes: Sequence[Size], frames: int, every: int, hold: int, se
 @click.option("--synchronous", type=click.Choice(["FULL", "NORMAL"]), default="FULL", show_default=True,
               help="The ledger's PRAGMA synchronous. FULL is the gate's setting (an fsync per commit); NORMAL "
                    "shows what the pipeline costs without the disk's fsync latency.")
+@click.option("--decoders", "decoders", default=DEFAULT_DECODER, show_default=True,
+              help=f"Comma-separated decoders to run the daemon with, one run each on the same frames "
+                   f"({', '.join(DECODER_NAMES)}); the verdict is the first one's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def gate_command(size: str, frames: int, every: int, hold: int, seed: int, directory: Path | None,
-                 synchronous: str, as_json: bool) -> None:
+                 synchronous: str, decoders: str, as_json: bool) -> None:
     """Time the whole gate pipeline, frame in → relay energised, on one core.
 
-    A real daemon (SQLite ledger from a signed snapshot, zxing, barrier on mock pins) runs on rendered
+    A real daemon (SQLite ledger from a signed snapshot, the decoder, barrier on mock pins) runs on rendered
     phone-screen frames; reports sustained frames/s, frame→relay p50/p99/max, per-frame time with and
     without a code in view, and the same frames' bare decode time.
     """
@@ -71,7 +81,11 @@ def gate_command(size: str, frames: int, every: int, hold: int, seed: int, direc
                                  param_hint="--size") from None
     if hold >= every:
         raise click.BadParameter("--hold must be less than --every", param_hint="--hold")
-    results = run_gate_bench(sizes, frames, every, hold, seed, directory, synchronous)
+    names = [d.strip() for d in decoders.split(",") if d.strip()]
+    try:
+        results = run_gate_bench(sizes, frames, every, hold, seed, directory, synchronous, names)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--decoders") from None
     if as_json:
         click.echo(json.dumps({"results": [r.as_dict() for r in results], "verdict": verdict(results),
                                "frame_interval_ms": FRAME_INTERVAL_MS, "target_fps": TARGET_FPS,

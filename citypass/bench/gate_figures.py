@@ -67,6 +67,7 @@ FRAME_KINDS: Final = ("no_code", "code_in_view", "decision")
 @dataclass(frozen=True)
 class SizeResult:
     size: str
+    decoder: str
     cpu: int | None
     frames: int
     fps: float  # sustained: measured frames / sum of per-frame times
@@ -89,7 +90,7 @@ class SizeResult:
         return asdict(self)
 
 
-def summarise(label: str, cpu: int | None, shots: Sequence[Shot], camera: ScriptedCamera,
+def summarise(label: str, decoder: str, cpu: int | None, shots: Sequence[Shot], camera: ScriptedCamera,
                recorded: dict[int, list[Outcome]], passages: int) -> SizeResult:
     """Classify the measured frames and turn the camera's timings and the daemon's outcomes into figures."""
     loop: dict[str, list[float]] = {k: [] for k in FRAME_KINDS}
@@ -132,7 +133,7 @@ def summarise(label: str, cpu: int | None, shots: Sequence[Shot], camera: Script
     total = sum(s for v in loop.values() for s in v)
     measured = pipeline["all"].n
     return SizeResult(
-        size=label, cpu=cpu, frames=measured, fps=measured / total if total else math.nan,
+        size=label, decoder=decoder, cpu=cpu, frames=measured, fps=measured / total if total else math.nan,
         frame_to_relay=Spread.of(relay_s),
         stages_p50_ms={k: float(np.percentile(v, 50)) * 1000 for k, v in stage_s.items()},
         stages_p99_ms={k: float(np.percentile(v, 99)) * 1000 for k, v in stage_s.items()},
@@ -145,7 +146,9 @@ def summarise(label: str, cpu: int | None, shots: Sequence[Shot], camera: Script
 
 # -- reporting -----------------------------------------------------------------------------------------
 def verdict(results: Sequence[SizeResult]) -> str:
-    """One line against the brief's two numbers, judged on 1280x720 if measured, else the largest size."""
+    """One line against the brief's two numbers, judged on 1280x720 if measured, else the largest size
+    (with the first decoder measured: the default unless ``--decoders`` named others)."""
+    results = [r for r in results if r.decoder == results[0].decoder]
     by_size = {r.size: r for r in results}
     target = f"{TARGET_SIZE[0]}x{TARGET_SIZE[1]}"
     r = by_size.get(target) or max(results, key=lambda x: math.prod(int(v) for v in x.size.split("x")))
@@ -153,7 +156,7 @@ def verdict(results: Sequence[SizeResult]) -> str:
     latency_ok = r.frame_to_relay.n > 0 and p99 < FRAME_INTERVAL_MS / 2
     fps_ok = r.fps >= TARGET_FPS
     share = 100 * p99 / FRAME_INTERVAL_MS
-    return (f"Verdict ({r.size}, one core): frame→relay p99 {p99:.1f} ms = {share:.0f}% of the "
+    return (f"Verdict ({r.size}, {r.decoder}, one core): frame→relay p99 {p99:.1f} ms = {share:.0f}% of the "
             f"{FRAME_INTERVAL_MS:.1f} ms frame interval ({'MEETS' if latency_ok else 'MISSES'} "
             f"'well under', read as < half); sustained {r.fps:.0f} frames/s "
             f"({'MEETS' if fps_ok else 'MISSES'} ≥{TARGET_FPS:.0f}/s).")
@@ -161,10 +164,10 @@ def verdict(results: Sequence[SizeResult]) -> str:
 
 def render_table(results: Sequence[SizeResult], synchronous: str = "FULL") -> Table:
     table = Table(title="Gate pipeline benchmark: real daemon, SQLite ledger (synchronous="
-                        f"{synchronous}), zxing, barrier on mock pins; one core")
+                        f"{synchronous}), barrier on mock pins; one core")
     table.add_column("measurement", no_wrap=True)
     for r in results:
-        table.add_column(r.size, justify="right", no_wrap=True)
+        table.add_column(f"{r.size}\n{r.decoder}", justify="right", no_wrap=True)
     table.add_column("reference", no_wrap=True)
 
     def row(name: str, cell: Callable[[SizeResult], str], ref: str = "", end: bool = False) -> None:

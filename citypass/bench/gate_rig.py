@@ -5,7 +5,8 @@ It builds a real :class:`citypass.gate.daemon.GateDaemon` in this process and ru
 * a **real ledger**: a SQLite file in a temporary directory (``--dir`` to choose the disk), loaded from
   a snapshot that a real :class:`citypass.issuer.service.Issuer` signed, ``synchronous=FULL`` as configured on a
   gate, so every tap is fsynced before the relay moves;
-* the **real decoder** (zxing-cpp, the project's default) and the real decision core;
+* the **real decoder** (the project's default, ``retry``, or the one named with ``--decoders``) and the
+  real decision core;
 * the **real barrier** (:class:`citypass.gate.barrier.gpio.Barrier`, its ticker thread included) on gpiozero's
   ``MockFactory`` pins; a simulated visitor breaks and clears the passage beam two frames after each
   grant, so every presentation meets a free barrier and its confirmed passage is written to the ledger
@@ -21,8 +22,10 @@ Method
 *Frames.* ``--frames`` frames per size, after one untimed warm-up cycle. Every ``--every`` frames a
 new annual pass (a different credential each time, so each presentation is allowed and energises the
 relay) comes into view for ``--hold`` frames; the presentations cycle through the code conditions of
-:mod:`citypass.bench.frames` (clean, perspective, glare, blur, moire, dark mode, small). Every other frame shows
-no QR code (an empty scene or a phone with a Code 128 barcode). Frames are seeded (``--seed``).
+:mod:`citypass.bench.frames` (clean, perspective, glare, blur, moire, dark mode, small, far, shake, low light,
+banding, finger, cracked), so a hard presentation may go unread in its frames and is then not decided. Every
+other frame shows no QR code (an empty scene or a phone with a Code 128 barcode). Frames are seeded
+(``--seed``): every decoder sees the same ones.
 
 *Per-frame time.* The camera reads ``time.perf_counter`` when it hands a frame to the daemon and again
 when the daemon next asks for one: the interval is one iteration of ``GateDaemon.run`` — watchdog
@@ -30,7 +33,7 @@ check, draining barrier events (passage writes land here), decode, debounce and,
 presentation, decide, commit, grant and log. (How the frames are classified and summed:
 :mod:`citypass.bench.gate_figures`.)
 
-*Bare decoder.* On the same frames, in the same run, a second decoder instance decodes every frame
+*Bare decoder.* On the same frames, in the same run, a second instance of the same decoder decodes every frame
 alone (untimed by the pipeline clock): before the hand-over on even frames and after the daemon has
 finished it on odd ones, so neither side always gets the warm cache.
 
@@ -220,8 +223,10 @@ def _setup(root: Path, size: Size, n_codes: int,
 
 
 def measure_size(size: Size, frames: int, every: int, hold: int, seed: int, index: int,
-                 directory: Path | None = None, synchronous: str = "FULL") -> SizeResult:
-    """Run the daemon on ``frames`` planned frames of one size; see the module doc for the method."""
+                 directory: Path | None = None, synchronous: str = "FULL",
+                 decoder: str = DEFAULT_DECODER) -> SizeResult:
+    """Run the daemon on ``frames`` planned frames of one size with *decoder*; see the module doc for the
+    method.  The frames depend on the seed and the size only, so two decoders see the same ones."""
     recorded: dict[int, list[Outcome]] = {}
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gate-", dir=directory)))
@@ -247,8 +252,8 @@ def measure_size(size: Size, frames: int, every: int, hold: int, seed: int, inde
             shot = shots[i]
             return synth_frame(shot.text, shot.condition, size, np.random.default_rng([seed, index, i]))
 
-        camera = ScriptedCamera(shots, render, make_decoder(DEFAULT_DECODER), between)
-        daemon = _RecordingDaemon(cfg, ctx, camera=camera, decoder=make_decoder(DEFAULT_DECODER),
+        camera = ScriptedCamera(shots, render, make_decoder(decoder), between)
+        daemon = _RecordingDaemon(cfg, ctx, camera=camera, decoder=make_decoder(decoder),
                                   barrier=Barrier(cfg.barrier, pin_factory=factory), ledger=ledger,
                                   log=EventLog(log, gate_id=cfg.gate_id))
         daemon.recorded = recorded
@@ -260,4 +265,4 @@ def measure_size(size: Size, frames: int, every: int, hold: int, seed: int, inde
         daemon.run()  # the real loop; it closes barrier, camera and ledger on the way out
     passages = daemon.metrics.registry.get_sample_value("citypass_barrier_events_total",
                                                         {"event": "PassageConfirmed"})
-    return summarise(f"{size[0]}x{size[1]}", cpu, shots, camera, recorded, int(passages or 0))
+    return summarise(f"{size[0]}x{size[1]}", decoder, cpu, shots, camera, recorded, int(passages or 0))

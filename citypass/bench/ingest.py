@@ -39,8 +39,9 @@ import click
 import httpx
 
 from citypass.bench.report import Row, percentile, print_rows, scratch_dir
+from citypass.issuer.api.limits import RateLimits
 from citypass.issuer.home import IssuerHome
-from citypass.issuer.ingest import prepare
+from citypass.issuer.ingest import Uploader, prepare
 from citypass.issuer.records import Device, Slot, TapEvent
 from citypass.issuer.service import Issuer
 from citypass.issuer.store import IssuerStore
@@ -100,7 +101,7 @@ def bench_repository(path: Path, taps: int) -> list[Row]:
             t0 = time.perf_counter()
             events = [TapEvent(r["event_id"], r["tap_id"], r["kind"], json.loads(r["body"]), r["created_at"])
                       for r in chunk]
-            store.store_batch(prepare(events, "bench-gate"), "bench-gate", NOW)
+            store.store_batch(prepare(events, Uploader("bench-gate", 1, "entry")), "bench-gate", NOW)
             times.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         stored = store.tap_count()
@@ -115,7 +116,7 @@ def bench_repository(path: Path, taps: int) -> list[Row]:
     ]
 
 
-def _serve(home: str, sock_fd: int, cpu: int | None) -> None:
+def _serve(home: str, sock_fd: int, cpu: int | None, limits: RateLimits | None) -> None:
     """The served issuer, in its own process, pinned to one core (multiprocessing target)."""
     import socket
 
@@ -126,23 +127,30 @@ def _serve(home: str, sock_fd: int, cpu: int | None) -> None:
     pin_to_one_core(cpu)
     sock = socket.socket(fileno=sock_fd)
     issuer = Issuer.open(IssuerHome(Path(home)))
-    config = uvicorn.Config(create_app(issuer), log_level="warning", access_log=False, lifespan="off")
+    # Ingest and reservations are measured without the request limits (what the service can do, not its per-token
+    # policy); /healthz under report load is measured with and without them.
+    config = uvicorn.Config(create_app(issuer, limits=limits), log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 
 
 class ServedHome:
-    """An issuer home with a device, a slot and an admin token, served from a pinned child process."""
+    """An issuer home with a device, a slot and an admin token, served from a pinned child process. ``fresh=False``
+    serves a home made before (with a new token), e.g. with other ``limits``."""
 
-    def __init__(self, path: Path, capacity: int, cpu: int | None) -> None:
+    def __init__(self, path: Path, capacity: int, cpu: int | None, *, limits: RateLimits | None = None,
+                 fresh: bool = True) -> None:
         import socket
 
-        issuer = Issuer.init(IssuerHome(path), SITES, now=NOW)
-        self.token = create_token(issuer.store, "admin", NOW, label="bench").text
-        issuer.store.add_device(Device("bench-gate", 1, "entry", "bench", "registered", NOW))
-        for n in range(4):
-            issuer.store.add_device(Device(f"bench-gate-{n}", 1, "entry", "bench", "registered", NOW))
+        if fresh:
+            issuer = Issuer.init(IssuerHome(path), SITES, now=NOW)
+            issuer.store.add_device(Device("bench-gate", 1, "entry", "bench", "registered", NOW))
+            for n in range(4):
+                issuer.store.add_device(Device(f"bench-gate-{n}", 1, "entry", "bench", "registered", NOW))
+            issuer.store.add_slot(Slot("s_000000000001", 2, 2_000_000_000, 2_000_003_600, capacity, 0, NOW))
+        else:
+            issuer = Issuer.open(IssuerHome(path))
         self.slot_id = "s_000000000001"
-        issuer.store.add_slot(Slot(self.slot_id, 2, 2_000_000_000, 2_000_003_600, capacity, 0, NOW))
+        self.token = create_token(issuer.store, "admin", NOW, label="bench").text
         issuer.close()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
@@ -150,7 +158,7 @@ class ServedHome:
         self.sock.set_inheritable(True)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         context = multiprocessing.get_context("fork")  # the child inherits the bound socket
-        self.process = context.Process(target=_serve, args=(str(path), self.sock.fileno(), cpu), daemon=True)
+        self.process = context.Process(target=_serve, args=(str(path), self.sock.fileno(), cpu, limits), daemon=True)
 
     def __enter__(self) -> ServedHome:
         self.process.start()
@@ -241,6 +249,50 @@ def bench_reservations(served: ServedHome, clients: int, per_client: int) -> lis
     ]
 
 
+def bench_healthz(served: ServedHome, label: str, report_clients: int = 12, seconds: float = 4.0) -> list[Row]:
+    """``/healthz`` latency alone, then while ``report_clients`` clients keep asking for the incident report over
+    the window of every tap ingested (each reads all of them)."""
+
+    def probe(n: int) -> list[float]:
+        out = []
+        with httpx.Client(base_url=served.url, timeout=30) as client:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                client.get("/healthz").raise_for_status()
+                out.append((time.perf_counter() - t0) * 1e3)
+                time.sleep(0.01)
+        return out
+
+    idle = probe(100)
+    stop = threading.Event()
+    answered: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def ask(_: int) -> None:
+        with served.client() as client:
+            while not stop.is_set():
+                status = client.get("/v1/incidents", params={"since": NOW - 3600, "until": NOW + 3600}).status_code
+                with lock:
+                    answered[status] = answered.get(status, 0) + 1
+                if status in (429, 503):
+                    time.sleep(0.2)
+
+    with ThreadPoolExecutor(report_clients) as pool:
+        futures = [pool.submit(ask, n) for n in range(report_clients)]
+        time.sleep(0.5)  # the reports are running
+        loaded = probe(max(20, int(seconds / 0.02)))
+        stop.set()
+        for future in futures:
+            future.result()
+    counts = ", ".join(f"{n} × {status}" for status, n in sorted(answered.items()))
+    return [
+        Row("/healthz, idle", f"p50 {percentile(idle, 0.5):.1f} ms, p99 {percentile(idle, 0.99):.1f} ms", ""),
+        Row(f"/healthz, {report_clients} clients asking for reports ({label})",
+            f"p50 {percentile(loaded, 0.5):.1f} ms, p99 {percentile(loaded, 0.99):.1f} ms",
+            f"report answers: {counts}"),
+    ]
+
+
 def run_ingest_bench(taps: int, clients: int, per_client: int, directory: Path,
                      log: Callable[[str], None] = lambda _: None) -> list[Row]:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
@@ -264,6 +316,15 @@ def run_ingest_bench(taps: int, clients: int, per_client: int, directory: Path,
             rows += bench_http(served, taps)
             log(f"reservations: {clients} clients × {per_client}")
             rows += bench_reservations(served, clients, per_client)
+            log("/healthz under report load, no request limits")
+            rows += bench_healthz(served, "no request limits")[1:]
+        # The shipped limits, except that the per-token report rate does not throttle the 12 clients first:
+        # what is measured is the admission of report computations (a few at once, a short queue, then 503).
+        shipped = RateLimits(reports_per_token=1000.0, reports_burst=1000, reports_per_address=1000.0,
+                             reports_per_address_burst=1000)
+        with ServedHome(directory / "served", 0, server_cpu, limits=shipped, fresh=False) as limited:
+            log("/healthz under report load, the shipped admission limit")
+            rows += bench_healthz(limited, f"{shipped.report_slots} computed at once, {shipped.report_queue} queued")
     finally:
         if original is not None:
             os.sched_setaffinity(0, original)

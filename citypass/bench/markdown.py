@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
-from citypass.bench import decode as decode_bench
 from citypass.bench import gate_figures
 from citypass.bench import ingest as ingest_bench
 from citypass.bench import startup as startup_bench
+from citypass.bench.markdown_decode import decode_section, video_section
 from citypass.bench.report import Row
-from citypass.bench.results import QUICK, Results, commands, size_label
+from citypass.bench.results import QUICK, Results, commands
 from citypass.bench.verdicts import find_row, gate_target, parse_number, summary, verify_rate
 
 
@@ -80,7 +80,8 @@ def render(results: Results) -> str:
     lines += [f"| {r.goal} | {r.measured} | {r.verdict} | {r.command} |" for r in summary(results)]
     lines += [""]
     lines += _verify_section(results, cmd["verify"])
-    lines += _decode_section(results, cmd["decode"])
+    lines += decode_section(results, cmd["decode"], _failed, _rich_text)
+    lines += video_section(results, cmd["video"], _failed, _rich_text)
     lines += _gate_section(results, cmd["gate"])
     lines += _ledger_section(results, cmd["ledger"])
     lines += _ingest_section(results, cmd["ingest"])
@@ -120,56 +121,6 @@ def _verify_section(results: Results, command: str) -> list[str]:
     return lines
 
 
-def _decode_section(results: Results, command: str) -> list[str]:
-    s = results.sizes
-    lines = ["## Decoding — `citypass bench decode`", "", f"`{command}`", ""]
-    lines += _failed(results, "decode")
-    rec = results.recommendation
-    if rec is None:
-        return lines
-    lines += [
-        f"{s.decode_frames} synthetic phone-screen frames per condition and payload size (static ~170 "
-        f"characters, dynamic ~350), at {', '.join(size_label(x) for x in s.decode_sizes)}, decode time only, one "
-        "core (`bench/frames.py` draws them: a phone screen in the camera frame, tilted, under a glare spot, "
-        "motion-blurred, with a moiré screen grid, in dark mode, far away; plus frames with no code at all). "
-        "Overall rows (read rate over frames with a code; cost over all frames, including those without one):",
-        "", "```",
-        _rich_text(decode_bench.render_table([r for r in results.decode_rows if r.condition == "overall"])),
-        rec.line(), "```", "",
-    ]
-    names = list(dict.fromkeys(r.decoder for r in results.decode_rows))
-    per: dict[tuple[str, str], tuple[int, int]] = {}
-    for r in results.decode_rows:
-        if r.condition not in ("overall", "no_code"):
-            reads, frames = per.get((r.decoder, r.condition), (0, 0))
-            per[(r.decoder, r.condition)] = (reads + r.reads, frames + r.code_frames)
-    conditions = list(dict.fromkeys(c for _, c in per))
-    lines += [f"Reads per condition, all sizes and payloads ({' / '.join(names)}):", "",
-              "| condition | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for c in conditions:
-        lines.append(f"| {c} | " + " | ".join(f"{per[(n, c)][0]} / {per[(n, c)][1]}" for n in names) + " |")
-    false = {r.decoder: r.false_reads for r in results.decode_rows
-             if r.condition == "overall" and r.size == decode_bench.ALL}
-    lines += ["", "False reads (any text on a frame without a code, or wrong text): "
-              + ", ".join(f"{n} {false.get(n, 0)}" for n in names) + ".", ""]
-    lines += [
-        f"**Recommended: {rec.decoder}.** The recommendation is the cheapest decoder that reads at least as many "
-        "frames as the best single decoder with no false reads."]
-    overall = {r.decoder: r for r in results.decode_rows if r.condition == "overall" and r.size == decode_bench.ALL}
-    chain, pick = overall.get("chain"), overall.get(rec.decoder)
-    if chain is not None and pick is not None and rec.decoder != "chain":
-        gains = [f"{c} +{per[('chain', c)][0] - per[(rec.decoder, c)][0]}" for c in conditions
-                 if per[("chain", c)][0] > per[(rec.decoder, c)][0]]
-        lines[-1] += (
-            f" The chain reads {chain.reads - pick.reads:+d} frames against {rec.decoder}"
-            + (f" ({', '.join(gains)})" if gains else "")
-            + f" but costs {chain.mean_ms / pick.mean_ms:.1f}× its mean time per frame: it runs its second decoder "
-            "on every frame the first cannot read, and on an idle gate that is every frame. "
-            '`decoder = "chain"` is there for sites whose screens need it.')
-    lines += [""]
-    return lines
-
-
 def _gate_section(results: Results, command: str) -> list[str]:
     s = results.sizes
     lines = ["## The gate pipeline — `citypass bench gate`", "", f"`{command}`", ""]
@@ -177,16 +128,19 @@ def _gate_section(results: Results, command: str) -> list[str]:
     if not results.gate:
         return lines
     lines += [
-        "The real daemon loop (`GateDaemon.run`), a real SQLite ledger with `synchronous=FULL`, zxing, the "
-        f"barrier on gpiozero mock pins, the process pinned to one CPU. {s.gate_frames} frames per size; a new "
-        f"annual pass every {s.gate_every} frames, held for {s.gate_hold}; a simulated visitor walks through "
-        "after each grant. The bare decoder decodes the same frames in the same run.", "",
-        "| size | frame→relay p50 / p99 / max ms | sustained frames/s | pipeline / bare decoder (means): "
-        "no code / code in view / decision |", "| --- | --- | --- | --- |",
+        "The real daemon loop (`GateDaemon.run`), a real SQLite ledger with `synchronous=FULL`, the barrier on "
+        f"gpiozero mock pins, the process pinned to one CPU; run once with each decoder ({', '.join(s.gate_decoders)})"
+        f" on the same frames. {s.gate_frames} frames per size; a new annual pass every {s.gate_every} frames, held "
+        f"for {s.gate_hold}, cycling through the decode benchmark's conditions; a simulated visitor walks through "
+        "after each grant. A second instance of the same decoder decodes the same frames alone in the same run "
+        "(the bare decoder).", "",
+        "| size | decoder | frame→relay p50 / p99 / max ms | presentations decided | sustained frames/s | "
+        "pipeline / bare decoder (means): no code / code in view / decision |", "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in results.gate:
         ratios = " / ".join(f"{r.overhead.get(k, math.nan):.2f}×" for k in ("no_code", "code_in_view", "decision"))
-        lines.append(f"| {r.size} | {r.frame_to_relay.text(with_max=True)} | {r.fps:.0f} | **{ratios}** |")
+        lines.append(f"| {r.size} | {r.decoder} | {r.frame_to_relay.text(with_max=True)} | "
+                     f"{r.decided} / {r.presentations} | {r.fps:.0f} | **{ratios}** |")
     lines += ["", "```", _rich_text(gate_figures.render_table(results.gate)), gate_figures.verdict(results.gate),
               "```", ""]
     g = gate_target(results)

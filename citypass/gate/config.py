@@ -7,7 +7,7 @@ that it is current), and ``examples/gate.toml`` is a complete example.
     >>> cfg = GateConfig.model_validate({"gate_id": "wl-e1", "site": "west-lake", "root_key": "/etc/cp/root.pub",
     ...                                  "ledger": {"path": "/var/lib/citypass/ledger.db"}})
     >>> cfg.direction, cfg.decoder, cfg.pins
-    (<Direction.ENTRY: 'entry'>, 'zxing', 'native')
+    (<Direction.ENTRY: 'entry'>, 'retry', 'native')
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ instead of silently running with the default.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -76,6 +77,20 @@ def classify_source(source: str) -> tuple[SourceKind, str]:
     if _URL.match(text):
         return "stream", text
     return "file", text
+
+
+@dataclass(frozen=True, slots=True)
+class CameraControls:
+    """The sensor settings a V4L2 camera is asked for after it opens (None: leave the camera's own).
+
+    See :class:`CameraConfig` (``exposure_ms``, ``gain``, ``autofocus``, ``focus``) for what each is for;
+    :func:`citypass.gate.camera.opencv.control_requests` turns them into OpenCV properties.
+    """
+
+    exposure_ms: float | None = None
+    gain: float | None = None
+    autofocus: bool | None = None
+    focus: int | None = None
 
 
 class CameraConfig(BaseModel):
@@ -151,6 +166,52 @@ class CameraConfig(BaseModel):
         gt=0,
         description="Upper bound of the wait between reopen attempts.",
     )
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description=(
+            "Image folders: a picture with more pixels than this (width × height, read from its file header) is "
+            "refused without being decoded, as is one whose header gives no size. A small file can declare a "
+            "huge picture that takes gigabytes to decode."
+        ),
+    )
+    exposure_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description=(
+            "V4L2 cameras: a fixed exposure time in milliseconds instead of the camera's auto exposure. A phone "
+            "screen is a bright, emitting surface and a visitor's hand moves: a few milliseconds (4-8) keep a "
+            "shaking code within a module of smear and the screen unsaturated, where auto exposure, metering the "
+            "darker scene, may integrate for a whole frame interval. Shorter than the screen's PWM period it "
+            "shows refresh bands, which the decoder's second look copes with. None leaves auto exposure on."
+        ),
+    )
+    gain: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "V4L2 cameras: the sensor's analogue gain, in the driver's units (v4l2-ctl --list-ctrls shows its "
+            "range); raise it with a short exposure_ms in a dim hall, at the price of noise. None leaves it."
+        ),
+    )
+    autofocus: bool | None = Field(
+        default=None,
+        description=(
+            "V4L2 cameras: the camera's continuous autofocus. At a gate it hunts on every passing phone; "
+            "false (with focus set to the presentation distance) keeps the code in focus from its first frame. "
+            "None leaves it as the camera starts."
+        ),
+    )
+    focus: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "V4L2 cameras: a fixed focus position in the driver's units (focus_absolute), for the distance at "
+            "which visitors present the phone (10-25 cm at a turnstile). Setting it turns autofocus off. "
+            "None leaves the focus to the camera."
+        ),
+    )
     detect_frozen: bool | None = Field(
         default=None,
         description=(
@@ -171,6 +232,8 @@ class CameraConfig(BaseModel):
         classify_source(self.source)  # raises ValueError -> ValidationError with the reason
         if (self.width is None) != (self.height is None):
             raise InvalidInput("set both width and height, or neither")
+        if self.focus is not None and self.autofocus:
+            raise InvalidInput("a fixed focus needs autofocus off (leave autofocus unset or set it to false)")
         if self.reopen_backoff_min_s > self.reopen_backoff_max_s:
             raise InvalidInput("reopen_backoff_min_s must not exceed reopen_backoff_max_s")
         # A watchdog shorter than one frame interval would call every healthy camera stale.
@@ -187,6 +250,11 @@ class CameraConfig(BaseModel):
     def target(self) -> str:
         """What the adapter opens: the index/path/URL, the image folder, or the feed name."""
         return classify_source(self.source)[1]
+
+    @property
+    def controls(self) -> CameraControls:
+        """The sensor settings to request from a V4L2 camera."""
+        return CameraControls(self.exposure_ms, self.gain, self.autofocus, self.focus)
 
     @property
     def frozen_check(self) -> bool:

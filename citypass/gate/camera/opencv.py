@@ -13,6 +13,9 @@ differs is how each is opened and tuned, which is all this file is about:
   the picture current.
 * **file** (``"lane3.mp4"``): played at ``fps`` (0 = as fast as it decodes), resized to
   ``width x height``, rewound at the end when ``loop``.
+* **sensor controls** (devices only): a fixed exposure time, gain and focus from the gate config
+  (:func:`control_requests`), requested after the size and rate; what they are for is in
+  ``docs/gate.md`` ("Camera settings for phone screens").
 
     >>> import tempfile, cv2, numpy as np
     >>> path = tempfile.mkdtemp() + "/clip.avi"
@@ -41,7 +44,7 @@ import cv2
 
 from citypass.errors import InvalidInput
 from citypass.gate.camera.base import Image, Pacer, SourceError, fit_to_size
-from citypass.gate.camera.config import classify_source
+from citypass.gate.camera.config import CameraControls, classify_source
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class OpenCVSource:
         fourcc: str | None = None,
         open_timeout_s: float = 5.0,
         kind: CaptureKind | None = None,
+        controls: CameraControls | None = None,
     ) -> None:
         text = str(target)
         if kind is None:
@@ -96,6 +100,7 @@ class OpenCVSource:
         self.loop = loop
         self.fourcc = fourcc
         self.open_timeout_s = open_timeout_s
+        self.controls = controls or CameraControls()
         #: What the driver actually granted after ``open()``: (width, height, fps).
         self.actual: tuple[int, int, float] | None = None
         self._cap: cv2.VideoCapture | None = None
@@ -189,9 +194,43 @@ class OpenCVSource:
             self._request(cap, cv2.CAP_PROP_FPS, float(self.fps), "fps")
         if live:
             self._request(cap, cv2.CAP_PROP_BUFFERSIZE, 1.0, "buffer size")
+        if self.kind == "device":
+            for prop, value, what in control_requests(self.controls):
+                self._request(cap, prop, value, what)
 
     def _request(self, cap: cv2.VideoCapture, prop: int, value: float, what: str) -> None:
         # set() returns False when the backend does not support the property (FFmpeg and the buffer
         # size, a fixed-mode camera and its fps): that is information, not an error.
         if not cap.set(prop, value):
             log.debug("%s: backend ignores %s=%s", self.describe, what, value)
+
+
+#: V4L2's exposure menu as OpenCV's V4L2 backend passes it through: 1 = manual, 3 = aperture priority (auto).
+V4L2_EXPOSURE_MANUAL, V4L2_EXPOSURE_AUTO = 1.0, 3.0
+
+
+def control_requests(controls: CameraControls) -> list[tuple[int, float, str]]:
+    """The OpenCV properties (property, value, name) that set *controls* on a V4L2 camera, in order.
+
+    Order matters: V4L2 ignores an exposure time while auto exposure is on, and a focus position while
+    autofocus is on, so the mode goes first.  ``CAP_PROP_EXPOSURE`` is V4L2's ``exposure_time_absolute``,
+    in units of 100 µs.
+
+    >>> from citypass.gate.camera.config import CameraControls
+    >>> [(name, value) for _, value, name in control_requests(CameraControls(exposure_ms=6, gain=20, focus=150))]
+    [('auto exposure', 1.0), ('exposure', 60.0), ('gain', 20.0), ('autofocus', 0.0), ('focus', 150.0)]
+    >>> control_requests(CameraControls())
+    []
+    """
+    out: list[tuple[int, float, str]] = []
+    if controls.exposure_ms is not None:
+        out += [(cv2.CAP_PROP_AUTO_EXPOSURE, V4L2_EXPOSURE_MANUAL, "auto exposure"),
+                (cv2.CAP_PROP_EXPOSURE, float(round(controls.exposure_ms * 10, 1)), "exposure")]
+    if controls.gain is not None:
+        out.append((cv2.CAP_PROP_GAIN, float(controls.gain), "gain"))
+    autofocus = controls.autofocus if controls.focus is None else False
+    if autofocus is not None:
+        out.append((cv2.CAP_PROP_AUTOFOCUS, 1.0 if autofocus else 0.0, "autofocus"))
+    if controls.focus is not None:
+        out.append((cv2.CAP_PROP_FOCUS, float(controls.focus), "focus"))
+    return out

@@ -40,7 +40,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
 import zxingcpp
@@ -55,6 +55,14 @@ DEFAULT_FALLBACK_BINARIZER: Final = zxingcpp.Binarizer.GlobalHistogram
 DEFAULT_TRY_DOWNSCALE: Final = True
 
 _QR_ONLY: Final = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
+
+
+class Located(NamedTuple):
+    """A QR symbol zxing-cpp found but could not decode: its corners (clockwise from the code's
+    top-left) and how many modules wide it is (17 + 4 x its version)."""
+
+    corners: Corners
+    modules: int
 
 
 class ZxingDecoder:
@@ -90,35 +98,60 @@ class ZxingDecoder:
             gray = to_gray(frame)
             if gray is None:
                 return []
-            for binarizer in self._binarizers:
-                found = self._read(gray, binarizer)
-                if found:
-                    return found
-            return []
+            return self.scan(gray)[0]
         except Exception:  # a library bug on a hostile frame must not stop the gate
             return []
 
-    def _read(self, gray: GrayImage, binarizer: zxingcpp.Binarizer) -> list[Decoded]:
-        barcodes = zxingcpp.read_barcodes(
-            gray,
-            formats=_QR_ONLY,
-            try_rotate=False,
-            try_downscale=self._try_downscale,
-            try_invert=self._try_invert,
-            text_mode=zxingcpp.TextMode.Plain,
-            binarizer=binarizer,
+    def scan(self, gray: GrayImage, *, located: bool = False) -> tuple[list[Decoded], list[Located]]:
+        """The binarizer passes of :meth:`decode` on a grey frame: the codes read, and (with *located*)
+        the symbols zxing-cpp found but could not decode (a checksum error: too small, too dark, partly
+        covered), which tell a retry where to look.  May raise on a library error."""
+        missed: list[Located] = []
+        for binarizer in self._binarizers:
+            found, failed = read(gray, binarizer, try_downscale=self._try_downscale, try_invert=self._try_invert,
+                                 name=self.name, errors=located)
+            if found:
+                return found, []
+            missed += failed
+        return [], missed
+
+
+def read(
+    gray: GrayImage, binarizer: zxingcpp.Binarizer, *, try_downscale: bool = DEFAULT_TRY_DOWNSCALE,
+    try_invert: bool = True, name: str = "zxing", errors: bool = False,
+) -> tuple[list[Decoded], list[Located]]:
+    """One ``zxingcpp.read_barcodes`` call: the valid QR codes, and with *errors* the QR symbols located
+    but not decoded.  May raise on a library error (callers catch)."""
+    barcodes = zxingcpp.read_barcodes(
+        gray,
+        formats=_QR_ONLY,
+        try_rotate=False,
+        try_downscale=try_downscale,
+        try_invert=try_invert,
+        text_mode=zxingcpp.TextMode.Plain,
+        binarizer=binarizer,
+        return_errors=errors,
+    )
+    out: list[Decoded] = []
+    failed: list[Located] = []
+    for b in barcodes:
+        # Belt and braces: the format filter already excludes everything but QR Code.
+        if b.format != zxingcpp.BarcodeFormat.QRCode:
+            continue
+        p = b.position
+        corners: Corners = (
+            (p.top_left.x, p.top_left.y),
+            (p.top_right.x, p.top_right.y),
+            (p.bottom_right.x, p.bottom_right.y),
+            (p.bottom_left.x, p.bottom_left.y),
         )
-        out: list[Decoded] = []
-        for b in barcodes:
-            # Belt and braces: the format filter already excludes everything but QR Code.
-            if not b.valid or b.format != zxingcpp.BarcodeFormat.QRCode:
-                continue
-            p = b.position
-            corners: Corners = (
-                (p.top_left.x, p.top_left.y),
-                (p.top_right.x, p.top_right.y),
-                (p.bottom_right.x, p.bottom_right.y),
-                (p.bottom_left.x, p.bottom_left.y),
-            )
-            out.append(Decoded(text=b.text, decoder=self.name, corners=corners))
-        return out
+        if b.valid:
+            out.append(Decoded(text=b.text, decoder=name, corners=corners))
+            continue
+        # The detector also proposes Micro QR and rMQR readings of the same finder patterns ("M3",
+        # "R7x77"); only a full-size version number gives the symbol's module count.
+        extra = b.extra if isinstance(b.extra, dict) else {}
+        version = str(extra.get("Version", ""))
+        if version.isdigit() and 1 <= int(version) <= 40:
+            failed.append(Located(corners, 17 + 4 * int(version)))
+    return out, failed

@@ -24,6 +24,8 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``tokens``           API tokens, hashed, with role (v2); ``audit``: every mutating call
 ``tap_events``       every uploaded outbox event by event id (v2), quarantined ones with the error
 ``taps``             one row per tap id, annulments applied (v2)
+``tap_collisions``   events whose event id another device used first, quarantined (v3)
+(v3 also)            partial indexes: held reservations by age, quarantined events by time
 ===================  ====================================================================
 """
 
@@ -126,7 +128,21 @@ def _v2_service(db: Database) -> None:
     db.table("taps").create_index(["credential_id"])
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service]
+def _v3_collisions(db: Database) -> None:
+    """Events whose id was used first by another device: kept aside and reported, never taken for a repeat."""
+    db.table("tap_collisions").create(
+        {"event_id": str, "device_id": str, "tap_id": str, "kind": str, "body": str, "received_at": int,
+         "error": str},
+        pk=("event_id", "device_id"), not_null={"tap_id", "kind", "body", "received_at", "error"},
+    )
+    db.table("tap_collisions").create_index(["received_at"])
+    # Holds left by a process killed while booking are found by age (a handful at most: a partial index).
+    db.execute("CREATE INDEX idx_reservations_held ON reservations (created_at) WHERE status = 'held'")
+    # Only quarantined events are listed by time: a partial index costs ingest nothing for valid ones.
+    db.execute("CREATE INDEX idx_tap_events_quarantined ON tap_events (received_at) WHERE error IS NOT NULL")
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
