@@ -24,6 +24,8 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``tokens``           API tokens, hashed, with role (v2); ``audit``: every mutating call
 ``tap_events``       every uploaded outbox event by event id (v2), quarantined ones with the error
 ``taps``             one row per tap id, annulments applied (v2)
+``wallet_claims``    passes ordered for a phone wallet: the unsigned order, the hashed one-time claim
+                     secret, expiry, and once claimed the holder id and the signed code (v3)
 ===================  ====================================================================
 """
 
@@ -126,7 +128,16 @@ def _v2_service(db: Database) -> None:
     db.table("taps").create_index(["credential_id"])
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service]
+def _v3_wallet(db: Database) -> None:
+    """Wallet claims (citypass.issuer.wallet): a pass ordered for a phone, signed when the phone claims it."""
+    db.table("wallet_claims").create(
+        {"id": str, "secret_hash": bytes, "product": int, "order_cbor": bytes, "created_at": int, "expires_at": int,
+         "claimed_at": int, "holder_id": str, "credential_id": str, "code": str},
+        pk="id", not_null={"secret_hash", "product", "order_cbor", "created_at", "expires_at"},
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_wallet]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
