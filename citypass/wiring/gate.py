@@ -97,7 +97,8 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
     screen = None
     if cfg.screen.enabled and cfg.health.enabled:  # the screen is served on the health address
         title = {lang: cfg.screen.title.get(lang) or site.title or site.name for lang in cfg.screen.languages}
-        texts = ScreenTexts(SHIPPED, cfg.screen.languages, title, arrow=cfg.screen.arrow, hold_s=cfg.screen.hold_s)
+        texts = ScreenTexts(SHIPPED, cfg.screen.languages, title, arrow=cfg.screen.arrow,
+                            exit_arrow=cfg.screen.exit_arrow, hold_s=cfg.screen.hold_s)
         screen = LaneScreen(ScreenHub(), texts, site, policy)
     return GateDaemon(
         cfg,
@@ -115,8 +116,10 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
 
 
 @contextmanager
-def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
-    """Run the health endpoint (if enabled, with the lane's screen) and stop the daemon on SIGTERM / SIGINT."""
+def serving(daemon: GateDaemon, *, signals: bool = True) -> Iterator[HealthServer | None]:
+    """Run the health endpoint (if enabled, with the lane's screen) and, with ``signals``, stop the daemon on
+    SIGTERM / SIGINT (only the main thread may set signal handlers: a daemon run on another thread, as the demo
+    and the tests do, passes ``signals=False`` and is stopped with ``daemon.stop()``)."""
     cfg = daemon.config.health
     screen = daemon.display if isinstance(daemon.display, LaneScreen) else None
     server = (HealthServer(cfg.host, cfg.port, daemon.status, daemon.metrics,
@@ -125,7 +128,8 @@ def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
         daemon.log.event("health", url=f"http://{cfg.host}:{server.port}/healthz")
         if screen is not None:
             daemon.log.event("screen", url=f"http://{cfg.host}:{server.port}/screen")
-    previous = {sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous = ({sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+                if signals else {})
     try:
         yield server
     finally:

@@ -41,7 +41,7 @@ function render (state) {
   document.body.dataset.kind = state.kind
   const icon = state.kind === 'idle' ? ARROWS[state.arrow] || '' : ICONS[state.kind] || ''
   document.getElementById('icon').textContent = icon
-  document.getElementById('arrow').textContent = state.kind === 'fire' ? ARROWS[state.arrow] || '' : ''
+  document.getElementById('arrow').textContent = state.kind === 'fire' ? ARROWS[state.exit_arrow] || '' : ''
   const box = document.getElementById('lines')
   box.replaceChildren(...(state.lines || []).map((line) => {
     const block = document.createElement('div')

@@ -35,6 +35,8 @@ class ScreenConfig(BaseModel):
                     "default: the ledger's site title, else its name.")
     arrow: Literal["down", "up", "left", "right"] = Field(
         "down", description="Where the scanner is, seen from the screen: the idle screen points there.")
+    exit_arrow: Literal["down", "up", "left", "right"] = Field(
+        "up", description="The way out through the lane, seen from the screen: shown during a fire alarm.")
     hold_s: float = Field(4.0, ge=0.5, le=30, description="How long a decision stays on the screen.")
 
     @field_validator("languages")

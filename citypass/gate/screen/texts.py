@@ -3,12 +3,13 @@
 A state is a small JSON-able dict::
 
     {"kind": "deny", "reason": "passback", "flags": [], "persons": 0, "at": 1733460000.123, "hold_s": 4.0,
-     "arrow": "down", "site": "西湖 · West Lake",
+     "arrow": "down", "exit_arrow": "up", "site": "西湖 · West Lake",
      "lines": [{"lang": "zh", "title": "刚刚已入园，请稍后再试", "details": ["请稍后再试"]},
                {"lang": "en", "title": "Entered recently; try again later", "details": ["Please try again later"]}]}
 
 ``kind`` is one of ``allow`` (green ✓), ``flag`` (allowed with a flag: amber !), ``deny`` (red ✗), ``idle``
-(show your code, an arrow to the scanner), ``out_of_order`` and ``fire`` (free passage, exit this way). Every
+(show your code, an arrow to the scanner), ``out_of_order`` (grey ⊘) and ``fire`` (free passage: ⚠ and an
+arrow the way out). ``at`` is when the gate acted (the relay, for an allow), on the gate's wall clock. Every
 text comes from the catalogs (:mod:`citypass.credential.catalog`), one block per configured language, so the page
 never holds a word of its own — a new language is a catalog and a config line. No credential id, account or
 other detail of the visitor's pass is ever put on the screen.
@@ -55,9 +56,9 @@ class ScreenTexts:
     """Builds screen states in ``languages`` from ``catalogs``; ``title`` is the site's name per language."""
 
     def __init__(self, catalogs: Catalogs, languages: Sequence[str], title: Mapping[str, str], *,
-                 arrow: str = "down", hold_s: float = 4.0) -> None:
+                 arrow: str = "down", exit_arrow: str = "up", hold_s: float = 4.0) -> None:
         self.catalogs, self.languages = catalogs, tuple(languages)
-        self.arrow, self.hold_s = arrow, hold_s
+        self.arrow, self.exit_arrow, self.hold_s = arrow, exit_arrow, hold_s
         names = [title[lang] for lang in self.languages if title.get(lang)]
         self.site = " · ".join(dict.fromkeys(names))  # in language order, each distinct name once
 
@@ -72,7 +73,8 @@ class ScreenTexts:
         return out
 
     def _state(self, kind: str, lines: list[dict[str, Any]], **extra: Any) -> State:
-        return {"kind": kind, "lines": lines, "arrow": self.arrow, "site": self.site, **extra}
+        return {"kind": kind, "lines": lines, "arrow": self.arrow, "exit_arrow": self.exit_arrow, "site": self.site,
+                **extra}
 
     # -- decisions -----------------------------------------------------------------------------------
     def allow(self, persons: int, flags: Sequence[Reason], at: float | None = None) -> State:
