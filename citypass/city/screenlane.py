@@ -48,7 +48,7 @@ class LaneScene:
     snapshot: Path
     annual: str          # allowed once, then allowed and flagged (soft passback)
     party: str           # a group ticket for three
-    forged: str          # another issuer's code: bad_signature
+    forged: str          # another issuer's code: unknown_key
 
 
 def lane_scene(home: Path, now: int) -> LaneScene:
@@ -142,10 +142,11 @@ class ScreenLane:
         if self._gate is not None:
             self._gate.join(15)
 
-    def restart(self) -> float:
-        """Stop the daemon, start a new one on the same port; seconds the lane was down."""
+    def restart(self, pause_s: float = 0.0) -> float:
+        """Stop the daemon, wait ``pause_s``, start a new one on the same port; seconds the lane was down."""
         started = time.monotonic()
         self.stop_daemon()
+        time.sleep(pause_s)
         self.cfg = self.cfg.model_copy(update={"health": self.cfg.health.model_copy(update={"port": self.port})})
         self.start()
         return time.monotonic() - started

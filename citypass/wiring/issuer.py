@@ -69,8 +69,11 @@ class BrokerAuthority:
                    "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
 @click.option("--mqtt-group", default="ingest", show_default=True,
               help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
+@click.option("--wallet-url", default=None, metavar="URL",
+              help="The wallet page's public address, for claim links (default: the address a request came to, "
+                   "+ /wallet/). Set it behind a reverse proxy (docs/wallet.md).")
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
-          broker_address: str | None, mqtt_workers: int, mqtt_group: str) -> None:
+          broker_address: str | None, mqtt_workers: int, mqtt_group: str, wallet_url: str | None) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`.
@@ -91,7 +94,8 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, mqtt_group, home) if mqtt_workers else None
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
-        uvicorn.run(create_app(iss, authority=authority), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(iss, authority=authority, wallet_url=wallet_url), host=host, port=port,
+                    log_level=log_level)
     finally:
         if mqtt is not None:
             mqtt.stop()
