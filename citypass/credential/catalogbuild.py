@@ -116,6 +116,8 @@ def main(argv: list[str]) -> int:
         behind = stale()
         for path in behind:
             print(f"catalog out of date: {path}", file=sys.stderr)
+        if not behind:
+            print("catalogs: the committed catalogs are what the source table builds")
         return 1 if behind else 0
     changed = build()
     print(f"catalogs: {len(changed)} file(s) written in {LOCALE_DIR}" if changed else "catalogs: up to date")
