@@ -155,3 +155,18 @@ def test_a_language_without_a_catalog_is_refused_when_the_config_loads() -> None
     assert GateConfig.model_validate(base | {"screen": {"languages": ["en", "zh"]}}).screen.languages == ["en", "zh"]
     with pytest.raises(ValidationError, match="no catalog for language"):
         GateConfig.model_validate(base | {"screen": {"languages": ["zh", "fr"]}})
+
+
+@pytest.mark.slow
+def test_bench_gate_with_a_screen_client_delivers_every_decision_to_it() -> None:
+    from citypass.bench.gate_screen import run_screen_comparison, screen_verdict
+
+    runs = run_screen_comparison([(640, 480)], frames=60, every=6, hold=2, seed=1)["640x480"]
+    assert [r.screen for r in runs] == [False, True, False, True]
+    for run in runs:
+        assert run.result.relays > 0
+        if run.screen:
+            assert run.shown == run.received and run.shown is not None and run.shown >= run.result.decided
+        else:
+            assert run.shown is None and run.received is None
+    assert "the screen read every decision" in screen_verdict({"640x480": runs})

@@ -14,6 +14,7 @@ Example::
     citypass bench gate                                 # 640x480 and 1280x720, 600 frames each
     citypass bench gate --size 1280x720 --frames 1200 --json
     citypass bench gate --dir /var/lib/citypass         # on the device's storage
+    citypass bench gate --screen-client                 # the same, without and with a lane screen connected
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ def run_gate_bench(sizes: Sequence[Size], frames: int, every: int, hold: int, se
 @click.option("--synchronous", type=click.Choice(["FULL", "NORMAL"]), default="FULL", show_default=True,
               help="The ledger's PRAGMA synchronous. FULL is the gate's setting (an fsync per commit); NORMAL "
                    "shows what the pipeline costs without the disk's fsync latency.")
+@click.option("--screen-client", is_flag=True,
+              help="Instead: compare frame → relay without and with a lane screen connected (its event stream read "
+                   "by a client process), each twice, to show the screen's cost beside the run-to-run noise.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def gate_command(size: str, frames: int, every: int, hold: int, seed: int, directory: Path | None,
-                 synchronous: str, as_json: bool) -> None:
+                 synchronous: str, screen_client: bool, as_json: bool) -> None:
     """Time the whole gate pipeline, frame in → relay energised, on one core.
 
     A real daemon (SQLite ledger from a signed snapshot, zxing, barrier on mock pins) runs on rendered
@@ -71,6 +75,9 @@ def gate_command(size: str, frames: int, every: int, hold: int, seed: int, direc
                                  param_hint="--size") from None
     if hold >= every:
         raise click.BadParameter("--hold must be less than --every", param_hint="--hold")
+    if screen_client:
+        _screen_comparison(sizes, frames, every, hold, seed, synchronous, as_json)
+        return
     results = run_gate_bench(sizes, frames, every, hold, seed, directory, synchronous)
     if as_json:
         click.echo(json.dumps({"results": [r.as_dict() for r in results], "verdict": verdict(results),
@@ -83,6 +90,23 @@ def gate_command(size: str, frames: int, every: int, hold: int, seed: int, direc
         console = Console(width=160)
     console.print(render_table(results, synchronous))
     console.print(verdict(results))
+
+
+def _screen_comparison(sizes: Sequence[Size], frames: int, every: int, hold: int, seed: int, synchronous: str,
+                       as_json: bool) -> None:
+    from citypass.bench.gate_screen import render_comparison, run_screen_comparison, screen_verdict
+
+    runs = run_screen_comparison(sizes, frames, every, hold, seed, synchronous)
+    if as_json:
+        click.echo(json.dumps({"runs": {size: [{"screen": r.screen, "received": r.received, **r.result.as_dict()}
+                                               for r in items] for size, items in runs.items()},
+                               "verdict": screen_verdict(runs)}, indent=1, ensure_ascii=False))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(render_comparison(runs))
+    console.print(screen_verdict(runs))
 
 
 if __name__ == "__main__":
