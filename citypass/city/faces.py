@@ -47,8 +47,8 @@ def add_wallet_visitor(console: Console, api: httpx.Client, stack: ExitStack, ph
     order = ok(api.post("/v1/passes", json={"product": "transit", "account": "13900000000", "modes": ["bus"],
                                             "holder": "wallet"}))
     phone = WalletPhone(browser, order["claim_url"]).claim()
-    console.print(f"a visitor opened a claim link in Chromium: the wallet page made a {phone.alg} key with "
-                  f"WebCrypto, claimed bus pass {phone.credential_id[:8]} with it and shows a live code")
+    console.print(f"a visitor opened a claim link in Chromium: the wallet page made its key with WebCrypto "
+                  f"({phone.alg}), claimed bus pass {phone.credential_id[:8]} with it and shows a live code")
     card = Card(phone.code, phone.credential_id, picture=phone.picture)
     visit = Visit("bus rider, wallet page in Chromium", BUS, card, allow(), "clean", "live")
     phases[0] = replace(phases[0], visits=(*phases[0].visits, visit))
