@@ -125,9 +125,8 @@ def serving(daemon: GateDaemon, *, signals: bool = True) -> Iterator[HealthServe
     server = (HealthServer(cfg.host, cfg.port, daemon.status, daemon.metrics,
                            screen.endpoint() if screen is not None else None).start() if cfg.enabled else None)
     if server is not None:
-        daemon.log.event("health", url=f"http://{cfg.host}:{server.port}/healthz")
-        if screen is not None:
-            daemon.log.event("screen", url=f"http://{cfg.host}:{server.port}/screen")
+        base = f"http://{cfg.host}:{server.port}"
+        daemon.log.event("health", url=f"{base}/healthz", screen=f"{base}/screen" if screen is not None else None)
     previous = ({sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
                 if signals else {})
     try:
