@@ -22,6 +22,7 @@ only ever needs the present).
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import deque
@@ -78,8 +79,7 @@ class ScreenHub:
             yield f"retry: {RETRY_MS}\n\n".encode() + (_frame("lane", lane) if lane is not None else b"")
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda last=seen: self._closed or self._seq > last,  # type: ignore[misc]
-                                        timeout=self.ping_s)
+                    self._cond.wait_for(functools.partial(self._news_after, seen), timeout=self.ping_s)
                     if self._closed:
                         return
                     fresh = [(s, e, d) for s, e, d in self._events if s > seen]
@@ -91,6 +91,9 @@ class ScreenHub:
         finally:
             with self._cond:
                 self.clients -= 1
+
+    def _news_after(self, seen: int) -> bool:
+        return self._closed or self._seq > seen
 
     def close(self) -> None:
         """End every stream (the daemon is stopping; the screens will reconnect to the next one)."""
