@@ -335,6 +335,7 @@ def test_hostile_bodies_get_clear_4xx_never_500(served: ServedIssuer, admin: htt
         ("POST", "/v1/taps", {"json": {"events": [{"event_id": "e", "tap_id": "t", "kind": "tap", "body": {}}]
                                        * 1001}}),
         ("GET", "/v1/venues", {"params": {"limt": 5}}),
+        ("GET", "/v1/devices", {"params": [("limit", "5"), ("limit", "1000")]}),  # not quietly the last one
         ("GET", "/v1/ledger/deltas", {"params": {"since": "-1"}}),
         ("GET", "/v1/ledger/deltas", {"params": {"since": str(2**80)}}),
         ("GET", "/v1/incidents", {"params": {"since": NOW, "until": NOW - 1}}),

@@ -58,7 +58,7 @@ class HealthzOut(BaseModel):
 
 def refuse_unknown_query(request: Request) -> None:
     """A query parameter the route does not declare is a 422, like an unknown body field: ``?limt=5``
-    silently ignored would return 100 rows to someone who asked for 5."""
+    silently ignored would return 100 rows to someone who asked for 5. So is one given twice."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -68,6 +68,11 @@ def refuse_unknown_query(request: Request) -> None:
     if unknown:
         raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter",
                                        "type": "extra_forbidden"} for name in unknown[:10]])
+    # Every query parameter here is a single value: ``?limit=5&limit=1000`` must not quietly mean 1000.
+    repeated = sorted(name for name in set(request.query_params) if len(request.query_params.getlist(name)) > 1)
+    if repeated:
+        raise RequestValidationError([{"loc": ("query", name), "msg": "given more than once",
+                                       "type": "repeated"} for name in repeated[:10]])
 
 
 def _query_names(dependant: Any) -> set[str]:
