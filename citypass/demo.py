@@ -128,7 +128,7 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
             png = out / "codes" / f"{i:02d}.png"
             png.parent.mkdir(parents=True, exist_ok=True)
             qr.render_png(step.code, png, scale=6)
-            texts, decoder, _ms = read_image_file(str(png))
+            texts, decoder, _ms, _ = read_image_file(str(png))
             if texts != [step.code]:
                 raise click.ClickException(f"the decoder did not read back {png}")
             text, read_by = texts[0], decoder

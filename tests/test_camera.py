@@ -30,7 +30,7 @@ from citypass.gate.camera import (
     open_camera,
     open_source,
 )
-from citypass.gate.camera.base import Image
+from citypass.gate.camera.base import Image, SourceError
 from citypass.gate.camera.watchdog import Backoff, FpsWindow, frame_fingerprint
 
 
@@ -460,3 +460,26 @@ def test_watchdog_parts() -> None:
     assert w.fps() == pytest.approx(20.0)
     t[0] += 5.0
     assert w.fps() == 0.0  # decays when frames stop
+
+
+def test_an_image_folder_refuses_a_picture_too_large_to_decode(tmp_path: Path) -> None:
+    """A 60000 × 60000 PNG header in a few hundred bytes: refused from its header as a SourceError naming it,
+    never handed to OpenCV (which raised its own error from inside the grabber's read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0,
+                                                                                       0, 0, 0))
+                                     + chunk(b"IDAT", zlib.compress(b"\0" * 60001)) + chunk(b"IEND", b""))
+    cv2.imwrite(str(tmp_path / "b.png"), np.zeros((100, 100, 3), np.uint8))
+    source = ImageDirSource(tmp_path, fps=0, loop=False, max_pixels=5000)
+    source.open()
+    with pytest.raises(SourceError, match=r"a\.png: image too large: 60000 × 60000"):
+        source.read()
+    with pytest.raises(SourceError, match=r"b\.png: image too large: 100 × 100 = 10,000 pixels \(at most 5,000\)"):
+        source.read()
+    source.close()
+    assert CameraConfig(source=f"dir:{tmp_path}", max_image_pixels=20_000).max_image_pixels == 20_000

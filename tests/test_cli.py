@@ -48,7 +48,7 @@ def check(snapshot: Path, site: str, *inputs: str, at: str | None = None) -> lis
     args = ["gate", "check", "--snapshot", str(snapshot), "--site", site]
     if at:
         args += ["--at", at]
-    out = run(*args, *inputs).output
+    out = run(*args, *inputs).stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
@@ -194,3 +194,57 @@ def test_the_installed_console_script_runs() -> None:
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "COLUMNS": "100"})
     assert result.returncode == 0 and "issuer" in result.stdout
+
+
+def test_check_pins_the_root_key_or_says_loudly_that_it_does_not(home: Path, tmp_path: Path) -> None:
+    """A snapshot from another issuer (a foreign code "allowed") is refused when pinned: by --root-key, by
+    --issuer-home, by a gate config; unpinned, every line and stderr say so."""
+    other = tmp_path / "other-issuer"
+    run("issuer", "init", "--home", str(other), "--site", "west-lake")
+    foreign = run("issuer", "mint", "--home", str(other), "--product", "annual", "--sites", "west-lake").output.strip()
+    snap = tmp_path / "foreign.cbor"
+    run("issuer", "export", "--home", str(other), "--out", str(snap))
+    base = ["gate", "check", "--snapshot", str(snap), "--site", "west-lake", "--text", foreign]
+    loose = run(*base)
+    [line] = [json.loads(x) for x in loose.stdout.splitlines()]
+    assert line["decision"] == "allow" and line["root_pinned"] is False and "not pinned" in line["warning"]
+    assert "WARNING" in loose.stderr and "not pinned" in loose.stderr
+    for pin in (["--root-key", str(home / "root.pub")], ["--issuer-home", str(home)]):
+        refused = run(*base, *pin, ok=False)
+        assert refused.exit_code == 1 and "snapshot refused" in refused.output and "WARNING" not in refused.output
+    gate_toml = tmp_path / "gate.toml"
+    gate_toml.write_text(f'gate_id = "g1"\nsite = "west-lake"\nroot_key = "{home / "root.pub"}"\n')
+    assert run(*base, "--config", str(gate_toml), ok=False).exit_code == 1
+    ours = tmp_path / "ours.cbor"
+    run("issuer", "export", "--home", str(home), "--out", str(ours))
+    code = mint(home, "--product", "annual", "--sites", "west-lake")
+    pinned = run("gate", "check", "--snapshot", str(ours), "--site", "west-lake", "--issuer-home", str(home),
+                 "--text", code)
+    [good] = [json.loads(x) for x in pinned.stdout.splitlines()]
+    assert good["decision"] == "allow" and good["root_pinned"] is True and pinned.stderr == ""
+
+
+def test_a_huge_image_is_refused_before_decoding_and_later_images_still_checked(home: Path, tmp_path: Path) -> None:
+    """A 661-byte PNG declaring 60000 × 60000 pixels made OpenCV raise out of `gate check`, and the images after
+    it were never reported."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 60001 * 4)) + chunk(b"IEND", b""))
+    assert bomb.stat().st_size < 2000
+    code = mint(home, "--product", "annual", "--sites", "west-lake", "--valid-from", "2030-01-01")
+    png = tmp_path / "code.png"
+    run("qr", "render", code, "--out", str(png), "--scale", "4")
+    snap = tmp_path / "snap.cbor"
+    run("issuer", "export", "--home", str(home), "--out", str(snap))
+    lines = check(snap, "west-lake", str(bomb), str(png), at="2030-05-01T10:00")
+    assert [(x["decoded"], x["decision"]) for x in lines] == [(False, None), (True, "allow")]
+    assert str(lines[0]["error"]).startswith("no code: image too large: 60000 × 60000")
+    small = run("gate", "check", "--snapshot", str(snap), "--site", "west-lake", "--at", "2030-05-01T10:00",
+                "--max-pixels", "10000", str(png)).stdout
+    assert "image too large" in json.loads(small.splitlines()[0])["error"]

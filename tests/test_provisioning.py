@@ -27,6 +27,8 @@ from citypass.bench.frames import write_frames
 from citypass.cli import cli
 from citypass.credential.setupcode import SetupCode
 from citypass.gate.config import load_config
+from citypass.gate.ledger import GateLedger
+from citypass.gate.ledger.outbox import read_backlog
 from citypass.issuer.api import create_app
 from citypass.issuer.api.server import BackgroundServer
 from citypass.issuer.home import IssuerHome
@@ -327,7 +329,7 @@ def test_a_bad_csr_is_refused_before_the_token_is_spent(world: World) -> None:
         assert bad.status_code == 422 and "csr" in bad.json()["detail"]
         stranger = make_csr(new_key(), "gate-not-registered").decode()
         refused = anon.post("/v1/enrollments/redeem", json={"token": token, "csr": stranger})
-        assert refused.status_code == 422 and "not a registered device" in refused.json()["detail"]
+        assert refused.status_code == 422 and "not the device this enrollment is for" in refused.json()["detail"]
         csr = make_csr(new_key(), "gate-csr").decode()
         good = anon.post("/v1/enrollments/redeem", json={"token": token, "csr": csr})
         assert good.status_code == 201, good.text
@@ -398,3 +400,78 @@ def test_an_enrolled_gate_run_uploads_its_taps_over_mqtt(world: World) -> None:
         assert gate.returncode == 0 and '"decision": "allow"' in err
     stored = [t for t in world.issuer.store.taps() if t.gate_id == name]
     assert [(t.decision, t.site) for t in stored] == [("allow", 1)]
+
+
+def test_a_csr_for_another_device_changes_nothing(world: World) -> None:
+    """A mistyped --gate: the CSR names a working gate. Before the fix its certificate was revoked first, then
+    the CSR refused, and the token spent."""
+    token = world.enrollment("gate-real")
+    assert run(*enroll_args(world, "gate-real", token)).exit_code == 0
+    home = world.home("gate-real")
+    assert _connects(home, "gate-real", world)
+    typo = world.enrollment("gate-rea1")
+    with httpx.Client(base_url=world.url) as anon:
+        wrong = anon.post("/v1/enrollments/redeem",
+                          json={"token": typo, "csr": make_csr(new_key(), "gate-real").decode()})
+        assert wrong.status_code == 422 and "not the device this enrollment is for" in wrong.json()["detail"]
+        time.sleep(0.5)  # a revocation would have reloaded the broker by now
+        assert _connects(home, "gate-real", world), "the working gate was cut off"
+        right = anon.post("/v1/enrollments/redeem",
+                          json={"token": typo, "csr": make_csr(new_key(), "gate-rea1").decode()})
+        assert right.status_code == 201, "the refused redeem spent the token"
+
+
+def test_re_enrollment_and_retirement_revoke_every_earlier_device_token(world: World) -> None:
+    tokens = []
+    with httpx.Client(base_url=world.url) as anon, world.api() as api:
+        world.enrollment("gate-tokens")
+        for _ in range(3):
+            secret = api.post("/v1/enrollments", json={"device_id": "gate-tokens"}).json()["token"]
+            tokens.append(anon.post("/v1/enrollments/redeem", json={"token": secret}).json()["api_token"])
+
+        def uploads(token: str) -> int:
+            return anon.post("/v1/taps", json={"events": []}, headers={"Authorization": f"Bearer {token}"}).status_code
+
+        assert [uploads(t) for t in tokens] == [401, 401, 200]
+        live = [t for t in world.issuer.store.tokens() if t.device_id == "gate-tokens" and t.revoked_at is None]
+        assert len(live) == 1
+        assert api.delete("/v1/devices/gate-tokens").status_code == 200
+        assert uploads(tokens[-1]) == 401
+
+
+def _pending_taps(home: Path, count: int) -> None:
+    with GateLedger.open(home / layout.LEDGER) as ledger:
+        ledger.append_events([("tap", f"t-{i}", {"gate_id": "x"}, 0, 1000 + i) for i in range(count)])
+        assert ledger.backlog() == count
+
+
+def test_force_refuses_while_the_outbox_holds_taps_unless_discarded(world: World) -> None:
+    token = world.enrollment("gate-outbox")
+    assert run(*enroll_args(world, "gate-outbox", token)).exit_code == 0
+    home = world.home("gate-outbox")
+    _pending_taps(home, 7)
+    key = (home / layout.KEY).read_bytes()
+    with world.api() as api:
+        again = api.post("/v1/enrollments", json={"device_id": "gate-outbox"}).json()["token"]
+    refused = run(*enroll_args(world, "gate-outbox", again, "--force"))
+    assert refused.exit_code == 1 and "7 event(s) not yet uploaded" in refused.output
+    assert "--discard-outbox" in refused.output and "citypass gate run" in refused.output
+    assert (home / layout.KEY).read_bytes() == key and read_backlog(home / layout.LEDGER) == 7
+    assert run(*enroll_args(world, "gate-outbox", again, "--discard-outbox")).exit_code == 2  # needs --force
+    replaced = run(*enroll_args(world, "gate-outbox", again, "--force", "--discard-outbox"))
+    assert replaced.exit_code == 0, replaced.output  # the same token: the refusal did not spend it
+    assert "7 un-uploaded event(s) will be wiped" in replaced.output
+    assert (home / layout.KEY).read_bytes() != key and read_backlog(home / layout.LEDGER) == 0
+
+
+def test_the_enrolled_home_is_private_whatever_the_umask(world: World) -> None:
+    token = world.enrollment("gate-modes")
+    old = os.umask(0o022)  # a technician working as root with the usual umask
+    try:
+        assert run(*enroll_args(world, "gate-modes", token)).exit_code == 0
+    finally:
+        os.umask(old)
+    home = world.home("gate-modes")
+    modes = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in [home, *home.rglob("*")]}
+    assert modes.pop(".") == "0o700" and modes.pop(layout.TLS) == "0o700"
+    assert modes and set(modes.values()) == {"0o600"}, modes  # gate.toml, ledger, keys, certificates, …

@@ -40,7 +40,7 @@ import httpx
 
 from citypass.bench.report import Row, percentile, print_rows, scratch_dir
 from citypass.issuer.home import IssuerHome
-from citypass.issuer.ingest import prepare
+from citypass.issuer.ingest import Uploader, prepare
 from citypass.issuer.records import Device, Slot, TapEvent
 from citypass.issuer.service import Issuer
 from citypass.issuer.store import IssuerStore
@@ -100,7 +100,7 @@ def bench_repository(path: Path, taps: int) -> list[Row]:
             t0 = time.perf_counter()
             events = [TapEvent(r["event_id"], r["tap_id"], r["kind"], json.loads(r["body"]), r["created_at"])
                       for r in chunk]
-            store.store_batch(prepare(events, "bench-gate"), "bench-gate", NOW)
+            store.store_batch(prepare(events, Uploader("bench-gate", 1, "entry")), "bench-gate", NOW)
             times.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
         stored = store.tap_count()
@@ -126,7 +126,8 @@ def _serve(home: str, sock_fd: int, cpu: int | None) -> None:
     pin_to_one_core(cpu)
     sock = socket.socket(fileno=sock_fd)
     issuer = Issuer.open(IssuerHome(Path(home)))
-    config = uvicorn.Config(create_app(issuer), log_level="warning", access_log=False, lifespan="off")
+    # Without the request limits: the benchmark measures what the service can do, not its per-token policy.
+    config = uvicorn.Config(create_app(issuer, limits=None), log_level="warning", access_log=False, lifespan="off")
     uvicorn.Server(config).run(sockets=[sock])
 
 

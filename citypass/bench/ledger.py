@@ -6,9 +6,11 @@ directory that is deleted afterwards):
 1. **Build.** Draw N random 8-byte credential ids, sign them into a real snapshot (trust list signed
    by a root, snapshot signed by a ledger key, exactly as the issuer does), then time
    :meth:`GateLedger.load_snapshot`: signature checks and CBOR parsing (timed separately as
-   :func:`citypass.credential.snapshot.load_snapshot`) plus the install in one SQLite transaction. That
-   transaction holds the write lock for its whole length, so it is also how long a tap recorded by
-   another process would get ``LedgerBusy``.
+   :func:`citypass.credential.snapshot.load_snapshot`) plus the install: staged beside the live tables in
+   short transactions and swapped in by one (:func:`citypass.gate.ledger.snapshots.install_paced`).
+   **Stall.** Then a second snapshot of the same size is installed by another process while this one decides
+   and records a tap every 10 ms, as a lane's daemon would: the longest ``decide`` + ``record`` (committed,
+   ``synchronous=FULL``) during the install is the longest a decision waited for the ledger.
 2. **Update.** Apply 100,000 new revocations to the built ledger as a delta (the brief: "apply 100k
    updates in seconds"), then another 100,000 the plain ``executemany`` way for comparison.
 3. **Look up.** 100,000 random ``is_revoked`` calls, half hits (ids from the snapshot) and half
@@ -27,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import random
 import statistics
@@ -41,12 +44,12 @@ import click
 from citypass.bench.report import Row, print_rows, scratch_dir
 from citypass.credential.claims import Annual, Credential
 from citypass.credential.codes import issue
-from citypass.credential.keys import SigningKey
+from citypass.credential.keys import Alg, SigningKey, VerifyKey
 from citypass.credential.sites import SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot, load_snapshot
 from citypass.credential.trustlist import TrustedKey, TrustList
 from citypass.gate.decision import Decision, GateContext, decide
-from citypass.gate.ledger import GateLedger, LedgerConfig
+from citypass.gate.ledger import GateLedger, LedgerBusy, LedgerConfig
 from citypass.gate.ledger.connection import write
 from citypass.gate.ledger.revocations import insert_ids_executemany
 
@@ -126,11 +129,14 @@ def run_ledger_bench(revocations: int, lookups: int, updates: int, taps: int, di
     size = sum(p.stat().st_size for p in directory.iterdir() if p.name.startswith(path.name))
     rows += [
         Row("load_snapshot: verify + parse", f"{parse_s:.2f} s", "COSE signatures, CBOR, frozenset"),
-        Row("load_snapshot: install (one transaction)", f"{install_s:.2f} s",
-            f"{revocations / install_s:,.0f} rows/s; write lock held this long"),
+        Row("load_snapshot: install (staged, swapped)", f"{install_s:.2f} s",
+            f"{revocations / install_s:,.0f} rows/s; lock held one batch of 8,192 rows at a time"),
         Row(f"load_snapshot: total, {revocations:,} revocations", f"{total_s:.2f} s",
             f"{revocations / total_s:,.0f} rows/s end to end; file {size / 1e6:,.0f} MB"),
     ]
+
+    log("installing another snapshot from another process while deciding every 10 ms …")
+    rows.append(_stall_during_install(ledger, path, world, world.snapshot(1, revoked | random_ids(1000))))
 
     log(f"applying {updates:,} revocation updates as a delta …")
     fresh = random_ids(updates)
@@ -183,6 +189,40 @@ def run_ledger_bench(revocations: int, lookups: int, updates: int, taps: int, di
         log(f"recording {taps:,} taps with synchronous={mode} …")
         rows.append(_record_rate(path, mode, decision, ctx, taps, world))
     return rows
+
+
+def _install_in_child(path: Path, data: bytes, root_raw: bytes) -> None:
+    """The installing process (multiprocessing target): a sync process's own connection to the ledger."""
+    root = VerifyKey.from_raw(Alg.EDDSA, root_raw)
+    with GateLedger.open(path, root=root, config=LedgerConfig(busy_timeout_ms=2000)) as installer:
+        installer.load_snapshot(data, force=True)
+
+
+def _stall_during_install(ledger: GateLedger, path: Path, world: _World, data: bytes) -> Row:
+    ctx = GateContext("bench", world.site)
+    ledger.set_identity("bench", world.site.number)
+    child = multiprocessing.get_context("fork").Process(target=_install_in_child,
+                                                        args=(path, data, world.root.public.raw))
+    samples: list[int] = []
+    busy = 0
+    at = NOW
+    child.start()
+    while child.is_alive():
+        started = time.perf_counter_ns()
+        try:
+            ledger.record(decide(world.code, ledger, ctx, at), ctx)
+        except LedgerBusy:
+            busy += 1
+        samples.append(time.perf_counter_ns() - started)
+        at += 1
+        time.sleep(0.010)
+    child.join()
+    if child.exitcode != 0:
+        raise click.ClickException(f"the installing process failed (exit {child.exitcode})")
+    lat = Latency.of(samples)
+    return Row("longest decision stall during a snapshot install", f"{lat.max_us / 1000:.1f} ms",
+               f"{len(samples):,} decide+record (FULL) meanwhile, p99 {lat.p99_us / 1000:.1f} ms, {busy} LedgerBusy; "
+               "installer in another process")
 
 
 def _record_rate(path: Path, mode: Literal["NORMAL", "FULL"], decision: Decision, ctx: GateContext, taps: int,

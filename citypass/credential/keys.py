@@ -163,8 +163,8 @@ class SigningKey:
 
 
 def write_private_key(path: Path, key: SigningKey, passphrase: bytes | None = None) -> None:
-    """Write ``key`` as PKCS#8 PEM, created with mode 0600 (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``key`` as PKCS#8 PEM, created with mode 0600 (never briefly world-readable), in a 0700 directory."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(key.pem(passphrase))

@@ -16,8 +16,9 @@ from citypass.gate.decision import Decision, GateContext, decide
 from citypass.gate.memory_ledger import MemoryLedger
 from citypass.gate.policy import GatePolicy
 
-#: Reads an image file and returns (decoded texts, decoder name, milliseconds spent decoding).
-ImageReader = Callable[[str], tuple[list[str], str, float]]
+#: Reads an image file and returns (decoded texts, decoder name, milliseconds spent decoding, why nothing was
+#: decoded when the picture was refused or unreadable).
+ImageReader = Callable[[str], tuple[list[str], str, float, str | None]]
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,10 @@ def check_inputs(
         else:
             if read_image is None:
                 raise ValueError("image inputs need a decoder")
-            texts, decoder, ms = read_image(item.value)
+            texts, decoder, ms, problem = read_image(item.value)
             extra = {"decoder": decoder, "ms": {"decode": round(ms, 3)}}
+            if problem is not None:
+                extra["error"] = f"no code: {problem}"
         if not texts:
             yield {"input": item.value, "decoded": False, "decision": None, "reason": None,
                    "credential_id": None, "product": None} | extra

@@ -7,7 +7,9 @@ places back and revokes the code, so the cancellation reaches gates with the nex
 
 The order of :func:`reserve` is what makes it both safe and fast: places are taken first, atomically
 (:meth:`~citypass.issuer.repository.BookingRepository.hold_places`), then the code is signed outside any lock,
-then recorded; a failure in between gives the places back.
+then recorded; a failure in between gives the places back. A crash in between (SIGKILL, power) cannot run
+that cleanup: its hold is given back by :func:`expire_holds` once it is older than :data:`HOLD_TTL_S` — every
+booking, slot listing and hold listing runs it first — and stays visible as ``expired``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,18 @@ import os
 from citypass.credential.codes import parse
 from citypass.credential.keys import VerifyKey
 from citypass.credential.sites import SiteKind, SiteSettings
-from citypass.issuer.records import NotFound, ReservationRecord, Slot
+from citypass.issuer.records import Conflict, NotFound, ReservationRecord, Slot
 from citypass.issuer.service import IssueError, Issuer
 
 VENUE_KINDS = (SiteKind.MUSEUM, SiteKind.SCENIC)
 MAX_SLOT_S = 7 * 86_400
+#: A hold older than this belongs to a booking that died: signing a code takes milliseconds.
+HOLD_TTL_S = 120
+
+
+def expire_holds(issuer: Issuer, now: int) -> list[ReservationRecord]:
+    """Give back the places of holds older than :data:`HOLD_TTL_S` (see the module docstring)."""
+    return issuer.store.expire_holds(now - HOLD_TTL_S, now)
 
 
 def venue(issuer: Issuer, ref: str) -> SiteSettings:
@@ -60,12 +69,17 @@ def reserve(issuer: Issuer, slot_id: str, party: int, now: int, *, holder: Verif
     slot = issuer.store.slot(slot_id)
     if slot.ends_at <= now:
         raise IssueError(f"slot {slot_id} has ended")
+    expire_holds(issuer, now)
     reservation_id = f"r_{os.urandom(8).hex()}"
     issuer.store.hold_places(reservation_id, slot_id, party, now)
     try:
         code = issuer.mint_reservation(str(slot.venue), slot.starts_at, slot.ends_at, party, now, grace_minutes,
                                        holder)
-        record = issuer.store.activate_reservation(reservation_id, parse(code).credential.id)
+        try:
+            record = issuer.store.activate_reservation(reservation_id, parse(code).credential.id)
+        except Conflict:  # the hold outlived HOLD_TTL_S and was given back: the code was never handed out
+            issuer.store.revoke(parse(code).credential.id, now, f"reservation {reservation_id}: hold expired")
+            raise Conflict("the places were held too long and have been given back: try again") from None
     except BaseException:
         issuer.store.release_reservation(reservation_id)
         raise

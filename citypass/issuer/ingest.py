@@ -6,23 +6,41 @@ seen before, or found invalid — or a gate would resend a broken event forever.
 batch into events to store and events to quarantine (kept with the reason, acknowledged, never
 counted); the repository's ``store_batch`` then stores it in one transaction.
 
+A device is believed only within its registration: a tap must name the uploading device as its gate, the
+device's registered site and (for a gate registered as entry or exit) its direction, and its persons must be
+plausible for the product (one for an annual pass or a transit ride, at most the party a reservation or group
+ticket was issued for). Whatever fails is quarantined — kept with the reason, acknowledged, never counted —
+and reported among the incidents (:mod:`citypass.issuer.quarantine`).
+
     >>> ev = TapEvent("e1", "t1", "annul", {"persons_unused": 0}, 0)
     >>> prepare([ev]).events[0].error
     'annul: persons_unused must be a positive integer'
+    >>> gate = Uploader("lake-in", site=2, direction="entry")
+    >>> body = {"gate_id": "lake-in", "site": 1, "direction": "entry", "decision": "allow", "reason": None,
+    ...         "credential_id": "ab12", "product": 1, "persons": 500, "kind": "entry", "at": 1_800_000_000}
+    >>> prepare([TapEvent("e2", "t2", "tap", body, 0)], gate).events[0].error
+    'tap: site 1 is not the site lake-in is registered at (2)'
+    >>> prepare([TapEvent("e2", "t2", "tap", dict(body, site=2), 0)], gate).events[0].error
+    'tap: 500 persons on one annual tap (at most 1)'
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
-from citypass.issuer.records import IngestResult, TapEvent
-from citypass.issuer.tap_records import TapRecord
+from citypass.credential.claims import MAX_PARTY
+from citypass.credential.devices import check_outbox_id
+from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
+from citypass.issuer.tap_records import ANNUAL, TRANSIT, TapRecord
 
 if TYPE_CHECKING:
-    from citypass.issuer.repository import TapRepository
+    from citypass.issuer.repository import FleetRepository, LedgerRepository, TapRepository
+
+    class IngestStore(TapRepository, FleetRepository, LedgerRepository, Protocol):
+        """What ingest reads and writes: taps, the device registry, issued credentials."""
 
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
 
@@ -58,6 +76,12 @@ MAX_PERSONS = 1000
 MAX_TIME = 2**40
 MAX_PRODUCT = 65535
 MAX_BODY_BYTES = 16_384
+#: Persons one allowed tap can admit, by product: an annual pass or a transit ride admits its holder alone.
+#: A reservation or group ticket admits at most its party (the issued party, when the issuer knows the credential).
+SINGLE_PERSON_PRODUCTS = {ANNUAL: "annual", TRANSIT: "transit"}
+
+#: The party a reservation or group credential was issued for, by credential id (hex); None when unknown.
+PartyOf = Callable[[str], int | None]
 
 
 class RawEvent(Protocol):
@@ -89,22 +113,59 @@ def parse_body(body: dict[str, Any] | str) -> tuple[dict[str, Any], str | None]:
     return parsed, None
 
 
-def ingest(store: TapRepository, raw: Iterable[RawEvent], device_id: str | None, received_at: int) -> IngestResult:
-    """One upload, whichever transport brought it: parse bodies, validate, store idempotently. The one
-    path behind ``POST /v1/taps`` and the MQTT ingest workers."""
+def ingest(store: IngestStore, raw: Iterable[RawEvent], device_id: str | None, received_at: int) -> IngestResult:
+    """One upload, whichever transport brought it: check ids, parse bodies, validate against the device's
+    registration, store idempotently. The one path behind ``POST /v1/taps`` and the MQTT ingest workers.
+
+    Raises :class:`~citypass.errors.InvalidInput` (the whole batch refused, nothing stored) for an event or tap
+    id that breaks the id rule (:func:`citypass.credential.devices.check_outbox_id`)."""
     events, problems = [], {}
     for e in raw:
+        check_outbox_id(e.event_id, "event id")
+        check_outbox_id(e.tap_id, "tap id")
         body, problem = parse_body(e.body)
         events.append(TapEvent(e.event_id, e.tap_id, e.kind, body, e.created_at))
         if problem:
             problems[e.event_id] = problem
-    return store.store_batch(prepare(events, device_id, problems), device_id, received_at)
+    uploader = None
+    if device_id is not None:
+        try:
+            uploader = Uploader.of(store.device(device_id))
+        except NotFound:  # not registered (a worker told not to require it): the gate id is all there is to check
+            uploader = Uploader(device_id)
+    batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid))
+    return store.store_batch(batch, device_id, received_at)
 
 
-def prepare(events: Sequence[TapEvent], device_id: str | None = None,
-            problems: Mapping[str, str] | None = None) -> PreparedBatch:
-    """Validate each event; ``device_id`` (the uploading gate, when known) must be each tap's gate.
-    ``problems`` maps event ids the caller already found broken (e.g. a body that is not JSON) to why."""
+def party_of_credential(store: IngestStore, credential_id: str) -> int | None:
+    """The party a reservation or group credential was issued for (its recorded details), or None."""
+    try:
+        details = store.credential_details(bytes.fromhex(credential_id))
+    except ValueError:
+        return None
+    party = (details or {}).get("party")
+    return party if _is_int(party) else None
+
+
+@dataclass(frozen=True)
+class Uploader:
+    """The device an upload comes from, and what its registration fixes (None: not known)."""
+
+    device_id: str
+    site: int | None = None
+    direction: str | None = None
+
+    @classmethod
+    def of(cls, device: Device) -> Uploader:
+        return cls(device.id, device.site, device.direction)
+
+
+def prepare(events: Sequence[TapEvent], uploader: Uploader | None = None,
+            problems: Mapping[str, str] | None = None, *, party_of: PartyOf | None = None) -> PreparedBatch:
+    """Validate each event. ``uploader`` is the uploading gate, when known: each tap must name it as its gate,
+    and its registered site and direction, when those are known. ``problems``
+    maps event ids the caller already found broken (e.g. a body that is not JSON) to why. ``party_of`` gives
+    the issued party of a reservation or group credential, to bound a tap's persons."""
     seen: set[str] = set()
     out: list[PreparedEvent] = []
     for event in events:
@@ -112,11 +173,11 @@ def prepare(events: Sequence[TapEvent], device_id: str | None = None,
             continue
         seen.add(event.event_id)
         problem = (problems or {}).get(event.event_id)
-        out.append(PreparedEvent(event, error=problem) if problem else _prepare_one(event, device_id))
+        out.append(PreparedEvent(event, error=problem) if problem else _prepare_one(event, uploader, party_of))
     return PreparedBatch(tuple(out))
 
 
-def _prepare_one(event: TapEvent, device_id: str | None) -> PreparedEvent:
+def _prepare_one(event: TapEvent, uploader: Uploader | None, party_of: PartyOf | None) -> PreparedEvent:
     body = event.body
     if event.kind not in EVENT_KINDS:
         return PreparedEvent(event, error=f"unknown event kind {event.kind!r}")
@@ -131,12 +192,9 @@ def _prepare_one(event: TapEvent, device_id: str | None) -> PreparedEvent:
             tap = TapRecord.from_event(event.tap_id, body)
         except (ValueError, TypeError) as exc:
             return PreparedEvent(event, error=f"tap: {exc}", body_json=text)
-        problem = _out_of_range(tap)
+        problem = _out_of_range(tap) or _against_registration(tap, uploader) or _implausible(tap, party_of)
         if problem:
             return PreparedEvent(event, error=f"tap: {problem}", body_json=text)
-        if device_id is not None and tap.gate_id != device_id:
-            return PreparedEvent(event, error=f"tap: gate_id {tap.gate_id!r} is not the uploading device",
-                                 body_json=text)
         return PreparedEvent(event, tap=tap, body_json=text)
     if event.kind == "annul":
         persons = body.get("persons_unused")
@@ -162,6 +220,35 @@ def _out_of_range(tap: TapRecord) -> str | None:
     texts = (tap.gate_id, tap.reason or "", tap.kind or "", *tap.flags)
     if not all(_encodable(t) for t in texts) or len(tap.flags) > 32:
         return "text fields must be valid Unicode, at most 32 flags"
+    return None
+
+
+def _against_registration(tap: TapRecord, uploader: Uploader | None) -> str | None:
+    """What the tap claims beyond what the uploading device's registration allows, if anything."""
+    if uploader is None:
+        return None
+    if tap.gate_id != uploader.device_id:
+        return f"gate_id {tap.gate_id!r} is not the uploading device"
+    if uploader.site is not None and tap.site != uploader.site:
+        return f"site {tap.site} is not the site {uploader.device_id} is registered at ({uploader.site})"
+    if uploader.direction is not None and tap.direction != uploader.direction:
+        return (f"direction {tap.direction!r} is not {uploader.device_id}'s registered direction "
+                f"({uploader.direction!r})")
+    return None
+
+
+def _implausible(tap: TapRecord, party_of: PartyOf | None) -> str | None:
+    """Persons beyond what the tap's product can admit at once."""
+    if not tap.allowed:
+        return None
+    if tap.product in SINGLE_PERSON_PRODUCTS and tap.persons > 1:
+        return f"{tap.persons} persons on one {SINGLE_PERSON_PRODUCTS[tap.product]} tap (at most 1)"
+    limit = MAX_PARTY
+    if party_of is not None and tap.credential_id is not None and tap.product not in SINGLE_PERSON_PRODUCTS:
+        issued = party_of(tap.credential_id)
+        limit = issued if issued is not None else limit
+    if tap.persons > limit:
+        return f"{tap.persons} persons on one tap; its credential admits at most {limit}"
     return None
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from citypass.credential.trustlist import TrustedKey
 from citypass.errors import Conflict as Conflict  # re-exported: the repository's errors
 from citypass.errors import NotFound as NotFound
+from citypass.errors import Unavailable
 
 #: Roles an API token can have. ``device`` tokens come only from redeeming an enrollment.
 ROLES = ("admin", "issuer", "operator", "technician", "auditor")
@@ -23,6 +24,10 @@ CHANGE_KINDS = ("revoke", "unrevoke", "revoke_holder", "unrevoke_holder", "site"
 
 class SlotFull(Conflict):
     """The slot has fewer free places than the party asks for."""
+
+
+class StorageFull(Unavailable):
+    """The store's disk (or quota) is full: nothing was written; try again once there is space."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class ReservationRecord:
     slot_id: str
     venue: int
     party: int
-    status: str  # "held" (places taken, code being signed), "active", "cancelled"
+    status: str  # "held" (places taken, code being signed), "active", "cancelled", "expired" (a hold that died)
     credential_id: str | None
     created_at: int
     cancelled_at: int | None = None
@@ -146,6 +151,20 @@ class TapEvent:
 class Quarantined:
     event_id: str
     error: str
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """An uploaded event kept aside, never counted: it failed validation (``collision`` False), or its event id
+    was used first by another device (``collision`` True)."""
+
+    event_id: str
+    tap_id: str
+    kind: str
+    device_id: str | None
+    received_at: int
+    error: str
+    collision: bool = False
 
 
 @dataclass(frozen=True)

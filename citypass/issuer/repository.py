@@ -25,6 +25,7 @@ from citypass.issuer.records import (
     Enrollment,
     IngestResult,
     LedgerChange,
+    QuarantineRecord,
     ReservationRecord,
     RevocationRecord,
     Slot,
@@ -105,6 +106,13 @@ class BookingRepository(Protocol):
     def cancel_reservation(self, reservation_id: str, at: int) -> tuple[ReservationRecord, bool]:
         """Cancel and give the places back; the bool is False when it was already cancelled."""
         ...
+    def expire_holds(self, created_before: int, at: int) -> list[ReservationRecord]:
+        """Give back the places of ``held`` reservations made before ``created_before`` (their process died
+        between holding and activating): status ``expired``; the ones expired now."""
+        ...
+    def reservations(self, *, status: str, since: int | None = None, limit: int = 200) -> list[ReservationRecord]:
+        """Reservations with ``status`` made at or after ``since``, oldest first."""
+        ...
     def reservation(self, reservation_id: str) -> ReservationRecord: ...
 
 
@@ -117,6 +125,10 @@ class FleetRepository(Protocol):
     def retire_device(self, device_id: str, at: int) -> Device: ...
 
     def add_enrollment(self, enrollment: Enrollment, secret_hash: bytes) -> None: ...
+    def enrollment(self, enrollment_id: str, secret_hash: bytes, at: int) -> Enrollment:
+        """The enrollment a secret names, if it could be redeemed at ``at`` — without redeeming it. NotFound and
+        Conflict as :meth:`redeem_enrollment`."""
+        ...
     def redeem_enrollment(self, enrollment_id: str, secret_hash: bytes, at: int) -> Enrollment:
         """Mark an enrollment used, once. NotFound for an unknown id or a wrong secret (compared in
         constant time); Conflict when it was used already or has expired."""
@@ -137,12 +149,20 @@ class TapRepository(Protocol):
     def taps(self, *, site: int | None = None, since: int | None = None, until: int | None = None,
              credential_id: str | None = None, limit: int = 200_000) -> list[TapRecord]: ...
     def tap_count(self) -> int: ...
+    def quarantined(self, *, since: int | None = None, until: int | None = None,
+                    limit: int = 100_000) -> list[QuarantineRecord]:
+        """Events kept aside (invalid, or an id another device used first) received in ``[since, until)``,
+        oldest first: what an operator sees as quarantine incidents."""
+        ...
 
 
 class AccessRepository(Protocol):
     """API tokens (hashed) and the audit log."""
 
-    def add_token(self, token: TokenRecord) -> None: ...
+    def add_token(self, token: TokenRecord, *, replace_device_tokens: bool = False) -> int:
+        """Store a token; with ``replace_device_tokens``, revoke the live tokens of ``token.device_id`` in the
+        same transaction and return how many."""
+        ...
     def token(self, token_id: str) -> TokenRecord | None: ...
     def tokens(self) -> list[TokenRecord]: ...
     def revoke_token(self, token_id: str, at: int) -> bool: ...

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from citypass.credential.claims import Annual, Credential, Group, HolderKey, Mode, Product, Reservation, Terms, Transit
 from citypass.credential.codes import issue, parse
+from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot
@@ -65,7 +66,7 @@ class Issuer:
         """Create keys and store in a new home. ``sites`` are (name, kind) pairs, numbered from 1."""
         if home.exists():
             raise HomeError(f"{home.path} already holds an issuer; refusing to overwrite its keys")
-        home.path.mkdir(parents=True, exist_ok=True)
+        private_dir(home.path)  # 0700 whatever the umask: keys, tokens' hashes, every credential
         store = IssuerStore(home.db_path)
         issuer = cls(home, store)
         root = SigningKey.generate(alg)
@@ -75,6 +76,7 @@ class Issuer:
             issuer.add_site(SiteSettings(number=store.next_site_number(), name=name, kind=SiteKind(kind)), now)
         issuer._new_key("issuer", alg, now)
         issuer._new_key("ledger", alg, now)
+        issuer.ingest_group()
         return issuer
 
     @classmethod
@@ -85,6 +87,17 @@ class Issuer:
 
     def close(self) -> None:
         self.store.close()
+
+    def ingest_group(self) -> str:
+        """The MQTT shared-subscription group of this issuer's ingest workers: random, made once (at ``init``,
+        or at the first call for a home made before there was one) and kept in the store. A device that knew
+        the group could join it and be handed a share of other gates' tap batches (they would then wait for
+        their gates to resend them), so it is not a guessable word like ``ingest``."""
+        group = self.store.get_meta("mqtt_group")
+        if not group:
+            group = f"ingest-{os.urandom(8).hex()}"
+            self.store.set_meta("mqtt_group", group)
+        return group
 
     def signing_key(self, role: str, kid: bytes) -> SigningKey:
         key = self._keys.get((role, kid))

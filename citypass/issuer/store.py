@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from citypass.issuer.records import StoredKey
+from citypass.issuer.records import StorageFull, StoredKey
 from citypass.issuer.sqlite.access import AccessTables
 from citypass.issuer.sqlite.bookings import BookingTables
 from citypass.issuer.sqlite.fleet import FleetTables
@@ -26,14 +26,14 @@ from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, StoreSchemaError, 
 from citypass.issuer.sqlite.taps import TapTables
 from citypass.issuer.sqlite.wallet import WalletTables
 
-__all__ = ["SCHEMA_VERSION", "IssuerStore", "StoreSchemaError", "StoredKey"]
+__all__ = ["SCHEMA_VERSION", "IssuerStore", "StorageFull", "StoreSchemaError", "StoredKey"]
 
 
 class IssuerStore(LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables):
     """The issuer's repository over one SQLite file (safe to share between threads)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
+        super().__init__(path, max_bytes=max_bytes)
         migrate(self)
 
     def schema_version(self) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from citypass.issuer.api import create_app
+from citypass.issuer.api.limits import RateLimits
 from citypass.issuer.api.server import BackgroundServer
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import ROLES
@@ -56,13 +57,15 @@ class ServedIssuer:
 
 
 @contextmanager
-def served_issuer(path: Path, *, now: int, sites: Sequence[tuple[str, str]] = SITES) -> Iterator[ServedIssuer]:
-    """Initialise an issuer home at ``path``, create one token per role, and serve the API."""
+def served_issuer(path: Path, *, now: int, sites: Sequence[tuple[str, str]] = SITES,
+                  limits: RateLimits | None = RateLimits()) -> Iterator[ServedIssuer]:
+    """Initialise an issuer home at ``path``, create one token per role, and serve the API (with ``limits``,
+    the production request limits by default)."""
     issuer = Issuer.init(IssuerHome(path), sites, now=now)
     clock = FakeClock(now)
     tokens = {role: create_token(issuer.store, role, now, label=f"test {role}").text for role in ROLES}
     try:
-        with BackgroundServer(create_app(issuer, clock=clock)) as server:
+        with BackgroundServer(create_app(issuer, clock=clock, limits=limits)) as server:
             yield ServedIssuer(issuer, clock, server, tokens)
     finally:
         issuer.close()

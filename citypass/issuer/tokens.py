@@ -42,6 +42,7 @@ class IssuedToken:
 
     text: str
     record: TokenRecord
+    replaced: int = 0  # earlier tokens of the same device revoked with it
 
 
 def hash_secret(text: str) -> bytes:
@@ -63,15 +64,17 @@ def parse_secret(text: str, prefix: str) -> str | None:
 
 
 def create_token(repo: AccessRepository, role: str, now: int, *, label: str = "",
-                 device_id: str | None = None) -> IssuedToken:
+                 device_id: str | None = None, replace_device_tokens: bool = False) -> IssuedToken:
+    """Make a token. ``replace_device_tokens`` (device tokens only): revoke every earlier token of that
+    device in the same transaction, so one device never holds two live tokens (re-enrollment)."""
     if role not in ROLES and role != DEVICE_ROLE:
         raise InvalidInput(f"unknown role {role!r}; one of: {', '.join(ROLES)}")
     if (role == DEVICE_ROLE) != (device_id is not None):
         raise InvalidInput("device tokens (and only they) are bound to a device")
     text, ident, digest = new_secret(TOKEN_PREFIX)
     record = TokenRecord(ident, role, digest, label, now, device_id)
-    repo.add_token(record)
-    return IssuedToken(text, record)
+    replaced = repo.add_token(record, replace_device_tokens=replace_device_tokens)
+    return IssuedToken(text, record, replaced)
 
 
 def authenticate(repo: AccessRepository, text: str) -> TokenRecord | None:

@@ -52,10 +52,13 @@ def provision() -> None:
 @click.option("--from-camera", is_flag=True, help="Read the setup QR through the camera instead of typing.")
 @click.option("--camera-timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True,
               help="How long --from-camera watches for the setup QR (seconds).")
-@click.option("--force", is_flag=True, help="Enroll again over an enrolled home (the old key is shredded).")
+@click.option("--force", is_flag=True, help="Enroll again over an enrolled home (the old key is shredded). Refused "
+                                           "while its outbox holds taps not yet uploaded.")
+@click.option("--discard-outbox", is_flag=True,
+              help="With --force: replace the home even though its outbox holds un-uploaded taps (they are lost).")
 def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str | None, site: str | None,
            camera: str | None, pins: str, decoder: str, health_port: int, root_kid: str | None,
-           from_camera: bool, camera_timeout: float, force: bool) -> None:
+           from_camera: bool, camera_timeout: float, force: bool, discard_outbox: bool) -> None:
     """Enroll this device: key, certificate, ledger snapshot and gate config, each step verified.
 
     \b
@@ -63,6 +66,8 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
     citypass provision enroll --from-camera --camera /dev/video0 --home DIR
     """
     console = _console()
+    if discard_outbox and not force:
+        raise click.UsageError("--discard-outbox only goes with --force")
     try:
         code = None
         if from_camera:
@@ -83,7 +88,7 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
         request = EnrollRequest(issuer=issuer_url, token=token, home=home, device_id=gate_id, site=site,
                                 root_kid=root_kid, camera=camera,
                                 pins=cast(Literal["native", "mock"], pins), decoder=decoder,
-                                health_port=health_port, force=force)
+                                health_port=health_port, force=force, discard_outbox=discard_outbox)
         result = run_enroll(request, on_step=lambda step, detail: console.print(
             f"[green]✓[/] {step:<9} {detail}"))
     except (ProvisionError, SetupCodeError) as exc:

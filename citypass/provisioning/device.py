@@ -11,6 +11,9 @@
     HOME/tls/device.pem     its certificate (CN = device id), signed by the device CA
     HOME/tls/ca.pem         the device CA's certificate (the broker's certificate chains to it too)
 
+HOME is 0700 and every file in it 0600, whatever the umask (:mod:`citypass.credential.filemodes`): the ledger
+holds every tap, and the config and device record say where the keys and the token are.
+
 ``device.json`` is read by ``citypass selftest`` (broker and clock checks) and by decommissioning; the
 gate daemon itself needs only ``gate.toml`` and what it names.
 """
@@ -50,9 +53,9 @@ class DeviceRecord(BaseModel):
     certificate_serial: str = Field(description="Serial of the device certificate (hex).")
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
+def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Create ``path`` with ``mode`` from the start (a key is never readable by others, not even briefly)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

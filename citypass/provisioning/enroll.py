@@ -2,7 +2,8 @@
 
 The steps, each reported on one line as it completes::
 
-    home       HOME is free (or already enrolled: say so and stop, unless --force)
+    home       HOME is free (or already enrolled: say so and stop, unless --force; and --force refuses while
+               the old ledger's outbox holds taps not yet uploaded, unless --discard-outbox)
     disk       enough free space for key, config, snapshot and ledger
     issuer     the issuer answers, and its clock agrees with ours (refuse beyond 5 minutes)
     key        a fresh EC P-256 key made here (0600) and a CSR for the device id
@@ -29,6 +30,7 @@ import errno
 import json
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,12 +44,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from citypass.credential.enrollment import EnrollmentGrant
+from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import VerifyKey
 from citypass.credential.snapshot import SnapshotError, load_snapshot
 from citypass.gate.camera import classify_source
 from citypass.gate.config import ConfigError, load_config
 from citypass.gate.decoders import DEFAULT_DECODER
 from citypass.gate.ledger import GateLedger, LedgerError
+from citypass.gate.ledger.outbox import read_backlog
 from citypass.gate.policy import Direction
 from citypass.provisioning import device as layout
 from citypass.provisioning.issuerclient import MAX_CLOCK_OFFSET_S, IssuerClient, ProvisionError, describe_offset
@@ -81,6 +85,7 @@ class EnrollRequest:
     decoder: str = DEFAULT_DECODER
     health_port: int = 9120
     force: bool = False
+    discard_outbox: bool = False  # with force: replace a home whose outbox still holds un-uploaded events
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ class _Enrollment:
             raise
         self.on_step(name, "; ".join(detail))
 
-    def write(self, name: str, data: bytes, mode: int = 0o644) -> None:
+    def write(self, name: str, data: bytes, mode: int = 0o600) -> None:
         try:
             self.env.write(self.tmp / name, data, mode)
         except OSError as exc:
@@ -145,6 +150,8 @@ class _Enrollment:
                 d.append(f"{self.home} is already enrolled as {record.device_id}; nothing to do "
                          "(--force enrolls again with a new token)")
                 return EnrollResult(self.home, record.device_id, already=True)
+            if layout.is_enrolled(self.home):
+                d.append(self._check_outbox())
             if self.home.exists() and not layout.is_enrolled(self.home) and any(self.home.iterdir()):
                 raise ProvisionError(f"{self.home} exists and is not an enrolled device home: "
                                      "give an empty or new directory")
@@ -173,6 +180,7 @@ class _Enrollment:
             shutil.rmtree(self.tmp)
         try:
             self.tmp.mkdir(parents=True)
+            private_dir(self.tmp)  # becomes HOME: 0700 whatever the umask
         except OSError as exc:
             if _disk_full(exc):
                 raise ProvisionError(f"the disk is full: cannot create {self.tmp}") from None
@@ -325,7 +333,29 @@ class _Enrollment:
                 f"cert = {q(layout.CERT)}", f"key = {q(layout.KEY)}", f"issuer_url = {q(issuer_url)}",
                 f"token_file = {q(layout.TOKEN)}", ""]
 
+    def _check_outbox(self) -> str:
+        """Refuse to replace a home whose ledger still holds events the issuer has not acknowledged: they are
+        taps (and their annulments) nobody else has, and the old home is wiped at the end."""
+        ledger = self.home / layout.LEDGER
+        try:
+            pending = read_backlog(ledger) if ledger.exists() else 0
+        except sqlite3.Error as exc:
+            if self.req.discard_outbox:
+                return f"the old ledger is unreadable ({exc}); --discard-outbox: replacing it"
+            raise ProvisionError(f"cannot read the outbox of {ledger} ({exc}): copy the file somewhere safe, "
+                                 "then enroll again with --force --discard-outbox") from None
+        if pending and not self.req.discard_outbox:
+            raise ProvisionError(
+                f"{ledger} holds {pending} event(s) not yet uploaded to the issuer (taps nobody else has): start "
+                f"the gate with its network up (`citypass gate run --config {self.home / layout.CONFIG}`) until "
+                "/healthz shows outbox_backlog 0, then enroll again; or give --discard-outbox to throw them away")
+        if pending:
+            return f"--discard-outbox: {pending} un-uploaded event(s) will be wiped with the old home"
+        return "the old home's outbox is empty: nothing is lost by replacing it"
+
     def _commit(self) -> None:
+        if self.req.force and layout.is_enrolled(self.home):
+            self._check_outbox()  # again: the gate may have recorded taps while we were enrolling
         for path in [self.tmp, *(p for p in self.tmp.rglob("*") if p.is_dir())]:
             layout.fsync_dir(path)
         old = None

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, parse_sign1, sign1
+from citypass.credential.devices import OUTBOX_ID_RE
 from citypass.credential.keys import SigningKey
 from citypass.credential.trustlist import TrustList
 from citypass.errors import InvalidInput
@@ -131,9 +132,9 @@ def _id_in(value: Any, name: str) -> str:
     if isinstance(value, bytes) and len(value) == 16:
         h = value.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-    if isinstance(value, str) and 0 < len(value) <= MAX_ID:
+    if isinstance(value, str) and OUTBOX_ID_RE.fullmatch(value):  # the rule POST /v1/taps applies too
         return value
-    raise CodecError(f"{name} must be a 16-byte UUID or a short text")
+    raise CodecError(f"{name} must be a 16-byte UUID or 1-{MAX_ID} of A-Z a-z 0-9 _ . : -")
 
 
 def _decode(data: bytes) -> Any:

@@ -21,8 +21,15 @@ Enrol a gate whose key was made on the device, and the issuer's MQTT identity:
 >>> files = home.add_service("issuer", out_dir=Path("issuer-keys"))
 >>> sorted(p.name for p in (files.key, files.cert, files.ca))
 ['ca.pem', 'issuer.key', 'issuer.pem']
+
+A service that enrols itself at every start keeps its identity (:meth:`BrokerHome.service_files`):
+
+>>> first = home.service_files("issuer-ingest-1", Path("issuer-keys"))
+>>> again = home.service_files("issuer-ingest-1", Path("issuer-keys"))
+>>> again == first and again.cert.read_bytes() == first.cert.read_bytes()
+True
 >>> [(i.cn, i.kind, i.site) for i in home.identities()]
-[('gate-wl-e1', 'device', 7), ('issuer', 'service', None)]
+[('gate-wl-e1', 'device', 7), ('issuer', 'service', None), ('issuer-ingest-1', 'service', None)]
 >>> home.revoke("gate-wl-e1")
 1
 >>> "user gate-wl-e1\\ntopic deny #" in home.acl_path.read_text()
@@ -31,6 +38,7 @@ True
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import pwd
@@ -40,10 +48,18 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from citypass.errors import CityPassError
 from citypass.sync.brokerconf import BrokerSettings, Identity, render_acl, render_config
-from citypass.sync.ca import CAError, CertificateAuthority, check_common_name, make_device_key, write_atomic
+from citypass.sync.ca import (
+    CAError,
+    CertificateAuthority,
+    check_common_name,
+    make_csr,
+    make_device_key,
+    write_atomic,
+)
 from citypass.sync.endpoint import ClientFiles
 
 
@@ -158,6 +174,47 @@ class BrokerHome:
         """Enrol a central service (the issuer) that may read and write the whole topic tree."""
         cert, files = self._enrol(cn, "service", None, csr_pem, out_dir)
         return files if files is not None else cert
+
+    def service_files(self, cn: str, out_dir: Path, *, renew_within: dt.timedelta = dt.timedelta(days=30),
+                      ) -> ClientFiles:
+        """The TLS files of service ``cn`` (the issuer's MQTT identities) in ``out_dir``, made once and kept.
+
+        A program that enrols its identities at start-up calls this at every start: the first call makes the
+        key and has it signed (as :meth:`add_service`); later calls — after a restart, a crash, a reboot —
+        keep the same key and certificate, and renew the certificate (same key) only when it is revoked,
+        missing, not this CA's newest for ``cn``, or expires within ``renew_within``. A key left without a
+        certificate by a crash half way through the first call is certified then.
+        """
+        self._check()
+        check_common_name(cn)
+        files = ClientFiles(out_dir / "ca.pem", out_dir / f"{cn}.pem", out_dir / f"{cn}.key")
+        if not files.key.exists():
+            result = self.add_service(cn, out_dir=out_dir)
+            assert isinstance(result, ClientFiles)
+            return result
+        key = serialization.load_pem_private_key(files.key.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise BrokerError(f"{files.key} is not an EC key: move it away and start again")
+        if not self._current(cn, files, key, renew_within):
+            cert = self._enrol(cn, "service", None, make_csr(key, cn), None)[0]
+            write_atomic(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+        if not files.ca.exists() or files.ca.read_bytes() != self.ca_cert.read_bytes():
+            write_atomic(files.ca, self.ca_cert.read_bytes())
+        return files
+
+    def _current(self, cn: str, files: ClientFiles, key: ec.EllipticCurvePrivateKey,
+                 renew_within: dt.timedelta) -> bool:
+        """Whether ``files.cert`` is this CA's live certificate for ``cn`` over ``key``, good for a while yet."""
+        if not files.cert.exists() or self._registry().get(cn, {}).get("kind") != "service":
+            return False
+        try:
+            cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
+        except ValueError:
+            return False
+        active = self.ca.active("service").get(cn)
+        return (active is not None and active.serial == f"{cert.serial_number:x}"
+                and cert.public_key() == key.public_key()
+                and cert.not_valid_after_utc - renew_within > dt.datetime.now(dt.UTC))
 
     def revoke(self, cn: str) -> int:
         """Revoke ``cn``'s certificates: the CRL refuses new connections, the ACL mutes open ones."""

@@ -23,6 +23,7 @@ Two kinds of client, each with its own broker identity (the broker forces client
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from citypass.errors import CityPassError
 from citypass.issuer.deltas import SnapshotRequired, build_delta
 from citypass.issuer.ingest import ingest
 from citypass.issuer.records import DeviceHealth, NotFound
@@ -92,6 +94,27 @@ class _Client:
         stop(self.client)
 
 
+class Complaints:
+    """One warning per device per ``interval_s`` about its messages the issuer could not take, with a count:
+    a broken (or hostile) gate sending garbage in a loop must not write a traceback per message."""
+
+    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s, self.clock = interval_s, clock
+        self._last: dict[str, tuple[float, int]] = {}  # device → (when last logged, suppressed since)
+        self.total = 0
+
+    def note(self, device: str, what: str) -> None:
+        self.total += 1
+        now = self.clock()
+        last, suppressed = self._last.get(device, (-math.inf, 0))
+        if now - last < self.interval_s:
+            self._last[device] = (last, suppressed + 1)
+            return
+        self._last[device] = (now, 0)
+        more = f" (and {suppressed} more since the last warning)" if suppressed else ""
+        log.warning("message from %s not taken: %s%s", device, what[:300], more)
+
+
 class IngestWorker(_Client):
     """Stores tap batches from the shared subscription and acks them; answers gates' delta requests.
 
@@ -105,6 +128,7 @@ class IngestWorker(_Client):
         self.group = group
         self.require_registered = require_registered
         self.stats = {"batches": 0, "events": 0, "new_taps": 0, "duplicates": 0, "refused": 0}
+        self.complaints = Complaints()
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(topics.shared(self.group, topics.ALL_TAPS), 1), (topics.shared(self.group, topics.ALL_REQUESTS), 1)]
@@ -114,10 +138,14 @@ class IngestWorker(_Client):
         if parsed is None:
             return
         device, leaf = parsed
-        if leaf == topics.TAPS:
-            self.ingest(device, payload)
-        elif leaf == topics.REQUESTS:
-            self.answer(device, codec.decode_request(payload))
+        try:
+            if leaf == topics.TAPS:
+                self.ingest(device, payload)
+            elif leaf == topics.REQUESTS:
+                self.answer(device, codec.decode_request(payload))
+        except CityPassError as exc:  # malformed, refused, or the store is full: nothing acked, the gate resends
+            self.stats["refused"] += 1
+            self.complaints.note(device, f"{leaf}: {exc}")
 
     def ingest(self, device: str, payload: bytes) -> codec.Ack | None:
         """Store one batch and publish its ack; None (nothing acked) for a batch that cannot be taken."""
@@ -126,7 +154,7 @@ class IngestWorker(_Client):
             batch = codec.decode_taps(payload)
         except codec.CodecError as exc:
             self.stats["refused"] += 1
-            log.warning("undecodable tap batch from %s: %s", device, exc)
+            self.complaints.note(device, f"undecodable tap batch: {exc}")
             return None
         if self.require_registered:
             try:

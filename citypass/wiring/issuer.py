@@ -8,19 +8,23 @@ broker home's certificate authority behind its :class:`~citypass.issuer.authorit
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from citypass.issuer.api import create_app
+from citypass.issuer.api.limits import CapLength
 from citypass.issuer.authority import AuthorityError
 from citypass.issuer.cli import HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
 from citypass.sync.ca import CAError
-from citypass.sync.endpoint import ClientFiles, Endpoint
+from citypass.sync.endpoint import Endpoint
 from citypass.sync.home import BrokerError, BrokerHome
 from citypass.sync.issuer_sync import IssuerSync
 
@@ -67,17 +71,32 @@ class BrokerAuthority:
 @click.option("--mqtt-workers", type=click.IntRange(0, 32), default=0, show_default=True,
               help="With --broker-home and --broker: run this many MQTT ingest workers (shared subscription) and "
                    "the ledger publisher beside the API (docs/mqtt.md). 0: HTTP only.")
-@click.option("--mqtt-group", default="ingest", show_default=True,
-              help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md).")
+@click.option("--mqtt-group", default=None,
+              help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md). "
+                   "Default: the random one `issuer init` made for HOME.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The private key of --tls-cert (PEM).")
+@click.option("--insecure-http", is_flag=True,
+              help="Allow plain HTTP on an address other than loopback (only on a network you trust).")
 @click.option("--wallet-url", default=None, metavar="URL",
               help="The wallet page's public address, for claim links (default: the address a request came to, "
                    "+ /wallet/). Set it behind a reverse proxy (docs/wallet.md).")
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
-          broker_address: str | None, mqtt_workers: int, mqtt_group: str, wallet_url: str | None) -> None:
+          broker_address: str | None, mqtt_workers: int, mqtt_group: str | None, tls_cert: Path | None,
+          tls_key: Path | None, insecure_http: bool, wallet_url: str | None) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
-    Create a token first: `citypass issuer token create --home HOME --role admin`.
+    Create a token first: `citypass issuer token create --home HOME --role admin`. It listens on
+    127.0.0.1 by default, for a TLS proxy in front of it; on any other address it serves HTTPS
+    (--tls-cert, --tls-key), or plain HTTP only with --insecure-http.
     """
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key, or neither")
+    if tls_cert is None and not insecure_http and not _loopback(host):
+        raise click.UsageError(f"--host {host} is not a loopback address: serve HTTPS (--tls-cert, --tls-key) or "
+                               "keep the default 127.0.0.1 behind a TLS proxy (--insecure-http to override)")
     if broker_address is not None and broker_home is None:
         raise click.UsageError("--broker needs --broker-home")
     bhome = None
@@ -91,26 +110,46 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
         raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
     iss = Issuer.open(open_home(home))
     iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
-    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, mqtt_group, home) if mqtt_workers else None
+    group = mqtt_group or iss.ingest_group()
+    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home) if mqtt_workers else None
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
         uvicorn.run(create_app(iss, authority=authority, wallet_url=wallet_url), host=host, port=port,
-                    log_level=log_level)
+                    log_level=log_level, ssl_certfile=str(tls_cert) if tls_cert else None,
+                    ssl_keyfile=str(tls_key) if tls_key else None, log_config=_log_config())
     finally:
         if mqtt is not None:
             mqtt.stop()
         iss.close()
 
 
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging config, with every line's arguments cut to a bounded length (CapLength): the
+    access line carries the path as the client sent it."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config.setdefault("filters", {})["cap"] = {"()": CapLength}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("cap")
+    return config
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, workers: int, group: str,
                 home: Path) -> IssuerSync:
-    """Enrol the issuer's MQTT identities (renewed at each start) and start the sync beside the API."""
+    """Enrol the issuer's MQTT identities — made at the first start, the same key and certificate at every
+    later one (renewed when due) — and start the sync beside the API."""
     assert bhome is not None and address is not None
     host, _, port = address.rpartition(":")
 
     def endpoint_for(cn: str) -> Endpoint:
-        files = bhome.add_service(cn, out_dir=home / "mqtt" / cn)
-        assert isinstance(files, ClientFiles)
-        return Endpoint(host, int(port), tls=files)
+        return Endpoint(host, int(port), tls=bhome.service_files(cn, home / "mqtt" / cn))
 
     return IssuerSync(iss, endpoint_for, workers=workers, group=group).start()

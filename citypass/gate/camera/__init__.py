@@ -96,7 +96,8 @@ def open_source(spec: CameraConfig) -> FrameSource:
     if kind == "images":
         from citypass.gate.camera.images import ImageDirSource
 
-        return ImageDirSource(target, fps=spec.fps, loop=spec.loop, width=spec.width, height=spec.height)
+        return ImageDirSource(target, fps=spec.fps, loop=spec.loop, width=spec.width, height=spec.height,
+                              max_pixels=spec.max_image_pixels)
     if kind == "memory":
         from citypass.gate.camera.memory import MemorySource
 

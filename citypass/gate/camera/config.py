@@ -151,6 +151,15 @@ class CameraConfig(BaseModel):
         gt=0,
         description="Upper bound of the wait between reopen attempts.",
     )
+    max_image_pixels: int = Field(
+        default=50_000_000,
+        ge=1,
+        description=(
+            "Image folders: a picture with more pixels than this (width × height, read from its file header) is "
+            "refused without being decoded, as is one whose header gives no size. A small file can declare a "
+            "huge picture that takes gigabytes to decode."
+        ),
+    )
     detect_frozen: bool | None = Field(
         default=None,
         description=(

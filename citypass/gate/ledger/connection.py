@@ -30,6 +30,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from citypass.credential.filemodes import private_file
 from citypass.errors import CityPassError, InvalidInput, NotFound, Unavailable
 
 # Extended result codes carry the primary code in their low byte (sqlite.org/rescode.html).
@@ -84,6 +85,11 @@ def connect(path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 50)
     (sqlite-utils nests its own work inside an open transaction as savepoints)."""
     if synchronous not in ("NORMAL", "FULL", "EXTRA"):
         raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+    try:
+        # 0600 whatever the umask: the taps say who went where; SQLite gives -wal and -shm the same mode.
+        private_file(path)
+    except OSError as exc:
+        raise LedgerStorageError(f"cannot create {path}: {exc.strerror or exc}") from exc
     try:
         conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None)
     except sqlite3.Error as exc:

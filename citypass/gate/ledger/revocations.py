@@ -90,17 +90,28 @@ def insert_ids(conn: sqlite3.Connection, table: str, ids: Iterable[bytes]) -> in
     """Insert ``ids`` into ``table`` (ignoring ones already there) inside the caller's transaction;
     return how many rows were added."""
     _check_table(table)
+    added = 0
+    for width, group in group_by_width(ids).items():
+        blob = sorted_blob(group, width)
+        step = CHUNK * width
+        for offset in range(0, len(blob), step):
+            added += insert_blob(conn, table, blob[offset:offset + step], width)
+    return added
+
+
+def insert_blob(conn: sqlite3.Connection, table: str, blob: bytes, width: int) -> int:
+    """Insert the ids concatenated in ``blob`` (each ``width`` bytes; sorted is fastest) into ``table`` — an id
+    table or a staging copy of one (``revocations_next_…``) — inside the caller's transaction; rows added."""
+    base = table.split("_next_")[0]
+    if base not in ID_TABLES or not table.replace("_", "").isalnum():
+        raise ValueError(f"not an id table: {table!r}")
     sql = (
         "WITH RECURSIVE k(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM k WHERE n + 1 < ?2) "
         f"INSERT OR IGNORE INTO {table} (id) SELECT substr(?1, n * ?3 + 1, ?3) FROM k"
     )
     before = conn.total_changes
-    for width, group in group_by_width(ids).items():
-        blob = sorted_blob(group, width)
-        step = CHUNK * width
-        for offset in range(0, len(blob), step):
-            part = blob[offset:offset + step]
-            conn.execute(sql, (part, len(part) // width, width))
+    if blob:
+        conn.execute(sql, (blob, len(blob) // width, width))
     return conn.total_changes - before
 
 

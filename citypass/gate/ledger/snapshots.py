@@ -1,10 +1,17 @@
 """Installing what the issuer signs: full snapshots, revocation deltas, and the state they leave.
 
 The chain of trust is the one in :mod:`citypass.credential.snapshot`: the gate's *pinned* root key → the
-root-signed trust list → a ``ledger`` key → the snapshot. Verification happens before the write
-transaction starts, so a snapshot with a bad signature never reaches the file; one that verifies is
-installed in a single transaction (trust list, sites, every revocation, meta), so a kill half way
-leaves the previous snapshot in force.
+root-signed trust list → a ``ledger`` key → the snapshot. Verification happens before anything is written,
+so a snapshot with a bad signature never reaches the file.
+
+A verified snapshot is built *beside* the live tables and swapped in (:func:`install_paced`), because a
+running gate records a tap in a write transaction before its barrier moves, and ten million revocations in
+one transaction held the write lock for seconds (every decision meanwhile got ``LedgerBusy``). So: the ids go
+into fresh staging tables in batches of :data:`BATCH` rows, each its own short transaction with a pause after
+it in which a waiting tap gets the lock; one short durable transaction then renames the staging tables into
+place together with the trust list, sites and meta; the old tables are emptied afterwards in batches the same
+way. A kill at any instant leaves the previous snapshot in force (the swap is one transaction) and at most
+orphaned staging or old tables, which the next install removes.
 
 Freshness is ordered by ``(seq, issued_at)``: the issuer bumps ``seq`` on every change, and re-exports
 an unchanged ledger with the same ``seq`` and a later ``issued_at`` — which is how a gate learns that
@@ -21,8 +28,11 @@ The meta table holds integers only::
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlite_utils import Database
@@ -32,10 +42,27 @@ from citypass.credential.sites import SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot, SnapshotError, load_snapshot
 from citypass.credential.trustlist import TrustError, TrustList
 from citypass.gate.ledger.connection import SnapshotRefused
-from citypass.gate.ledger.revocations import delete_ids, insert_ids, replace_ids
+from citypass.gate.ledger.revocations import (
+    ID_TABLES,
+    delete_ids,
+    group_by_width,
+    insert_blob,
+    insert_ids,
+    replace_ids,
+    sorted_blob,
+)
 
-__all__ = ["LedgerState", "apply_delta", "install", "pinned_root", "raise_floor", "read_state",
+__all__ = ["LedgerState", "apply_delta", "install", "install_paced", "pinned_root", "raise_floor", "read_state",
            "replace_sites", "verify"]
+
+#: Rows per staging (or clean-up) transaction: ~3 ms of SQLite work, so a tap waits at most about that long.
+BATCH = 8192
+#: Pause after each batch: a tap waiting in SQLite's busy handler (it polls 1, 3, 8, 18 ms after it starts
+#: waiting) finds the lock free within it.
+PAUSE_S = 0.010
+
+#: ``transaction(durable)``: a write transaction on the ledger's connection (``GateLedger._write``).
+Transaction = Callable[[bool], AbstractContextManager[sqlite3.Connection]]
 
 #: What a gate trusts before its first snapshot: nothing (every code is denied ``unknown_key``).
 EMPTY_TRUST = TrustList(version=0, issued_at=0, keys=())
@@ -132,6 +159,103 @@ def install(db: Database, snap: LedgerSnapshot, *, force: bool = False) -> None:
     set_meta(conn, "snapshot_seq", snap.seq)
     set_meta(conn, "synced_at", snap.issued_at)
     raise_floor(conn, snap.issued_at)
+
+
+def install_paced(db: Database, snap: LedgerSnapshot, transaction: Transaction, *, force: bool = False,
+                  batch: int = BATCH, pause_s: float = PAUSE_S, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Install a verified snapshot beside the live tables and swap it in (see the module docstring). No
+    transaction holds the write lock for more than one batch of ``batch`` rows."""
+    conn = db.conn
+    _check_fresh(conn, snap, force)
+    _drop_leftovers(conn, transaction, batch, pause_s, sleep)
+    tag = os.urandom(4).hex()  # two installs at once (sync thread and a technician) never share a staging table
+    staged: dict[str, int] = {}
+    for table, ids in (("revocations", snap.revoked), ("revoked_holders", snap.revoked_holders)):
+        staging = f"{table}_next_{tag}"
+        with transaction(False) as conn_:
+            conn_.execute(_ddl(conn_, table, staging))
+        staged[table] = _stage(conn, transaction, staging, ids, batch, pause_s, sleep)
+    with transaction(True) as swap:  # the one durable step: fsyncs everything staged before it
+        _check_fresh(swap, snap, force)
+        db.table("trust").upsert(
+            {"id": 1, "version": snap.trust.version, "issued_at": snap.trust.issued_at,
+             "signed": snap.trust_signed, "root_alg": int(snap.root.alg), "root_pub": snap.root.raw},
+            pk="id",
+        )
+        replace_sites(db, snap.sites)
+        for table, count in staged.items():
+            swap.execute(f"ALTER TABLE {table} RENAME TO {table}_old_{tag}")
+            swap.execute(f"ALTER TABLE {table}_next_{tag} RENAME TO {table}")
+            set_meta(swap, table, count)
+        set_meta(swap, "snapshot_seq", snap.seq)
+        set_meta(swap, "synced_at", snap.issued_at)
+        raise_floor(swap, snap.issued_at)
+    for table in staged:
+        _purge(conn, transaction, f"{table}_old_{tag}", batch, pause_s, sleep)
+
+
+def _check_fresh(conn: sqlite3.Connection, snap: LedgerSnapshot, force: bool) -> None:
+    seq, synced = get_meta(conn, "snapshot_seq"), get_meta(conn, "synced_at")
+    if not force and seq is not None and (snap.seq, snap.issued_at) < (seq, synced or 0):
+        raise SnapshotRefused(
+            f"snapshot seq {snap.seq} issued at {snap.issued_at} is older than the installed seq {seq} "
+            f"(synced at {synced}); pass force=True to install it anyway"
+        )
+
+
+def _ddl(conn: sqlite3.Connection, table: str, name: str) -> str:
+    """``CREATE TABLE name …`` exactly as ``table`` was made (WITHOUT ROWID, its key)."""
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+    sql = str(row[0])
+    return f"CREATE TABLE {name}{sql[sql.index('('):]}"
+
+
+def _stage(conn: sqlite3.Connection, transaction: Transaction, table: str, ids: Iterable[bytes], batch: int,
+           pause_s: float, sleep: Callable[[float], None]) -> int:
+    """Insert ``ids`` into ``table`` in key order, ``batch`` rows per short transaction; how many rows."""
+    added, first = 0, True
+    for width, group in group_by_width(ids).items():
+        blob = sorted_blob(group, width)  # sorted once (numpy for 8-byte ids), then cut into batches
+        for offset in range(0, len(blob), batch * width):
+            if not first:
+                _yield(conn, pause_s, sleep)
+            first = False
+            with transaction(False):
+                added += insert_blob(conn, table, blob[offset:offset + batch * width], width)
+    return added
+
+
+def _purge(conn: sqlite3.Connection, transaction: Transaction, table: str, batch: int, pause_s: float,
+           sleep: Callable[[float], None]) -> None:
+    """Empty ``table`` (keyed by ``id``) in key-range batches, one short transaction each, then drop it:
+    dropping ten million rows at once frees every page in one transaction (~0.4 s per 5M rows)."""
+    while True:
+        with transaction(False):
+            row = conn.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET ?", (batch - 1,)).fetchone()
+            if row is None:
+                conn.execute(f"DROP TABLE {table}")
+                return
+            conn.execute(f"DELETE FROM {table} WHERE id <= ?", (row[0],))
+        _yield(conn, pause_s, sleep)
+
+
+def _yield(conn: sqlite3.Connection, pause_s: float, sleep: Callable[[float], None]) -> None:
+    """Between two batches: fold the WAL into the database here, outside any transaction — else the next tap's
+    commit would pass the auto-checkpoint threshold and copy the staged pages itself, in the decision path —
+    then leave the lock free for ``pause_s``."""
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    sleep(pause_s)
+
+
+def _drop_leftovers(conn: sqlite3.Connection, transaction: Transaction, batch: int, pause_s: float,
+                    sleep: Callable[[float], None]) -> None:
+    """Remove staging and old tables an install killed half way left behind."""
+    patterns = [f"{t}_next_%" for t in ID_TABLES] + [f"{t}_old_%" for t in ID_TABLES]
+    names = [str(r[0]) for p in patterns
+             for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?", (p,))]
+    for name in names:
+        if name.replace("_", "").isalnum():  # only our own names are interpolated into SQL
+            _purge(conn, transaction, name, batch, pause_s, sleep)
 
 
 def replace_sites(db: Database, sites: Iterable[SiteSettings]) -> None:

@@ -229,15 +229,16 @@ class GateLedger:
     # -- snapshots, deltas, sites, identity --------------------------------------------------------
     def load_snapshot(self, data: bytes, root: VerifyKey | None = None, *,
                       force: bool = False) -> LedgerSnapshot:
-        """Verify a snapshot file's bytes against the pinned root and install it in one transaction.
+        """Verify a snapshot file's bytes against the pinned root and install it, built beside the live
+        tables in short transactions and swapped in by one (:func:`~citypass.gate.ledger.snapshots.install_paced`):
+        taps recorded meanwhile, by this process or another, wait at most one short batch.
 
         Raises :class:`SnapshotRefused` — and changes nothing — for a bad signature, a malformed
         file, or a snapshot older than the installed one (unless ``force``). Replaces trust list,
         sites and revocations; sets ``synced_at`` to its ``issued_at``; raises the clock floor."""
         pinned = snapshots.pinned_root(self._root, root)
         snap = snapshots.verify(data, pinned)
-        with self._write():
-            snapshots.install(self.db, snap, force=force)
+        snapshots.install_paced(self.db, snap, lambda durable: self._write(durable), force=force)
         self._best_effort_checkpoint()
         return snap
 

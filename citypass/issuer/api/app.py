@@ -32,8 +32,10 @@ from citypass.issuer.api.deps import (
     Clock,
     Services,
 )
+from citypass.issuer.api.limits import Limits, RateLimits
 from citypass.issuer.api.middleware import AuditLog, BodyLimit, InternalErrors
 from citypass.issuer.authority import DeviceAuthority
+from citypass.issuer.records import StorageFull
 from citypass.issuer.service import Issuer
 
 DESCRIPTION = """\
@@ -48,6 +50,8 @@ Times are Unix seconds; credential ids are hex. See docs/issuer.md for curl exam
 
 #: Largest request body accepted (a batch of 1000 tap events is about 0.5 MB).
 MAX_BODY = 2 * 1024 * 1024
+#: What a 503 or 507 tells the caller to wait before trying again (seconds).
+RETRY_AFTER_S = 30
 
 
 class HealthzOut(BaseModel):
@@ -68,11 +72,11 @@ def refuse_unknown_query(request: Request) -> None:
     if unknown:
         raise RequestValidationError([{"loc": ("query", name), "msg": "unknown query parameter",
                                        "type": "extra_forbidden"} for name in unknown[:10]])
-    # Every query parameter here is a single value: ``?limit=5&limit=1000`` must not quietly mean 1000.
+    # No parameter takes a list: ?limit=5&limit=500 would otherwise silently mean whichever came last.
     repeated = sorted(name for name in set(request.query_params) if len(request.query_params.getlist(name)) > 1)
     if repeated:
         raise RequestValidationError([{"loc": ("query", name), "msg": "given more than once",
-                                       "type": "repeated"} for name in repeated[:10]])
+                                       "type": "value_error"} for name in repeated[:10]])
 
 
 def _query_names(dependant: Any) -> set[str]:
@@ -83,12 +87,15 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BODY,
-               authority: DeviceAuthority | None = None, wallet_url: str | None = None) -> FastAPI:
+               authority: DeviceAuthority | None = None, limits: RateLimits | None = RateLimits(),
+               wallet_url: str | None = None) -> FastAPI:
     """The API app over ``issuer`` (its home's keys, its repository), with ``clock`` giving Unix seconds.
 
     ``authority`` (:mod:`citypass.issuer.authority`) makes the issuer hand out device identity: an enrollment
     redeemed with a CSR gets a certificate signed by it (and the device joins the broker's ACL); a retired
-    device's certificate is revoked. Without one, a redeem with a CSR is a 503. ``wallet_url`` is the wallet
+    device's certificate is revoked. Without one, a redeem with a CSR is a 503. ``limits``
+    (:mod:`citypass.issuer.api.limits`): request rates per token and address, reports admitted a few at a
+    time; None turns them off (a benchmark measuring the service itself). ``wallet_url`` is the wallet
     page's public address for claim links (default: the request's own origin + ``/wallet/``)."""
     app = FastAPI(title="City Pass issuer", version="1", description=DESCRIPTION,
                   dependencies=[Depends(refuse_unknown_query)],
@@ -104,14 +111,18 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
     wallet.mount(app)  # /v1/wallet/claims and the wallet page at /wallet/
 
     @app.get("/healthz", response_model=HealthzOut, tags=["service"], summary="Liveness",
-             description="No token needed. Answers when the store is readable.")
-    def healthz() -> HealthzOut:
+             description="No token needed. Answers when the store is readable; never rate-limited.")
+    async def healthz() -> HealthzOut:
+        # On the event loop, not a worker thread: it must answer while every worker computes reports. One
+        # indexed read of a WAL database, which never waits for a writer.
         return HealthzOut(status="ok", ledger_seq=issuer.store.ledger_seq(), time=int(clock()))
 
     _handlers(app)
     app.add_middleware(BodyLimit, limit=max_body)
     app.add_middleware(InternalErrors)  # inside the audit log, so that a 500 is audited too
-    app.add_middleware(AuditLog, repository=issuer.store, clock=clock)  # outermost: sees 413s too
+    app.add_middleware(AuditLog, repository=issuer.store, clock=clock)  # sees 413s too
+    if limits is not None:
+        app.add_middleware(Limits, limits=limits)  # outermost: a refused flood costs no audit row
     return app
 
 
@@ -123,8 +134,17 @@ def _handlers(app: FastAPI) -> None:
 
     # Only the project's own errors become 4xx/503 answers: a ValueError or KeyError from a bug must not look
     # like the caller's mistake. Anything else is a 500 whose traceback is logged (InternalErrors).
-    for exc_type, status in ((InvalidInput, 422), (NotFound, 404), (Conflict, 409), (Unavailable, 503)):
+    for exc_type, status in ((InvalidInput, 422), (NotFound, 404), (Conflict, 409)):
         app.add_exception_handler(exc_type, handler(status))
+
+    def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # A full disk is 507 Insufficient Storage; anything else unavailable 503. Both say when to try again,
+        # and nothing was stored: a gate keeps its outbox and sends it again.
+        status = 507 if isinstance(exc, StorageFull) else 503
+        return JSONResponse({"detail": str(exc) or type(exc).__name__}, status_code=status,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    app.add_exception_handler(Unavailable, unavailable)
 
     def invalid(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from citypass.credential.devices import OUTBOX_ID_PATTERN
 from citypass.credential.keys import Alg, VerifyKey
 from citypass.errors import InvalidInput
 
@@ -15,7 +16,7 @@ from citypass.errors import InvalidInput
 MAX_TIME = 2**40
 MAX_INT = 2**62
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,47}$"
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+ID_PATTERN = OUTBOX_ID_PATTERN  # event, tap and gate ids: the rule MQTT uploads follow too
 
 
 class Strict(BaseModel):
@@ -37,15 +38,18 @@ class ErrorOut(BaseModel):
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` for the error statuses a route can answer (422 always: any input can be bad)."""
-    codes = tuple(sorted({*codes, 422}))
+    """OpenAPI ``responses`` for the error statuses a route can answer (422 always: any input can be bad; 414
+    and 429 always: the request limits in front of every route, :mod:`citypass.issuer.api.limits`)."""
+    codes = tuple(sorted({*codes, 414, 422, 429}))
     text = {
         401: "No bearer token, or an invalid or revoked one.",
         403: "The token's role may not call this endpoint.",
         404: "No such resource.",
         409: "Conflicts with the stored state.",
         413: "Request body too large.",
+        414: "Request target (path and query) too long.",
         422: "The request is invalid (the detail says which field and why).",
+        429: "Too many requests from this token or address: wait `Retry-After` seconds.",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
 

@@ -16,6 +16,7 @@ Role groups (``admin`` is implied in each):
 ``FLEET_READ``         operator, technician, auditor — devices and their health
 ``UPLOAD``             device — taps and health of its own device
 ``REPORTS``            operator, auditor — incidents, occupancy, journeys, fares
+``HOLDS``              issuer, operator, auditor — held and expired reservations
 ``FARES_WRITE``        operator
 ``AUDIT``              auditor — the audit log, key list
 ``ADMIN``              admin only — key rotation, lifting revocations
@@ -47,6 +48,7 @@ FLEET_WRITE = ("technician",)
 FLEET_READ = ("operator", "technician", "auditor")
 UPLOAD = (DEVICE_ROLE,)
 REPORTS = ("operator", "auditor")
+HOLDS = ("issuer", "operator", "auditor")
 FARES_WRITE = ("operator",)
 AUDIT = ("auditor",)
 ADMIN: tuple[str, ...] = ()
@@ -122,6 +124,7 @@ FleetWriteRole = Annotated[Principal, require(FLEET_WRITE)]
 FleetReadRole = Annotated[Principal, require(FLEET_READ)]
 UploadRole = Annotated[Principal, require(UPLOAD)]
 ReportsRole = Annotated[Principal, require(REPORTS)]
+HoldsRole = Annotated[Principal, require(HOLDS)]
 FaresWriteRole = Annotated[Principal, require(FARES_WRITE)]
 AuditRole = Annotated[Principal, require(AUDIT)]
 KeysRole = Annotated[Principal, require(("issuer", *AUDIT))]

@@ -218,8 +218,9 @@ def enroll(request: Request, body: EnrollmentIn, services: ServicesDep,
     return EnrollmentOut(id=ident, device_id=device.id, token=text, expires_at=now + body.ttl_s)
 
 
-def _check_csr(text: str, services: ServicesDep) -> bytes:
-    """Refuse a bad CSR *before* the one-time token is spent on it."""
+def _check_csr(text: str, device_id: str) -> bytes:
+    """Refuse a CSR that is bad, or for another device than the enrollment's, *before* the one-time token is
+    spent or any certificate touched: a mistyped ``--gate`` must not cut off the gate of that name."""
     pem = text.encode()
     try:
         csr = x509.load_pem_x509_csr(pem)
@@ -235,10 +236,9 @@ def _check_csr(text: str, services: ServicesDep) -> bytes:
         cn = check_device_id(str(names[0].value) if len(names) == 1 else "", "common name")
     except InvalidInput as exc:
         raise HTTPException(422, f"csr: {exc}") from None
-    try:
-        services.store.device(cn)
-    except NotFound:
-        raise HTTPException(422, f"csr: its common name {cn!r} is not a registered device") from None
+    if cn != device_id:
+        raise HTTPException(422, f"csr: its common name {cn!r} is not the device this enrollment is for "
+                                 f"({device_id!r}); nothing was changed and the token is still valid")
     return pem
 
 
@@ -252,12 +252,18 @@ def redeem(request: Request, body: EnrollmentRedeem, services: ServicesDep) -> E
     if ident is None:
         raise HTTPException(401, "not an enrollment token")
     authority = device_authority(request)
+    now = services.now()
+    try:  # who the token is for, checked (secret, expiry, retirement) without spending it
+        pending = services.store.enrollment(ident, hash_secret(body.token), now)
+    except NotFound:
+        raise HTTPException(401, "unknown enrollment token") from None
+    except Conflict as exc:
+        raise HTTPException(410, str(exc)) from None
     csr_pem = None
     if body.csr is not None:
         if authority is None:
             raise HTTPException(503, "this issuer signs no device certificates: serve it with --broker-home")
-        csr_pem = _check_csr(body.csr, services)
-    now = services.now()
+        csr_pem = _check_csr(body.csr, pending.device_id)
     try:
         enrollment = services.store.redeem_enrollment(ident, hash_secret(body.token), now)
     except NotFound:
@@ -275,9 +281,13 @@ def redeem(request: Request, body: EnrollmentRedeem, services: ServicesDep) -> E
         except AuthorityError as exc:
             raise HTTPException(422, f"csr: {exc} (the enrollment token is used up: create a new one)") from None
         ca_pem = authority.ca_certificate()
-    issued = create_token(services.store, DEVICE_ROLE, now, label=f"enrollment {ident}", device_id=device.id)
+    # Re-enrollment: the device's earlier API tokens die with its earlier key, in the transaction that
+    # makes the new one (a copied or lost device home must not keep uploading).
+    issued = create_token(services.store, DEVICE_ROLE, now, label=f"enrollment {ident}", device_id=device.id,
+                          replace_device_tokens=True)
     site = next((s for s in services.store.sites() if s.number == device.site), None)
     note(request, f"device {device.id} enrolled with token {issued.record.id}"
+                  + (f", {issued.replaced} earlier token(s) revoked" if issued.replaced else "")
                   + (", certificate signed" if cert_pem else ""))
     return EnrollmentGrant(device_id=device.id, site=device.site, direction=device.direction, api_token=issued.text,
                      ledger_seq=services.store.ledger_seq(),

@@ -69,13 +69,16 @@ class BodyLimit:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    await _json(send, 413, {"detail": f"request body larger than {limit} bytes"})
+    await json_response(send, 413, {"detail": f"request body larger than {limit} bytes"})
 
 
-async def _json(send: Send, status: int, body: dict[str, Any]) -> None:
+async def json_response(send: Send, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    """Answer with a JSON body from a middleware, before the app has seen the request."""
     payload = json.dumps(body).encode()
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -104,7 +107,7 @@ class InternalErrors:
             log.exception("unhandled error in %s %s", scope.get("method", "?"), str(scope.get("path", ""))[:200])
             if started:
                 raise
-            await _json(send, 500, {"detail": "internal error: the issuer logged it; please report it"})
+            await json_response(send, 500, {"detail": "internal error: the issuer logged it; please report it"})
 
 
 class AuditLog:
@@ -131,8 +134,12 @@ class AuditLog:
         finally:
             principal = state.get("principal")
             with anyio.CancelScope(shield=True):  # a client that hung up is still audited
-                await anyio.to_thread.run_sync(lambda: self.repository.write_audit(
-                    at=int(self.clock()), actor=getattr(principal, "token_id", None) or state.get("actor", "-"),
-                    role=getattr(principal, "role", "-"), method=scope["method"], path=scope.get("path", ""),
-                    status=status, detail=str(state.get("audit", "")),
-                ))
+                try:
+                    await anyio.to_thread.run_sync(lambda: self.repository.write_audit(
+                        at=int(self.clock()), actor=getattr(principal, "token_id", None) or state.get("actor", "-"),
+                        role=getattr(principal, "role", "-"), method=scope["method"], path=scope.get("path", ""),
+                        status=status, detail=str(state.get("audit", "")),
+                    ))
+                except Exception as exc:  # a full disk: the answer has gone out already and must not be reset
+                    log.error("audit row not written for %s %s (%d): %s", scope["method"],
+                              str(scope.get("path", ""))[:200], status, str(exc)[:300])

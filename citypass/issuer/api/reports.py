@@ -23,6 +23,7 @@ from citypass.issuer.api.deps import (
     note,
     roles_doc,
 )
+from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.reconcile import (
     FareTable,
     TapRecord,
@@ -68,7 +69,8 @@ def _taps(services: ServicesDep, **query: Any) -> list[TapRecord]:
 class IncidentOut(BaseModel):
     incident_id: str = Field(examples=["double_use-0123456789abcdef01234567"])
     kind: str = Field(description="double_use, passback, forged_code, replayed_code, revoked_code, "
-                                  "clock_untrusted, shared_pass, …", examples=["double_use"])
+                                  "clock_untrusted, shared_pass, quarantined_upload, id_collision, …",
+                      examples=["double_use"])
     credential_id: str | None
     tap_ids: list[str]
     gate_ids: list[str]
@@ -81,7 +83,9 @@ class IncidentOut(BaseModel):
 @router.get("/v1/incidents", response_model=list[IncidentOut], summary="Incidents",
             description="Double use of single-use tickets across gates (often both offline), passback violations, "
                         "forged, replayed or revoked codes seen, untrusted gate clocks, shared passes — found in "
-                        "the taps of the window. " + roles_doc(REPORTS), responses=errors(*AUTH_ERRORS, 422))
+                        "the taps of the window — and uploads kept aside: taps a device is not registered for or "
+                        "that are implausible (`quarantined_upload`), event ids another device used first "
+                        "(`id_collision`). " + roles_doc(REPORTS), responses=errors(*AUTH_ERRORS, 422))
 def incidents(services: ServicesDep, _: ReportsRole, since: Since = None, until: Until = None,
               kind: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_]+$")] = None,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[IncidentOut]:
@@ -97,7 +101,11 @@ def incidents(services: ServicesDep, _: ReportsRole, since: Since = None, until:
         return parties[credential_id]
 
     taps = _taps(services, since=start - DAY, until=end)  # a day before: the passback context of early taps
-    found = [i for i in find_incidents(taps, party_of) if i.last_at >= start and (kind is None or i.kind == kind)]
+    found = [i for i in find_incidents(taps, party_of) if i.last_at >= start]
+    # What devices uploaded that the issuer would not believe (by the time it was received).
+    found += quarantine_incidents(store.quarantined(since=start, until=end, limit=MAX_REPORT_TAPS))
+    found = sorted((i for i in found if kind is None or i.kind == kind),
+                   key=lambda i: (i.first_at, i.kind, i.incident_id))
     return [IncidentOut(**i.to_dict()) for i in found[:limit]]
 
 

@@ -12,8 +12,10 @@ from citypass.issuer import bookings
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, NAME_PATTERN, Strict, errors, parse_holder_key
 from citypass.issuer.api.deps import (
     CATALOG,
+    HOLDS,
     ISSUING,
     CatalogRole,
+    HoldsRole,
     IssuingRole,
     ServicesDep,
     note,
@@ -128,6 +130,7 @@ def list_slots(venue_id: Annotated[str, SITE_REF], services: ServicesDep, _: Cat
                since: Annotated[int | None, Query(ge=0, le=MAX_TIME)] = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[SlotOut]:
     site = bookings.venue(services.issuer, venue_id)
+    bookings.expire_holds(services.issuer, services.now())  # places a dead booking held are free again
     start = since if since is not None else services.now()
     return [SlotOut.of(s) for s in services.store.slots(site.number, since=start, limit=limit)]
 
@@ -153,7 +156,7 @@ class ReservationOut(BaseModel):
     slot_id: str
     venue: int
     party: int
-    status: Literal["held", "active", "cancelled"]
+    status: Literal["held", "active", "cancelled", "expired"]
     credential_id: str | None
     created_at: int
     cancelled_at: int | None
@@ -179,6 +182,19 @@ def reserve(request: Request, body: ReservationIn, services: ServicesDep,
                                     grace_minutes=body.grace_minutes)
     note(request, f"reserved {record.id}: {record.party} at {record.slot_id}, credential {record.credential_id}")
     return ReservationOut.of(record, code)
+
+
+@router.get("/v1/reservations", response_model=list[ReservationOut], summary="List held or expired reservations",
+            description="For operators: `held` — places taken by a booking still being signed (seconds at most); "
+                        "`expired` — holds whose booking died (a crash between taking the places and signing the "
+                        f"code), given back after {bookings.HOLD_TTL_S} s. " + roles_doc(HOLDS),
+            responses=errors(*AUTH_ERRORS, 422))
+def list_reservations(services: ServicesDep, _: HoldsRole,
+                      status: Annotated[Literal["held", "expired"], Query(description="Which ones.")] = "held",
+                      since: Annotated[int | None, Query(ge=0, le=MAX_TIME, description="Made at or after.")] = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[ReservationOut]:
+    bookings.expire_holds(services.issuer, services.now())
+    return [ReservationOut.of(r) for r in services.store.reservations(status=status, since=since, limit=limit)]
 
 
 @router.get("/v1/reservations/{reservation_id}", response_model=ReservationOut, summary="Show a reservation",

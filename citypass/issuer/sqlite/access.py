@@ -11,16 +11,21 @@ _TOKEN = "SELECT id, role, secret_hash, label, created_at, device_id, revoked_at
 
 
 class AccessTables(SqliteBase):
-    def add_token(self, token: TokenRecord) -> None:
+    def add_token(self, token: TokenRecord, *, replace_device_tokens: bool = False) -> int:
         with self.write() as conn:
             if conn.execute("SELECT 1 FROM tokens WHERE id = ?", [token.id]).fetchone():
                 raise Conflict(f"token id {token.id} exists")
+            replaced = 0
+            if replace_device_tokens and token.device_id is not None:
+                replaced = conn.execute("UPDATE tokens SET revoked_at = ? WHERE device_id = ? AND revoked_at IS NULL",
+                                        [token.created_at, token.device_id]).rowcount
             conn.execute(
                 "INSERT INTO tokens (id, role, secret_hash, label, created_at, device_id, revoked_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [token.id, token.role, token.secret_hash, token.label, token.created_at, token.device_id,
                  token.revoked_at],
             )
+        return replaced
 
     def token(self, token_id: str) -> TokenRecord | None:
         row = self.conn.execute(f"{_TOKEN} WHERE id = ?", [token_id]).fetchone()

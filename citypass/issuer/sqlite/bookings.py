@@ -5,9 +5,14 @@ A reservation is taken in two steps so that signing the code never happens insid
 (status ``held``), the service signs the code, then :meth:`activate_reservation` records its credential
 id — or :meth:`release_reservation` gives the places back if signing failed. A held place is never
 double-counted: ``booked`` only moves inside a write transaction that re-reads it.
+
+A process killed between the two steps leaves a ``held`` row holding its places; :meth:`expire_holds` gives
+them back once the hold is older than signing can take (status ``expired``, kept for operators to see).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from citypass.issuer.records import Conflict, NotFound, ReservationRecord, Slot, SlotFull
 from citypass.issuer.sqlite.connection import SqliteBase
@@ -72,6 +77,20 @@ class BookingTables(SqliteBase):
                 return
             conn.execute("UPDATE slots SET booked = booked - ? WHERE id = ?", [row[1], row[0]])
             conn.execute("DELETE FROM reservations WHERE id = ?", [reservation_id])
+
+    def expire_holds(self, created_before: int, at: int) -> list[ReservationRecord]:
+        with self.write() as conn:
+            held = [ReservationRecord(*row) for row in conn.execute(
+                f"{_RESERVATION} WHERE status = 'held' AND created_at < ?", [created_before]).fetchall()]
+            for r in held:
+                conn.execute("UPDATE slots SET booked = max(0, booked - ?) WHERE id = ?", [r.party, r.slot_id])
+                conn.execute("UPDATE reservations SET status = 'expired', cancelled_at = ? WHERE id = ?", [at, r.id])
+        return [replace(r, status="expired", cancelled_at=at) for r in held]
+
+    def reservations(self, *, status: str, since: int | None = None, limit: int = 200) -> list[ReservationRecord]:
+        rows = self.conn.execute(f"{_RESERVATION} WHERE status = ? AND created_at >= ? ORDER BY created_at, id LIMIT ?",
+                                 [status, since if since is not None else -(2**62), limit]).fetchall()
+        return [ReservationRecord(*row) for row in rows]
 
     def cancel_reservation(self, reservation_id: str, at: int) -> tuple[ReservationRecord, bool]:
         with self.write() as conn:

@@ -50,22 +50,27 @@ class FleetTables(SqliteBase):
                 [enrollment.id, enrollment.device_id, secret_hash, enrollment.created_at, enrollment.expires_at],
             )
 
+    def enrollment(self, enrollment_id: str, secret_hash: bytes, at: int) -> Enrollment:
+        row = self.conn.execute(
+            "SELECT id, device_id, created_at, expires_at, used_at, secret_hash FROM enrollments WHERE id = ?",
+            [enrollment_id],
+        ).fetchone()
+        if row is None or not hmac.compare_digest(bytes(row[5]), secret_hash):
+            raise NotFound("unknown enrollment token")
+        enrollment = Enrollment(*row[:5])
+        if enrollment.used_at is not None:
+            raise Conflict("this enrollment token has been used already")
+        if at >= enrollment.expires_at:
+            raise Conflict("this enrollment token has expired")
+        device = self.device(enrollment.device_id)
+        if device.status == "retired":
+            raise Conflict(f"device {device.id!r} is retired")
+        return enrollment
+
     def redeem_enrollment(self, enrollment_id: str, secret_hash: bytes, at: int) -> Enrollment:
         with self.write() as conn:
-            row = conn.execute(
-                "SELECT id, device_id, created_at, expires_at, used_at, secret_hash FROM enrollments WHERE id = ?",
-                [enrollment_id],
-            ).fetchone()
-            if row is None or not hmac.compare_digest(bytes(row[5]), secret_hash):
-                raise NotFound("unknown enrollment token")
-            enrollment = Enrollment(*row[:5])
-            if enrollment.used_at is not None:
-                raise Conflict("this enrollment token has been used already")
-            if at >= enrollment.expires_at:
-                raise Conflict("this enrollment token has expired")
+            enrollment = self.enrollment(enrollment_id, secret_hash, at)  # re-read inside the write lock
             device = self.device(enrollment.device_id)
-            if device.status == "retired":
-                raise Conflict(f"device {device.id!r} is retired")
             conn.execute("UPDATE enrollments SET used_at = ? WHERE id = ?", [at, enrollment_id])
             conn.execute("UPDATE devices SET status = 'enrolled', enrolled_at = ? WHERE id = ?", [at, device.id])
         return Enrollment(enrollment.id, enrollment.device_id, enrollment.created_at, enrollment.expires_at, at)

@@ -24,8 +24,10 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``tokens``           API tokens, hashed, with role (v2); ``audit``: every mutating call
 ``tap_events``       every uploaded outbox event by event id (v2), quarantined ones with the error
 ``taps``             one row per tap id, annulments applied (v2)
+``tap_collisions``   events whose event id another device used first, quarantined (v3)
+(v3 also)            partial indexes: held reservations by age, quarantined events by time
 ``wallet_claims``    passes ordered for a phone wallet: the unsigned order, the hashed one-time claim
-                     secret, expiry, and once claimed the holder id and the signed code (v3)
+                     secret, expiry, and once claimed the holder id and the signed code (v4)
 ===================  ====================================================================
 """
 
@@ -128,7 +130,21 @@ def _v2_service(db: Database) -> None:
     db.table("taps").create_index(["credential_id"])
 
 
-def _v3_wallet(db: Database) -> None:
+def _v3_collisions(db: Database) -> None:
+    """Events whose id was used first by another device: kept aside and reported, never taken for a repeat."""
+    db.table("tap_collisions").create(
+        {"event_id": str, "device_id": str, "tap_id": str, "kind": str, "body": str, "received_at": int,
+         "error": str},
+        pk=("event_id", "device_id"), not_null={"tap_id", "kind", "body", "received_at", "error"},
+    )
+    db.table("tap_collisions").create_index(["received_at"])
+    # Holds left by a process killed while booking are found by age (a handful at most: a partial index).
+    db.execute("CREATE INDEX idx_reservations_held ON reservations (created_at) WHERE status = 'held'")
+    # Only quarantined events are listed by time: a partial index costs ingest nothing for valid ones.
+    db.execute("CREATE INDEX idx_tap_events_quarantined ON tap_events (received_at) WHERE error IS NOT NULL")
+
+
+def _v4_wallet(db: Database) -> None:
     """Wallet claims (citypass.issuer.wallet): a pass ordered for a phone, signed when the phone claims it."""
     db.table("wallet_claims").create(
         {"id": str, "secret_hash": bytes, "product": int, "order_cbor": bytes, "created_at": int, "expires_at": int,
@@ -137,7 +153,7 @@ def _v3_wallet(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_wallet]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

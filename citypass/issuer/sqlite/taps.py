@@ -3,16 +3,22 @@
 :meth:`TapTables.store_batch` is set-based (a few statements per batch of 500, not per event), which
 is what makes ingest fast on one core, and it runs in one ``BEGIN IMMEDIATE`` transaction: when it
 returns, every acknowledged event is on disk.
+
+Ids belong to the device that used them first. An event id another device already used is not a repeat: the
+event goes to ``tap_collisions`` (quarantined, reported, acknowledged — never silently taken for a duplicate);
+an event about a tap id another device's tap holds is quarantined in ``tap_events``; an annulment only ever
+applies to a tap of the device that uploaded it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
-from citypass.issuer.ingest import PreparedBatch
-from citypass.issuer.records import IngestResult, Quarantined
+from citypass.issuer.ingest import PreparedBatch, PreparedEvent
+from citypass.issuer.records import IngestResult, Quarantined, QuarantineRecord
 from citypass.issuer.sqlite.connection import SqliteBase
 from citypass.issuer.tap_records import TapRecord
 
@@ -27,12 +33,16 @@ class TapTables(SqliteBase):
         if not events:
             return IngestResult((), 0, 0)
         with self.write() as conn:
-            existing: set[str] = set()
+            owners: dict[str, str | None] = {}  # event id seen before → the device that uploaded it
             for chunk in _chunks(batch.event_ids):
                 marks = ",".join("?" * len(chunk))
-                existing.update(r[0] for r in conn.execute(
-                    f"SELECT event_id FROM tap_events WHERE event_id IN ({marks})", chunk))
-            new = [p for p in events if p.event.event_id not in existing]
+                owners.update((r[0], r[1]) for r in conn.execute(
+                    f"SELECT event_id, device_id FROM tap_events WHERE event_id IN ({marks})", chunk))
+            clashes = [p for p in events
+                       if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
+            recorded = self._record_collisions(clashes, owners, device_id, received_at)
+            existing = set(owners) - {p.event.event_id for p in clashes}
+            new = self._claim_tap_ids([p for p in events if p.event.event_id not in owners], device_id)
             conn.executemany(
                 "INSERT INTO tap_events (event_id, tap_id, kind, body, created_at, received_at, device_id, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -53,16 +63,54 @@ class TapTables(SqliteBase):
             touched = sorted({p.event.tap_id for p in new if p.error is None and p.event.kind in ("tap", "annul")})
             self._apply_annulments(touched)
         quarantined = tuple(Quarantined(p.event.event_id, p.error) for p in new if p.error is not None)
-        return IngestResult(tuple(batch.event_ids), len(existing), new_taps, quarantined)
+        return IngestResult(tuple(batch.event_ids), len(existing) + len(clashes) - len(recorded), new_taps,
+                            quarantined + recorded)
+
+    def _record_collisions(self, clashes: list[PreparedEvent], owners: dict[str, str | None], device_id: str | None,
+                           received_at: int) -> tuple[Quarantined, ...]:
+        """Keep events whose id another device used first; the ones recorded now (a resend is a duplicate)."""
+        out = []
+        for p in clashes:
+            error = f"event id {p.event.event_id!r} was used first by device {owners[p.event.event_id]!r}"
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO tap_collisions (event_id, device_id, tap_id, kind, body, received_at, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [p.event.event_id, device_id, p.event.tap_id, p.event.kind, p.stored_body(), received_at, error])
+            if cur.rowcount:
+                out.append(Quarantined(p.event.event_id, error))
+        return tuple(out)
+
+    def _claim_tap_ids(self, events: list[PreparedEvent], device_id: str | None) -> list[PreparedEvent]:
+        """Quarantine events about a tap id that another device's tap holds (in the store, or earlier in the
+        batch); the others unchanged."""
+        if device_id is None:
+            return events
+        holders: dict[str, str] = {}
+        for chunk in _chunks(sorted({p.event.tap_id for p in events})):
+            marks = ",".join("?" * len(chunk))
+            holders.update((r[0], r[1]) for r in self.conn.execute(
+                f"SELECT tap_id, gate_id FROM taps WHERE tap_id IN ({marks})", chunk))
+        out = []
+        for p in events:
+            holder = holders.get(p.event.tap_id)
+            if p.error is None and holder is not None and holder != device_id:
+                p = replace(p, tap=None, error=f"{p.event.kind}: tap id {p.event.tap_id!r} belongs to device "
+                                               f"{holder!r}, not the uploading device")
+            elif p.error is None and p.tap is not None:
+                holders.setdefault(p.event.tap_id, device_id)
+            out.append(p)
+        return out
 
     def _apply_annulments(self, tap_ids: list[str]) -> None:
         conn = self.conn
         best: dict[str, int] = {}
         for chunk in _chunks(tap_ids):
             marks = ",".join("?" * len(chunk))
+            # Only the tap's own gate can annul it (an annulment uploaded by an admin names no device).
             for tap_id, body in conn.execute(
-                f"SELECT tap_id, body FROM tap_events WHERE kind = 'annul' AND error IS NULL AND tap_id IN ({marks})",
-                chunk,
+                "SELECT e.tap_id, e.body FROM tap_events e JOIN taps t ON t.tap_id = e.tap_id"
+                " WHERE e.kind = 'annul' AND e.error IS NULL AND (e.device_id IS NULL OR e.device_id = t.gate_id)"
+                f" AND e.tap_id IN ({marks})", chunk,
             ):
                 persons = json.loads(body).get("persons_unused", 0)
                 best[tap_id] = max(best.get(tap_id, 0), int(persons))
@@ -88,6 +136,22 @@ class TapTables(SqliteBase):
 
     def tap_count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM taps").fetchone()[0])
+
+    def quarantined(self, *, since: int | None = None, until: int | None = None,
+                    limit: int = 100_000) -> list[QuarantineRecord]:
+        rows = self.conn.execute(
+            "SELECT event_id, tap_id, kind, device_id, received_at, error, 0 FROM tap_events"
+            " INDEXED BY idx_tap_events_quarantined WHERE error IS NOT NULL AND received_at >= ?1 AND received_at < ?2"
+            " UNION ALL SELECT event_id, tap_id, kind, device_id, received_at, error, 1 FROM tap_collisions"
+            " WHERE received_at >= ?1 AND received_at < ?2 ORDER BY 5, 1 LIMIT ?3",
+            [since if since is not None else -(2**62), until if until is not None else 2**62, limit],
+        ).fetchall()
+        return [QuarantineRecord(e, t, k, d, r, err, bool(c)) for e, t, k, d, r, err, c in rows]
+
+
+def _foreign(owner: str | None, device_id: str | None) -> bool:
+    """Whether an event id stored for ``owner`` is another device's than the uploader's."""
+    return owner is not None and device_id is not None and owner != device_id
 
 
 def _record(row: Any) -> TapRecord:
