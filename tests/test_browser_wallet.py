@@ -68,8 +68,8 @@ def read_code(page: Any, tmp_path: Path, name: str) -> str:
     """Screenshot the phone and read it with the gate's own decoder (zxing-cpp, the gate's default)."""
     shot = tmp_path / f"{name}.png"
     page.screenshot(path=str(shot))
-    texts, decoder, _ms = read_image_file(str(shot))
-    assert decoder == "zxing" and len(texts) == 1, (decoder, texts)
+    texts, decoder, _ms, problem = read_image_file(str(shot))
+    assert decoder == "zxing" and len(texts) == 1 and problem is None, (decoder, texts, problem)
     return texts[0]
 
 
