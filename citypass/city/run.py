@@ -25,12 +25,14 @@ from citypass.bench.syncworld import backlog
 from citypass.city.cast import mint_cast
 from citypass.city.checks import Check, Facts, run_checks
 from citypass.city.enrol import enrol_gate
+from citypass.city.faces import add_wallet_visitor, print_addresses, with_screen
 from citypass.city.http import DemoError, ok, ok_list
 from citypass.city.lane import Lane, VisitResult
 from citypass.city.script import (
     GATES,
     LANE1,
     LANE2,
+    SCENIC,
     Action,
     Cast,
     Cut,
@@ -130,6 +132,8 @@ class City:
                 if spec.gate_id == LANE1:  # this gate reaches the broker through a link the demo can cut
                     assert cfg.sync is not None
                     cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"broker_port": self.relay.port})})
+                if spec.gate_id == SCENIC:  # this lane's result screen is served, for a browser to open
+                    cfg = with_screen(cfg)
                 self.console.print(f"enrolled {spec.gate_id} ({spec.label}): {' → '.join(steps)}")
                 self.lanes[spec.gate_id] = Lane(cfg, self._report)
             stack.enter_context(self.issuer_sync())
@@ -139,6 +143,8 @@ class City:
                               lambda: all(x.connected for x in self.lanes.values()), 30)
             self.console.print(f"all {len(self.lanes)} gates running and connected to the broker over TLS "
                                f"({took:.1f} s)")
+            print_addresses(self.console, self.clients.api, self.lanes[SCENIC])
+            add_wallet_visitor(self.console, self.clients.api, stack, phases)
             with self._live():
                 for phase in phases:
                     self._play(phase)
