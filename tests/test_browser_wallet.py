@@ -21,6 +21,7 @@ from citypass.credential.codes import parse
 from citypass.credential.keys import Alg
 from citypass.credential.snapshot import load_snapshot
 from citypass.gate.decision import GateContext, decide
+from citypass.gate.decoders import DEFAULT_DECODER
 from citypass.gate.imagefile import read_image_file
 from citypass.gate.memory_ledger import MemoryLedger
 from citypass.issuer.testing import ServedIssuer, served_issuer
@@ -69,7 +70,7 @@ def read_code(page: Any, tmp_path: Path, name: str) -> str:
     shot = tmp_path / f"{name}.png"
     page.screenshot(path=str(shot))
     texts, decoder, _ms, problem = read_image_file(str(shot))
-    assert decoder == "zxing" and len(texts) == 1 and problem is None, (decoder, texts, problem)
+    assert decoder == DEFAULT_DECODER and len(texts) == 1 and problem is None, (decoder, texts, problem)
     return texts[0]
 
 
