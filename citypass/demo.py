@@ -86,7 +86,10 @@ def _steps(iss: Issuer, phone: SigningKey, now: int) -> list[Step]:
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the crowd's make-up.")
 @click.option("--live/--log", default=None,
               help="Live terminal view, or one line per decision (default: live on a terminal).")
-def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None) -> None:
+@click.option("--screens", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Instead: write screenshots of the lane's screen in each state and of the wallet into this "
+                   "directory, taken in a real browser (Chromium), and exit.")
+def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None, screens: Path | None) -> None:
     """Issue, show and check City Pass codes of every kind; then run a city of gates end to end.
 
     Act 1 decides a code of every kind at the right kind of gate from a signed snapshot. Act 2 starts
@@ -99,6 +102,9 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     console = Console()
     if not console.is_terminal:
         console = Console(width=150)  # keep the table readable in logs and CI output
+    if screens is not None:
+        _screens(console, screens)
+        return
     if out.exists():
         shutil.rmtree(out)
     now = utc_now()
@@ -188,6 +194,19 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     failed = [c.name for c in checks if not c.ok]
     if failed:
         raise click.ClickException(f"{len(failed)} check(s) failed: {'; '.join(failed)}")
+
+
+def _screens(console: Console, folder: Path) -> None:
+    from citypass.city.showcase import write_screens
+    from citypass.gate.logs import EventLog, library_logs
+
+    console.print(f"[bold]What visitors see[/] — a lane and the wallet in Chromium; screenshots in {folder}:")
+    try:
+        with library_logs(EventLog(gate_id="screens", level="error")):  # the unplugged camera is part of the show
+            written = write_screens(folder, lambda line: console.print(f"  {line}", highlight=False))
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(f"{len(written)} screenshots written")
 
 
 def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.Thread], site_pid: int | None,

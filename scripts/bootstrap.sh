@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a Debian machine, idempotently:
-#   - system packages (libzbar0 for pyzbar, mosquitto for the broker) with apt-get when missing;
+#   - system packages (libzbar0 for pyzbar, mosquitto for the broker, chromium for the browser tests and the
+#     demo's wallet phone, fonts-noto-cjk so that pages show Chinese) with apt-get when missing;
 #   - a local virtual environment in .venv with the project and its dev tools.
 # The venv is rebuilt only when pyproject.toml changes (a hash stamp records the last install).
 set -euo pipefail
@@ -8,10 +9,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 need_apt=()
-ldconfig -p 2>/dev/null | grep -q 'libzbar\.so\.0' || need_apt+=(libzbar0)
+# grep without -q: with pipefail, a grep that stops reading early makes the lister die of SIGPIPE, which reads as
+# "not found" and reinstalls the package on every run.
+ldconfig -p 2>/dev/null | grep 'libzbar\.so\.0' >/dev/null || need_apt+=(libzbar0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+fc-list 2>/dev/null | grep -i 'Noto Sans CJK' >/dev/null || need_apt+=(fonts-noto-cjk)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
     sudo_cmd=()

@@ -120,3 +120,19 @@ def test_every_process_and_thread_stopped(demo_run: tuple[str, Path]) -> None:
         os.kill(int(stopped.group(1)), 0)
     names = [t.name for t in threading.enumerate()]
     assert not [n for n in names if n.startswith(("gate-", "visitors-", "sync-", "relay-", "paho"))], names
+
+
+def test_the_wallet_and_a_lane_screen_are_served_and_a_browser_signed_code_is_admitted(
+        demo_run: tuple[str, Path]) -> None:
+    from citypass.city.browser import why_missing
+
+    out, _ = demo_run
+    assert re.search(r"the wallet at http://127\.0\.0\.1:\d+/wallet/", out)
+    assert re.search(r"west-lake-east-1's screen at\s+http://127\.0\.0\.1:\d+/screen", out)
+    problem = why_missing()
+    if problem is not None:  # the demo says why it has no browser visitor; the test says it too
+        assert f"no visitor with a browser wallet: {problem}" in out
+        pytest.skip(f"no browser on this machine: {problem}")
+    assert "the wallet page made its key with WebCrypto" in out
+    hits = [ln for ln in out.splitlines() if "bus-k7-reader" in ln and "bus rider, wallet page in Chromium" in ln]
+    assert len(hits) == 1 and hits[0].rstrip().endswith("allow ×1"), hits

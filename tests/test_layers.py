@@ -164,6 +164,10 @@ def test_a_wheel_installs_only_the_citypass_name(tmp_path: Path) -> None:
     assert tops == {"citypass"}, tops
     assert "citypass/gate/decision.py" in names and "citypass/sync/gate_sync.py" in names
     assert not [n for n in names if n.startswith("tests/")]
+    # the visitors' pages and texts are package data: every built asset and compiled catalog is in the wheel
+    folders = ("citypass/gate/screen/static", "citypass/issuer/wallet/static", "citypass/credential/locale")
+    shipped = [p.relative_to(ROOT).as_posix() for folder in folders for p in (ROOT / folder).rglob("*") if p.is_file()]
+    assert len(shipped) >= 14 and not set(shipped) - set(names), set(shipped) - set(names)
 
 
 def test_test_modules_share_helpers_only_through_tests_helpers() -> None:

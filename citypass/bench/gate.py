@@ -15,6 +15,7 @@ Example::
     citypass bench gate --size 1280x720 --frames 1200 --json
     citypass bench gate --dir /var/lib/citypass         # on the device's storage
     citypass bench gate --decoders retry,zxing          # the default decoder beside bare zxing-cpp
+    citypass bench gate --screen-client                 # the same, without and with a lane screen connected
 """
 
 from __future__ import annotations
@@ -65,9 +66,12 @@ def run_gate_bench(sizes: Sequence[Size], frames: int, every: int, hold: int, se
 @click.option("--decoders", "decoders", default=DEFAULT_DECODER, show_default=True,
               help=f"Comma-separated decoders to run the daemon with, one run each on the same frames "
                    f"({', '.join(DECODER_NAMES)}); the verdict is the first one's.")
+@click.option("--screen-client", is_flag=True,
+              help="Instead: compare frame → relay without and with a lane screen connected (its event stream read "
+                   "by a client process), each twice, to show the screen's cost beside the run-to-run noise.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def gate_command(size: str, frames: int, every: int, hold: int, seed: int, directory: Path | None,
-                 synchronous: str, decoders: str, as_json: bool) -> None:
+                 synchronous: str, decoders: str, screen_client: bool, as_json: bool) -> None:
     """Time the whole gate pipeline, frame in → relay energised, on one core.
 
     A real daemon (SQLite ledger from a signed snapshot, the decoder, barrier on mock pins) runs on rendered
@@ -81,6 +85,9 @@ def gate_command(size: str, frames: int, every: int, hold: int, seed: int, direc
                                  param_hint="--size") from None
     if hold >= every:
         raise click.BadParameter("--hold must be less than --every", param_hint="--hold")
+    if screen_client:
+        _screen_comparison(sizes, frames, every, hold, seed, synchronous, as_json)
+        return
     names = [d.strip() for d in decoders.split(",") if d.strip()]
     try:
         results = run_gate_bench(sizes, frames, every, hold, seed, directory, synchronous, names)
@@ -97,6 +104,23 @@ def gate_command(size: str, frames: int, every: int, hold: int, seed: int, direc
         console = Console(width=160)
     console.print(render_table(results, synchronous))
     console.print(verdict(results))
+
+
+def _screen_comparison(sizes: Sequence[Size], frames: int, every: int, hold: int, seed: int, synchronous: str,
+                       as_json: bool) -> None:
+    from citypass.bench.gate_screen import render_comparison, run_screen_comparison, screen_verdict
+
+    runs = run_screen_comparison(sizes, frames, every, hold, seed, synchronous)
+    if as_json:
+        click.echo(json.dumps({"runs": {size: [{"screen": r.screen, "received": r.received, **r.result.as_dict()}
+                                               for r in items] for size, items in runs.items()},
+                               "verdict": screen_verdict(runs)}, indent=1, ensure_ascii=False))
+        return
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(render_comparison(runs))
+    console.print(screen_verdict(runs))
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ from citypass.gate.barrier.gpio import Barrier
 from citypass.gate.camera.base import Frame
 from citypass.gate.camera.watchdog import CameraStatus
 from citypass.gate.config import GateConfig
-from citypass.gate.daemon import GateDaemon, Outcome
+from citypass.gate.daemon import GateDaemon, LaneDisplay, Outcome
 from citypass.gate.decision import GateContext
 from citypass.gate.decoders import DEFAULT_DECODER, Decoder, make_decoder
 from citypass.gate.ledger import GateLedger
@@ -224,15 +224,19 @@ def _setup(root: Path, size: Size, n_codes: int,
 
 def measure_size(size: Size, frames: int, every: int, hold: int, seed: int, index: int,
                  directory: Path | None = None, synchronous: str = "FULL",
-                 decoder: str = DEFAULT_DECODER) -> SizeResult:
+                 decoder: str = DEFAULT_DECODER,
+                 display: Callable[[GateConfig, GateContext], contextlib.AbstractContextManager[LaneDisplay]] | None
+                 = None) -> SizeResult:
     """Run the daemon on ``frames`` planned frames of one size with *decoder*; see the module doc for the
-    method.  The frames depend on the seed and the size only, so two decoders see the same ones."""
+    method.  The frames depend on the seed and the size only, so two decoders see the same ones. ``display``
+    attaches a lane display to the daemon for the run (``bench gate --screen-client``)."""
     recorded: dict[int, list[Outcome]] = {}
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gate-", dir=directory)))
         log = stack.enter_context(open(os.devnull, "w", encoding="utf-8"))  # the JSON logs are made, unseen
         cpu = stack.enter_context(one_core())  # before the barrier starts its ticker thread: it inherits
         cfg, ledger, ctx, codes = _setup(root, size, codes_needed(frames, every), synchronous)
+        screen = stack.enter_context(display(cfg, ctx)) if display is not None else None
         shots = plan_shots(codes, frames, every, hold)
         factory = MockFactory()
         beam = factory.pin(cfg.barrier.sensor_pin)
@@ -255,7 +259,7 @@ def measure_size(size: Size, frames: int, every: int, hold: int, seed: int, inde
         camera = ScriptedCamera(shots, render, make_decoder(decoder), between)
         daemon = _RecordingDaemon(cfg, ctx, camera=camera, decoder=make_decoder(decoder),
                                   barrier=Barrier(cfg.barrier, pin_factory=factory), ledger=ledger,
-                                  log=EventLog(log, gate_id=cfg.gate_id))
+                                  log=EventLog(log, gate_id=cfg.gate_id), display=screen)
         daemon.recorded = recorded
         camera.on_exhausted = daemon.stop
         warm = render(0)

@@ -32,7 +32,7 @@ from citypass.gate.config import GateConfig
 from citypass.gate.daemon import GateDaemon, Outcome
 from citypass.gate.logs import EventLog
 from citypass.sync.gate_sync import GateSync
-from citypass.wiring.gate import build_daemon, build_sync
+from citypass.wiring.gate import build_daemon, build_sync, serving
 
 SIZE = (1280, 720)
 FPS = 15
@@ -81,6 +81,7 @@ class Lane:
         self.daemon: GateDaemon | None = None
         self.sync: GateSync | None = None
         self.error: BaseException | None = None
+        self.health_port: int | None = None  # where /healthz and the lane's screen are served, if they are
         self.taps = 0  # every decision the daemon recorded (a tap id), expected or not
         self.relay_s: list[float] = []  # frame captured → relay energised, for each opening
         self.unexpected: list[Outcome] = []
@@ -183,12 +184,15 @@ class Lane:
                 self.daemon.shutdown()  # on this thread: the ledger connection is this thread's
             self._ready.set()
             return
-        self._ready.set()
         try:
-            self.daemon.run()
+            with serving(self.daemon, signals=False) as server:  # /healthz and /screen, when the config has them
+                self.health_port = server.port if server is not None else None
+                self._ready.set()
+                self.daemon.run()
         except BaseException as exc:
             self._fail(exc)
         finally:
+            self._ready.set()
             if self.sync is not None:
                 self.sync.stop()
 
@@ -232,7 +236,10 @@ class Lane:
 
     def _visit(self, visit: Visit, phase: str, blank: Image) -> VisitResult:
         self._set_aside_unexpected()
-        image = synth_frame(visit.text(int(time.time())), visit.condition, SIZE, 11)
+        if visit.card.picture is not None:  # a phone whose screen a real browser draws: its picture, as it is now
+            image = visit.card.picture()
+        else:
+            image = synth_frame(visit.text(int(time.time())), visit.condition, SIZE, 11)
         got: list[Outcome] = []
 
         def decided() -> bool:

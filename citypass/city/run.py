@@ -27,6 +27,7 @@ from citypass.bench.syncworld import backlog
 from citypass.city.cast import mint_cast
 from citypass.city.checks import Check, Facts, run_checks
 from citypass.city.enrol import enrol_gate
+from citypass.city.faces import add_wallet_visitor, print_addresses, with_screen
 from citypass.city.http import DemoError, ok, ok_list
 from citypass.city.lane import Lane, VisitResult
 from citypass.city.script import (
@@ -34,6 +35,7 @@ from citypass.city.script import (
     LANE1,
     LANE2,
     MUSEUM_LANES,
+    SCENIC,
     Action,
     Cast,
     Cut,
@@ -136,6 +138,8 @@ class City:
             configs = {}
             for spec in GATES:
                 cfg, steps = enrol_gate(self.clients.fleet, self.out / "gates" / spec.gate_id, spec, sites[spec.site])
+                if spec.gate_id == SCENIC:  # this lane's result screen is served, for a browser to open
+                    cfg = with_screen(cfg)
                 self.console.print(f"enrolled {spec.gate_id} ({spec.label}): {' → '.join(steps)}")
                 configs[spec.gate_id] = cfg
             site_port = self._site_broker(stack, sites[MUSEUM])
@@ -152,6 +156,8 @@ class City:
                               lambda: all(x.connected for x in self.lanes.values()), 30)
             self.console.print(f"all {len(self.lanes)} gates running and connected to the broker over TLS "
                                f"({took:.1f} s)")
+            print_addresses(self.console, self.clients.api, self.lanes[SCENIC])
+            add_wallet_visitor(self.console, self.clients.api, stack, phases)
             with self._live():
                 for phase in phases:
                     self._play(phase)

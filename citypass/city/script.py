@@ -23,10 +23,12 @@ actions):
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from citypass.credential import SigningKey, present
+from citypass.gate.camera.base import Image
 
 Shown = Literal["static", "live"]
 MemberKind = Literal["annual", "museum", "metro", "bus"]
@@ -59,12 +61,15 @@ GATES = (
 
 @dataclass(frozen=True)
 class Card:
-    """A credential on a visitor's phone. Holder-bound cards (``phone`` set) show live codes."""
+    """A credential on a visitor's phone. Holder-bound cards (``phone`` set) show live codes; a card whose phone
+    is a real browser (``picture`` set: the wallet page, :mod:`citypass.city.walletphone`) shows what that
+    browser draws at the moment it is held up."""
 
     code: str
     credential_id: str
     party: int = 1
     phone: SigningKey | None = None
+    picture: Callable[[], Image] | None = None
 
 
 @dataclass(frozen=True)

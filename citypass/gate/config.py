@@ -26,6 +26,7 @@ from citypass.gate.configfile import problems, read_toml
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
 from citypass.gate.ledger.config import LedgerConfig
 from citypass.gate.policy import Direction, GatePolicy
+from citypass.gate.screen.config import ScreenConfig
 
 
 class PolicyConfig(BaseModel):
@@ -168,6 +169,7 @@ class GateConfig(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig, description="Degraded-condition policies.")
     decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Presentation and decision timing.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health and metrics endpoint.")
+    screen: ScreenConfig = Field(default_factory=ScreenConfig, description="The lane's result screen at /screen.")
     sync: SyncConfig | None = Field(None, description="MQTT sync with the issuer; absent: taps stay in the outbox.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Structured log level.")
 

@@ -95,6 +95,16 @@ class Outcome:
         return None if relay is None else relay - self.stages["captured"]
 
 
+class LaneDisplay(Protocol):
+    """What shows the lane's state to visitors: the result screen (:class:`citypass.gate.screen.display.LaneScreen`).
+
+    Called on the decision loop's thread — right after the relay moved, and on every status refresh — so both
+    methods must return at once and never raise."""
+
+    def show_outcome(self, outcome: Outcome) -> None: ...
+    def show_status(self, status: dict[str, Any]) -> None: ...
+
+
 def presentation_key(text: str) -> str:
     """Debounce key: the credential id when the code parses, else the text itself. A holder-bound phone
     that refreshes its dynamic code while still held up is therefore still one presentation."""
@@ -120,6 +130,7 @@ class GateDaemon:
         mono: Callable[[], float] = time.monotonic,
         notify: Callable[[str], None] | None = None,
         observer: Callable[[Outcome], None] | None = None,
+        display: LaneDisplay | None = None,
     ) -> None:
         self.config, self.ctx = config, ctx
         self.camera, self.decoder, self.barrier, self.ledger = camera, decoder, barrier, ledger
@@ -128,6 +139,7 @@ class GateDaemon:
         self.wall, self.mono = wall, mono
         self.notify = notify or (lambda _msg: None)
         self.observer = observer  # sees every outcome (the demo's live view); must be quick and not raise
+        self.display = display  # the lane's screen: told first, right after the relay
         self.policy = config.policy.to_policy()
         self.tracker = PresentationTracker(config.decision.leave_after_s)
         self._stop = threading.Event()
@@ -217,8 +229,10 @@ class GateDaemon:
         if stages["committed"] - started > self.config.decision.deadline_ms / 1000:
             self.log.event("decision_slow", level="warning", ms=round((stages["committed"] - started) * 1000, 2))
         self._actuate(decision, tap_id, stages)
-        self._account(text, decision, tap_id, stages, fallback)
         outcome = Outcome(text, decision, tap_id, frame.seq, stages, fallback)
+        if self.display is not None:  # the visitor sees it before the logs and metrics are written
+            self.display.show_outcome(outcome)
+        self._account(text, decision, tap_id, stages, fallback)
         if self.observer is not None:
             self.observer(outcome)
         return outcome
@@ -376,6 +390,8 @@ class GateDaemon:
         if self.sync_state is not None:
             state = self.sync_state()
             self._status["sync"] = state | {"state": "connected" if state.get("connected") else "buffering"}
+        if self.display is not None:
+            self.display.show_status(self._status)
 
     def status(self) -> dict[str, Any]:
         return dict(self._status)

@@ -109,10 +109,23 @@ def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None,
               help="End of validity (default: annual +365 d, group +1 d, transit +1 d authorisation).")
 @click.option("--holder-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Bind to a holder's public key (FILE.pub from `citypass holder keygen`).")
+@click.option("--wallet", is_flag=True,
+              help="For a phone wallet: sign nothing now, print a one-time claim link instead (docs/wallet.md).")
+@click.option("--wallet-url", default="http://127.0.0.1:8080/wallet/", show_default=True, metavar="URL",
+              help="With --wallet: the wallet page's public address (the issuer serves it at /wallet/).")
+@click.option("--claim-ttl", type=click.IntRange(60, 90 * 86_400), default=7 * 86_400, show_default=True,
+              help="With --wallet: seconds the claim link can be used.")
 def mint(home: Path, product: str, sites: str | None, venue: str | None, site: str | None,
          slot_start: int | None, slot_end: int | None, grace: int, party: int, account: str | None, modes: str,
-         passback: int | None, valid_from: int | None, valid_to: int | None, holder_key: Path | None) -> None:
-    """Sign a credential and print exactly one line: its code text."""
+         passback: int | None, valid_from: int | None, valid_to: int | None, holder_key: Path | None,
+         wallet: bool, wallet_url: str, claim_ttl: int) -> None:
+    """Sign a credential and print exactly one line: its code text.
+
+    With --wallet, print the one-time claim link for the visitor's phone instead: the wallet page opened from
+    it makes the holder key in the browser, and the issuer signs the credential bound to it then.
+    """
+    if wallet and holder_key:
+        raise click.UsageError("--wallet and --holder-key exclude each other (the wallet makes its own key)")
     iss = Issuer.open(open_home(home))
     holder = read_public_key(holder_key) if holder_key else None
     now = utc_now()
@@ -120,23 +133,28 @@ def mint(home: Path, product: str, sites: str | None, venue: str | None, site: s
     if kind is Product.ANNUAL:
         if not sites:
             raise click.UsageError("--product annual needs --sites")
-        code = iss.mint_annual([s.strip() for s in sites.split(",") if s.strip()], now, valid_from, valid_to,
-                               passback, holder)
+        order = iss.annual_order([s.strip() for s in sites.split(",") if s.strip()], now, valid_from, valid_to,
+                                 passback)
     elif kind is Product.RESERVATION:
         if not venue or slot_start is None or slot_end is None:
             raise click.UsageError("--product reservation needs --venue, --slot-start and --slot-end")
         if slot_end <= slot_start:
             raise click.UsageError("--slot-end must be after --slot-start")
-        code = iss.mint_reservation(venue, slot_start, slot_end, party, now, grace, holder)
+        order = iss.reservation_order(venue, slot_start, slot_end, party, grace)
     elif kind is Product.TRANSIT:
         if not account:
             raise click.UsageError("--product transit needs --account")
-        code = iss.mint_transit(account, Mode.parse(modes), now, valid_to, holder)
+        order = iss.transit_order(account, Mode.parse(modes), now, valid_to)
     else:
         if not site:
             raise click.UsageError("--product group needs --site")
-        code = iss.mint_group(site, party, now, valid_from, valid_to, holder)
-    click.echo(code)
+        order = iss.group_order(site, party, now, valid_from, valid_to)
+    if wallet:
+        from citypass.issuer.wallet.claims import offer
+
+        click.echo(offer(iss, order, now, claim_ttl).url(wallet_url))
+    else:
+        click.echo(iss.mint_order(order, now, holder))
 
 
 @issuer.command()

@@ -176,3 +176,19 @@ class IngestResult:
     duplicates: int
     new_taps: int
     quarantined: tuple[Quarantined, ...] = ()
+
+
+@dataclass(frozen=True)
+class WalletClaimRecord:
+    """A pass ordered for a phone wallet (:mod:`citypass.issuer.wallet`). ``order_cbor`` is the unsigned order;
+    once a phone claims it, ``holder_id`` is its key's id and ``code`` the credential signed for that key."""
+
+    id: str
+    product: int
+    order_cbor: bytes
+    created_at: int
+    expires_at: int
+    claimed_at: int | None = None
+    holder_id: str | None = None
+    credential_id: str | None = None
+    code: str | None = None

@@ -31,6 +31,7 @@ from citypass.issuer.records import (
     Slot,
     StoredKey,
     TokenRecord,
+    WalletClaimRecord,
 )
 from citypass.issuer.tap_records import TapRecord
 
@@ -172,8 +173,23 @@ class AccessRepository(Protocol):
     def audit_log(self, *, since: int | None = None, limit: int = 100, offset: int = 0) -> list[AuditEntry]: ...
 
 
+class WalletRepository(Protocol):
+    """Passes ordered for phone wallets, each claimable once (:mod:`citypass.issuer.wallet`)."""
+
+    def add_wallet_claim(self, claim: WalletClaimRecord, secret_hash: bytes) -> None: ...
+    def wallet_claim(self, claim_id: str) -> WalletClaimRecord: ...
+    def take_wallet_claim(self, claim_id: str, secret_hash: bytes, holder_id: str, at: int) -> WalletClaimRecord:
+        """Bind a claim to the phone whose holder id is ``holder_id``, once. NotFound for an unknown id or a wrong
+        secret (compared in constant time); Conflict when another phone took it or it has expired. The same phone
+        again gets the claim back as it stands (an answer lost on the way must not lose the pass)."""
+        ...
+    def complete_wallet_claim(self, claim_id: str, credential_id: str, code: str) -> None:
+        """Keep the credential signed for a taken claim (only the first one is kept)."""
+        ...
+
+
 class IssuerRepository(LedgerRepository, BookingRepository, FleetRepository, TapRepository, AccessRepository,
-                       Protocol):
+                       WalletRepository, Protocol):
     """Everything the issuer stores. ``close()`` releases connections."""
 
     def close(self) -> None: ...
@@ -181,5 +197,5 @@ class IssuerRepository(LedgerRepository, BookingRepository, FleetRepository, Tap
 
 __all__ = [
     "AccessRepository", "BookingRepository", "FleetRepository", "IssuerRepository", "LedgerRepository",
-    "TapRepository",
+    "TapRepository", "WalletRepository",
 ]

@@ -43,6 +43,16 @@ class IssueError(InvalidInput):
     """A request the issuer refuses (unknown site, bad parameters, policy)."""
 
 
+@dataclass(frozen=True)
+class Order:
+    """A credential's terms and validity, checked against the issuer's sites but not yet signed: minted at once
+    (:meth:`Issuer.mint_order`) or kept until a wallet claims it with its holder key."""
+
+    terms: Terms
+    valid_from: int | None
+    valid_to: int | None
+
+
 @dataclass
 class Issuer:
     home: IssuerHome
@@ -175,37 +185,55 @@ class Issuer:
                                      cred.holder.holder_id if cred.holder else None, cred.describe())
         return code
 
+    def mint_order(self, order: Order, now: int, holder: VerifyKey | None = None) -> str:
+        """Sign a credential with ``order``'s terms and validity (see :meth:`annual_order` and friends)."""
+        return self.mint(order.terms, now, order.valid_from, order.valid_to, holder)
+
     def mint_annual(self, sites: Sequence[str], now: int, valid_from: int | None = None,
                     valid_to: int | None = None, passback_minutes: int | None = None,
                     holder: VerifyKey | None = None) -> str:
+        return self.mint_order(self.annual_order(sites, now, valid_from, valid_to, passback_minutes), now, holder)
+
+    def mint_reservation(self, venue: str, slot_start: int, slot_end: int, party: int, now: int,
+                         grace_minutes: int = 15, holder: VerifyKey | None = None) -> str:
+        return self.mint_order(self.reservation_order(venue, slot_start, slot_end, party, grace_minutes), now, holder)
+
+    def mint_transit(self, account: str, modes: Mode, now: int, valid_to: int | None = None,
+                     holder: VerifyKey | None = None) -> str:
+        return self.mint_order(self.transit_order(account, modes, now, valid_to), now, holder)
+
+    def mint_group(self, site: str, party: int, now: int, valid_from: int | None = None,
+                   valid_to: int | None = None, holder: VerifyKey | None = None) -> str:
+        return self.mint_order(self.group_order(site, party, now, valid_from, valid_to), now, holder)
+
+    # -- orders: what a credential will say, before it is signed (a wallet claim signs it later) -----------
+    def annual_order(self, sites: Sequence[str], now: int, valid_from: int | None = None,
+                     valid_to: int | None = None, passback_minutes: int | None = None) -> Order:
         if not sites:
             raise IssueError("an annual pass needs at least one site")
         start = now if valid_from is None else valid_from
         terms = Annual(frozenset(self.site_number(s) for s in sites), passback_minutes)
-        return self.mint(terms, now, start, valid_to if valid_to is not None else start + YEAR, holder)
+        return Order(terms, start, valid_to if valid_to is not None else start + YEAR)
 
-    def mint_reservation(self, venue: str, slot_start: int, slot_end: int, party: int, now: int,
-                         grace_minutes: int = 15, holder: VerifyKey | None = None) -> str:
+    def reservation_order(self, venue: str, slot_start: int, slot_end: int, party: int,
+                          grace_minutes: int = 15) -> Order:
         if not 1 <= party <= 99:
             raise IssueError("party size must be 1..99")
-        return self.mint(Reservation(self.site_number(venue), party, grace_minutes), now, slot_start, slot_end, holder)
+        return Order(Reservation(self.site_number(venue), party, grace_minutes), slot_start, slot_end)
 
-    def mint_transit(self, account: str, modes: Mode, now: int, valid_to: int | None = None,
-                     holder: VerifyKey | None = None) -> str:
+    def transit_order(self, account: str, modes: Mode, now: int, valid_to: int | None = None) -> Order:
         if not modes:
             raise IssueError("a transit credential needs at least one mode")
         if not 0 < len(account) <= 32:
             raise IssueError("account must be 1..32 characters")
-        return self.mint(Transit(account, modes), now, now, valid_to if valid_to is not None else now + TRANSIT_AUTH_S,
-                         holder)
+        return Order(Transit(account, modes), now, valid_to if valid_to is not None else now + TRANSIT_AUTH_S)
 
-    def mint_group(self, site: str, party: int, now: int, valid_from: int | None = None,
-                   valid_to: int | None = None, holder: VerifyKey | None = None) -> str:
+    def group_order(self, site: str, party: int, now: int, valid_from: int | None = None,
+                    valid_to: int | None = None) -> Order:
         if not 1 <= party <= 99:
             raise IssueError("party size must be 1..99")
         start = now if valid_from is None else valid_from
-        return self.mint(Group(self.site_number(site), party), now, start,
-                         valid_to if valid_to is not None else start + DAY, holder)
+        return Order(Group(self.site_number(site), party), start, valid_to if valid_to is not None else start + DAY)
 
     # -- revocation ----------------------------------------------------------------------------------
     @staticmethod

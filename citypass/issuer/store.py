@@ -24,11 +24,12 @@ from citypass.issuer.sqlite.fleet import FleetTables
 from citypass.issuer.sqlite.ledger import LedgerTables
 from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, StoreSchemaError, migrate
 from citypass.issuer.sqlite.taps import TapTables
+from citypass.issuer.sqlite.wallet import WalletTables
 
 __all__ = ["SCHEMA_VERSION", "IssuerStore", "StorageFull", "StoreSchemaError", "StoredKey"]
 
 
-class IssuerStore(LedgerTables, BookingTables, FleetTables, TapTables, AccessTables):
+class IssuerStore(LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables):
     """The issuer's repository over one SQLite file (safe to share between threads)."""
 
     def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:

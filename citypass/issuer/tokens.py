@@ -3,7 +3,8 @@
 A token reads ``cpt_<id>_<secret>``: ``id`` (12 hex digits) finds the stored row, ``secret`` is 32
 random bytes (base64url). The store keeps SHA-256 of the whole text and compares it with
 :func:`hmac.compare_digest`, so neither a stolen database nor response timing gives a token away; the id
-is looked up, never the secret. Enrollment secrets (``cpe_…``) work the same way.
+is looked up, never the secret. Enrollment secrets (``cpe_…``) and wallet claim links (``cpw_…``) work the same
+way.
 
 Roles (what each may call is in docs/issuer.md and on every endpoint's OpenAPI description):
 ``admin`` everything; ``issuer`` passes, venues, slots, reservations, revocations; ``operator`` reports
@@ -31,7 +32,8 @@ from citypass.issuer.repository import AccessRepository
 
 TOKEN_PREFIX = "cpt"
 ENROLLMENT_PREFIX = "cpe"
-_SHAPE = re.compile(r"^(cp[te])_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+WALLET_CLAIM_PREFIX = "cpw"  # one-time wallet claim links (citypass.issuer.wallet)
+_SHAPE = re.compile(r"^(cp[tew])_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,9 @@ from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.connection import LedgerError
 from citypass.gate.logs import EventLog, library_logs
 from citypass.gate.metrics import GateMetrics
+from citypass.gate.screen.display import LaneScreen
+from citypass.gate.screen.hub import ScreenHub
+from citypass.gate.screen.texts import SHIPPED, ScreenTexts
 from citypass.sync.endpoint import ClientFiles, Endpoint, HttpLedgerSource
 from citypass.sync.gate_lanes import LaneSettings
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
@@ -91,6 +94,13 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
         pin_factory = MockFactory()
     barrier = Barrier(cfg.barrier, pin_factory=pin_factory)  # claims pins straight into the safe state
     camera = open_camera(cfg.camera)
+    policy = cfg.policy.to_policy()
+    screen = None
+    if cfg.screen.enabled and cfg.health.enabled:  # the screen is served on the health address
+        title = {lang: cfg.screen.title.get(lang) or site.title or site.name for lang in cfg.screen.languages}
+        texts = ScreenTexts(SHIPPED, cfg.screen.languages, title, arrow=cfg.screen.arrow,
+                            exit_arrow=cfg.screen.exit_arrow, hold_s=cfg.screen.hold_s)
+        screen = LaneScreen(ScreenHub(), texts, site, policy)
     return GateDaemon(
         cfg,
         GateContext(cfg.gate_id, site, cfg.direction),
@@ -102,22 +112,31 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
         metrics=GateMetrics(),
         notify=systemd_notifier(),
         observer=observer,
+        display=screen,
     )
 
 
 @contextmanager
-def serving(daemon: GateDaemon) -> Iterator[HealthServer | None]:
-    """Run the health endpoint (if enabled) and stop the daemon on SIGTERM / SIGINT."""
+def serving(daemon: GateDaemon, *, signals: bool = True) -> Iterator[HealthServer | None]:
+    """Run the health endpoint (if enabled, with the lane's screen) and, with ``signals``, stop the daemon on
+    SIGTERM / SIGINT (only the main thread may set signal handlers: a daemon run on another thread, as the demo
+    and the tests do, passes ``signals=False`` and is stopped with ``daemon.stop()``)."""
     cfg = daemon.config.health
-    server = HealthServer(cfg.host, cfg.port, daemon.status, daemon.metrics).start() if cfg.enabled else None
+    screen = daemon.display if isinstance(daemon.display, LaneScreen) else None
+    server = (HealthServer(cfg.host, cfg.port, daemon.status, daemon.metrics,
+                           screen.endpoint() if screen is not None else None).start() if cfg.enabled else None)
     if server is not None:
-        daemon.log.event("health", url=f"http://{cfg.host}:{server.port}/healthz")
-    previous = {sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        base = f"http://{cfg.host}:{server.port}"
+        daemon.log.event("health", url=f"{base}/healthz", screen=f"{base}/screen" if screen is not None else None)
+    previous = ({sig: signal.signal(sig, lambda *_: daemon.stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+                if signals else {})
     try:
         yield server
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if screen is not None:
+            screen.close()  # ends the screens' event streams: they reconnect to the next daemon
         if server is not None:
             server.close()
 

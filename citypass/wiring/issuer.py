@@ -80,9 +80,12 @@ class BrokerAuthority:
               help="The private key of --tls-cert (PEM).")
 @click.option("--insecure-http", is_flag=True,
               help="Allow plain HTTP on an address other than loopback (only on a network you trust).")
+@click.option("--wallet-url", default=None, metavar="URL",
+              help="The wallet page's public address, for claim links (default: the address a request came to, "
+                   "+ /wallet/). Set it behind a reverse proxy (docs/wallet.md).")
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
           broker_address: str | None, mqtt_workers: int, mqtt_group: str | None, tls_cert: Path | None,
-          tls_key: Path | None, insecure_http: bool) -> None:
+          tls_key: Path | None, insecure_http: bool, wallet_url: str | None) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`. It listens on
@@ -111,9 +114,9 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home) if mqtt_workers else None
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
-        uvicorn.run(create_app(iss, authority=authority), host=host, port=port, log_level=log_level,
-                    ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None,
-                    log_config=_log_config())
+        uvicorn.run(create_app(iss, authority=authority, wallet_url=wallet_url), host=host, port=port,
+                    log_level=log_level, ssl_certfile=str(tls_cert) if tls_cert else None,
+                    ssl_keyfile=str(tls_key) if tls_key else None, log_config=_log_config())
     finally:
         if mqtt is not None:
             mqtt.stop()

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citypass.credential.timefmt import utc_now
 from citypass.errors import Conflict, InvalidInput, NotFound, Unavailable
-from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues
+from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues, wallet
 from citypass.issuer.api.common import ErrorOut, FieldError
 from citypass.issuer.api.deps import (
     Clock,
@@ -62,7 +62,7 @@ class HealthzOut(BaseModel):
 
 def refuse_unknown_query(request: Request) -> None:
     """A query parameter the route does not declare is a 422, like an unknown body field: ``?limt=5``
-    silently ignored would return 100 rows to someone who asked for 5."""
+    silently ignored would return 100 rows to someone who asked for 5. So is one given twice."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -87,14 +87,16 @@ def _query_names(dependant: Any) -> set[str]:
 
 
 def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BODY,
-               authority: DeviceAuthority | None = None, limits: RateLimits | None = RateLimits()) -> FastAPI:
+               authority: DeviceAuthority | None = None, limits: RateLimits | None = RateLimits(),
+               wallet_url: str | None = None) -> FastAPI:
     """The API app over ``issuer`` (its home's keys, its repository), with ``clock`` giving Unix seconds.
 
     ``authority`` (:mod:`citypass.issuer.authority`) makes the issuer hand out device identity: an enrollment
     redeemed with a CSR gets a certificate signed by it (and the device joins the broker's ACL); a retired
     device's certificate is revoked. Without one, a redeem with a CSR is a 503. ``limits``
     (:mod:`citypass.issuer.api.limits`): request rates per token and address, reports admitted a few at a
-    time; None turns them off (a benchmark measuring the service itself)."""
+    time; None turns them off (a benchmark measuring the service itself). ``wallet_url`` is the wallet
+    page's public address for claim links (default: the request's own origin + ``/wallet/``)."""
     app = FastAPI(title="City Pass issuer", version="1", description=DESCRIPTION,
                   dependencies=[Depends(refuse_unknown_query)],
                   openapi_tags=[{"name": t} for t in (
@@ -103,8 +105,10 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
     services = Services(issuer, clock)
     app.state.services = services
     app.state.device_authority = authority
+    app.state.wallet_url = wallet_url
     for module in (passes, venues, ledger, fleet, taps, reports):
         app.include_router(module.router)
+    wallet.mount(app)  # /v1/wallet/claims and the wallet page at /wallet/
 
     @app.get("/healthz", response_model=HealthzOut, tags=["service"], summary="Liveness",
              description="No token needed. Answers when the store is readable; never rate-limited.")

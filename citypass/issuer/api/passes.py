@@ -26,6 +26,8 @@ from citypass.issuer.api.deps import (
     roles_doc,
 )
 from citypass.issuer.records import NotFound
+from citypass.issuer.service import Issuer, Order
+from citypass.issuer.wallet import claims
 
 router = APIRouter(tags=["passes and revocations"])
 
@@ -34,6 +36,12 @@ HOLDER_KEY = Field(None, max_length=4000, description=(
     "bytes Ed25519, 33/65 bytes P-256). The phone then shows dynamic codes (`citypass holder present`)."),
     examples=["11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="])
 VALID_FROM = Field(None, ge=0, le=MAX_TIME, description="Start of validity, Unix seconds (default: now).")
+HOLDER = Field(None, description=(
+    "`wallet`: do not sign yet; answer a one-time `claim_url` for the visitor's phone instead. The wallet page "
+    "opened from it makes the holder key in the browser and receives the credential bound to it "
+    "(docs/wallet.md). Not together with `holder_key`."))
+CLAIM_TTL = Field(claims.DEFAULT_TTL_S, ge=60, le=claims.MAX_TTL_S,
+                  description="With `holder: wallet`: seconds the claim link can be used.")
 
 
 class AnnualPassIn(Strict):
@@ -45,6 +53,8 @@ class AnnualPassIn(Strict):
     valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of validity (default: one year).")
     passback_minutes: int | None = Field(None, ge=0, le=1440, description="Anti-passback override.")
     holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
 
 
 class TransitPassIn(Strict):
@@ -56,6 +66,8 @@ class TransitPassIn(Strict):
     valid_to: int | None = Field(None, ge=0, le=MAX_TIME,
                                  description="End of the offline authorisation (default: one day).")
     holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
 
 
 class GroupPassIn(Strict):
@@ -65,6 +77,8 @@ class GroupPassIn(Strict):
     valid_from: int | None = VALID_FROM
     valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of validity (default: one day).")
     holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
 
 
 PassIn = Annotated[AnnualPassIn | TransitPassIn | GroupPassIn, Field(discriminator="product")]
@@ -80,22 +94,50 @@ class PassOut(BaseModel):
     holder_bound: bool
 
 
+class WalletOfferOut(BaseModel):
+    """A pass ordered for a phone wallet: nothing is signed until the phone claims it."""
+
+    product: str = Field(examples=["transit"])
+    holder: Literal["wallet"] = "wallet"
+    claim_id: str = Field(description="Names the claim (not secret).", examples=["3f9a0c1d2e4b"])
+    claim_url: str = Field(description="The one-time claim link for the visitor's phone. Its secret is in the "
+                                       "fragment (after `#`) and is shown only here, once.",
+                           examples=["https://issuer.example/wallet/#claim=cpw_3f9a0c1d2e4b_…"])
+    claim_expires_at: int = Field(description="Unix seconds; an unclaimed link stops working then.")
+
+
 def _holder(text: str | None) -> VerifyKey | None:
     return None if text is None else parse_holder_key(text)
 
 
-@router.post("/v1/passes", status_code=201, response_model=PassOut, summary="Sign a pass",
-             description="Sign an annual, transit or group credential and return its code text. "
-                         + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 422))
-def create_pass(request: Request, body: PassIn, services: ServicesDep, _: IssuingRole) -> PassOut:
-    issuer, now = services.issuer, services.now()
-    holder = _holder(body.holder_key)
+def _order(issuer: Issuer, body: AnnualPassIn | TransitPassIn | GroupPassIn, now: int) -> Order:
     if isinstance(body, AnnualPassIn):
-        code = issuer.mint_annual(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes, holder)
-    elif isinstance(body, TransitPassIn):
-        code = issuer.mint_transit(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to, holder)
-    else:
-        code = issuer.mint_group(body.site, body.party, now, body.valid_from, body.valid_to, holder)
+        return issuer.annual_order(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes)
+    if isinstance(body, TransitPassIn):
+        return issuer.transit_order(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to)
+    return issuer.group_order(body.site, body.party, now, body.valid_from, body.valid_to)
+
+
+def wallet_url(request: Request) -> str:
+    """The wallet page's public address: the app's ``wallet_url`` setting, else this request's own origin."""
+    configured: str | None = getattr(request.app.state, "wallet_url", None)
+    return configured or str(request.base_url).rstrip("/") + "/wallet/"
+
+
+@router.post("/v1/passes", status_code=201, response_model=PassOut | WalletOfferOut, summary="Sign a pass",
+             description="Sign an annual, transit or group credential and return its code text; with "
+                         "`\"holder\": \"wallet\"`, answer a one-time claim link for a phone wallet instead. "
+                         + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 422))
+def create_pass(request: Request, body: PassIn, services: ServicesDep, _: IssuingRole) -> PassOut | WalletOfferOut:
+    issuer, now = services.issuer, services.now()
+    if body.holder == "wallet":
+        if body.holder_key is not None:
+            raise InvalidInput("give either holder_key or holder: wallet, not both")
+        made = claims.offer(issuer, _order(issuer, body, now), now, body.claim_ttl_s)
+        note(request, f"wallet offer {made.claim_id} for {body.product}")
+        return WalletOfferOut(product=body.product, claim_id=made.claim_id, claim_url=made.url(wallet_url(request)),
+                              claim_expires_at=made.expires_at)
+    code = issuer.mint_order(_order(issuer, body, now), now, _holder(body.holder_key))
     cred = parse(code).credential
     note(request, f"signed {body.product} {cred.id.hex()}")
     return PassOut(credential_id=cred.id.hex(), product=cred.product_name, code=code, valid_from=cred.valid_from,

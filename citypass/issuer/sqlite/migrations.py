@@ -26,6 +26,8 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``taps``             one row per tap id, annulments applied (v2)
 ``tap_collisions``   events whose event id another device used first, quarantined (v3)
 (v3 also)            partial indexes: held reservations by age, quarantined events by time
+``wallet_claims``    passes ordered for a phone wallet: the unsigned order, the hashed one-time claim
+                     secret, expiry, and once claimed the holder id and the signed code (v4)
 ===================  ====================================================================
 """
 
@@ -142,7 +144,16 @@ def _v3_collisions(db: Database) -> None:
     db.execute("CREATE INDEX idx_tap_events_quarantined ON tap_events (received_at) WHERE error IS NOT NULL")
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions]
+def _v4_wallet(db: Database) -> None:
+    """Wallet claims (citypass.issuer.wallet): a pass ordered for a phone, signed when the phone claims it."""
+    db.table("wallet_claims").create(
+        {"id": str, "secret_hash": bytes, "product": int, "order_cbor": bytes, "created_at": int, "expires_at": int,
+         "claimed_at": int, "holder_id": str, "credential_id": str, "code": str},
+        pk="id", not_null={"secret_hash", "product", "order_cbor", "created_at", "expires_at"},
+    )
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

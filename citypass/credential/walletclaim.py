@@ -1,0 +1,79 @@
+"""Claiming a pass into a phone wallet, on the wire: what the wallet page sends the issuer, and what it gets back.
+
+A pass ordered for a wallet (``POST /v1/passes`` with ``"holder": "wallet"``, or ``citypass issuer mint --wallet``)
+is not signed yet: the issuer answers a one-time **claim link** ``…/wallet/#claim=cpw_<id>_<secret>``. The wallet
+page makes the holder key in the browser and sends :class:`WalletClaim` to ``POST /v1/wallet/claims``: the claim
+token, the public key, and a **proof** that it holds the private key — a signature, with that key, over
+:func:`claim_proof_message` of the claim id. The issuer then signs the credential bound to that key exactly as
+``holder present`` expects (the ``cnf`` claim, docs/credential-format.md §5) and answers :class:`WalletPass`.
+
+The proof uses the same COSE ``Sig_structure`` as a dynamic presentation, so a browser whose signatures the issuer
+accepts here makes presentations the gates accept too (Ed25519: 64 raw bytes; P-256: WebCrypto's ``r || s``,
+which is COSE's ES256 form)::
+
+    >>> from citypass.credential.keys import SigningKey
+    >>> phone = SigningKey.generate()
+    >>> proof = phone.sign(claim_proof_message("0123456789ab"))
+    >>> verify_claim_proof(phone.public, proof, "0123456789ab"), verify_claim_proof(phone.public, proof, "ba9876543210")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from citypass.credential.cose import encode_cbor, sig_structure
+from citypass.credential.keys import VerifyKey
+
+#: What the proof's payload starts with: a signature made for anything else never passes as a claim proof.
+PROOF_CONTEXT = "CP1-wallet-claim"
+
+
+def claim_proof_message(claim_id: str) -> bytes:
+    """The bytes a wallet signs to prove it holds the key it registers for claim ``claim_id``."""
+    return sig_structure(b"", encode_cbor([PROOF_CONTEXT, claim_id]))
+
+
+def verify_claim_proof(key: VerifyKey, proof: bytes, claim_id: str) -> bool:
+    return key.verify(proof, claim_proof_message(claim_id))
+
+
+class WalletClaim(BaseModel):
+    """``POST /v1/wallet/claims``: sent by the wallet page, with no bearer token (the claim token is the key)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    token: str = Field(min_length=1, max_length=200, description="The claim token from the claim link (`cpw_…`).")
+    alg: Literal["Ed25519", "ES256"] = Field(
+        description="The holder key's algorithm (WebCrypto Ed25519 or ECDSA P-256).")
+    public_key: str = Field(min_length=40, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+                            description="The raw public key, base64url: 32 bytes (Ed25519) or a 65-byte SEC1 point "
+                                        "(P-256, as WebCrypto exports it; 33 compressed bytes are accepted too).")
+    proof: str = Field(min_length=80, max_length=100, pattern=r"^[A-Za-z0-9_-]+$",
+                       description="base64url of the 64-byte signature over the claim proof message.")
+
+
+class PassDisplay(BaseModel):
+    """What the wallet shows beside the code (texts are looked up in the catalogs by the page)."""
+
+    product: str = Field(description="annual, reservation, transit or group.", examples=["transit"])
+    sites: list[str] = Field(description="The sites' display names (annual, reservation, group).")
+    modes: list[str] = Field(description="Transit modes: metro, bus, water_bus.")
+    party: int = Field(1, description="Persons admitted (reservation, group).")
+    valid_from: int | None = Field(None, description="Unix seconds.")
+    valid_to: int | None = Field(None, description="Unix seconds.")
+
+
+class WalletPass(BaseModel):
+    """The issuer's answer to a claim: the holder-bound credential and how to show it."""
+
+    claim_id: str
+    credential_id: str = Field(description="Hex id (revocations and taps name it).")
+    code: str = Field(description="The static credential's code text. A gate refuses it shown as it is "
+                                  "(dynamic_required): the wallet shows presentations made from it.")
+    credential: str = Field(description="The credential's bytes (the COSE_Sign1 the presentations embed), base64url.")
+    display: PassDisplay
+    refresh_s: int = Field(description="How often the wallet makes a new presentation.")
+    window_s: int = Field(description="How long gates accept a presentation (their default policy).")
