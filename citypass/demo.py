@@ -186,10 +186,11 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
         options = CityOptions(visitors=visitors, duration_s=duration, seed=seed,
                               live=console.is_terminal if live is None else live)
         try:
-            checks = City(console, out, Clients(*clients), (broker.host, broker.port), issuer_sync, options).run()
+            city = City(console, out, Clients(*clients), (broker.host, broker.port), issuer_sync, options, broker_home)
+            checks = city.run()
         except DemoError as exc:
             raise click.ClickException(str(exc)) from None
-    _stopped(console, broker_pid, baseline)
+    _stopped(console, broker_pid, baseline, city.site_broker_pid)
     failed = [c.name for c in checks if not c.ok]
     if failed:
         raise click.ClickException(f"{len(failed)} check(s) failed: {'; '.join(failed)}")
@@ -208,20 +209,22 @@ def _screens(console: Console, folder: Path) -> None:
     console.print(f"{len(written)} screenshots written")
 
 
-def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.Thread], wait_s: float = 10) -> None:
-    """Everything the demo started is gone: the Mosquitto process has exited and no thread is left (they
-    get ``wait_s`` to finish); otherwise a ClickException names what is still running."""
+def _stopped(console: Console, broker_pid: int | None, baseline: set[threading.Thread], site_pid: int | None,
+             wait_s: float = 10) -> None:
+    """Everything the demo started is gone: both Mosquitto processes (the city's and the museum's) have exited and
+    no thread is left (they get ``wait_s`` to finish); otherwise a ClickException names what is still running."""
     deadline = time.monotonic() + wait_s
     while True:
         left = [t for t in threading.enumerate() if t not in baseline and t.is_alive()]
-        alive = broker_pid is not None and process_alive(broker_pid)
+        alive = [pid for pid in (broker_pid, site_pid) if pid is not None and process_alive(pid)]
         if (not left and not alive) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     if left or alive:
-        raise click.ClickException(f"not everything stopped: Mosquitto pid {broker_pid} "
-                                   f"{'still running' if alive else 'exited'}; threads left: "
+        raise click.ClickException(f"not everything stopped: Mosquitto pids {broker_pid}, {site_pid}: "
+                                   f"{', '.join(map(str, alive)) or 'none'} still running; threads left: "
                                    f"{', '.join(t.name for t in left) or 'none'}")
-    console.print(f"stopped everything it started: Mosquitto (pid {broker_pid}) exited, the issuer API, ingest "
-                  "workers, link relay and every gate's daemon, sync and visitor threads ended; 0 threads left")
+    console.print(f"stopped everything it started: Mosquitto (pid {broker_pid}) exited, and the museum's (pid "
+                  f"{site_pid}); the issuer API, ingest workers, link relay and every gate's daemon, sync and "
+                  "visitor threads ended; 0 threads left")
 

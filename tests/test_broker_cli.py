@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from citypass.cli import cli
 from citypass.sync.broker import free_port
-from citypass.sync.brokerconf import BrokerSettings, render_config
+from citypass.sync.brokerconf import BridgeSettings, BrokerSettings, render_bridge, render_config
 from citypass.sync.ca import make_device_key
 from citypass.sync.home import BrokerHome
 
@@ -50,7 +50,9 @@ def test_init_enrol_list_and_revoke(tmp_path: Path) -> None:
     assert "revoked 1 certificate(s) of gate-wl-e1" in run("revoke-device", "--home", str(home),
                                                            "--id", "gate-wl-e1").output
     acl = (home / "acl").read_text()
-    assert "user gate-wl-e1\ntopic deny #" in acl and "user gate-lingyin-2\ntopic read citypass/v1/site/2/#" in acl
+    assert "user gate-wl-e1\ntopic deny #" in acl
+    assert ("user gate-lingyin-2\ntopic write citypass/v1/site/2/lanes/gate-lingyin-2\n"
+            "topic read citypass/v1/site/2/#") in acl
 
 
 def test_mistakes_get_one_line_errors(tmp_path: Path) -> None:
@@ -65,6 +67,35 @@ def test_mistakes_get_one_line_errors(tmp_path: Path) -> None:
     assert "not 'gate-b'" in run("add-device", "--home", home, "--id", "gate-b", "--site", "1",
                                  "--csr", str(csr), code=1).output
     assert "not enrolled" in run("revoke-device", "--home", home, "--id", "gate-zz", code=1).output
+
+
+def test_a_site_broker_home_is_made_from_the_central_one_and_runs_with_its_bridge(tmp_path: Path) -> None:
+    central = str(tmp_path / "central")
+    run("init", "--home", central)
+    for gate, site in (("museum-1", "3"), ("museum-2", "3"), ("lake-1", "1")):
+        run("add-device", "--home", central, "--id", gate, "--site", site, "--out-dir", str(tmp_path / "keys"))
+    out = run("site", "--home", central, "--site", "3", "--out", str(tmp_path / "site3"),
+              "--central", "broker.city.example:8883", "--host", "hall.local").output
+    assert "bridge site-3-bridge to broker.city.example:8883; 2 gate(s): museum-1, museum-2" in out
+    site_acl = (tmp_path / "site3" / "acl").read_text()
+    assert "user museum-1\ntopic write citypass/v1/site/3/lanes/museum-1" in site_acl and "lake-1" not in site_acl
+    central_acl = (tmp_path / "central" / "acl").read_text()
+    block = central_acl.split("user site-3-bridge\n", 1)[1].split("\n\n", 1)[0]
+    assert "topic write citypass/v1/gate/museum-1/taps" in block
+    assert "topic read citypass/v1/gate/museum-2/acks" in block
+    assert "lake-1" not in block and "topic read citypass/v1/site/3/#" in block
+    assert stat.S_IMODE((tmp_path / "site3" / "bridge" / "site-3-bridge.key").stat().st_mode) == 0o600
+    assert "site-3-bridge\tbridge\t3" in run("list", "--home", central).output
+    assert "expected HOST:PORT" in run("site", "--home", central, "--site", "3", "--out", str(tmp_path / "x"),
+                                       "--central", "no-port", code=2).output
+    proc, _ = _serve(tmp_path / "site3", "--bind", "127.0.0.1")  # starts although the central broker is far away
+    try:
+        conf = (tmp_path / "site3" / "mosquitto.conf").read_text()
+        assert "connection central\naddress broker.city.example:8883" in conf
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    assert proc.returncode == 0
 
 
 def _serve(home: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
@@ -127,7 +158,11 @@ def test_the_generated_config_is_explained_in_docs_broker_md() -> None:
         for line in render_config(settings, Path("/home")).splitlines():
             if line and not line.startswith("#"):
                 assert f"`{line.split()[0]}" in doc, f"docs/broker.md does not explain {line.split()[0]}"
-    for command in ("init", "add-device", "add-service", "revoke-device", "list", "run"):
+    bridge = render_bridge(BridgeSettings("site-7-bridge", 7, "broker.city.example", 8883), Path("/home"))
+    for line in bridge.splitlines():
+        if line and not line.startswith("#"):
+            assert f"`{line.split()[0]}" in doc, f"docs/broker.md does not explain the bridge's {line.split()[0]}"
+    for command in ("init", "add-device", "add-service", "revoke-device", "list", "run", "site"):
         assert f"citypass broker {command}" in doc
 
 

@@ -62,7 +62,8 @@ def cast(tmp_path_factory: pytest.TempPathFactory) -> Cast:
     members = crowd(30, seed=3)
     made = {"annual": annual, "museum": lambda m: reservation(m.party), "metro": rider, "bus": rider}
     return Cast(annual=annual(), revocable=annual(), family=reservation(3), couple=reservation(2),
-                shared=reservation(2), wrong_site=reservation(1), forged=reservation(1), riders=(rider(), rider()),
+                shared=reservation(2), lent=reservation(1), wrong_site=reservation(1), forged=reservation(1),
+                riders=(rider(), rider()),
                 screenshot=rider(), jumper=rider(), bus_rider=rider(), static_transit=rider(),
                 crowd=tuple((m, made[m.kind](m) if m.kind == "museum" else made[m.kind]()) for m in members))
 
@@ -145,6 +146,7 @@ def _facts(cast: Cast, **changes: Any) -> Facts:
         + [{"kind": k, "credential_id": None, "gate_ids": [SCENIC], "detail": ""}
            for k in ("forged_code", "revoked_presented", "replayed_code", "passback_denied")],
         inside=walked, journeys=journeys, fare=400, double_use_before_reconnect=0,
+        lane_counters={LANE1: {"lane_applied": 3, "lane_races": 1}, LANE2: {"lane_applied": 4, "lane_races": 1}},
     )
     base.update(changes)
     return Facts(**base)
@@ -187,6 +189,25 @@ def test_checks_catch_a_missing_or_premature_double_use(cast: Cast) -> None:
         "offline double use reported after the link came back"]
 
 
+def test_the_lent_screenshot_comes_after_its_admission_at_the_other_lane(cast: Cast) -> None:
+    opening = build_script(cast, 8)[0].visits
+    [first] = [v for v in opening if v.card == cast.lent and v.gate == LANE1]
+    [friend] = [v for v in opening if v.card == cast.lent and v.gate == LANE2]
+    assert first.expect.allowed and friend.after == first.label and friend.expect.reason == "already_used"
+
+
+def test_checks_catch_lanes_that_do_not_share(cast: Cast) -> None:
+    facts = _facts(cast)
+    name = "the museum's lanes share admissions"
+    admitted = [_result(r.visit, r.phase, allowed=True, persons=1) if r.visit.card == cast.lent and r.gate == LANE2
+                else r for r in facts.results]
+    assert name in _failed(replace(facts, results=admitted))
+    deaf = {**facts.lane_counters, LANE2: {"lane_applied": 0, "lane_races": 1}}
+    assert _failed(replace(facts, lane_counters=deaf)) == [name]
+    unflagged = {**facts.lane_counters, LANE1: {"lane_applied": 3, "lane_races": 0}}
+    assert _failed(replace(facts, lane_counters=unflagged)) == [name]
+
+
 def test_checks_catch_missing_reports_occupancy_and_journeys(cast: Cast) -> None:
     facts = _facts(cast)
     no_forged = [i for i in facts.incidents if i["kind"] != "forged_code"]
@@ -211,10 +232,10 @@ def test_the_demo_names_whatever_it_started_and_did_not_stop() -> None:
     straggler.start()
     try:
         with pytest.raises(click.ClickException, match="threads left: gate-straggler"):
-            _stopped(Console(file=io.StringIO()), None, baseline, wait_s=0.2)
+            _stopped(Console(file=io.StringIO()), None, baseline, None, wait_s=0.2)
     finally:
         release.set()
         straggler.join()
     out = io.StringIO()
-    _stopped(Console(file=out), None, baseline, wait_s=0.2)
+    _stopped(Console(file=out), None, baseline, None, wait_s=0.2)
     assert "0 threads left" in out.getvalue()

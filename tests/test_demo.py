@@ -27,6 +27,8 @@ EXPECTED = [
     ("museum-entrance-1", "family of 3", "allow ×3"),
     ("museum-entrance-1", "couple; one turns back", "allow ×2"),
     ("museum-entrance-1", "the couple's partner comes back", "allow ×1"),
+    ("museum-entrance-1", "reservation for 1, lane 1", "allow ×1"),
+    ("museum-entrance-2", "a friend shows its screenshot at lane 2", "deny already_used: 凭证已使用"),
     ("metro-longxiangqiao-in", "metro rider 1, live code", "allow ×1"),
     ("metro-longxiangqiao-in", "metro rider 2, live code", "allow ×1"),
     ("metro-longxiangqiao-in", "screenshot of a live code, 2 min old", "deny presentation_expired: 二维码已过期"),
@@ -88,11 +90,20 @@ def test_offline_double_use_is_reported_only_after_reconnect(demo_run: tuple[str
     assert re.search(r"link restored: museum-entrance-1 reconnected in [\d.]+ s with [1-9]\d* events buffered", out)
     assert "later the issuer reports the double use" in out
     assert "2 at museum-entrance-1 + 2 at museum-entrance-2" in out
+    assert "museum-entrance-1 and museum-entrance-2 each flagged the double use" in out
+
+
+def test_the_museum_lanes_share_through_their_own_broker(demo_run: tuple[str, Path]) -> None:
+    out, home = demo_run
+    assert re.search(r"the museum's own broker \(Mosquitto, pid \d+, 127\.0\.0\.1:\d+\) bridged to the city's", out)
+    assert "connection central" in (home / "museum-broker" / "mosquitto.conf").read_text()
+    # (the check "the museum's lanes share: …" is among the 7 that pass: test_summary_checks_all_pass_…)
+    assert "the museum's lanes share admissions" in out
 
 
 def test_summary_checks_all_pass_and_no_tap_lost(demo_run: tuple[str, Path]) -> None:
     out, _ = demo_run
-    assert "checks: 6/6 passed" in out
+    assert "checks: 7/7 passed" in out
     taps = re.search(r"(\d+) taps at the gates, (\d+) at the issuer, every outbox empty", out)
     assert taps is not None and taps.group(1) == taps.group(2) and int(taps.group(1)) >= len(EXPECTED)
     assert "gate jumper flagged no_tap_in: yes" in out

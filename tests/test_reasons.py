@@ -29,6 +29,8 @@ from tests.helpers.decisions import at, ledger_for
 #: Reasons that only the running daemon gives (camera down, decision deadline, unconfigured site);
 #: they are exercised by the daemon's tests.
 DAEMON_REASONS = {Reason.OUT_OF_ORDER, Reason.DECISION_TIMEOUT, Reason.SITE_NOT_CONFIGURED}
+#: Reasons that are only ever flags on an allowed decision, never why one is denied (tests/test_clock_leeway.py).
+FLAG_REASONS = {Reason.CLOCK_LEEWAY}
 
 
 def foreign_holder_presentation(world: World, credential: str, t: int) -> str:
@@ -107,7 +109,7 @@ SCENARIOS: dict[Reason, Scenario] = {
     Reason.MALFORMED_CODE: lambda w: at(ledger_for(w), w, "scenic", w.annual()[:-6]),
     Reason.UNKNOWN_KEY: lambda w: at(ledger_for(w), w, "scenic", w.annual(key=SigningKey.generate())),
     Reason.BAD_SIGNATURE: _bad_signature,
-    Reason.KEY_NOT_YET_VALID: _key_window(NOW + 10, None),
+    Reason.KEY_NOT_YET_VALID: _key_window(NOW + 121, None),  # past the default 120 s clock leeway
     Reason.KEY_RETIRED: _key_window(0, NOW),
     Reason.KEY_OUT_OF_SCOPE: _scoped(frozenset({int(Product.RESERVATION)}), None),
     Reason.UNKNOWN_PRODUCT: _unknown_product,
@@ -123,7 +125,7 @@ SCENARIOS: dict[Reason, Scenario] = {
     Reason.REPLAYED_PRESENTATION: _replayed,
     Reason.WRONG_SITE: lambda w: at(ledger_for(w), w, "museum", w.annual()),
     Reason.MODE_NOT_ALLOWED: lambda w: at(ledger_for(w), w, "metro", w.transit(Mode.BUS)),
-    Reason.NOT_YET_VALID: lambda w: at(ledger_for(w), w, "scenic", w.annual(valid_from=NOW + 1)),
+    Reason.NOT_YET_VALID: lambda w: at(ledger_for(w), w, "scenic", w.annual(valid_from=NOW + 121)),
     Reason.EXPIRED: lambda w: at(ledger_for(w), w, "scenic", w.annual(valid_to=NOW)),
     Reason.SLOT_NOT_STARTED: lambda w: at(ledger_for(w), w, "museum", w.reservation(start=NOW + 15 * 60 + 1)),
     Reason.SLOT_ENDED: lambda w: at(ledger_for(w), w, "museum", w.reservation(start=NOW - 7200,
@@ -149,7 +151,7 @@ def test_reason_is_reached(reason: Reason, fresh_world: World) -> None:
 
 
 def test_every_reason_has_a_scenario_or_is_a_daemon_reason() -> None:
-    assert set(SCENARIOS) | DAEMON_REASONS == set(Reason)
+    assert set(SCENARIOS) | DAEMON_REASONS | FLAG_REASONS == set(Reason)
 
 
 def test_site_scope_of_a_key_is_enforced(fresh_world: World) -> None:

@@ -57,7 +57,19 @@ def test_double_use_names_both_gates_and_the_count() -> None:
     assert (incident.kind, incident.credential_id, incident.gate_ids, incident.sites) == (
         "double_use", hexid("c1"), ("e1", "e2"), (7,))
     assert (incident.first_at, incident.last_at) == (T, T + 3 * MINUTE)
-    assert incident.detail == "2 persons admitted on a party of 1: 1 at e1 + 1 at e2"
+    assert incident.detail == ("2 persons admitted on a party of 1: 1 at e1 + 1 at e2; lanes of one site 180 s "
+                               "apart: a lane that could not hear its siblings (cut off from them, or lanes that do "
+                               "not share)")
+
+
+def test_a_double_use_inside_the_lanes_sharing_window_is_a_race() -> None:
+    [incident] = find_incidents([museum("a", "e1", 1), tap("b", gate="e2", site=7, cred="c1", product=RESERVATION,
+                                                           persons=1, at=T + 1)], party_of)
+    assert incident.kind == "double_use" and incident.detail.endswith(
+        "lanes of one site 1 s apart: lanes racing inside their sharing window")
+    other_sites = find_incidents([museum("a", "e1", 1), tap("b", gate="e9", site=8, cred="c1", product=RESERVATION,
+                                                             persons=1, at=T + 1)], party_of)
+    assert "lanes of one site" not in other_sites[0].detail
 
 
 @pytest.mark.parametrize("grants, expected", [

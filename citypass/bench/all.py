@@ -1,8 +1,8 @@
 """``citypass bench all``: every benchmark in one process run, written to ``docs/benchmarks.md``.
 
 Runs, one after another in this process, the decode, video, verify, gate, ledger (10 million revocations),
-ingest, sync and hook start-up benchmarks through their ``run_*`` functions, measures the QR version of freshly
-minted codes, and writes a Markdown report (:mod:`citypass.bench.markdown`): the date, the machine
+ingest, sync, sibling-lane (site) and hook start-up benchmarks through their ``run_*`` functions, measures the QR
+version of freshly minted codes, and writes a Markdown report (:mod:`citypass.bench.markdown`): the date, the machine
 (:mod:`citypass.bench.machine`), every figure with the exact command that reproduces it, the ratios against the same
 run's baselines, and a summary table against the brief's numbers whose met / missed verdicts are computed from the
 figures (:mod:`citypass.bench.verdicts`).
@@ -28,6 +28,7 @@ from citypass.bench import decode_figures
 from citypass.bench import gate as gate_bench
 from citypass.bench import ingest as ingest_bench
 from citypass.bench import ledger as ledger_bench
+from citypass.bench import site as site_bench
 from citypass.bench import startup as startup_bench
 from citypass.bench import sync as sync_bench
 from citypass.bench import verify as verify_bench
@@ -111,6 +112,9 @@ def run_all(sizes: Sizes, console: Console) -> Results:
                                ingest) or []
     results.sync_rows = step("sync", f"{s.sync_gates} gates × {s.sync_taps:,} taps, {s.backlog:,} backlog",
                              lambda: sync_bench.run(s.sync_gates, s.sync_taps, s.backlog, s.sync_workers)) or []
+    results.site = step("site", f"lanes of one site, N = {', '.join(str(n) for n in s.site_lanes)}, with and "
+                        "without the city link",
+                        lambda: site_bench.run_site(list(s.site_lanes), s.site_taps, s.site_every_ms)) or []
     results.startup_rows = step("startup", f"firmware hooks, {s.startup_runs} runs each",
                                 lambda: startup_bench.run_startup_bench(s.startup_runs)) or []
     results.machine.load_after = load_average()

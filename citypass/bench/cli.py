@@ -15,6 +15,7 @@ BENCHMARKS = {
     "gate": "citypass.bench.gate:gate_command",
     "ingest": "citypass.bench.ingest:ingest_command",
     "ledger": "citypass.bench.ledger:ledger_command",
+    "site": "citypass.bench.site:site_command",
     "startup": "citypass.bench.startup:startup_command",
     "sync": "citypass.bench.sync:sync_command",
     "verify": "citypass.bench.verify:verify_command",

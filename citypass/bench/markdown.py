@@ -86,6 +86,7 @@ def render(results: Results) -> str:
     lines += _ledger_section(results, cmd["ledger"])
     lines += _ingest_section(results, cmd["ingest"])
     lines += _sync_section(results, cmd["sync"])
+    lines += _site_section(results, cmd["site"])
     lines += _startup_section(results, cmd["startup"])
     lines += [
         "## Crash safety — `tests/test_daemon_crash.py`", "",
@@ -198,6 +199,28 @@ def _sync_section(results: Results, command: str) -> list[str]:
         f"A real Mosquitto broker (TLS, client certificates, QoS 1), the issuer's MQTT side in a separate "
         f"process with {s.sync_workers} ingest workers, {s.sync_gates} gate(s) with their own SQLite "
         f"ledgers; then one gate back online with {s.backlog:,} buffered taps (see docs/mqtt.md).")
+
+
+def _site_section(results: Results, command: str) -> list[str]:
+    lines = ["## One site, one gate — `citypass bench site`", "", f"`{command}`", "", *_failed(results, "site")]
+    if not results.site:
+        return lines
+    s = results.sizes
+    lines += [
+        f"N lanes at one site on their site broker (Mosquitto, TLS, the generated ACL), bridged to the central "
+        f"broker through a link the benchmark cuts; the issuer's MQTT side on the central broker. {s.site_taps} "
+        f"admissions of fresh single-use reservations round-robin over the lanes, one every {s.site_every_ms} ms, "
+        "each decided and committed (`synchronous=FULL`) on its lane's own ledger; the figure is, for every "
+        "admission and every other lane, commit at one lane → applied in the sibling's ledger (signed, verified, "
+        "applied by the ledger's triggers). With the city link down the site broker's bridge is disconnected and "
+        "the lanes share over the site network alone. All lanes run in this one process on two cores with both "
+        "brokers, so these are upper bounds for lanes that are devices of their own. The p99 is also the race "
+        "window: a single-use code shown at two lanes less than this apart can be admitted at both (each lane "
+        "then reports the race, and the issuer the double use; see docs/gate.md).", "",
+        "| lanes | city link | p50 | p99 | max | lane-to-lane deliveries |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.lanes} | {'up' if r.city_link else 'down'} | {r.p50:.0f} ms | **{r.p99:.0f} ms** | "
+              f"{r.max:.0f} ms | {len(r.samples):,} of {r.expected:,} |" for r in results.site]
+    return [*lines, ""]
 
 
 def _startup_section(results: Results, command: str) -> list[str]:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from citypass.bench import decode_figures, gate_figures
+from citypass.bench import site as site_bench
 from citypass.bench import verify as verify_bench
 from citypass.bench import video as video_bench
 from citypass.bench.machine import Machine
@@ -43,6 +44,9 @@ class Sizes:
     sync_taps: int
     backlog: int
     sync_workers: int = 2
+    site_lanes: tuple[int, ...] = (2, 4, 8)
+    site_taps: int = 100
+    site_every_ms: int = 100
     startup_runs: int = 15
     video_clips: int = 8  # per kind of clip
     video_size: tuple[int, int] = (1280, 720)
@@ -62,7 +66,8 @@ FULL = Sizes(decode_frames=20, decode_sizes=((640, 480), (1280, 720), (1920, 108
 QUICK = Sizes(decode_frames=1, decode_sizes=((640, 480), (1280, 720)), verify_seconds=0.1, verify_revoked=1000,
               gate_sizes=((1280, 720),), gate_frames=30, revocations=20_000, lookups=2000, updates=2000,
               ledger_taps=20, ingest_taps=500, clients=2, reservations=5, sync_gates=1, sync_taps=200,
-              backlog=1000, startup_runs=3, video_clips=1, video_size=(640, 480), video_frames=24)
+              backlog=1000, startup_runs=3, video_clips=1, video_size=(640, 480), video_frames=24, site_lanes=(2,),
+              site_taps=10, site_every_ms=50)
 
 
 def size_label(s: tuple[int, int]) -> str:
@@ -87,6 +92,7 @@ class Results:
     ingest_rows: list[Row] = field(default_factory=list)
     sync_rows: list[Row] = field(default_factory=list)
     startup_rows: list[Row] = field(default_factory=list)
+    site: list[site_bench.Propagation] = field(default_factory=list)
     qr: dict[str, tuple[int, int]] = field(default_factory=dict)  # kind -> (characters, version)
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
@@ -110,6 +116,8 @@ def commands(s: Sizes) -> dict[str, str]:
         "sync": f"citypass bench sync --gates {s.sync_gates} --taps {s.sync_taps} --backlog {s.backlog} "
                 f"--workers {s.sync_workers}",
         "startup": f"citypass bench startup --runs {s.startup_runs}",
+        "site": f"citypass bench site --lanes {','.join(str(n) for n in s.site_lanes)} --taps {s.site_taps} "
+                f"--every {s.site_every_ms}",
         "qr": "pytest tests/test_credential_format.py -k fits",
         "all": "citypass bench all" + (" --quick" if s == QUICK else ""),
     }

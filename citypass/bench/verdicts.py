@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from citypass.bench import decode_figures, gate_figures
+from citypass.bench import site as site_bench
 from citypass.bench import startup as startup_bench
 from citypass.bench import verify as verify_bench
 from citypass.bench.report import Row
@@ -136,6 +137,7 @@ def summary(results: Results) -> list[SummaryRow]:
         "`tests/test_sync_resilience.py`)" if not math.isnan(drain_s)
         else "not measured",
         verdict(None if math.isnan(drain_s) else True, scale), f"`{cmd['sync']}`"))
+    out.append(_site_row(results, f"`{cmd['site']}`"))
     hook = find_row(results.startup_rows, "hooks safe-state: exec → pins safe")
     hook_ms = parse_number(r"([\d.]+) ms", hook.result)
     out.append(SummaryRow(
@@ -155,6 +157,22 @@ def summary(results: Results) -> list[SummaryRow]:
         "process killed at any instant loses no committed tap", "tested, not benchmarked: 200 SIGKILLs during a "
         "stream of presentations", "see the test", "`pytest tests/test_daemon_crash.py`"))
     return out
+
+
+def _site_row(results: Results, command: str) -> SummaryRow:
+    goal = (f"a site is one gate: lanes share admissions within p99 ≤ {site_bench.TARGET_P99_MS:.0f} ms, also when "
+            "the city link is down")
+    if not results.site:
+        return SummaryRow(goal, "not measured", verdict(None), command)
+    worst = max(results.site, key=lambda r: r.p99)
+    missing = sum(r.missing for r in results.site)
+    lanes = sorted({r.lanes for r in results.site})
+    scale = "" if set(FULL.site_lanes) <= set(lanes) else f"N = {', '.join(map(str, lanes))} only"
+    measured = (f"worst p99 **{worst.p99:.0f} ms** ({worst.lanes} lanes, city link "
+                f"{'up' if worst.city_link else 'down'}; max {max(r.max for r in results.site):.0f} ms) over "
+                f"N = {', '.join(map(str, lanes))} with the city link up and down"
+                + (f"; {missing} deliveries missing" if missing else "; every admission reached every sibling"))
+    return SummaryRow(goal, measured, verdict(worst.p99 <= site_bench.TARGET_P99_MS and not missing, scale), command)
 
 
 def _pct(part: int, whole: int) -> float:

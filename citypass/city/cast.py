@@ -71,7 +71,7 @@ def mint_cast(api: httpx.Client, now: int, members: list[Member]) -> Cast:
     wrong_site = mint.reservation(1)
     return Cast(
         annual=mint.annual(), revocable=mint.annual(), family=mint.reservation(3), couple=mint.reservation(2),
-        shared=mint.reservation(2), wrong_site=wrong_site,
+        shared=mint.reservation(2), lent=mint.reservation(1), wrong_site=wrong_site,
         forged=Card(forge_signature(wrong_site.code), wrong_site.credential_id),
         riders=(mint.transit(["metro"]), mint.transit(["metro"])), screenshot=mint.transit(["metro"]),
         jumper=mint.transit(["metro"]), bus_rider=mint.transit(["bus"]), static_transit=mint.transit(["bus"]),

@@ -37,10 +37,11 @@ class Facts:
     journeys: list[dict[str, Any]]   # GET /v1/journeys
     fare: int                        # the fare set for the Longxiangqiao → Fengqi pair
     double_use_before_reconnect: int
+    lane_counters: dict[str, dict[str, int]]  # each gate's sync counters at the end (lane_applied, lane_races, …)
 
 
 def run_checks(f: Facts) -> list[Check]:
-    return [_decisions(f), _taps(f), _double_use(f), _refused_reported(f), _occupancy(f), _journeys(f)]
+    return [_decisions(f), _taps(f), _lanes(f), _double_use(f), _refused_reported(f), _occupancy(f), _journeys(f)]
 
 
 def _decisions(f: Facts) -> Check:
@@ -76,6 +77,21 @@ def _double_use(f: Facts) -> Check:
     return Check("offline double use reported after the link came back", ok,
                  f"{f.double_use_before_reconnect} double use(s) known while {LANE1} was offline; "
                  f"{len(doubles)} after it reconnected" + (f": {found[0]['detail']}" if found else ""))
+
+
+def _lanes(f: Facts) -> Check:
+    """The museum's lanes act as one gate: lane 2 refused the screenshot of what lane 1 had admitted because lane 1
+    told it, and once lane 1 was back from isolation each lane flagged the double use it had been part of."""
+    shown = [r for r in f.results if r.gate == LANE2 and r.visit.card == f.cast.lent]
+    refused = bool(shown) and all(r.outcome is not None and r.outcome.decision.reason is not None
+                                  and r.outcome.decision.reason.value == "already_used" for r in shown)
+    learned = f.lane_counters.get(LANE2, {}).get("lane_applied", 0)
+    races = {g: f.lane_counters.get(g, {}).get("lane_races", 0) for g in (LANE1, LANE2)}
+    ok = refused and learned > 0 and all(n >= 1 for n in races.values())
+    return Check("the museum's lanes share admissions", ok,
+                 f"screenshot at {LANE2}: {'refused already_used' if refused else 'NOT refused'}; {LANE2} applied "
+                 f"{learned} of its sibling's admissions; races flagged: "
+                 + ", ".join(f"{g} {n}" for g, n in races.items()))
 
 
 def _refused_reported(f: Facts) -> Check:

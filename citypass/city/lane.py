@@ -70,9 +70,11 @@ class VisitResult:
 
 
 class Lane:
-    def __init__(self, cfg: GateConfig, report: Callable[[VisitResult], None]) -> None:
+    def __init__(self, cfg: GateConfig, report: Callable[[VisitResult], None],
+                 ready: Callable[[Visit], bool] = lambda visit: True) -> None:
         self.cfg = cfg
         self.report = report
+        self.ready = ready  # whether a visitor may come yet (one who waits for a visit at another gate)
         self.pins = MockFactory()
         self.feed_name = cfg.camera.source.split(":", 1)[1]
         self.feed = memory_feed(self.feed_name, maxsize=2)
@@ -144,6 +146,11 @@ class Lane:
         return self.sync is not None and self.sync.state.connected
 
     @property
+    def counters(self) -> dict[str, int]:
+        """The sync thread's counters (uploads, deltas, sibling lanes' taps applied, races …)."""
+        return {} if self.sync is None else dict(self.sync.state.counters)
+
+    @property
     def ledger_seq(self) -> int | None:
         return None if self.sync is None else self.sync.state.ledger_seq
 
@@ -194,7 +201,7 @@ class Lane:
         while (item := self._next_visit(blank)) is not None:
             visit, phase, arrive = item
             try:
-                self._show(blank, until=_after(arrive))  # the visitor is on the way
+                self._show(blank, until=_arrived(arrive, visit, self.ready))  # the visitor is on the way
                 result = self._visit(visit, phase, blank)
                 if not self._stopping.is_set():
                     self.report(result)
@@ -264,6 +271,12 @@ class Lane:
 
 class _Stopped(Exception):
     """The lane was told to stop in the middle of a visit."""
+
+
+def _arrived(moment: float, visit: Visit, ready: Callable[[Visit], bool]) -> Callable[[], bool]:
+    """The visitor is here: from ``moment`` on, and once whoever they follow has been decided."""
+    due = _after(moment)
+    return lambda: due() and ready(visit)
 
 
 def _after(moment: float) -> Callable[[], bool]:

@@ -1,9 +1,11 @@
 """The director of the demo's city act: six gates at four kinds of site, all running at once.
 
 It mints the visitors' cards through the issuer's API, enrolls every gate through the real enrollment
-flow, starts them (each :class:`~citypass.city.lane.Lane` on its own threads), then plays the script of
-:mod:`citypass.city.script` phase by phase — cutting museum lane 1's broker link through a
-:class:`~citypass.sync.relay.LinkRelay`, revoking a pass while the gates run, restoring the link — and finally
+flow, gives the museum a broker of its own (a site broker, bridged to the city's: its two lanes share
+admissions over it), starts the gates (each :class:`~citypass.city.lane.Lane` on its own threads), then plays
+the script of :mod:`citypass.city.script` phase by phase — cutting museum lane 1's link to the museum's broker
+through a :class:`~citypass.sync.relay.LinkRelay`, revoking a pass while the gates run, restoring the link — and
+finally
 waits until every gate's outbox is empty and the issuer holds every tap, reads the issuer's reports and
 checks them against what the gates saw (:mod:`citypass.city.checks`).
 """
@@ -32,6 +34,7 @@ from citypass.city.script import (
     GATES,
     LANE1,
     LANE2,
+    MUSEUM_LANES,
     SCENIC,
     Action,
     Cast,
@@ -39,17 +42,22 @@ from citypass.city.script import (
     Phase,
     Restore,
     Revoke,
+    Visit,
     build_script,
     crowd,
 )
 from citypass.city.summary import fetch_reports, print_summary
 from citypass.city.view import CityView
+from citypass.sync.broker import Broker
+from citypass.sync.home import BrokerHome
 from citypass.sync.relay import LinkRelay
+from citypass.sync.sitebroker import SiteBrokerHome
 
 FARE = 400  # fen, Longxiangqiao ↔ Fengqi
+MUSEUM = "zhejiang-museum"
 NOTES = {
-    "opening": "every gate online; the morning's visitors",
-    "link down": f"{LANE1} has lost its broker link; it decides offline and buffers its taps",
+    "opening": "every gate online; the museum's two lanes share admissions through the museum's own broker",
+    "link down": f"{LANE1} is cut off from the museum's broker (its sibling and the city); it decides offline",
     "still down": f"{LANE2}, online, has not heard of {LANE1}'s offline entries",
     "link back": f"{LANE1}'s link is back: its buffered taps go up to the issuer",
 }
@@ -101,12 +109,14 @@ def _library_logs(console: Console) -> Iterator[None]:
 
 class City:
     def __init__(self, console: Console, out: Path, clients: Clients, broker: tuple[str, int],
-                 issuer_sync: Callable[[], AbstractContextManager[object]], options: CityOptions) -> None:
+                 issuer_sync: Callable[[], AbstractContextManager[object]], options: CityOptions,
+                 broker_home: BrokerHome) -> None:
         self.console, self.out, self.clients, self.options = console, out, clients, options
-        self.broker, self.issuer_sync = broker, issuer_sync
+        self.broker, self.issuer_sync, self.broker_home = broker, issuer_sync, broker_home
         self.results: list[VisitResult] = []
         self.lanes: dict[str, Lane] = {}
-        self.relay = LinkRelay(*broker)
+        self.relay: LinkRelay | None = None  # museum lane 1's link to the museum's broker
+        self.site_broker_pid: int | None = None
         self.double_use_before = 0
         self.backlog: dict[str, int] = {}
         self.view = CityView(console, GATES, lambda: {g: lane.connected for g, lane in self.lanes.items()},
@@ -124,18 +134,21 @@ class City:
                            f"{len(GATES)} gates over four phases (cards issued over HTTP by the issuer)")
         with ExitStack() as stack:
             stack.enter_context(_library_logs(self.console))
-            self.relay.start()
-            stack.callback(self.relay.stop)
             stack.callback(self._stop_lanes)  # on any way out, every lane that was made is stopped
+            configs = {}
             for spec in GATES:
                 cfg, steps = enrol_gate(self.clients.fleet, self.out / "gates" / spec.gate_id, spec, sites[spec.site])
-                if spec.gate_id == LANE1:  # this gate reaches the broker through a link the demo can cut
-                    assert cfg.sync is not None
-                    cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"broker_port": self.relay.port})})
                 if spec.gate_id == SCENIC:  # this lane's result screen is served, for a browser to open
                     cfg = with_screen(cfg)
                 self.console.print(f"enrolled {spec.gate_id} ({spec.label}): {' → '.join(steps)}")
-                self.lanes[spec.gate_id] = Lane(cfg, self._report)
+                configs[spec.gate_id] = cfg
+            site_port = self._site_broker(stack, sites[MUSEUM])
+            for gate, cfg in configs.items():
+                if gate in MUSEUM_LANES:  # the museum's lanes use the museum's broker; lane 1 through a cuttable link
+                    assert cfg.sync is not None and self.relay is not None
+                    port = self.relay.port if gate == LANE1 else site_port
+                    cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"broker_port": port})})
+                self.lanes[gate] = Lane(cfg, self._report, self._may_come)
             stack.enter_context(self.issuer_sync())
             for lane in self.lanes.values():
                 lane.start()
@@ -153,6 +166,23 @@ class City:
             # after the gates stopped: a decision made after the drain would show here as not acknowledged
             self.backlog = {g: self._backlog(g) for g in self.lanes}
         return self._finish(cast)
+
+    def _site_broker(self, stack: ExitStack, site: int) -> int:
+        """Make the museum's site broker home from the city's broker home, start it (its bridge dials the city's
+        broker) and the link lane 1 reaches it through; the site broker's port."""
+        home = SiteBrokerHome.export(self.broker_home, site, self.out / "museum-broker", self.broker)
+        broker = stack.enter_context(Broker(home))
+        self.site_broker_pid = broker.pid
+        self.relay = LinkRelay(broker.host, broker.port).start()
+        stack.callback(self.relay.stop)
+        self.console.print(f"the museum's own broker (Mosquitto, pid {broker.pid}, {broker.host}:{broker.port}) "
+                           f"bridged to the city's: {LANE1} and {LANE2} share admissions over it, also when the "
+                           "city link is down")
+        return broker.port
+
+    def _may_come(self, visit: Visit) -> bool:
+        """A visitor who follows another (the friend with a screenshot) comes once that one was decided."""
+        return not visit.after or any(r.visit.label == visit.after and r.outcome is not None for r in self.results)
 
     def _stop_lanes(self) -> None:
         for lane in self.lanes.values():  # everyone home at once, then each gate shuts down
@@ -204,6 +234,7 @@ class City:
                 raise DemoError(f"gate {lane.gate_id} failed: {lane.error!r}")
 
     def _act(self, action: Action) -> None:
+        assert self.relay is not None
         if isinstance(action, Cut):
             self.relay.cut()
             lane = self.lanes[action.gate]
@@ -236,6 +267,10 @@ class City:
                 "/v1/incidents", params={"kind": "double_use"}))), 15)
             self.console.print(f"{action.gate} caught up in {took:.1f} s (every event acknowledged by an ingest "
                                f"worker); {found:.1f} s later the issuer reports the double use")
+            took = self._wait("both museum lanes to flag the double use", lambda: all(
+                self.lanes[g].counters.get("lane_races", 0) >= 1 for g in MUSEUM_LANES), 30)
+            self.console.print(f"{LANE1} and {LANE2} each flagged the double use as soon as they heard of each "
+                               f"other's admission (sync_lane_race; {took:.1f} s after the issuer's report)")
 
     def _drain(self) -> None:
         took = self._wait("every gate's outbox to be acknowledged",
@@ -253,6 +288,7 @@ class City:
             activity=reports.activity, incidents=reports.incidents,
             inside={s: o["inside"] for s, o in reports.occupancy.items()}, journeys=reports.journeys, fare=FARE,
             double_use_before_reconnect=self.double_use_before,
+            lane_counters={g: lane.counters for g, lane in self.lanes.items()},
         )
         checks = run_checks(facts)
         print_summary(self.console, facts, reports, checks, {g: lane.relay_s for g, lane in self.lanes.items()})

@@ -10,9 +10,10 @@ actions):
 
 1. **opening** — every gate online; annual holders, a party of three, metro riders tapping in with live
    codes, a bus rider; a passback attempt, a forged code, a code for the wrong site, a static screenshot
-   of a holder-bound pass, a live code screenshotted two minutes ago.
-2. **link down** — museum lane 1 loses its broker link (:class:`Cut`); it keeps deciding offline and
-   admits a single-use reservation.
+   of a holder-bound pass, a live code screenshotted two minutes ago; a reservation admitted at museum lane 1
+   whose screenshot a friend shows at lane 2 a moment later: refused, because the lanes share admissions.
+2. **link down** — museum lane 1 loses its link to the museum's broker, and so to its sibling lane and the
+   city (:class:`Cut`); it keeps deciding offline and admits a single-use reservation.
 3. **still down** — an operator revokes a pass (:class:`Revoke`; the delta reaches the online gates);
    lane 2 (online, unaware) admits a screenshot of the reservation lane 1 admitted: the double use.
 4. **link back** — lane 1's link returns (:class:`Restore`); its buffered taps go up and the issuer
@@ -33,6 +34,9 @@ Shown = Literal["static", "live"]
 MemberKind = Literal["annual", "museum", "metro", "bus"]
 
 SCENIC, LANE1, LANE2 = "west-lake-east-1", "museum-entrance-1", "museum-entrance-2"
+#: The museum's two lanes share admissions through the museum's own (site) broker, bridged to the city's.
+MUSEUM_LANES = (LANE1, LANE2)
+LENT = "reservation for 1, lane 1"
 METRO_IN, METRO_OUT, BUS = "metro-longxiangqiao-in", "metro-fengqi-out", "bus-k7-reader"
 PHASES = ("opening", "link down", "still down", "link back")
 
@@ -102,6 +106,7 @@ class Visit:
     age_s: int = 0
     walkers: int = 1
     at: float = 0.0  # seconds after the phase starts
+    after: str = ""  # comes only once the visit with this label (at another gate) has been decided
 
     def text(self, now: int) -> str:
         """What the phone's screen shows at ``now``."""
@@ -157,6 +162,7 @@ class Cast:
     family: Card            # museum reservation, party of 3
     couple: Card            # party of 2; one turns back
     shared: Card            # single-use reservation admitted at both museum lanes
+    lent: Card              # a reservation whose screenshot is lent to a friend at the next lane
     wrong_site: Card        # a museum reservation shown at the scenic spot
     forged: Card            # the issuer's key id, someone else's signature
     riders: tuple[Card, Card]  # metro riders, holder-bound, tap in and out
@@ -203,6 +209,9 @@ def _core(cast: Cast) -> list[list[Visit]]:
             Visit("family of 3", LANE1, fam, allow(3), "perspective", walkers=3),
             Visit("couple; one turns back", LANE1, cpl, allow(2), "dark_mode", walkers=1),
             Visit("the couple's partner comes back", LANE1, cpl, allow(1), "glare"),
+            Visit(LENT, LANE1, cast.lent, allow(1), "clean"),
+            Visit("a friend shows its screenshot at lane 2", LANE2, cast.lent, deny("already_used"), "glare",
+                  walkers=0, after=LENT),
             Visit("metro rider 1, live code", METRO_IN, r1, allow(), "perspective", "live"),
             Visit("metro rider 2, live code", METRO_IN, r2, allow(), "dark_mode", "live"),
             Visit("screenshot of a live code, 2 min old", METRO_IN, cast.screenshot, deny("presentation_expired"),

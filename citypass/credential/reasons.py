@@ -58,6 +58,7 @@ class Reason(StrEnum):
     # -- the gate's own condition ---------------------------------------------------------------------
     LEDGER_STALE = "ledger_stale"
     CLOCK_UNTRUSTED = "clock_untrusted"
+    CLOCK_LEEWAY = "clock_leeway"
     SITE_NOT_CONFIGURED = "site_not_configured"
     DECISION_TIMEOUT = "decision_timeout"
     OUT_OF_ORDER = "out_of_order"
@@ -109,6 +110,7 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.SITE_CLOSED: ("不在开放时间", "Site is closed now"),
     Reason.LEDGER_STALE: ("闸机数据过旧", "Gate data out of date"),
     Reason.CLOCK_UNTRUSTED: ("闸机时钟异常", "Gate clock not trusted"),
+    Reason.CLOCK_LEEWAY: ("按时钟容差放行", "Admitted within the clock leeway"),
     Reason.SITE_NOT_CONFIGURED: ("闸机未配置本站点", "Gate not configured for this site"),
     Reason.DECISION_TIMEOUT: ("处理超时", "Decision timed out"),
     Reason.OUT_OF_ORDER: ("暂停服务", "Out of order"),

@@ -46,6 +46,8 @@ class Verdict:
     detail: str = ""
     parsed: ParsedCode | None = None
     key: TrustedKey | None = None
+    #: the credential's or its key's validity start was judged with the clock leeway (``VerifyPolicy.leeway_s``)
+    leeway: bool = False
 
     @property
     def credential(self) -> Credential | None:
@@ -89,8 +91,9 @@ def verify(
         return _deny(Reason.UNKNOWN_KEY, f"no issuer key with kid {parsed.sign1.kid.hex()}", parsed)
     if not parsed.sign1.verify(key.key):
         return _deny(Reason.BAD_SIGNATURE, "issuer signature does not verify", parsed, key)
-    if now < key.valid_from:
+    if now + policy.leeway_s < key.valid_from:
         return _deny(Reason.KEY_NOT_YET_VALID, "issuer key is not valid yet", parsed, key)
+    leeway = now < key.valid_from
     if key.valid_to is not None and now >= key.valid_to:
         return _deny(Reason.KEY_RETIRED, "issuer key was retired", parsed, key)
     if isinstance(cred.terms, UnknownTerms):
@@ -107,10 +110,12 @@ def verify(
     if holder_denial is not None:
         return _deny(holder_denial[0], holder_denial[1], parsed, key)
 
-    place_denial = _check_place(cred, site) or _check_time(cred, now)
+    place_denial = _check_place(cred, site) or _check_time(cred, now, policy.leeway_s)
     if place_denial is not None:
         return _deny(place_denial[0], place_denial[1], parsed, key)
-    return Verdict(True, None, "", parsed, key)
+    leeway = leeway or (cred.valid_from is not None and not isinstance(cred.terms, Reservation)
+                        and now < cred.valid_from)
+    return Verdict(True, None, "", parsed, key, leeway)
 
 
 def _sites_in_scope(cred: Credential, key: TrustedKey) -> bool:
@@ -157,7 +162,7 @@ def _check_place(cred: Credential, site: SiteSettings) -> tuple[Reason, str] | N
     return None
 
 
-def _check_time(cred: Credential, now: int) -> tuple[Reason, str] | None:
+def _check_time(cred: Credential, now: int, leeway_s: int) -> tuple[Reason, str] | None:
     t = cred.terms
     if isinstance(t, Reservation):
         grace = t.grace_minutes * 60
@@ -167,8 +172,8 @@ def _check_time(cred: Credential, now: int) -> tuple[Reason, str] | None:
         if now > cred.valid_to + grace:
             return Reason.SLOT_ENDED, "after the reservation's entry window"
         return None
-    if cred.valid_from is not None and now < cred.valid_from:
-        return Reason.NOT_YET_VALID, "before the credential's validity"
+    if cred.valid_from is not None and now + leeway_s < cred.valid_from:
+        return Reason.NOT_YET_VALID, "before the credential's validity (beyond the clock leeway)"
     if cred.valid_to is not None and now >= cred.valid_to:
         return Reason.EXPIRED, "after the credential's validity"
     return None

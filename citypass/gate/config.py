@@ -38,6 +38,14 @@ class PolicyConfig(BaseModel):
         30, ge=1, le=600, description="How long a dynamic code stays valid after the phone made it."
     )
     clock_skew_s: int = Field(10, ge=0, le=600, description="Tolerance between the phone's clock and the gate's.")
+    validity_leeway_s: int = Field(
+        120, ge=0, le=3600,
+        description=(
+            "Clock leeway for the validity start of credentials and their keys: a start up to this far after the "
+            "gate's clock is admitted and flagged clock_leeway (a pass bought a moment ago at a gate whose clock "
+            "is behind). Expiry and dynamic-code freshness get no leeway."
+        ),
+    )
     stale_ledger: Literal["allow_flag", "deny"] = Field(
         "allow_flag", description="When the ledger is older than the site's staleness limit: allow and flag, or deny."
     )
@@ -56,7 +64,7 @@ class PolicyConfig(BaseModel):
 
     def to_policy(self) -> GatePolicy:
         return GatePolicy(
-            verify=VerifyPolicy(self.dynamic_window_s, self.clock_skew_s),
+            verify=VerifyPolicy(self.dynamic_window_s, self.clock_skew_s, self.validity_leeway_s),
             stale_ledger=self.stale_ledger,
             untrusted_clock_static=self.untrusted_clock_static,
             untrusted_clock_dynamic=self.untrusted_clock_dynamic,
@@ -123,6 +131,17 @@ class SyncConfig(BaseModel):
     clock_alarm_s: float = Field(10.0, gt=0, description="Clock offset against the issuer that raises an alarm.")
     reconnect_max_s: int = Field(
         30, ge=1, le=600, description="Longest wait between reconnect attempts (backoff doubles from 1 s up to this)."
+    )
+    lanes: bool = Field(
+        True,
+        description=(
+            "Share this lane's admissions with the other lanes of its site, signed with the device key, and apply "
+            "theirs: a screenshot admitted at the next lane is refused here (docs/gate.md, 'One site, one gate')."
+        ),
+    )
+    lane_rate_per_s: float = Field(
+        20.0, gt=0, le=1000,
+        description="Most messages per second taken from any one sibling lane; more are dropped and counted.",
     )
 
 

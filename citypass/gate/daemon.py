@@ -151,6 +151,9 @@ class GateDaemon:
         self._backlog: int | None = None
         #: set by the wiring point when MQTT sync runs beside the loop: its state for /healthz
         self.sync_state: Callable[[], dict[str, Any]] | None = None
+        #: set by the wiring point: called after each tap or annulment is committed (sync shares it with the
+        #: site's other lanes at once); must be quick and not raise
+        self.on_recorded: Callable[[], None] | None = None
         self._housekeeping_at = float("-inf")
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -218,6 +221,8 @@ class GateDaemon:
             tap = self.ledger.record(decision, self.ctx, self._wall_stages(stages))
             stages["committed"] = self.mono()
             tap_id: str | None = tap.tap_id
+            if self.on_recorded is not None:
+                self.on_recorded()
         except LedgerError as exc:
             decision, tap_id, fallback = self._fallback(text, str(exc)), None, True
             stages["decided"] = stages["committed"] = self.mono()
@@ -318,6 +323,8 @@ class GateDaemon:
                 unused = event.persons_unused if isinstance(event, GrantExpired) else event.n_persons
                 if unused > 0 and not event.grant_id.startswith("fallback-"):
                     self.ledger.annul(event.grant_id, unused, int(self._to_wall(event.at)))
+                    if self.on_recorded is not None:
+                        self.on_recorded()
                 self._close_grant(event.grant_id, event.at)
                 self.log.event("grant_ended", tap=event.grant_id, unused=unused, why=str(getattr(event, "reason", "")))
             elif isinstance(event, ForcedEntry | HeldOpen):

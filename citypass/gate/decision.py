@@ -11,10 +11,14 @@ this module adds what needs the gate's ledger and its own condition:
 * **degraded conditions**, always visible as flags on the decision and in the tap record:
   - a ledger older than the site's staleness limit (``ledger_stale``): allow and flag by default, deny
     by policy;
-  - a clock earlier than the ledger's last-known-time floor (``clock_untrusted``): an RTC-less device
+  - a clock earlier than the ledger's last-known-time floor by more than the freshness skew
+    (``clock_untrusted``; the floor rises with signed snapshots, deltas and issuer ticks): an RTC-less device
     booting in 1970 judges validity against the floor (the best lower bound of the true time it has)
     and flags every decision; dynamic codes, whose freshness cannot be judged without a clock, are
-    denied by default.
+    denied by default;
+  - a credential or key whose validity starts just after the gate's ``now`` (``clock_leeway``): the gate's
+    clock may be behind the issuer's, so a start up to ``VerifyPolicy.leeway_s`` ahead is admitted and
+    flagged (dynamic-code freshness keeps its own, tighter ``skew_s``).
 
 Example (see tests/test_decision.py for every rule)::
 
@@ -101,7 +105,9 @@ def decide(text: str, view: LedgerView, ctx: GateContext, now: int, policy: Gate
     policy = policy or GatePolicy()
     flags: list[Reason] = []
     effective = now
-    clock_untrusted = now < view.clock_floor
+    # Within the freshness skew of the floor the clock is as good as a phone's: a gate a second behind the
+    # issuer must not turn "untrusted" each time a signed delta (issued at the issuer's now) raises the floor.
+    clock_untrusted = now + policy.verify.skew_s < view.clock_floor
     if clock_untrusted:
         flags.append(Reason.CLOCK_UNTRUSTED)
         effective = view.clock_floor
@@ -119,6 +125,8 @@ def decide(text: str, view: LedgerView, ctx: GateContext, now: int, policy: Gate
         return deny(verdict.reason)
     cred = verdict.credential
     assert cred is not None
+    if verdict.leeway:  # the gate's clock may be behind the issuer's: admitted, and visibly so
+        flags.append(Reason.CLOCK_LEEWAY)
 
     synced = view.synced_at
     if synced is None or effective - synced > ctx.site.staleness_hours * 3600:

@@ -58,6 +58,10 @@ REPLAYED_REASONS = frozenset({"replayed_presentation", "presentation_expired"})
 REVOKED_REASONS = frozenset({"revoked", "holder_revoked"})
 SINGLE_USE_PRODUCTS = frozenset({RESERVATION, GROUP})
 SHAREABLE_PRODUCTS = frozenset({ANNUAL, TRANSIT})
+#: Lanes of one site share admissions within a fraction of a second (docs/gate.md, "One site, one gate"; tap
+#: times are whole seconds): two admissions at one site at most this far apart are a race inside that window;
+#: further apart, a lane that could not hear its siblings (cut off from them, or at a site whose lanes do not share).
+LANE_RACE_S = 1
 #: Sites allow at most 1440 passback minutes, so an entry older than a day cannot be what a gate's
 #: passback check saw; it is not shown as the "previous entry" of a passback incident.
 PASSBACK_LOOKBACK_S = 1440 * 60
@@ -179,7 +183,18 @@ def _double_use(records: Sequence[TapRecord], party_of: Callable[[str], int | No
         if total > party:
             split = " + ".join(f"{t.net_persons} at {t.gate_id}" for t in used)
             yield _incident("double_use", credential_id, used,
-                            f"{total} persons admitted on a party of {party}{inferred}: {split}")
+                            f"{total} persons admitted on a party of {party}{inferred}: {split}{_lanes(used)}")
+
+
+def _lanes(used: Sequence[TapRecord]) -> str:
+    """What a double use at several lanes of one site says about the lanes' sharing."""
+    if len({t.site for t in used}) != 1 or len({t.gate_id for t in used}) < 2:
+        return ""
+    ordered = sorted(used, key=lambda t: t.order)
+    gap = min(b.at - a.at for a, b in itertools.pairwise(ordered) if a.gate_id != b.gate_id)
+    why = ("lanes racing inside their sharing window" if gap <= LANE_RACE_S
+           else "a lane that could not hear its siblings (cut off from them, or lanes that do not share)")
+    return f"; lanes of one site {gap} s apart: {why}"
 
 
 # -- anti-passback --------------------------------------------------------------------------------

@@ -10,10 +10,19 @@ docs/broker.md explains them line by line.
 True
 >>> print(render_acl([Identity("gate-wl-e1", "device", 7)]).split("\\n\\n")[-1])
 user gate-wl-e1
+topic write citypass/v1/site/7/lanes/gate-wl-e1
 topic read citypass/v1/site/7/#
 topic read citypass/v1/all/#
 topic read citypass/v1/issuer/#
 <BLANKLINE>
+
+A site broker bridged to the central one (:mod:`citypass.sync.sitebroker`) adds a ``connection`` section:
+
+>>> bridge = render_bridge(BridgeSettings("site-7-bridge", 7, "broker.city.example", 8883), Path("/srv/site"))
+>>> print(bridge.splitlines()[3])
+connection central
+>>> [line for line in bridge.splitlines() if line.startswith("topic")][:2]
+['topic citypass/v1/gate/+/taps out 1', 'topic citypass/v1/gate/+/requests out 1']
 """
 
 from __future__ import annotations
@@ -108,7 +117,7 @@ class Identity:
     """One certificate CN as the ACL sees it: a gate with its site, a service, or a revoked name."""
 
     cn: str
-    kind: str  # "device", "service" or "revoked"
+    kind: str  # "device", "service", "bridge" (a site broker's link to this one) or "revoked"
     site: int | None = None
 
 
@@ -125,7 +134,11 @@ def render_acl(identities: Iterable[Identity]) -> str:
              "# %u is the certificate CN. A gate writes only its own upward topics and reads only its own acks."]
     lines += [f"pattern write {prefix}/gate/%u/{leaf}" for leaf in topics.GATE_UP]
     lines += [f"pattern read {prefix}/gate/%u/{leaf}" for leaf in topics.GATE_DOWN]
-    ordered = sorted(identities, key=lambda i: ({"revoked": 0, "service": 1, "device": 2}[i.kind], i.cn))
+    ordered = sorted(identities, key=lambda i: ({"revoked": 0, "service": 1, "bridge": 2, "device": 3}[i.kind], i.cn))
+    gates_at: dict[int, list[str]] = {}
+    for ident in ordered:
+        if ident.kind == "device" and ident.site is not None:
+            gates_at.setdefault(ident.site, []).append(ident.cn)
     for ident in ordered:
         lines.append("")
         lines.append(f"user {ident.cn}")
@@ -136,11 +149,67 @@ def render_acl(identities: Iterable[Identity]) -> str:
             # subscriptions ($share/group/...) need no line of their own: Mosquitto 2.0 checks delivery
             # against the real topic, and does not check subscriptions at all.
             lines.append(f"topic readwrite {prefix}/#")
+        elif ident.kind == "bridge":
+            if ident.site is None:
+                raise ValueError(f"bridge {ident.cn} has no site")
+            # A site broker's bridge carries its own site's gates only: their upward topics out, their
+            # downward topics in, and what every gate of that site may read.
+            for gate in gates_at.get(ident.site, []):
+                lines += [f"topic write {prefix}/gate/{gate}/{leaf}" for leaf in topics.GATE_UP]
+                lines += [f"topic read {prefix}/gate/{gate}/{leaf}" for leaf in topics.GATE_DOWN]
+            lines += [f"topic read {topics.site_subtree(ident.site)}", f"topic read {prefix}/all/#",
+                      f"topic read {prefix}/issuer/#"]
         else:
             if ident.site is None:
                 raise ValueError(f"device {ident.cn} has no site")
             # Downstream: its own site's deltas and settings, deltas for all gates, the issuer's clock.
             # (Written per gate, not as patterns: a pattern without %u would make mosquitto warn.)
-            lines += [f"topic read {topics.site_subtree(ident.site)}", f"topic read {prefix}/all/#",
+            # Its site's lanes read what it tells them on its own lanes topic (docs/mqtt.md, sibling lanes).
+            lines += [f"topic write {topics.site_lanes(ident.site, ident.cn)}",
+                      f"topic read {topics.site_subtree(ident.site)}", f"topic read {prefix}/all/#",
                       f"topic read {prefix}/issuer/#"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """A site broker's bridge to the central broker (Mosquitto's own bridge: ``connection`` section)."""
+
+    cn: str            # the bridge's certificate CN at the central broker
+    site: int
+    central_host: str
+    central_port: int
+    keepalive_s: int = 30
+    restart_base_s: int = 1
+    restart_cap_s: int = 10
+
+
+def render_bridge(b: BridgeSettings, home: Path) -> str:
+    """The ``connection`` section of a site broker's mosquitto.conf: which topics cross to the central broker.
+
+    Upward topics of the site's gates go out, their downward topics and what a gate of the site reads come in;
+    sibling-lane messages stay on the site network. Queued in both directions while the central link is down
+    (a persistent session at each end), so gates see the central broker come and go only as a delay. The
+    bridge says whether the central broker is reachable on ``site/N/central`` (retained, on the site broker
+    only), where the site's gates read it."""
+    prefix = topics.PREFIX
+    lines = ["", "# -- the bridge to the central broker (see docs/broker.md, \"Site brokers\") --",
+             "# Generated with the site's gates; sibling-lane messages stay on the site network.",
+             "connection central",
+             f"address {b.central_host}:{b.central_port}",
+             f"remote_clientid {b.cn}",
+             "cleansession false",
+             f"keepalive_interval {b.keepalive_s}",
+             f"restart_timeout {b.restart_base_s} {b.restart_cap_s}",
+             f"bridge_cafile {home}/ca/ca.pem",
+             f"bridge_certfile {home}/bridge/{b.cn}.pem",
+             f"bridge_keyfile {home}/bridge/{b.cn}.key",
+             "bridge_insecure false",
+             "bridge_tls_version tlsv1.2",
+             "notifications true",
+             "notifications_local_only true",
+             f"notification_topic {topics.site_central(b.site)}"]
+    lines += [f"topic {prefix}/gate/+/{leaf} out 1" for leaf in topics.GATE_UP]
+    lines += [f"topic {prefix}/gate/+/{leaf} in 1" for leaf in topics.GATE_DOWN]
+    lines += [f"topic {topics.site_ledger(b.site)} in 1", f"topic {prefix}/all/# in 1", f"topic {prefix}/issuer/# in 0"]
     return "\n".join(lines) + "\n"

@@ -54,7 +54,7 @@ from citypass.credential.devices import check_device_id
 from citypass.errors import CityPassError, InvalidInput
 
 CA_NAME = "City Pass device CA"
-Kind = Literal["device", "service", "server"]
+Kind = Literal["device", "service", "bridge", "server"]
 CA_DAYS = 3650
 LEAF_DAYS = 825  # what browsers accept for a server; devices are re-enrolled well within it
 CRL_DAYS = 365  # OpenSSL refuses *every* client once the CRL's next_update passes: keep it long, refresh it
@@ -282,9 +282,10 @@ class CertificateAuthority:
         self._save(crl_number, rows)
         return cert
 
-    def sign_csr(self, csr_pem: bytes, *, kind: Literal["device", "service"], expect_cn: str | None = None,
+    def sign_csr(self, csr_pem: bytes, *, kind: Literal["device", "service", "bridge"], expect_cn: str | None = None,
                  days: int = LEAF_DAYS, now: dt.datetime | None = None) -> x509.Certificate:
-        """Sign a device's (or the issuer service's) CSR. Only the CN and public key are taken from it.
+        """Sign a device's (or the issuer service's, or a site broker's bridge's) CSR. Only the CN and public key
+        are taken from it.
 
         Raises :class:`CAError` for a CSR whose signature does not verify (the requester does not hold the
         key), an unsafe CN, a CN other than ``expect_cn``, or a key that is not EC P-256/P-384.

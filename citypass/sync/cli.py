@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from citypass.sync.broker import Broker
 from citypass.sync.ca import write_atomic
 from citypass.sync.endpoint import ClientFiles
-from citypass.sync.home import BrokerError, BrokerHome
+from citypass.sync.home import BrokerError, BrokerHome, bridge_cn
+from citypass.sync.sitebroker import SiteBrokerHome
 
 HOME_OPTION = click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
                            help="Broker home directory (CA, server certificate, ACL, config, data, log).")
@@ -135,6 +136,34 @@ def list_identities(home: Path) -> None:
         click.echo(f"{ident.cn}\t{ident.kind}\t{site}\t{expiry}")
 
 
+@broker.command("site")
+@HOME_OPTION
+@click.option("--site", type=click.IntRange(min=0), required=True, help="The issuer's site number.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The site broker's home (created, or refreshed if it exists).")
+@click.option("--central", required=True, metavar="HOST:PORT", help="Where the site's bridge dials the central broker.")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="Hostname or IP the site broker's certificate is valid for (repeatable); "
+                   "localhost, 127.0.0.1 and ::1 are always included.")
+def site(home: Path, site: int, out: Path, central: str, hosts: tuple[str, ...]) -> None:
+    """Make or refresh a site broker's home from this (central) broker home.
+
+    The site broker serves the lanes of one site and bridges to the central broker, so the lanes share their
+    admissions over the site's network even while the city link is down (docs/broker.md, "Site brokers").
+    Its bridge identity is enrolled here; run it with `citypass broker run --home OUT`. Run this again after
+    enrolling, moving or revoking a gate of the site: it copies the gate list and the CRL and reloads it.
+    """
+    host, _, port = central.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter("expected HOST:PORT", param_hint="--central")
+    sh = SiteBrokerHome.export(BrokerHome(home), site, out, (host.strip("[]"), int(port)), hostnames=hosts)
+    gates = [i.cn for i in sh.identities() if i.kind == "device"]
+    click.echo(f"site {site}: site broker home {sh.path}; bridge {bridge_cn(site)} to {central}; "
+               f"{len(gates)} gate(s): {', '.join(gates) or 'none yet'}")
+    if sh.running_pid():
+        click.echo("reloaded the running site broker")
+
+
 @broker.command()
 @HOME_OPTION
 @click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS port.")
@@ -144,9 +173,10 @@ def list_identities(home: Path) -> None:
 def run(home: Path, port: int, bind: str, dev_insecure: bool) -> None:
     """Run Mosquitto in the foreground until SIGTERM or Ctrl-C; SIGHUP reloads ACL and CRL.
 
-    The config is regenerated from HOME first. Logs go to HOME/log/mosquitto.log.
+    The config is regenerated from HOME first (a site broker's home adds its bridge to the central broker).
+    Logs go to HOME/log/mosquitto.log.
     """
-    bh = BrokerHome(home)
+    bh = SiteBrokerHome(home) if SiteBrokerHome.is_site_home(home) else BrokerHome(home)
     if dev_insecure:
         click.secho("WARNING: --dev-insecure: NO TLS, NO AUTHENTICATION, NO ACL. Anyone on this machine can "
                     "read and forge every message. Never use this for real gates.", fg="red", bold=True, err=True)

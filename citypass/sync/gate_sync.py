@@ -23,8 +23,15 @@ Guarantees (the argument is in docs/mqtt.md):
   does not start at the ledger's sequence is a gap (``gaps``): the gate catches up over HTTP (deltas,
   else a snapshot) or, without an HTTP source, asks on its ``requests`` topic.
 * **Clock.** Issuer-signed ticks feed :class:`~citypass.sync.clock.OffsetEstimator`; ``clock_alarm`` is raised
-  past ``clock_alarm_s`` and published in the status. A tick also carries the issuer's ledger sequence,
-  so a gate that missed a delta notices within two ticks even when no later delta comes.
+  past ``clock_alarm_s`` and published in the status; each raises the ledger's clock floor (less that
+  tolerance). A tick also carries the issuer's ledger sequence, so a gate that missed a delta notices within
+  two ticks even when no later delta comes. (Deltas and ticks are handled by
+  :class:`~citypass.sync.gate_updates.LedgerFollower`.)
+* **Sibling lanes.** With ``lanes`` (the default when the endpoint has TLS files and the gate a site), the
+  lane shares its admissions with the other lanes of its site and applies theirs
+  (:class:`~citypass.sync.gate_lanes.LaneExchange`); :meth:`GateSync.poke` after each commit makes that
+  immediate. Behind a site broker, ``state.central`` says whether the site's bridge to the central broker is
+  up; while it is down, unacknowledged batches are not resent (the bridge holds them).
 """
 
 from __future__ import annotations
@@ -40,11 +47,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from citypass.credential.delta import DeltaError, load_delta
 from citypass.credential.keys import VerifyKey
 from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.config import LedgerConfig
@@ -52,6 +57,8 @@ from citypass.gate.ledger.connection import LedgerError
 from citypass.sync import codec, topics
 from citypass.sync.clock import OffsetEstimator
 from citypass.sync.endpoint import WEEK_S, Endpoint, HttpLedgerSource, stop
+from citypass.sync.gate_lanes import LaneExchange, LaneSettings
+from citypass.sync.gate_updates import LedgerFollower
 
 log = logging.getLogger(__name__)
 SOFTWARE = "citypass-0.1.0"
@@ -76,6 +83,9 @@ class GateSyncConfig:
     catch_up_interval_s: float = 5.0
     software: str = SOFTWARE
     busy_timeout_ms: int = 2000
+    #: share admissions with the other lanes of the site (needs the endpoint's TLS files: the device key signs)
+    lanes: bool = True
+    lane_settings: LaneSettings = field(default_factory=LaneSettings)
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,7 @@ class SyncState:
     clock_alarm: bool = False
     issuer_seq: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    central: bool | None = None  # a site broker's link to the central broker (None: no site broker)
 
 
 class GateSync:
@@ -104,6 +115,11 @@ class GateSync:
         self.counters: dict[str, int] = {k: 0 for k in ("batches", "acked", "resends", "deltas", "forged",
                                                           "replayed", "gaps", "snapshots", "bad_messages")}
         self.estimator = OffsetEstimator(alarm_s=config.clock_alarm_s)
+        tls, site = endpoint.tls, config.site
+        self.lanes = (LaneExchange.from_files(config.device_id, site, tls, settings=config.lane_settings,
+                                              report=self._event, clock=clock)
+                      if config.lanes and site is not None and tls is not None else None)
+        self._central: bool | None = None
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._state = SyncState()
         self._lock = threading.Lock()
@@ -115,9 +131,7 @@ class GateSync:
         self._cursor = 0
         self._in_flight: dict[int, tuple[int, float]] = {}  # batch id → (rows, sent at, monotonic)
         self._next_batch = int.from_bytes(os.urandom(4), "big")  # a restart never reuses a live batch id
-        self._last_catch_up = -1e9
-        self._lagging_ticks = 0
-        self._issuer_seq: int | None = None
+        self.follower = LedgerFollower(config, fetcher, self.counters, self._event, self.estimator)
         self._status_due = 0.0
         self._session_present = False
         self._acked_ids: list[str] = []
@@ -135,6 +149,10 @@ class GateSync:
         self._inbox.put(("wake",))
         if self._thread is not None:
             self._thread.join(timeout)
+
+    def poke(self) -> None:
+        """Wake the sync thread now (the daemon calls it after each commit: siblings hear of a tap at once)."""
+        self._inbox.put(("wake",))
 
     @property
     def state(self) -> SyncState:
@@ -159,7 +177,9 @@ class GateSync:
         client = self.endpoint.client(cfg.device_id, will=(topics.gate_status(cfg.device_id), will))
         client.on_connect = self._on_connect
         client.on_disconnect = lambda c, u, f, rc, p: self._inbox.put(("disconnected", str(rc)))
-        client.on_message = lambda c, u, m: self._inbox.put(("message", m.topic, bytes(m.payload), self.clock()))
+        client.on_message = self._on_message
+        if self.lanes is not None:
+            client.on_publish = lambda c, u, mid, rc, p: self.lanes.published(mid) if self.lanes else None
         client.on_subscribe = lambda c, u, mid, codes, p: self._inbox.put(("connected", self._session_present))
         self.endpoint.start(client, clean_start=False, session_expiry=cfg.session_expiry_s)
         self.ready.set()
@@ -181,16 +201,28 @@ class GateSync:
             if self.fetcher is not None:
                 self.fetcher.close()
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
+        if self.lanes is not None and self.lanes.wants(m.topic):
+            self.lanes.offer(m.topic, bytes(m.payload))  # rate-limited and queued there: never the inbox
+            self._inbox.put(("wake",))
+        else:
+            self._inbox.put(("message", m.topic, bytes(m.payload), self.clock()))
+
     def _cycle(self, client: mqtt.Client, ledger: GateLedger) -> None:
         busy = self._connected and len(self._in_flight) < self.config.window
         try:
-            item = self._inbox.get(timeout=0.02 if busy else 0.2)
+            item = self._inbox.get(timeout=0.02 if busy else 0.1 if self.lanes else 0.2)
             self._handle(client, ledger, item)
             for _ in range(1000):  # drain whatever else arrived (acks come in bursts), but keep uploading
                 self._handle(client, ledger, self._inbox.get_nowait())
         except queue.Empty:
             pass
         self._flush_acks(ledger)
+        if self.lanes is not None:
+            self.lanes.cycle(client, ledger, self._connected)
+            if self.lanes.central and self._central is False:  # the site's link to the issuer is back
+                self._reset_uploads()
+            self._central = self.lanes.central
         if self._connected:
             self._upload(client, ledger)
             if time.monotonic() >= self._status_due:
@@ -217,7 +249,9 @@ class GateSync:
             self._reset_uploads()  # everything unacknowledged goes again: paho's queue is memory only
             self._status_due = 0.0
             self._event("connected", session_present=item[1])
-            self._request_catch_up(client, ledger, force=True)
+            if self.lanes is not None:
+                self.lanes.connected(ledger)
+            self.follower.catch_up(client, ledger, force=True)
         elif kind in ("disconnected", "refused"):
             if self._connected or kind == "refused":
                 self._event(kind, "warning", reason=item[1])
@@ -238,12 +272,12 @@ class GateSync:
             self._acked_ids.extend(ack.event_ids)  # marked once the inbox is drained (_flush_acks)
             self._in_flight.pop(ack.batch_id, None)
         elif topic == topics.ISSUER_TIME:
-            self._tick(client, ledger, payload, received)
+            self.follower.tick(client, ledger, payload, received)
         elif topic == topics.gate_ledger(cfg.device_id) and (seq := codec.decode_snapshot_notice(payload)) is not None:
             self._event("snapshot_needed", "warning", issuer_seq=seq, ledger_seq=ledger.seq)
-            self._fetch_snapshot(ledger)
+            self.follower.fetch_snapshot(ledger)
         elif topic.endswith("/ledger"):
-            self._delta(client, ledger, payload)
+            self.follower.delta(client, ledger, payload)
 
     # -- upload -----------------------------------------------------------------------------------
     def _flush_acks(self, ledger: GateLedger) -> None:
@@ -263,7 +297,9 @@ class GateSync:
     def _upload(self, client: mqtt.Client, ledger: GateLedger) -> None:
         cfg = self.config
         now = time.monotonic()
-        if self._in_flight and now - min(sent for _, sent in self._in_flight.values()) > cfg.ack_timeout_s:
+        waited = now - min((sent for _, sent in self._in_flight.values()), default=now)
+        # while a site broker's bridge is down it queues what it has: a resend would only be sent twice later
+        if waited > cfg.ack_timeout_s and self._central is not False:
             self.counters["resends"] += 1
             self._event("ack_timeout", "warning", in_flight=len(self._in_flight))
             self._reset_uploads()
@@ -280,93 +316,6 @@ class GateSync:
             self._cursor = rows[-1].seq
             self.counters["batches"] += 1
 
-    # -- downstream -------------------------------------------------------------------------------
-    def _delta(self, client: mqtt.Client, ledger: GateLedger, payload: bytes) -> None:
-        try:
-            delta = load_delta(payload, ledger.trust)
-        except DeltaError as exc:
-            self.counters["forged"] += 1
-            self._event("delta_rejected", "error", error=str(exc), ledger_seq=ledger.seq)
-            return
-        current = ledger.seq
-        if current is not None and delta.seq <= current:
-            self.counters["replayed"] += 1
-            self._event("delta_replayed", "warning", base_seq=delta.base_seq, seq=delta.seq, ledger_seq=current)
-            return
-        if current is None or delta.base_seq != current:
-            self.counters["gaps"] += 1
-            self._event("delta_gap", "warning", base_seq=delta.base_seq, seq=delta.seq, ledger_seq=current)
-            self._request_catch_up(client, ledger, force=True)
-            return
-        ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
-        self.counters["deltas"] += 1
-        self._event("delta_applied", base_seq=delta.base_seq, seq=delta.seq, revoked=len(delta.revoked),
-                    unrevoked=len(delta.unrevoked), sites=delta.sites is not None)
-
-    def _tick(self, client: mqtt.Client, ledger: GateLedger, payload: bytes, received: float) -> None:
-        try:
-            tick = codec.verify_time(payload, ledger.trust)
-        except codec.CodecError as exc:
-            self.counters["forged"] += 1
-            self._event("time_rejected", "error", error=str(exc))
-            return
-        was_alarm = self.estimator.alarm
-        self.estimator.add(tick.unix_ms / 1000, received)
-        if self.estimator.alarm != was_alarm:
-            self._event("clock_alarm" if self.estimator.alarm else "clock_ok",
-                        "error" if self.estimator.alarm else "info", offset_s=round(self.estimator.offset or 0, 3))
-        self._issuer_seq = tick.ledger_seq
-        # A delta and the tick announcing its seq race each other: only a lag two ticks long is a gap.
-        self._lagging_ticks = self._lagging_ticks + 1 if tick.ledger_seq > (ledger.seq or -1) else 0
-        if self._lagging_ticks >= 2:
-            self._lagging_ticks = 0
-            self._request_catch_up(client, ledger)
-
-    def _request_catch_up(self, client: mqtt.Client, ledger: GateLedger, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_catch_up < self.config.catch_up_interval_s:
-            return
-        self._last_catch_up = now
-        seq = ledger.seq
-        if self.fetcher is not None:
-            try:
-                self._http_catch_up(ledger)
-                return
-            except (httpx.HTTPError, DeltaError, LedgerError) as exc:
-                self._event("catch_up_failed", "warning", error=str(exc))
-        if seq is not None:
-            client.publish(topics.gate_requests(self.config.device_id), codec.encode_request(seq), qos=1)
-
-    def _http_catch_up(self, ledger: GateLedger) -> None:
-        assert self.fetcher is not None
-        for _ in range(1000):  # each delta carries up to 10,000 changes
-            seq = ledger.seq
-            if seq is None:
-                self._fetch_snapshot(ledger)
-                return
-            try:
-                data = self.fetcher.delta(seq)
-            except LookupError:
-                self._fetch_snapshot(ledger)
-                return
-            if data is None:
-                return
-            delta = load_delta(data, ledger.trust)
-            ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
-            self.counters["deltas"] += 1
-
-    def _fetch_snapshot(self, ledger: GateLedger) -> None:
-        if self.fetcher is None:
-            self._event("snapshot_unavailable", "error", detail="no HTTP ledger source configured")
-            return
-        try:
-            snap = ledger.load_snapshot(self.fetcher.snapshot())
-        except (httpx.HTTPError, LedgerError) as exc:
-            self._event("snapshot_failed", "error", error=str(exc))
-            return
-        self.counters["snapshots"] += 1
-        self._event("snapshot_installed", seq=snap.seq)
-
     # -- status -----------------------------------------------------------------------------------
     def _status(self, ledger: GateLedger) -> codec.Status:
         fps = self.fps() if self.fps is not None else None
@@ -374,7 +323,7 @@ class GateSync:
         return codec.Status(online=True, at=int(self.clock()), seq=ledger.seq, backlog=ledger.backlog(), fps=fps,
                             clock_offset=None if offset is None else round(offset, 3),
                             clock_alarm=self.estimator.alarm, software=self.config.software,
-                            counters=dict(self.counters))
+                            counters=self._counters())
 
     def _publish_status(self, client: mqtt.Client, ledger: GateLedger) -> None:
         status = self._status(ledger)
@@ -386,4 +335,8 @@ class GateSync:
     def _publish_state(self, ledger: GateLedger) -> None:
         with self._lock:
             self._state = SyncState(self._connected, ledger.seq, self._state.backlog, self.estimator.offset,
-                                    self.estimator.alarm, self._issuer_seq, dict(self.counters))
+                                    self.estimator.alarm, self.follower.issuer_seq, self._counters(),
+                                    self._central)
+
+    def _counters(self) -> dict[str, int]:
+        return dict(self.counters) | (dict(self.lanes.counters) if self.lanes is not None else {})

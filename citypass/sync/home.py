@@ -63,6 +63,11 @@ from citypass.sync.ca import (
 from citypass.sync.endpoint import ClientFiles
 
 
+def bridge_cn(site: int) -> str:
+    """The certificate CN of ``site``'s site-broker bridge: ``site-7-bridge``."""
+    return f"site-{site}-bridge"
+
+
 class BrokerError(CityPassError):
     """The broker home or process cannot do what was asked (message says why and what to do)."""
 
@@ -124,9 +129,9 @@ class BrokerHome:
         for cn, entry in sorted(self._registry().items()):
             if cn not in active:
                 out.append(Identity(cn, "revoked"))
-            elif entry["kind"] == "device":
+            elif entry["kind"] in ("device", "bridge"):
                 site = entry["site"]
-                out.append(Identity(cn, "device", site if isinstance(site, int) else None))
+                out.append(Identity(cn, str(entry["kind"]), site if isinstance(site, int) else None))
             else:
                 out.append(Identity(cn, "service"))
         return out
@@ -144,7 +149,8 @@ class BrokerHome:
             csr_pem = csr_path.read_bytes()
             files = ClientFiles(out_dir / "ca.pem", out_dir / f"{cn}.pem", key_path)
         assert csr_pem is not None
-        cert = self.ca.sign_csr(csr_pem, kind="device" if kind == "device" else "service", expect_cn=cn)
+        cert = self.ca.sign_csr(csr_pem, kind="device" if kind == "device" else "bridge" if kind == "bridge"
+                                else "service", expect_cn=cn)
         if files is not None:
             write_atomic(files.cert, cert.public_bytes(serialization.Encoding.PEM))
             shutil.copyfile(self.ca_cert, files.ca)
@@ -174,6 +180,15 @@ class BrokerHome:
         """Enrol a central service (the issuer) that may read and write the whole topic tree."""
         cert, files = self._enrol(cn, "service", None, csr_pem, out_dir)
         return files if files is not None else cert
+
+    def add_bridge(self, site: int, out_dir: Path) -> ClientFiles:
+        """Enrol the bridge of ``site``'s site broker (key made in ``out_dir``, the site broker's home): it may
+        carry that site's gates' topics to and from this broker, and nothing else (see docs/broker.md)."""
+        if site < 0:
+            raise BrokerError("the site must be a non-negative number")
+        files = self._enrol(bridge_cn(site), "bridge", site, None, out_dir)[1]
+        assert files is not None
+        return files
 
     def service_files(self, cn: str, out_dir: Path, *, renew_within: dt.timedelta = dt.timedelta(days=30),
                       ) -> ClientFiles:

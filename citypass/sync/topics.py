@@ -14,6 +14,8 @@ topic                           direction    QoS    retain  what
 ``gate/{device}/acks``          issuer → gate  1    no      tap ids the issuer has stored
 ``gate/{device}/ledger``        issuer → gate  1    no      catch-up deltas answering that gate's request
 ``site/{site}/ledger``          issuer → site  1    no      signed ledger deltas for one site's gates
+``site/{site}/lanes/{device}``  gate → site    1    no      a lane's admissions for its siblings (signed)
+``site/{site}/central``         site broker    1    yes     the site's bridge to the central broker: 1 up, 0 down
 ``all/ledger``                  issuer → all   1    no      signed deltas for every gate (keys, revocations)
 ``issuer/time``                 issuer → all   0    no      issuer-timestamped ticks for clock offset
 ==============================  ===========  =====  ======  =============================================
@@ -26,6 +28,10 @@ topic                           direction    QoS    retain  what
 '$share/ingest/citypass/v1/gate/+/taps'
 >>> parse_gate_topic("citypass/v1/gate/gate-wl-e1/taps")
 ('gate-wl-e1', 'taps')
+>>> site_lanes(7, "gate-wl-e1")
+'citypass/v1/site/7/lanes/gate-wl-e1'
+>>> parse_lane_topic("citypass/v1/site/7/lanes/gate-wl-e1")
+(7, 'gate-wl-e1')
 
 The broker's ACL is generated from :data:`GATE_UP` and :data:`GATE_DOWN` (see :mod:`citypass.sync.broker`): add a
 per-gate topic here and every gate may use it after the next ``citypass broker init`` or device change.
@@ -48,6 +54,7 @@ GATE_UP = ("taps", "requests", "status")
 GATE_DOWN = ("acks", "ledger")
 
 TAPS, REQUESTS, STATUS, ACKS, LEDGER = "taps", "requests", "status", "acks", "ledger"
+LANES = "lanes"
 
 ALL_LEDGER = f"{PREFIX}/all/ledger"
 ISSUER_TIME = f"{PREFIX}/issuer/time"
@@ -62,6 +69,7 @@ ONLINE, OFFLINE = b"online", b"offline"
 
 _LEVEL = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 _GATE_TOPIC = re.compile(rf"{re.escape(PREFIX)}/gate/([^/]+)/([^/]+)")
+_LANE_TOPIC = re.compile(rf"{re.escape(PREFIX)}/site/(0|[1-9][0-9]{{0,3}})/{LANES}/([^/]+)")
 
 
 def _level(value: str) -> str:
@@ -113,6 +121,25 @@ def site_ledger(site: int) -> str:
 def site_subtree(site: int) -> str:
     """The filter a gate at ``site`` may read: ``citypass/v1/site/{site}/#``."""
     return site_ledger(site).rsplit("/", 1)[0] + "/#"
+
+
+def site_lanes(site: int, device: str) -> str:
+    """Where ``device``, a lane of ``site``, tells its sibling lanes of its admissions (QoS 1; the ACL lets
+    only that device, enrolled at that site, publish here)."""
+    return f"{site_subtree(site)[:-1]}{LANES}/{_level(device)}"
+
+
+def site_central(site: int) -> str:
+    """Where a site broker's bridge says whether the central broker is reachable (retained ``1``/``0``)."""
+    return f"{site_subtree(site)[:-1]}central"
+
+
+def parse_lane_topic(topic: str) -> tuple[int, str] | None:
+    """``(site, device)`` for a lanes topic, else ``None``."""
+    match = _LANE_TOPIC.fullmatch(topic)
+    if not match or not _LEVEL.fullmatch(match.group(2)):
+        return None
+    return int(match.group(1)), match.group(2)
 
 
 def shared(group: str, topic_filter: str) -> str:

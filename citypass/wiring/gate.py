@@ -34,6 +34,7 @@ from citypass.gate.screen.display import LaneScreen
 from citypass.gate.screen.hub import ScreenHub
 from citypass.gate.screen.texts import SHIPPED, ScreenTexts
 from citypass.sync.endpoint import ClientFiles, Endpoint, HttpLedgerSource
+from citypass.sync.gate_lanes import LaneSettings
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
 
 
@@ -157,9 +158,12 @@ def build_sync(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:
     settings = GateSyncConfig(
         device_id=cfg.gate_id, ledger_path=cfg.ledger.path, root=read_public_key(cfg.root_key),
         site=daemon.ctx.site.number, batch_size=sync.batch_size, ack_timeout_s=sync.ack_timeout_s,
-        status_interval_s=sync.status_interval_s, clock_alarm_s=sync.clock_alarm_s,
+        status_interval_s=sync.status_interval_s, clock_alarm_s=sync.clock_alarm_s, lanes=sync.lanes,
+        lane_settings=LaneSettings(rate_per_s=sync.lane_rate_per_s),
     )
-    return GateSync(endpoint, settings, fetcher=fetcher, fps=lambda: daemon.camera.status().fps)
+    gate_sync = GateSync(endpoint, settings, fetcher=fetcher, fps=lambda: daemon.camera.status().fps)
+    daemon.on_recorded = gate_sync.poke  # the site's other lanes hear of each tap as soon as it is committed
+    return gate_sync
 
 
 def run_from_file(path: Path, max_frames: int | None = None) -> None:

@@ -30,7 +30,12 @@ Tables (ids are BLOBs; times are Unix seconds unless named otherwise):
 ``taps``           every decision recorded, allowed or denied, with its stage times
 ``passages``       confirmed passages per tap and person
 ``outbox``         events to upload (tap, annul, passage, stage), each with its own stable id
+``sibling_taps``   (v2) admissions shared by the other lanes of this site, applied by triggers
+``lane_races``     (v2) a single-use ticket or annual pass admitted here and at a sibling beyond its rules
+``lane_cursor``    (v2) how far this lane's own events have been shared with its siblings
 =================  ===========================================================================
+
+(v2 also adds ``taps.party``, the party size of a single-use ticket, which the siblings need to see a race.)
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from collections.abc import Callable, Sequence
 from sqlite_utils import Database
 
 from citypass.gate.ledger.connection import LedgerSchemaError, translate, write
+from citypass.gate.ledger.siblings import SCHEMA
 
 #: ``PRAGMA application_id`` of a ledger file: "CPLG" in ASCII.
 APPLICATION_ID = 0x43504C47
@@ -110,8 +116,15 @@ def _v1_initial(db: Database) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def _v2_site_lanes(db: Database) -> None:
+    # The lanes of one site share their admissions (gate/ledger/siblings.py): the party size of this lane's
+    # single-use taps, siblings' taps with the triggers that apply them, races found, what was shared.
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
 #: Every migration ever shipped, oldest first. ``user_version`` = how many of them a file has had.
-MIGRATIONS: list[Migration] = [_v1_initial]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_site_lanes]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -155,6 +155,10 @@ class GateLedger:
             # read_state can skip re-verifying a trust list that did not change
             self._data_version = -1
 
+    def transaction(self, durable: bool = True) -> AbstractContextManager[sqlite3.Connection]:
+        """A write transaction on this connection, for the ledger's other modules (see :meth:`_write`)."""
+        return self._write(durable)
+
     def _now_ms(self, at_least: int = 0) -> int:
         return max(int(self._clock() * 1000), at_least * 1000)
 
@@ -252,6 +256,14 @@ class GateLedger:
         with self._write():
             return snapshots.apply_delta(self.db, base_seq, seq, issued_at, revoked, unrevoked,
                                          revoked_holders, unrevoked_holders, sites)
+
+    def raise_clock_floor(self, at: int) -> bool:
+        """Raise the clock floor to ``at`` (an issuer-signed time the caller has verified); never lowers it.
+        Not fsynced: a floor lost in a power cut comes back with the next tick. True if it rose."""
+        with self._write(durable=False) as conn:
+            before = snapshots.get_meta(conn, "clock_floor") or 0
+            snapshots.raise_floor(conn, at)
+            return at > before
 
     def sites(self) -> list[SiteSettings]:
         rows = self.db.conn.execute("SELECT settings FROM sites ORDER BY number").fetchall()

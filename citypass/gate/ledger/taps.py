@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlite_utils
 
+from citypass.credential.claims import Group, Reservation
 from citypass.credential.reasons import Reason
 from citypass.gate.decision import Decision, GateContext, Usage, usage_after
 from citypass.gate.ledger.connection import TapNotFound
@@ -162,12 +163,13 @@ def insert_tap(db: sqlite_utils.Database, decision: Decision, ctx: GateContext, 
     cur = conn.execute(
         "INSERT INTO taps (tap_id, gate_id, site, direction, allowed, reason, flags, credential_id, product,"
         " persons, kind, presentation_id, at, stages, prev_last_entry_at, prev_tapped_in_at,"
-        " prev_tapped_in_site, annulled) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        " prev_tapped_in_site, annulled, party) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
         (tap.tap_id, tap.gate_id, site, tap.direction.value, int(tap.allowed),
          tap.reason.value if tap.reason else None, json.dumps([f.value for f in tap.flags]),
          tap.credential_id, tap.product, tap.persons, tap.kind.value if tap.kind else None,
          tap.presentation_id, now, json.dumps(stages), before.last_entry_at, before.tapped_in_at,
-         before.tapped_in_site),
+         before.tapped_in_site, cred.terms.party if cred is not None and isinstance(cred.terms, Reservation | Group)
+         else None),  # the siblings need a single-use ticket's party to see a race (gate/ledger/siblings.py)
     )
     add_event(db, "tap", tap_id, tap.event_fields(), now, unix_ms)
     return replace(tap, seq=int(cur.lastrowid or 0))
