@@ -7,12 +7,17 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from citypass.credential.codes import parse
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.gate.decision import decide
 from citypass.gate.ledger import GateLedger, LedgerBusy, LedgerConfig
+from citypass.gate.ledger.snapshots import _in_turn
 from citypass.gate.policy import Direction
 from tests.helpers.codes import NOW, World
 
@@ -82,3 +87,22 @@ def test_decisions_are_recorded_throughout_a_large_snapshot_install(tmp_path: Pa
         print(f"{recorded} taps recorded during the install; slowest decide+record {slowest * 1e3:.1f} ms")
     finally:
         gate.close()
+
+
+def test_a_batch_that_misses_the_lock_waits_its_turn_and_gives_up_only_after_its_patience() -> None:
+    """The install yields to the decisions: a batch whose BEGIN IMMEDIATE found the lock taken (LedgerBusy,
+    nothing written) tries again after a growing pause; only a lock held past the patience fails the install."""
+    attempts, pauses, done = [0], [], []
+
+    @contextmanager
+    def transaction(durable: bool) -> Iterator[None]:
+        attempts[0] += 1
+        if attempts[0] <= 3:
+            raise LedgerBusy("ledger is locked by another writer")
+        yield None
+
+    assert _in_turn(transaction, False, lambda conn: done.append(conn) or 7, pauses.append) == 7
+    assert attempts[0] == 4 and len(done) == 1 and pauses == [0.005, 0.01, 0.02]
+    attempts[0] = -10**6  # busy for ever
+    with pytest.raises(LedgerBusy):
+        _in_turn(transaction, False, lambda conn: 0, lambda s: None, patience_s=0.05)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlite_utils import Database
 
@@ -41,7 +42,7 @@ from citypass.credential.keys import VerifyKey
 from citypass.credential.sites import SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot, SnapshotError, load_snapshot
 from citypass.credential.trustlist import TrustError, TrustList
-from citypass.gate.ledger.connection import SnapshotRefused
+from citypass.gate.ledger.connection import LedgerBusy, SnapshotRefused
 from citypass.gate.ledger.revocations import (
     ID_TABLES,
     delete_ids,
@@ -63,6 +64,9 @@ PAUSE_S = 0.010
 
 #: ``transaction(durable)``: a write transaction on the ledger's connection (``GateLedger._write``).
 Transaction = Callable[[bool], AbstractContextManager[sqlite3.Connection]]
+#: How long one batch of the paced install keeps trying for the write lock while the decision loop writes.
+BUSY_PATIENCE_S = 30.0
+T = TypeVar("T")
 
 #: What a gate trusts before its first snapshot: nothing (every code is denied ``unknown_key``).
 EMPTY_TRUST = TrustList(version=0, issued_at=0, keys=())
@@ -172,10 +176,10 @@ def install_paced(db: Database, snap: LedgerSnapshot, transaction: Transaction, 
     staged: dict[str, int] = {}
     for table, ids in (("revocations", snap.revoked), ("revoked_holders", snap.revoked_holders)):
         staging = f"{table}_next_{tag}"
-        with transaction(False) as conn_:
-            conn_.execute(_ddl(conn_, table, staging))
+        _in_turn(transaction, False, _create_like(table, staging), sleep)
         staged[table] = _stage(conn, transaction, staging, ids, batch, pause_s, sleep)
-    with transaction(True) as swap:  # the one durable step: fsyncs everything staged before it
+
+    def swap_in(swap: sqlite3.Connection) -> None:  # the one durable step: fsyncs everything staged before it
         _check_fresh(swap, snap, force)
         db.table("trust").upsert(
             {"id": 1, "version": snap.trust.version, "issued_at": snap.trust.issued_at,
@@ -190,6 +194,8 @@ def install_paced(db: Database, snap: LedgerSnapshot, transaction: Transaction, 
         set_meta(swap, "snapshot_seq", snap.seq)
         set_meta(swap, "synced_at", snap.issued_at)
         raise_floor(swap, snap.issued_at)
+
+    _in_turn(transaction, True, swap_in, sleep)
     for table in staged:
         _purge(conn, transaction, f"{table}_old_{tag}", batch, pause_s, sleep)
 
@@ -220,22 +226,51 @@ def _stage(conn: sqlite3.Connection, transaction: Transaction, table: str, ids: 
             if not first:
                 _yield(conn, pause_s, sleep)
             first = False
-            with transaction(False):
-                added += insert_blob(conn, table, blob[offset:offset + batch * width], width)
+            added += _in_turn(transaction, False, _insert(table, blob[offset:offset + batch * width], width), sleep)
     return added
+
+
+def _create_like(table: str, name: str) -> Callable[[sqlite3.Connection], None]:
+    def create(conn: sqlite3.Connection) -> None:
+        conn.execute(_ddl(conn, table, name))
+    return create
+
+
+def _insert(table: str, chunk: bytes, width: int) -> Callable[[sqlite3.Connection], int]:
+    return lambda conn: insert_blob(conn, table, chunk, width)
+
+
+def _in_turn(transaction: Transaction, durable: bool, work: Callable[[sqlite3.Connection], T],
+             sleep: Callable[[float], None], patience_s: float = BUSY_PATIENCE_S) -> T:
+    """Run ``work`` in one write transaction, waiting its turn: a busy gate records taps back to back, and a
+    batch that did not get the lock within its busy timeout (``LedgerBusy``: nothing was written, the
+    transaction rolled back) tries again after a short, growing pause rather than failing the install — the
+    install yields to the decisions, never the other way round."""
+    deadline, pause = time.monotonic() + patience_s, 0.005
+    while True:
+        try:
+            with transaction(durable) as conn:
+                return work(conn)
+        except LedgerBusy:
+            if time.monotonic() >= deadline:
+                raise
+            sleep(pause)
+            pause = min(pause * 2, 0.2)
 
 
 def _purge(conn: sqlite3.Connection, transaction: Transaction, table: str, batch: int, pause_s: float,
            sleep: Callable[[float], None]) -> None:
     """Empty ``table`` (keyed by ``id``) in key-range batches, one short transaction each, then drop it:
     dropping ten million rows at once frees every page in one transaction (~0.4 s per 5M rows)."""
-    while True:
-        with transaction(False):
-            row = conn.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET ?", (batch - 1,)).fetchone()
-            if row is None:
-                conn.execute(f"DROP TABLE {table}")
-                return
-            conn.execute(f"DELETE FROM {table} WHERE id <= ?", (row[0],))
+    def one_batch(c: sqlite3.Connection) -> bool:
+        row = c.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET ?", (batch - 1,)).fetchone()
+        if row is None:
+            c.execute(f"DROP TABLE {table}")
+            return False
+        c.execute(f"DELETE FROM {table} WHERE id <= ?", (row[0],))
+        return True
+
+    while _in_turn(transaction, False, one_batch, sleep):
         _yield(conn, pause_s, sleep)
 
 
