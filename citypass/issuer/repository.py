@@ -202,6 +202,16 @@ class ControlRoomRepository(Protocol):
         """The latest ledger sequence number of a change of ``kind`` about ``ref`` (None: never logged)."""
         ...
 
+    def credential_revocation(self, credential_id: str) -> RevocationRecord | None:
+        """The revocation in force for a credential id (hex), if any."""
+        ...
+    def credentials_for_account(self, account: str, limit: int = 20) -> list[str]:
+        """Ids of the transit credentials issued for ``account``, newest first."""
+        ...
+    def all_health(self) -> dict[str, DeviceHealth]:
+        """Every device's last health report, by device id."""
+        ...
+
     def recount_quarters(self, keys: Iterable[tuple[int, int]]) -> None:
         """Recount the tallies of these (site, quarter start) pairs from the stored taps (idempotent: allowed
         ``entry``/``exit`` taps' persons minus annulled ones)."""

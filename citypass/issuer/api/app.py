@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citypass.credential.timefmt import utc_now
 from citypass.errors import Conflict, InvalidInput, NotFound, Unavailable
+from citypass.issuer import console
 from citypass.issuer.api import fleet, groups, ledger, passes, reports, taps, venues, wallet
 from citypass.issuer.api.common import ErrorOut, FieldError
 from citypass.issuer.api.deps import (
@@ -109,6 +110,7 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
     for module in (passes, venues, ledger, fleet, taps, reports, groups):
         app.include_router(module.router)
     wallet.mount(app)  # /v1/wallet/claims and the wallet page at /wallet/
+    console.mount(app)  # the operators' pages at /console/
 
     @app.get("/healthz", response_model=HealthzOut, tags=["service"], summary="Liveness",
              description="No token needed. Answers when the store is readable; never rate-limited.")

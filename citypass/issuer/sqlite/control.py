@@ -12,7 +12,7 @@ from typing import Any
 from citypass.credential.sites import SiteSettings
 from citypass.issuer.control_records import QUARTER, GroupStop, QuarterTally, StoredIncident, TourGroup
 from citypass.issuer.incidents import Incident
-from citypass.issuer.records import Conflict, NotFound
+from citypass.issuer.records import Conflict, DeviceHealth, NotFound, RevocationRecord
 from citypass.issuer.sqlite.ledger import LedgerTables
 from citypass.issuer.sqlite.taps import _TAP_COLUMNS, _chunks, _record
 from citypass.issuer.tap_records import TapRecord
@@ -40,6 +40,23 @@ class ControlTables(LedgerTables):
         row = self.conn.execute("SELECT max(seq) FROM ledger_changes WHERE kind = ? AND ref = ?",
                                 [kind, ref]).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def credential_revocation(self, credential_id: str) -> RevocationRecord | None:
+        row = self.conn.execute("SELECT id, revoked_at, reason FROM revocations WHERE id = ?",
+                                [credential_id]).fetchone()
+        return None if row is None else RevocationRecord("credential", row[0], row[1], row[2] or "")
+
+    def credentials_for_account(self, account: str, limit: int = 20) -> list[str]:
+        fragment = json.dumps({"account": account})[1:-1]  # as json.dumps wrote it in record_credential
+        pattern = "%" + fragment.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.conn.execute("SELECT id, details FROM credentials WHERE product = 3 AND details LIKE ? ESCAPE '\\'"
+                                 " ORDER BY issued_at DESC LIMIT ?", [pattern, limit]).fetchall()
+        return [r[0] for r in rows if json.loads(r[1]).get("account") == account]
+
+    def all_health(self) -> dict[str, DeviceHealth]:
+        rows = self.conn.execute("SELECT device_id, last_seen, ledger_seq, outbox_backlog, clock_offset_s,"
+                                 " reported_at, details FROM device_health").fetchall()
+        return {r[0]: DeviceHealth(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}")) for r in rows}
 
     # -- tallies ---------------------------------------------------------------------------------------
     def recount_quarters(self, keys: Iterable[tuple[int, int]]) -> None:
