@@ -72,7 +72,7 @@ def _html(body: Safe, status: int = 200) -> HTMLResponse:
 
 
 def layout(request: Request, s: Session | None, lang: str, here: str, title: str, *content: Child,
-           status: int = 200) -> HTMLResponse:
+           status: int = 200, notice: str | None = None) -> HTMLResponse:
     t = words(lang)
     nav: list[Child] = [tag("span", t("brand"), class_="brand")]
     if s is not None:
@@ -82,7 +82,7 @@ def layout(request: Request, s: Session | None, lang: str, here: str, title: str
                        class_="inline"))
     other = "en" if lang == "zh" else "zh"
     nav.append(tag("a", t("lang_other"), href=f"/console/lang?to={other}&back={request.url.path}"))
-    notice = request.query_params.get("notice")
+    notice = notice or request.query_params.get("notice")
     page = join(
         raw("<!doctype html>"),
         tag("html",
@@ -622,14 +622,20 @@ async def register_group(request: Request) -> Response:
                                now=services.now())
         note(request, f"registered group {done.group.id} ({done.group.agency}, {party} persons, {len(stops)} stops)"
                       + (" with a price warning" if done.group.warning else ""))
-        return _back(f"/console/groups/{done.group.id}", done.group.warning or text("saved", s.lang))
+        # Answered with the group's page itself, not a redirect: the passes' codes are shown this once (the issuer
+        # keeps their ids, not their texts), for the agency to hand to the guide.
+        return _group_response(request, s, done.group.id, done.codes, done.group.warning or text("saved", s.lang))
 
     return await _post(request, act)
 
 
 @router.get("/console/groups/{group_id}")
 def group_page(request: Request, group_id: str, notice: str = "") -> Response:
-    s = _need(request)
+    return _group_response(request, _need(request), group_id)
+
+
+def _group_response(request: Request, s: Session, group_id: str, codes: tuple[str, ...] = (),
+                    notice: str | None = None) -> Response:
     t = words(s.lang)
     services = _services(request)
     g = services.store.group(group_id)
@@ -649,13 +655,15 @@ def group_page(request: Request, group_id: str, notice: str = "") -> Response:
                 else "", tag("span", g.warning, class_="warn") if g.warning else "")
     last = f"{names.get(g.last_site, '—')} {_time(g.last_at)}" if g.last_site is not None else "—"
     where = tag("p", f"{t('where')}: ", tag("strong", last, id="group-where"))
-    return layout(request, s, s.lang, "groups", f"{t('groups')} {g.id}", facts, where,
+    shown = tag("ol", [tag("li", names.get(stop.site, stop.site), " ", tag("code", code, class_="group-code"))
+                       for stop, code in zip(g.stops, codes, strict=True)], id="group-codes") if codes else None
+    return layout(request, s, s.lang, "groups", f"{t('groups')} {g.id}", facts, where, shown,
                   tag("h2", t("itinerary")),
                   table([t("stop"), t("site"), t("planned"), t("first"), (t("admitted"), "num"), t("credential")],
                         stops, id="stops"),
                   tag("h2", t("timeline")),
                   table([t("time"), t("site"), t("gate"), t("kind"), t("decision"), t("reason"), (t("persons"), "num")],
-                        timeline, id="timeline"))
+                        timeline, id="timeline"), notice=notice)
 
 
 def denied_page(request: Request, exc: ConsoleDenied) -> Response:
