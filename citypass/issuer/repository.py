@@ -223,6 +223,11 @@ class ControlRoomRepository(Protocol):
     def taps_of_credentials(self, credential_ids: Iterable[str], since: int, until: int) -> list[TapRecord]:
         """Every tap of these credentials decided in ``[since, until)``, in no particular order."""
         ...
+    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
+        """Of these credentials, the ones whose taps in ``[since, until)`` could hold an incident: a refusal or
+        a flag, admissions at two places, two admissions of a reservation or group ticket (products 2, 4), more
+        ride ends than starts. A cheap filter (one grouped query) before the incidents are computed."""
+        ...
     def taps_by_id(self, tap_ids: Iterable[str]) -> list[TapRecord]:
         """The stored taps with these ids (unknown ids are left out)."""
         ...
@@ -232,6 +237,11 @@ class ControlRoomRepository(Protocol):
         ...
     def taps_received(self, *, after: tuple[int, str], limit: int = 1000) -> list[TapRecord]:
         """Taps ordered by ``(received_at, tap_id)`` strictly after ``after`` (the live stream's cursor)."""
+        ...
+
+    def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
+        """(received_at, tap_id) of the taps received at or after ``since``, in that order (an index-only read:
+        the live stream's way to find what is new, including a batch committed late with an earlier time)."""
         ...
 
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],

@@ -78,7 +78,10 @@ def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> 
             parties[credential_id] = party if isinstance(party, int) and not isinstance(party, bool) else None
         return parties[credential_id]
 
-    credentials = sorted({t.credential_id for t in taps if t.credential_id})
+    touched = sorted({t.credential_id for t in taps if t.credential_id})
+    # Only a credential whose taps could hold an incident is recomputed; the filter only ever grows with more
+    # taps, so a credential that has an incident stays a candidate and its incidents are kept current.
+    credentials = store.incident_candidates(touched, start, end) if touched else []
     found: list[tuple[str, Incident]] = []
     if credentials:
         theirs = store.taps_of_credentials(credentials, start, end)

@@ -306,21 +306,24 @@ async def live_stream(request: Request, site: int | None = None, gate: str | Non
     decision = decision if decision in ("allow", "deny") else None
 
     async def events() -> AsyncIterator[bytes]:
+        # Taps are found by the time the issuer received them, re-reading the last second's ids each time (an
+        # index-only read): a batch that committed late, with an earlier receiving time, is still picked up.
         received = services.now() - 2  # a tap uploaded just before the page opened still shows
         seen: dict[str, int] = {}
         started = time.monotonic()
         yield b"retry: 1000\n\n"
         while time.monotonic() - started < STREAM_MAX_S and not await request.is_disconnected():
-            page = await run_in_threadpool(services.store.taps_received, after=(received - 1, ""), limit=2000)
+            ids = await run_in_threadpool(services.store.tap_ids_received, received - 1)
+            new = [tap_id for _, tap_id in ids if tap_id not in seen]
             out = []
-            for tap in page:
-                if tap.tap_id in seen:
-                    continue
-                seen[tap.tap_id] = tap.received_at or 0
-                if _matches(tap, site, gate, product, decision):
-                    out.append(f"event: tap\nid: {tap.tap_id}\ndata: {_tap_json(tap)}\n\n")
-            if page:
-                received = max(received, max(t.received_at or 0 for t in page))
+            if new:
+                taps = await run_in_threadpool(services.store.taps_by_id, new)
+                for tap in sorted(taps, key=lambda t: (t.received_at or 0, t.tap_id)):
+                    seen[tap.tap_id] = tap.received_at or 0
+                    if _matches(tap, site, gate, product, decision):
+                        out.append(f"event: tap\nid: {tap.tap_id}\ndata: {_tap_json(tap)}\n\n")
+            if ids:
+                received = max(received, ids[-1][0])
                 seen = {k: v for k, v in seen.items() if v >= received - 1}
             yield ("".join(out) if out else ": idle\n\n").encode()
             await asyncio.sleep(STREAM_POLL_S)

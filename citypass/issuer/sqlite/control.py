@@ -88,6 +88,21 @@ class ControlTables(LedgerTables):
                 [*chunk, since, until])]
         return out
 
+    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
+        out: list[str] = []
+        for chunk in _chunks(sorted(set(credential_ids))):
+            marks = ",".join("?" * len(chunk))
+            out += [r[0] for r in self.conn.execute(
+                "SELECT credential_id FROM taps WHERE credential_id IN (" + marks + ") AND at >= ? AND at < ?"
+                " GROUP BY credential_id HAVING"
+                " sum(CASE WHEN decision = 'deny' OR flags <> '[]' THEN 1 ELSE 0 END) > 0"
+                " OR count(DISTINCT CASE WHEN decision = 'allow' AND kind IN ('entry', 'tap_in') THEN site END) > 1"
+                " OR sum(CASE WHEN decision = 'allow' AND kind = 'entry' AND product IN (2, 4) THEN 1 ELSE 0 END) > 1"
+                " OR sum(CASE WHEN decision = 'allow' AND kind = 'tap_out' THEN 1 ELSE 0 END)"
+                " > sum(CASE WHEN decision = 'allow' AND kind = 'tap_in' THEN 1 ELSE 0 END)",
+                [*chunk, since, until])]
+        return out
+
     def taps_by_id(self, tap_ids: Iterable[str]) -> list[TapRecord]:
         out: list[TapRecord] = []
         for chunk in _chunks(sorted(set(tap_ids))):
@@ -112,6 +127,11 @@ class ControlTables(LedgerTables):
             f"SELECT {_TAP_COLUMNS} FROM taps WHERE received_at >= ? AND (received_at > ? OR tap_id > ?)"
             " ORDER BY received_at, tap_id LIMIT ?", [received_at, received_at, tap_id, limit]).fetchall()
         return [_record(r) for r in rows]
+
+    def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
+        rows = self.conn.execute("SELECT received_at, tap_id FROM taps WHERE received_at >= ?"
+                                 " ORDER BY received_at, tap_id LIMIT ?", [since, limit]).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
 
     # -- incidents -------------------------------------------------------------------------------------
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],
