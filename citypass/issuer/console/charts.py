@@ -14,7 +14,8 @@ from citypass.issuer.console.markup import Safe, tag
 
 def occupancy_svg(points: Sequence[tuple[int, int]], *, capacity: int | None, start: int, end: int,
                   width: int = 640, height: int = 180, utc_offset_minutes: int = 480, label: str = "") -> Safe:
-    """Persons inside over ``[start, end)`` as a line (``points``: (time, inside) pairs, time-ordered), with the
+    """Persons inside over ``[start, end)`` as a step line up to the last point (``points``: (time, inside) pairs,
+    time-ordered; the last one is "now"), with the
     capacity as a dashed line and the local hours marked every three hours."""
     pad_l, pad_r, pad_t, pad_b = 40, 10, 10, 20
     top = max([capacity or 0, *[p[1] for p in points], 1])
@@ -47,7 +48,6 @@ def occupancy_svg(points: Sequence[tuple[int, int]], *, capacity: int | None, st
         for t, v in points:  # a step line: the count holds until the next quarter's change
             steps += [f"{x(t)},{y(previous)}", f"{x(t)},{y(v)}"]
             previous = v
-        steps.append(f"{x(end)},{y(previous)}")
         parts.append(tag("polyline", points=" ".join(steps), fill="none", stroke="#0b5cad", stroke_width=2, void=True))
     return tag("svg", tag("title", label), *parts, xmlns="http://www.w3.org/2000/svg", width=width, height=height,
                viewBox=f"0 0 {width} {height}", class_="chart", role="img", aria_label=label)

@@ -3,7 +3,7 @@
     >>> str(tag("td", "<b>", class_="num"))
     '<td class="num">&lt;b&gt;</td>'
     >>> str(tag("input", name="q", value='"x"', required=True, void=True))
-    '<input name="q" value="&quot;x&quot;" required>'
+    '<input name="q" value="&quot;x&quot;" required/>'
 """
 
 from __future__ import annotations
@@ -42,17 +42,16 @@ def join(*children: Child) -> Safe:
 
 def tag(element: str, *children: Child, void: bool = False, **attrs: Any) -> Safe:
     """``<element attrs>children</element>``; attribute names: a trailing ``_`` is dropped, ``_`` inside becomes ``-``;
-    True is a bare attribute, None/False leaves it out."""
+    True is a bare attribute, None/False leaves it out. ``void``: no children, written self-closed."""
     parts = [element]
     for key, value in attrs.items():
         if value is None or value is False:
             continue
         attr = key.rstrip("_").replace("_", "-")
         parts.append(attr if value is True else f'{attr}="{escape(str(value), quote=True)}"')
-    opening = f"<{' '.join(parts)}>"
-    if void:
-        return Safe(opening)
-    return Safe(f"{opening}{esc(children)}</{element}>")
+    if void:  # self-closed: inside inline SVG (foreign content) an unclosed <rect> would swallow what follows
+        return Safe(f"<{' '.join(parts)}/>")
+    return Safe(f"<{' '.join(parts)}>{esc(children)}</{element}>")
 
 
 def table(headers: Iterable[Child], rows: Iterable[Iterable[Child]], **attrs: Any) -> Safe:

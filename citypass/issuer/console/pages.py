@@ -406,7 +406,7 @@ def passes(request: Request, q: str = "", notice: str = "") -> Response:
         content.append(tag("p", t("no_pass"), class_="notice error"))
     if found is not None:
         d = found.details
-        facts = table([t("credential"), t("product"), "valid", t("status")], [[
+        facts = table([t("credential"), t("product"), t("valid"), t("status")], [[
             tag("code", found.credential_id), str(d.get("product", "")),
             f"{_time(d.get('valid_from'))} → {_time(d.get('valid_to'))}",  # type: ignore[arg-type]
             tag("span", f"{t('revoked')} ({found.revocation.reason}) seq {found.revocation_seq}", class_="bad",

@@ -59,6 +59,7 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "never": ("从未", "never"),
     "lookup": ("查询", "Look up"),
     "pass_ref": ("票证号或账户", "Credential id or account"),
+    "valid": ("有效期", "Valid"),
     "revoke": ("吊销", "Revoke"),
     "revoke_holder": ("吊销手机密钥", "Revoke the phone's key"),
     "revoked": ("已吊销", "revoked"),
