@@ -135,8 +135,9 @@ def ingest(store: IngestStore, raw: Iterable[RawEvent], device_id: str | None, r
         except NotFound:  # not registered (a worker told not to require it): the gate id is all there is to check
             uploader = Uploader(device_id)
     batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid))
-    result = store.store_batch(batch, device_id, received_at)
-    watch.after_batch(store, batch, received_at)  # incidents, tallies, groups: recomputed, so a resend is harmless
+    with store.exclusive():  # the taps and the control room's tables in one transaction (see ControlRoomRepository)
+        result = store.store_batch(batch, device_id, received_at)
+        watch.after_batch(store, batch, received_at)  # incidents, tallies, groups: recomputed, a resend is harmless
     return result
 
 

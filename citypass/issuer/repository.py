@@ -13,6 +13,7 @@ Records are the dataclasses of :mod:`citypass.issuer.records`; taps are :class:`
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from citypass.credential.sites import SiteSettings
@@ -194,6 +195,12 @@ class ControlRoomRepository(Protocol):
     """The control room (console and group API): site updates, incidents kept at ingest, quarter-hour tallies,
     tour groups, and taps read by page. Filled by :mod:`citypass.issuer.watch` after every stored batch."""
 
+    def exclusive(self) -> AbstractContextManager[object]:
+        """One write transaction around the block; the repository's own writes inside it join it. Ingest stores a
+        batch and brings the control room's tables up to date in one (:func:`citypass.issuer.ingest.ingest`), so two
+        ingest workers cannot overwrite each other's incidents with ones computed from fewer taps, and a crash
+        leaves both or neither. (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction holding an advisory lock.)"""
+        ...
     def update_site(self, settings: SiteSettings, at: int) -> None:
         """Replace a site's settings (same number and name) and log a ``site`` ledger change, in one transaction:
         gates get the new settings with their next delta. NotFound for an unknown number; Conflict for a new name."""

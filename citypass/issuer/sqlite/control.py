@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from citypass.credential.sites import SiteSettings
@@ -24,6 +25,9 @@ _STOP_COLUMNS = "stop, site, planned_from, planned_to, credential_id, admitted, 
 
 
 class ControlTables(LedgerTables):
+    def exclusive(self) -> AbstractContextManager[object]:
+        return self.write()
+
     # -- sites -----------------------------------------------------------------------------------------
     def update_site(self, settings: SiteSettings, at: int) -> None:
         with self.write() as conn:
