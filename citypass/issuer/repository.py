@@ -235,6 +235,10 @@ class ControlRoomRepository(Protocol):
         a flag, admissions at two places, two admissions of a reservation or group ticket (products 2, 4), more
         ride ends than starts. A cheap filter (one grouped query) before the incidents are computed."""
         ...
+    def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
+        """A gate's refused or flagged taps decided in ``[since, until)`` (what incidents grouped by gate are
+        made of), ``site`` being the gate's site."""
+        ...
     def taps_by_id(self, tap_ids: Iterable[str]) -> list[TapRecord]:
         """The stored taps with these ids (unknown ids are left out)."""
         ...

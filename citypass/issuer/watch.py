@@ -90,7 +90,7 @@ def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> 
     gates = sorted({t.gate_id for t in taps if _gate_scoped(t)})
     for gate in gates:
         site = next(t.site for t in taps if t.gate_id == gate)
-        theirs = [t for t in store.taps_page(since=start, until=end, site=site, limit=10**7) if t.gate_id == gate]
+        theirs = store.gate_taps_of_note(site, gate, start, end)
         found += [(f"g:{gate}", i) for i in find_incidents(theirs, party_of) if i.credential_id is None]
     store.save_incidents([f"c:{c}" for c in credentials] + [f"g:{g}" for g in gates], start, found, now)
 

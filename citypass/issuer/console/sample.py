@@ -122,6 +122,10 @@ def synthetic_taps(sites: list[SiteSettings], registrations: list[tour_groups.Re
     def gate(site: SiteSettings, direction: str) -> str:
         return f"{site.name}-{'in' if direction == 'entry' else 'out'}"
 
+    def add(event: tuple[int, dict[str, Any]]) -> None:
+        if event[0] <= now:  # a visit not over yet: its exit is still to come
+            events.append(event)
+
     while len(events) < count:  # one visitor or rider at a time: their taps in order, as at real gates
         at = day_start + int(span * rng.random() ** 0.7)
         credential = f"{rng.getrandbits(64):016x}"
@@ -129,27 +133,26 @@ def synthetic_taps(sites: list[SiteSettings], registrations: list[tour_groups.Re
         if roll < 0.25:  # a metro ride: in at one station, out at another (one in fifty never tapped in)
             a, b = rng.sample(metro, 2) if len(metro) > 1 else (metro[0], metro[0])
             if rng.random() > 0.02:
-                events.append((at, _body(gate(a, "entry"), a.number, "entry", "allow", None, credential, 3, 1,
+                add((at, _body(gate(a, "entry"), a.number, "entry", "allow", None, credential, 3, 1,
                                          "tap_in", at)))
             out = at + rng.randrange(600, 2700)
-            events.append((out, _body(gate(b, "exit"), b.number, "exit", "allow", None, credential, 3, 1,
+            add((out, _body(gate(b, "exit"), b.number, "exit", "allow", None, credential, 3, 1,
                                       "tap_out", out)))
         elif roll < 0.97:  # an annual-pass visit, sometimes two sites in a day
             for _ in range(1 if rng.random() < 0.8 else 2):
                 site = rng.choice(venues)
-                events.append((at, _body(gate(site, "entry"), site.number, "entry", "allow", None, credential, 1, 1,
+                add((at, _body(gate(site, "entry"), site.number, "entry", "allow", None, credential, 1, 1,
                                          "entry", at)))
                 if rng.random() < 0.85:
                     at += rng.randrange(1800, 3 * 3600)
-                    events.append((at, _body(gate(site, "exit"), site.number, "exit", "allow", None, credential,
+                    add((at, _body(gate(site, "exit"), site.number, "exit", "allow", None, credential,
                                              1, 1, "exit", at)))
                 at += rng.randrange(1200, 3600)
         else:  # what an operator looks at: a refused code
             site = rng.choice(venues)
             reason = rng.choice(REFUSALS)
-            events.append((at, _body(gate(site, "entry"), site.number, "entry", "deny", reason,
+            add((at, _body(gate(site, "entry"), site.number, "entry", "deny", reason,
                                      None if reason == "bad_signature" else credential, 1, 0, None, at)))
-    events = [e for e in events if e[0] <= now]
     events.sort(key=lambda e: e[0])
     for i, (at, body) in enumerate(events[:count]):
         tap_id = str(uuid.UUID(int=(rng.getrandbits(64) << 64) | i))

@@ -107,6 +107,12 @@ class ControlTables(LedgerTables):
                 [*chunk, since, until])]
         return out
 
+    def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
+        rows = self.conn.execute(
+            f"SELECT {_TAP_COLUMNS} FROM taps WHERE site = ? AND at >= ? AND at < ? AND gate_id = ?"
+            " AND (decision = 'deny' OR flags <> '[]')", [site, since, until, gate_id]).fetchall()
+        return [_record(r) for r in rows]
+
     def taps_by_id(self, tap_ids: Iterable[str]) -> list[TapRecord]:
         out: list[TapRecord] = []
         for chunk in _chunks(sorted(set(tap_ids))):
