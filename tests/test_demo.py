@@ -108,8 +108,8 @@ def test_summary_checks_all_pass_and_no_tap_lost(demo_run: tuple[str, Path]) -> 
     assert taps is not None and taps.group(1) == taps.group(2) and int(taps.group(1)) >= len(EXPECTED)
     assert "gate jumper flagged no_tap_in: yes" in out
     assert re.search(r"operators' console: http://127\.0\.0\.1:\d+/console/", out)
-    assert "Tour groups (GET /v1/groups/{id})" in out and "group B overdue: yes" in out
-    assert "price warning at registration: yes" in out and "group A at zhejiang-museum, 2/2 stops" in out
+    assert "Tour groups (GET /v1/groups/{id})" in out and "below the threshold" in out
+    assert "group A at zhejiang-museum, 2/2 stops; group B overdue: yes" in out  # its check (among the 8) passed
     for title in ("Taps per gate", "Denials by reason / 拒绝原因", "Incidents found by the issuer",
                   "Occupancy per site", "Journeys"):
         assert title in out, title
