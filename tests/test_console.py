@@ -90,3 +90,20 @@ def test_other_roles_and_revoked_tokens_are_refused(served: ServedIssuer) -> Non
     client, _ = login(served)
     assert served.issuer.store.revoke_token(served.tokens["operator"].split("_")[1], NOW)  # `token revoke` does this
     assert client.get("/console/city").headers["location"] == "/console/login"
+
+
+def test_the_groups_page_names_overdue_groups_and_pages_by_id(served: ServedIssuer) -> None:
+    with served.client("operator") as operator:
+        late = operator.post("/v1/groups", json={
+            "agency": "A", "guide": "G", "contact": "C", "party": 3, "price_per_person_fen": 9000,
+            "itinerary": [{"site": "lingyin", "planned_from": NOW - 3600, "planned_to": NOW}]}).json()
+        fine = operator.post("/v1/groups", json={
+            "agency": "B", "guide": "H", "contact": "D", "party": 3, "price_per_person_fen": 9000,
+            "itinerary": [{"site": "lingyin", "planned_from": NOW + 3600, "planned_to": NOW + 7200}]}).json()
+    client, _ = login(served)
+    page = client.get("/console/groups").text
+    overdue = re.search(r'id="overdue-groups">(.*?)</p>', page)
+    assert overdue is not None and late["id"] in overdue.group(1) and fine["id"] not in overdue.group(1)
+    first = min(late["id"], fine["id"])
+    rest = client.get("/console/groups", params={"after": first}).text
+    assert max(late["id"], fine["id"]) in rest and f'href="/console/groups/{first}"' not in rest

@@ -48,6 +48,8 @@ PRODUCTS = {1: "annual", 2: "reservation", 3: "transit", 4: "group"}
 #: The live stream looks for new taps this often (seconds), and closes after this long (the browser reconnects).
 STREAM_POLL_S = 0.25
 STREAM_MAX_S = 300.0
+#: Groups listed per page (keyset paging by group id).
+GROUPS_PER_PAGE = 200
 
 
 def _time(at: int | None, offset_minutes: int = 480) -> str:
@@ -562,7 +564,7 @@ async def add_slot(request: Request, name: str) -> Response:
 
 # -- Groups ------------------------------------------------------------------------------------------------
 @router.get("/console/groups")
-def group_list(request: Request, site: str = "", notice: str = "") -> Response:
+def group_list(request: Request, site: str = "", after: str = "", notice: str = "") -> Response:
     s = _need(request)
     t = words(s.lang)
     services = _services(request)
@@ -571,7 +573,7 @@ def group_list(request: Request, site: str = "", notice: str = "") -> Response:
     names = {x.number: x.name for x in services.store.sites()}
     chosen = next((x for x in services.store.sites() if site in (x.name, str(x.number))), None) if site else None
     listed = (services.store.groups(site=chosen.number, inside=True, limit=1000) if chosen
-              else services.store.groups(limit=1000))
+              else services.store.groups(after=after or None, limit=GROUPS_PER_PAGE))
     rows = []
     for g in listed:
         st = group_status(g, now, minutes * 60)
@@ -599,7 +601,14 @@ def group_list(request: Request, site: str = "", notice: str = "") -> Response:
         id="register-group")
     headers = [t("groups"), t("agency"), t("guide"), (t("party"), "num"), t("price"), t("where"), t("progress"),
                t("overdue"), t("warning")]
-    return layout(request, s, s.lang, "groups", t("groups"), emergency, table(headers, rows, id="groups"), register)
+    more = tag("p", tag("a", "→", href=f"/console/groups?after={listed[-1].id}", id="groups-next")) \
+        if not chosen and len(listed) == GROUPS_PER_PAGE else None
+    overdue = groups.overdue(services.issuer, now, limit=200)
+    late = tag("p", f"{t('overdue')}: ", join(*[join(tag("a", st.group.id, href=f"/console/groups/{st.group.id}"),
+                                                      f" ({st.overdue_s // 60} min) ") for st in overdue[:20]]),
+               class_="bad", id="overdue-groups") if overdue else None
+    return layout(request, s, s.lang, "groups", t("groups"), emergency, late, table(headers, rows, id="groups"), more,
+                  register)
 
 
 @router.post("/console/groups")
