@@ -470,7 +470,8 @@ def venues(request: Request, notice: str = "") -> Response:
     now = services.now()
     cards: list[Child] = []
     for site in services.store.sites():
-        edit = tag("form", _hidden(s), tag("strong", f"{site.number} {site.name} ({site.kind.value})"), tag("br"),
+        edit = tag("form", _hidden(s), tag("strong", f"{site.number} {site.name} ({site.kind.value})"),
+                   tag("br", void=True),
                    _field(t("title"), "title", site.title, maxlength=100),
                    _field(t("capacity"), "capacity", site.capacity, type="number", min=1),
                    _field(t("opens"), "opens", site.opens, pattern=r"\d\d:\d\d", size=5),
@@ -493,7 +494,7 @@ def venues(request: Request, notice: str = "") -> Response:
             cards.append(tag("div", tag("h2", f"{site.name} — {t('slots')}"),
                              table([t("starts"), t("ends"), (t("capacity"), "num"), (t("booked"), "num"), t("fill")],
                                    rows), add, class_="card"))
-    create = tag("form", _hidden(s), tag("strong", t("add_venue")), tag("br"),
+    create = tag("form", _hidden(s), tag("strong", t("add_venue")), tag("br", void=True),
                  _field(t("name"), "name", pattern="[a-z0-9][a-z0-9_-]{0,47}", required=True),
                  tag("label", t("kind"), tag("select", [tag("option", k, value=k) for k in ("museum", "scenic")],
                                              name="kind")),
@@ -588,15 +589,15 @@ def group_list(request: Request, site: str = "", after: str = "", notice: str = 
         for x in services.store.sites()], name="site")), tag("button", t("lookup"), type="submit"), method="get",
         action="/console/groups", class_="card", id="emergency")
     register = tag(
-        "form", _hidden(s), tag("strong", t("register")), tag("br"),
+        "form", _hidden(s), tag("strong", t("register")), tag("br", void=True),
         _field(t("agency"), "agency", required=True, maxlength=100), _field(t("guide"), "guide", required=True),
         _field(t("contact"), "contact", required=True), _field(t("party"), "party", type="number", min=1, max=99,
                                                               required=True),
-        _field(t("price"), "price", type="number", min=0, step="0.01", required=True), tag("br"),
+        _field(t("price"), "price", type="number", min=0, step="0.01", required=True), tag("br", void=True),
         [join(tag("label", f"{t('stop')} {i + 1}", tag("select", [tag("option", "—", value="")] + [
             tag("option", f"{x.number} {x.name}", value=x.name) for x in services.store.sites()],
             name=f"stop{i}_site")), _field(t("starts"), f"stop{i}_from", type="datetime-local"),
-              _field(t("ends"), f"stop{i}_to", type="datetime-local"), tag("br")) for i in range(4)],
+              _field(t("ends"), f"stop{i}_to", type="datetime-local"), tag("br", void=True)) for i in range(4)],
         tag("button", t("register"), type="submit"), method="post", action="/console/groups", class_="card",
         id="register-group")
     headers = [t("groups"), t("agency"), t("guide"), (t("party"), "num"), t("price"), t("where"), t("progress"),
