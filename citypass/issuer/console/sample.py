@@ -155,7 +155,8 @@ def synthetic_taps(sites: list[SiteSettings], registrations: list[tour_groups.Re
                                      None if reason == "bad_signature" else credential, 1, 0, None, at)))
     events.sort(key=lambda e: e[0])
     for i, (at, body) in enumerate(events[:count]):
-        tap_id = str(uuid.UUID(int=(rng.getrandbits(64) << 64) | i))
+        # time-ordered like the gates' UUIDv7 ids (milliseconds first), so the id indexes grow at their end
+        tap_id = str(uuid.UUID(int=(at * 1000 << 80) | (i << 32) | rng.getrandbits(32)))
         yield TapEvent(f"{tap_id}-e", tap_id, "tap", body, at)
 
 
