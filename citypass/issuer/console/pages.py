@@ -426,7 +426,8 @@ def passes(request: Request, q: str = "", notice: str = "") -> Response:
                                action=f"/console/passes/{found.credential_id}/revoke-holder", class_="card"))
         receipts = [[tag("code", g.device.id), g.device.site,
                      (g.ledger_seq if g.ledger_seq is not None else "—", "num"),
-                     tag("span", t("received"), class_="ok") if g.received else
+                     tag("span", f"{t('received')} ({t('reported')} {_time(g.reported_at)})", class_="ok")
+                     if g.received else
                      tag("span", t("pending") if found.revocation else "—", class_="warn")] for g in found.gates]
         content.append(tag("h2", t("gates")))
         content.append(table([t("gate"), t("site"), (t("ledger_seq"), "num"), t("status")], receipts, id="receipts"))

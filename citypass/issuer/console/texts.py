@@ -65,6 +65,7 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "revoked": ("已吊销", "revoked"),
     "not_revoked": ("有效", "valid"),
     "received": ("已收到吊销", "has the revocation"),
+    "reported": ("报告于", "reported"),
     "pending": ("尚未收到", "not yet"),
     "no_pass": ("没有找到票证。", "No such pass."),
     "edit": ("保存", "Save"),

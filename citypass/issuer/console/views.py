@@ -106,6 +106,7 @@ class GateReceipt:
     device: Device
     ledger_seq: int | None
     received: bool
+    reported_at: int | None = None  # when the gate last reported its sequence (it had the revocation by then)
 
 
 @dataclass(frozen=True)
@@ -154,5 +155,6 @@ def view_pass(store: IssuerRepository, credential_id: str, details: dict[str, ob
             continue
         h = health.get(device.id)
         gate_seq = None if h is None else h.ledger_seq
-        gates.append(GateReceipt(device, gate_seq, seq is not None and gate_seq is not None and gate_seq >= seq))
+        gates.append(GateReceipt(device, gate_seq, seq is not None and gate_seq is not None and gate_seq >= seq,
+                                 None if h is None else h.reported_at or h.last_seen))
     return PassView(credential_id, details, revocation, seq, tuple(gates))
