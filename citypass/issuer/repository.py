@@ -246,10 +246,6 @@ class ControlRoomRepository(Protocol):
                   limit: int = 1000) -> list[TapRecord]:
         """Keyset paging: taps in ``[since, until)`` ordered by ``(at, tap_id)``, strictly after ``after``."""
         ...
-    def taps_received(self, *, after: tuple[int, str], limit: int = 1000) -> list[TapRecord]:
-        """Taps ordered by ``(received_at, tap_id)`` strictly after ``after`` (the live stream's cursor)."""
-        ...
-
     def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
         """(received_at, tap_id) of the taps received at or after ``since``, in that order (an index-only read:
         the live stream's way to find what is new, including a batch committed late with an earlier time)."""

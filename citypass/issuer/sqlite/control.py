@@ -131,13 +131,6 @@ class ControlTables(LedgerTables):
             [since, until, at, at, tap_id, *([] if site is None else [site]), limit]).fetchall()
         return [_record(r) for r in rows]
 
-    def taps_received(self, *, after: tuple[int, str], limit: int = 1000) -> list[TapRecord]:
-        received_at, tap_id = after
-        rows = self.conn.execute(
-            f"SELECT {_TAP_COLUMNS} FROM taps WHERE received_at >= ? AND (received_at > ? OR tap_id > ?)"
-            " ORDER BY received_at, tap_id LIMIT ?", [received_at, received_at, tap_id, limit]).fetchall()
-        return [_record(r) for r in rows]
-
     def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
         rows = self.conn.execute("SELECT received_at, tap_id FROM taps WHERE received_at >= ?"
                                  " ORDER BY received_at, tap_id LIMIT ?", [since, limit]).fetchall()
