@@ -33,6 +33,7 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``site_quarters``    persons in and out per site and quarter hour, recounted at ingest (issue 16)
 ``tour_groups``      tour groups: agency, guide, party, price, where the gates last saw them (issue 16)
 ``group_stops``      a group's itinerary: site, planned window, the group pass, persons admitted (issue 16)
+``site_titles``      a site's English title, for the console (issue 16)
 ===================  ====================================================================
 """
 
@@ -180,6 +181,8 @@ def _control_room(db: Database) -> None:
         " admitted INTEGER NOT NULL DEFAULT 0, first_entry_at INTEGER, PRIMARY KEY (group_id, stop))",
         "CREATE UNIQUE INDEX idx_group_stops_credential ON group_stops (credential_id)",
         "CREATE INDEX idx_group_stops_planned ON group_stops (planned_from)",
+        # A site's English title (the signed settings carry one display title, the gates' own, usually Chinese).
+        "CREATE TABLE site_titles (site INTEGER PRIMARY KEY, title_en TEXT NOT NULL)",
         # The live stream and keyset paging read taps in the order the issuer received them.
         "CREATE INDEX idx_taps_received ON taps (received_at, tap_id)",
     ):
