@@ -292,13 +292,15 @@ def live(request: Request, site: str = "", gate: str = "", product: str = "", de
                    tag("option", d, value=d, selected=q.get("decision") == d) for d in ("allow", "deny")],
                    name="decision")),
                tag("button", t("filter"), type="submit"), method="get", action="/console/live", class_="card")
+    sites = services.store.sites()
+    offset = sites[0].utc_offset_minutes if sites else 480  # the city's sites share one time zone
     stream = "/console/live/stream?" + urlencode({k: q[k] for k in ("site", "gate", "product", "decision")
                                                   if q.get(k)})
     headers = [t("time"), t("site"), t("gate"), t("product"), t("decision"), t("reason"), t("persons"),
                t("credential")]
     return layout(request, s, s.lang, "live", t("live"), form,
                   tag("p", f"{t('taps_seen')}: ", tag("span", "0", id="live-count")),
-                  table(headers, [], id="live-taps", data_stream=stream))
+                  table(headers, [], id="live-taps", data_stream=stream, data_utc_offset=offset))
 
 
 @router.get("/console/live/stream")
