@@ -15,6 +15,7 @@ Each product has its own *terms* class; :class:`Credential` holds the fields eve
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -38,7 +39,13 @@ CLAIM_PASSBACK = -6
 CLAIM_ACCOUNT = -7
 CLAIM_MODES = -8
 
-MAX_SITE_NUMBER = 1023  # the annual-pass bitmap is at most 128 bytes
+#: Site numbers are 0..2**32-1: one number space for every kind of site (scenic spots, museums, metro stations,
+#: bus routes, …), so well beyond 65,536 of each kind. CBOR spends 1 byte on numbers below 24, 2 below 256,
+#: 3 below 65,536 and 5 above, so the issuer gives the popular sites the small numbers.
+MAX_SITE_NUMBER = 2**32 - 1
+#: Annual passes name sites below this number in a bitmap (at most 128 bytes, the only form before format
+#: revision 2); sites at or above it are listed by number.
+BITMAP_SITES = 1024
 MAX_PARTY = 99
 MAX_ACCOUNT_LENGTH = 32
 
@@ -182,6 +189,42 @@ def _from_bitmap(data: bytes) -> frozenset[int]:
     return frozenset(i * 8 + b for i, byte in enumerate(data) for b in range(8) if byte >> b & 1)
 
 
+def encode_sites(sites: frozenset[int]) -> bytes | list[Any]:
+    """Claim -2 for a set of sites: a bitmap when every site is below :data:`BITMAP_SITES` (the original
+    form, so such passes encode exactly as before), else ``[bitmap of the small ones, [larger numbers,
+    ascending]]``. Exactly one encoding per set: the array form is used only when it is needed.
+
+        >>> encode_sites(frozenset({0, 9}))
+        b'\\x01\\x02'
+        >>> encode_sites(frozenset({1, 70000}))
+        [b'\\x02', [70000]]
+    """
+    small = frozenset(s for s in sites if s < BITMAP_SITES)
+    large = sorted(s for s in sites if s >= BITMAP_SITES)
+    if not large:
+        return _bitmap(small)
+    return [_bitmap(small), large]
+
+
+def decode_sites(value: Any) -> frozenset[int]:
+    """Parse claim -2 (either form); :class:`FormatError` unless it is the one encoding of a non-empty set."""
+    if isinstance(value, bytes):
+        if not 0 < len(value) <= BITMAP_SITES // 8:
+            raise FormatError("annual sites must be a non-empty bitmap")
+        return _from_bitmap(value)
+    if not isinstance(value, list) or len(value) != 2:
+        raise FormatError("annual sites must be a bitmap or [bitmap, [site, …]]")
+    bitmap, large = value
+    if not isinstance(bitmap, bytes) or len(bitmap) > BITMAP_SITES // 8 or not isinstance(large, list) or not large:
+        raise FormatError("annual sites [bitmap, [site, …]] has the wrong types")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and BITMAP_SITES <= s <= MAX_SITE_NUMBER
+               for s in large):
+        raise FormatError(f"listed annual sites must be numbers in {BITMAP_SITES}..{MAX_SITE_NUMBER}")
+    if any(a >= b for a, b in itertools.pairwise(large)):
+        raise FormatError("listed annual sites must be ascending and distinct")
+    return _from_bitmap(bitmap) | frozenset(large)
+
+
 def _uint(claims: dict[Any, Any], key: int, *, required: bool = True, maximum: int = 2**32 - 1) -> int | None:
     value = claims.get(key)
     if value is None and not required:
@@ -241,7 +284,7 @@ class Credential:
             claims[CLAIM_CNF] = {CNF_COSE_KEY: self.holder.to_cose_key()}
         t = self.terms
         if isinstance(t, Annual):
-            claims[CLAIM_SITES] = _bitmap(t.sites)
+            claims[CLAIM_SITES] = encode_sites(t.sites)
             if t.passback_minutes is not None:
                 claims[CLAIM_PASSBACK] = t.passback_minutes
         elif isinstance(t, Reservation):
@@ -277,10 +320,8 @@ class Credential:
         }
         terms: Terms
         if product == Product.ANNUAL:
-            bitmap = claims.get(CLAIM_SITES)
-            if not isinstance(bitmap, bytes) or not 0 < len(bitmap) <= (MAX_SITE_NUMBER + 1) // 8:
-                raise FormatError("annual sites must be a non-empty bitmap")
-            terms = Annual(_from_bitmap(bitmap), _uint(claims, CLAIM_PASSBACK, required=False, maximum=1440))
+            terms = Annual(decode_sites(claims.get(CLAIM_SITES)),
+                           _uint(claims, CLAIM_PASSBACK, required=False, maximum=1440))
         elif product == Product.RESERVATION:
             terms = Reservation(
                 _req(claims, CLAIM_SITE, MAX_SITE_NUMBER),

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
-from citypass.credential.claims import MAX_PARTY
+from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER
 from citypass.credential.devices import check_outbox_id
 from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
 from citypass.issuer.tap_records import ANNUAL, TRANSIT, TapRecord
@@ -71,7 +71,7 @@ class PreparedBatch:
 
 
 #: Bounds on a tap's numbers (the gate's own limits, with room): anything outside is not a real tap.
-MAX_SITE = 1023
+MAX_SITE = MAX_SITE_NUMBER
 MAX_PERSONS = 1000
 MAX_TIME = 2**40
 MAX_PRODUCT = 65535

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
+from citypass.credential.claims import MAX_SITE_NUMBER
 from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
@@ -197,7 +198,8 @@ class GateActivityOut(BaseModel):
 def activity(services: ServicesDep, _: ReportsRole, since: Since = None, until: Until = None,
              gate_id: Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this gate.",
                                                   examples=["lake-in"])] = None,
-             site: Annotated[int | None, Query(ge=0, le=1023, description="Only gates at this site number.")] = None,
+             site: Annotated[int | None, Query(ge=0, le=MAX_SITE_NUMBER,
+                                               description="Only gates at this site number.")] = None,
              ) -> list[GateActivityOut]:
     start, end = _window(services, since, until, DAY)
     taps = _taps(services, since=start, until=end, site=site)
@@ -212,9 +214,9 @@ class FaresModel(Strict):
     default_fare: int = Field(ge=0, le=10**7, examples=[200])
     pairs: list[Annotated[list[Annotated[int, Field(ge=0, le=10**7)]], Field(min_length=3, max_length=3)]] = Field(
         default_factory=list, max_length=100_000,
-        description="[from_site, to_site, fare] (sites 0..1023); a pair applies in either direction.",
+        description="[from_site, to_site, fare] (sites 0..2**32-1); a pair applies in either direction.",
         examples=[[[30, 31, 400]]])
-    zones: dict[Annotated[str, Field(pattern=r"^\d{1,4}$")], Annotated[int, Field(ge=0, le=1023)]] = Field(
+    zones: dict[Annotated[str, Field(pattern=r"^\d{1,10}$")], Annotated[int, Field(ge=0, le=MAX_SITE_NUMBER)]] = Field(
         default_factory=dict, description="Site number → zone.", examples=[{"30": 1, "31": 3}])
     base: int = Field(0, ge=0, le=10**7)
     per_zone: int = Field(0, ge=0, le=10**7)
@@ -223,8 +225,8 @@ class FaresModel(Strict):
     @classmethod
     def _sites_exist(cls, pairs: list[list[int]]) -> list[list[int]]:
         for pair in pairs:
-            if pair[0] > 1023 or pair[1] > 1023:
-                raise InvalidInput(f"fare pair {pair}: site numbers are 0..1023")
+            if pair[0] > MAX_SITE_NUMBER or pair[1] > MAX_SITE_NUMBER:
+                raise InvalidInput(f"fare pair {pair}: site numbers are 0..{MAX_SITE_NUMBER}")
         return pairs
 
 
