@@ -25,6 +25,7 @@ class Reason(StrEnum):
     NOT_CITYPASS = "not_citypass"
     UNSUPPORTED_VERSION = "unsupported_version"
     MALFORMED_CODE = "malformed_code"
+    UNSUPPORTED_FORMAT = "unsupported_format"
     # -- keys and signatures --------------------------------------------------------------------------
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
@@ -32,6 +33,10 @@ class Reason(StrEnum):
     KEY_RETIRED = "key_retired"
     KEY_OUT_OF_SCOPE = "key_out_of_scope"
     UNKNOWN_PRODUCT = "unknown_product"
+    # -- partner platforms (federation in the trust list) -------------------------------------------------
+    UNKNOWN_PARTNER = "unknown_partner"
+    PARTNER_REVOKED = "partner_revoked"
+    WRONG_PRODUCT = "wrong_product"
     # -- revocation -----------------------------------------------------------------------------------
     REVOKED = "revoked"
     HOLDER_REVOKED = "holder_revoked"
@@ -83,12 +88,16 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.NOT_CITYPASS: ("不是文旅一码通二维码", "Not a City Pass code"),
     Reason.UNSUPPORTED_VERSION: ("二维码版本不受支持，请更新应用", "Code version not supported; update the app"),
     Reason.MALFORMED_CODE: ("二维码无法识别", "Code is damaged or incomplete"),
+    Reason.UNSUPPORTED_FORMAT: ("本闸机暂不支持此类二维码", "This gate cannot read this kind of code"),
     Reason.UNKNOWN_KEY: ("签发机构未知", "Unknown issuer key"),
     Reason.BAD_SIGNATURE: ("二维码签名无效", "Invalid signature"),
     Reason.KEY_NOT_YET_VALID: ("签发密钥尚未生效", "Issuer key not yet valid"),
     Reason.KEY_RETIRED: ("签发密钥已停用，请刷新二维码", "Issuer key retired; refresh your code"),
     Reason.KEY_OUT_OF_SCOPE: ("签发机构无权签发此凭证", "Issuer not authorised for this pass"),
     Reason.UNKNOWN_PRODUCT: ("本闸机不支持此类凭证", "This gate does not accept this kind of pass"),
+    Reason.UNKNOWN_PARTNER: ("未接入的合作平台二维码", "Code from a platform not connected here"),
+    Reason.PARTNER_REVOKED: ("该合作平台已停止接入", "This partner platform is no longer accepted"),
+    Reason.WRONG_PRODUCT: ("此类凭证不适用于本闸机", "This kind of pass is not accepted here"),
     Reason.REVOKED: ("凭证已作废", "Pass revoked"),
     Reason.HOLDER_REVOKED: ("此手机已挂失", "This phone was reported lost"),
     Reason.DYNAMIC_REQUIRED: ("请出示动态二维码", "Show the live (dynamic) code"),

@@ -293,3 +293,69 @@ def token_revoke(home: Path, token_id: str) -> None:
     if not Issuer.open(open_home(home)).store.revoke_token(ident, utc_now()):
         raise click.ClickException(f"no live token {ident}")
     click.echo(f"revoked token {ident}")
+
+
+@issuer.group(cls=LazyGroup)
+def partner() -> None:
+    """Partner code platforms (互联互通): admit one within a scope, list them, revoke one (docs/partners.md)."""
+
+
+@partner.command("add")
+@HOME_OPTION
+@click.option("--descriptor", "descriptor_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The partner's descriptor (JSON from `citypass partner descriptor`).")
+@click.option("--products", required=True, help="Products it may issue, comma-separated (e.g. transit,annual).")
+@click.option("--sites", help="Site names or numbers its codes may open, comma-separated (default: every site).")
+@click.option("--valid-from", type=ISO_TIME, help="Admitted from (default: now).")
+@click.option("--valid-to", type=ISO_TIME, help="Admitted until (default: until revoked).")
+@click.option("--claims", help="Claims it may assert, comma-separated (default: all but cnf and passback).")
+@click.option("--formats", help="Formats it may use: cp1, gm1 (default: both).")
+@click.option("--number", type=int, help="Its platform number (default: the next free one).")
+def partner_add(home: Path, descriptor_path: Path, products: str, sites: str | None, valid_from: int | None,
+                valid_to: int | None, claims: str | None, formats: str | None, number: int | None) -> None:
+    """Admit a partner platform: its entry reaches gates with the next snapshot."""
+    from citypass.issuer import partners
+
+    iss = Issuer.open(open_home(home))
+    now = utc_now()
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+    entry = partners.admit(
+        iss.store, iss.trust_list(now), partners.parse_descriptor(descriptor_path.read_text(encoding="utf-8")),
+        products=[Product.from_name(p) for p in split(products) or []], now=now,
+        sites=None if sites is None else [iss.site_number(s) for s in split(sites) or []],
+        valid_from=valid_from, valid_to=valid_to, claims=split(claims), formats=split(formats), number=number,
+    )
+    click.echo(f"admitted partner {entry.id} as platform {entry.number} ({entry.name_zh} / {entry.name_en}); "
+               f"tell it: citypass partner set-number {entry.number}")
+
+
+@partner.command("list")
+@HOME_OPTION
+def partner_list(home: Path) -> None:
+    """List admitted partners and their scope."""
+    from citypass.issuer import partners
+
+    for a in partners.admitted(Issuer.open(open_home(home)).store):
+        p = a.partner
+        products = ",".join(Product(x).name.lower() for x in sorted(p.products))
+        scope = "all sites" if p.sites is None else f"sites {','.join(str(s) for s in sorted(p.sites))}"
+        state = f"revoked {format_time(a.revoked_at)}" if a.revoked_at is not None else "admitted"
+        click.echo(f"{p.number:>4} {p.id:16} {p.name_zh} / {p.name_en}  {products}; {scope}; "
+                   f"keys {','.join(k.alg + ':' + k.kid.hex() for k in p.keys)}; "
+                   f"from {format_time(p.valid_from)} to {format_time(p.valid_to) or '-'}; {state}")
+
+
+@partner.command("revoke")
+@HOME_OPTION
+@click.argument("partner_id")
+@click.option("--reason", default="", help="Why (kept in the store).")
+def partner_revoke(home: Path, partner_id: str, reason: str) -> None:
+    """Revoke a partner: the next signed delta carries it to every gate."""
+    from citypass.issuer import partners
+
+    rid = partners.revoke(Issuer.open(open_home(home)).store, partner_id, utc_now(), reason)
+    click.echo(f"revoked partner {partner_id} (revocation id {rid.hex()})")

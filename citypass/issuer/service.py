@@ -30,6 +30,7 @@ from citypass.credential.snapshot import LedgerSnapshot
 from citypass.credential.trustlist import TrustedKey, TrustList
 from citypass.errors import InvalidInput
 from citypass.issuer.home import HomeError, IssuerHome
+from citypass.issuer.partners import listed as listed_partners
 from citypass.issuer.records import Conflict
 from citypass.issuer.repository import IssuerRepository
 from citypass.issuer.store import IssuerStore
@@ -273,6 +274,7 @@ class Issuer:
         return TrustList(
             version=int(self.store.get_meta("trust_version", "0") or 0), issued_at=now,
             keys=tuple(k.entry for k in self.store.keys()), require_dynamic=self.require_dynamic(),
+            partners=listed_partners(self.store),
         )
 
     def snapshot(self, now: int) -> LedgerSnapshot:
