@@ -21,6 +21,8 @@ from citypass.credential import (
     parse,
     present,
 )
+from citypass.credential.benefit import period_start, used_mark
+from citypass.credential.claims import Benefit, Period
 from citypass.credential.codes import encode_text, holder_message
 from citypass.credential.cose import encode_cbor, sign1
 from citypass.credential.partners import revocation_id
@@ -119,6 +121,21 @@ def _partner(reason: Reason) -> Scenario:
     return run
 
 
+def _benefit(quota: int, marks: int) -> Scenario:
+    """A benefit card (quota per month) shown twice at a gate whose ledger is an hour old (offline for it)."""
+    def run(w: World) -> Decision:
+        code = w.code(Benefit(frozenset({1}), quota), holder=True)
+        start = period_start(NOW, Period.MONTH)
+        cid = parse(code).credential.id
+        ledger = ledger_for(w, revoked=frozenset(used_mark(cid, start, k) for k in range(1, marks + 1)))
+        first = at(ledger, w, "scenic", present(code, w.holder, NOW - 3000), now=NOW - 3000)
+        if marks >= quota:
+            return first
+        assert first.allowed, first
+        return at(ledger, w, "scenic", present(code, w.holder, NOW), now=NOW)
+    return run
+
+
 def _clock_untrusted(w: World) -> Decision:
     ledger = ledger_for(w)  # floor = snapshot time NOW-3600; the device thinks it is 1970
     return at(ledger, w, "scenic", present(w.annual(holder=True), w.holder, 5), now=5)
@@ -165,6 +182,8 @@ SCENARIOS: dict[Reason, Scenario] = {
     Reason.PARTNER_REVOKED: _partner(Reason.PARTNER_REVOKED),
     Reason.WRONG_PRODUCT: _partner(Reason.WRONG_PRODUCT),
     Reason.UNSUPPORTED_FORMAT: _partner(Reason.UNSUPPORTED_FORMAT),
+    Reason.QUOTA_EXHAUSTED: _benefit(quota=2, marks=2),
+    Reason.QUOTA_UNCONFIRMED: _benefit(quota=3, marks=0),
 }
 
 

@@ -38,6 +38,9 @@ CLAIM_GRACE = -5
 CLAIM_PASSBACK = -6
 CLAIM_ACCOUNT = -7
 CLAIM_MODES = -8
+CLAIM_QUOTA = -9
+CLAIM_PERIOD = -10
+CLAIM_CATEGORY = -11
 
 #: Site numbers are 0..2**32-1: one number space for every kind of site (scenic spots, museums, metro stations,
 #: bus routes, …), so well beyond 65,536 of each kind. CBOR spends 1 byte on numbers below 24, 2 below 256,
@@ -47,6 +50,7 @@ MAX_SITE_NUMBER = 2**32 - 1
 #: revision 2); sites at or above it are listed by number.
 BITMAP_SITES = 1024
 MAX_PARTY = 99
+MAX_QUOTA = 255
 MAX_ACCOUNT_LENGTH = 32
 
 # COSE_Key parameters (RFC 9052 §7, RFC 9053 §7)
@@ -68,6 +72,7 @@ class Product(IntEnum):
     RESERVATION = 2
     TRANSIT = 3
     GROUP = 4
+    BENEFIT = 5
 
     @classmethod
     def from_name(cls, name: str) -> Product:
@@ -132,6 +137,41 @@ class Group:
     party: int
 
 
+class Period(IntEnum):
+    """The period a benefit card's quota renews over, in the site's local time (claim -10)."""
+
+    MONTH = 1
+    WEEK = 2
+    YEAR = 3
+
+
+class Category(IntEnum):
+    """Who a benefit card (or a concession fare) is for (claim -11)."""
+
+    RESIDENT = 1
+    SENIOR = 2
+    STUDENT = 3
+
+    @classmethod
+    def from_name(cls, name: str) -> Category:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise InvalidInput(f"unknown category {name!r}; one of: resident, senior, student") from None
+
+
+@dataclass(frozen=True)
+class Benefit:
+    """The culture-and-tourism benefit card (文旅惠民卡): ``quota`` free or discounted uses per ``period`` at a
+    set of sites, for one holder (always holder-bound) of a ``category``. Uses are counted across the city
+    (:mod:`citypass.credential.benefit`)."""
+
+    sites: frozenset[int]
+    quota: int
+    period: Period = Period.MONTH
+    category: Category = Category.RESIDENT
+
+
 @dataclass(frozen=True)
 class UnknownTerms:
     """A product kind this software does not know (a newer issuer's). Always denied, never guessed at."""
@@ -139,7 +179,7 @@ class UnknownTerms:
     product: int
 
 
-Terms = Annual | Reservation | Transit | Group | UnknownTerms
+Terms = Annual | Reservation | Transit | Group | Benefit | UnknownTerms
 
 
 @dataclass(frozen=True)
@@ -266,7 +306,7 @@ class Credential:
     def sites(self) -> frozenset[int] | None:
         """The sites this credential names, or None for transit (valid by mode, not site)."""
         t = self.terms
-        if isinstance(t, Annual):
+        if isinstance(t, Annual | Benefit):
             return t.sites
         if isinstance(t, Reservation):
             return frozenset({t.venue})
@@ -293,6 +333,9 @@ class Credential:
             claims.update({CLAIM_ACCOUNT: t.account, CLAIM_MODES: int(t.modes)})
         elif isinstance(t, Group):
             claims.update({CLAIM_SITE: t.site, CLAIM_PARTY: t.party})
+        elif isinstance(t, Benefit):
+            claims.update({CLAIM_SITES: encode_sites(t.sites), CLAIM_QUOTA: t.quota, CLAIM_PERIOD: int(t.period),
+                           CLAIM_CATEGORY: int(t.category)})
         else:
             raise ValueError("cannot encode a credential of an unknown product")
         return claims
@@ -337,6 +380,15 @@ class Credential:
             terms = Transit(account, Mode(_req(claims, CLAIM_MODES, 7)))
         elif product == Product.GROUP:
             terms = Group(_req(claims, CLAIM_SITE, MAX_SITE_NUMBER), _req(claims, CLAIM_PARTY, MAX_PARTY))
+        elif product == Product.BENEFIT:
+            try:
+                period, category = Period(_req(claims, CLAIM_PERIOD, 255)), Category(_req(claims, CLAIM_CATEGORY, 255))
+            except ValueError:
+                raise FormatError("unknown benefit period or category") from None
+            terms = Benefit(decode_sites(claims.get(CLAIM_SITES)), _req(claims, CLAIM_QUOTA, MAX_QUOTA), period,
+                            category)
+            if terms.quota < 1 or holder is None:
+                raise FormatError("a benefit card has a quota of at least 1 and is holder-bound (cnf)")
         else:
             terms = UnknownTerms(product)
         if isinstance(terms, Reservation | Group) and terms.party < 1:
@@ -364,6 +416,9 @@ class Credential:
             out.update(account=t.account, modes=t.modes.names())
         elif isinstance(t, Group):
             out.update(site=t.site, party=t.party)
+        elif isinstance(t, Benefit):
+            out.update(sites=sorted(t.sites), quota=t.quota, period=t.period.name.lower(),
+                       category=t.category.name.lower())
         return out
 
 
@@ -372,4 +427,5 @@ _PRODUCT_OF: dict[type, Product] = {
     Reservation: Product.RESERVATION,
     Transit: Product.TRANSIT,
     Group: Product.GROUP,
+    Benefit: Product.BENEFIT,
 }

@@ -39,7 +39,8 @@ PARTNER_ALGS = ("ed25519", "es256", "sm2")
 #: Formats a partner may use (names of entries in the ``citypass.formats`` entry-point group).
 PARTNER_FORMATS = ("cp1", "gm1")
 #: Claims a partner may be allowed to assert, by name (the id and the product are always there).
-CLAIM_NAMES = ("nbf", "exp", "cnf", "sites", "site", "party", "grace", "passback", "account", "modes")
+CLAIM_NAMES = ("nbf", "exp", "cnf", "sites", "site", "party", "grace", "passback", "account", "modes", "quota",
+               "period", "category")
 #: The longest credential id a partner may use: ours are 1..16 bytes and a partner's gets its 4-byte number first.
 MAX_PARTNER_CTI = 12
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"

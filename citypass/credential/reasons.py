@@ -60,6 +60,8 @@ class Reason(StrEnum):
     ALREADY_TAPPED_IN = "already_tapped_in"
     SITE_FULL = "site_full"
     SITE_CLOSED = "site_closed"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    QUOTA_UNCONFIRMED = "quota_unconfirmed"
     # -- the gate's own condition ---------------------------------------------------------------------
     LEDGER_STALE = "ledger_stale"
     CLOCK_UNTRUSTED = "clock_untrusted"
@@ -117,6 +119,8 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.ALREADY_TAPPED_IN: ("已进站，请先出站", "Already tapped in; tap out first"),
     Reason.SITE_FULL: ("已达最大承载量", "Site is at capacity"),
     Reason.SITE_CLOSED: ("不在开放时间", "Site is closed now"),
+    Reason.QUOTA_EXHAUSTED: ("惠民卡本期次数已用完", "Benefit card: no uses left this period"),
+    Reason.QUOTA_UNCONFIRMED: ("网络中断，惠民卡暂不能再次使用", "Gate offline: benefit use cannot be confirmed"),
     Reason.LEDGER_STALE: ("闸机数据过旧", "Gate data out of date"),
     Reason.CLOCK_UNTRUSTED: ("闸机时钟异常", "Gate clock not trusted"),
     Reason.CLOCK_LEEWAY: ("按时钟容差放行", "Admitted within the clock leeway"),

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from citypass.credential.claims import Annual, Credential, Group, Reservation, Transit, UnknownTerms
+from citypass.credential.claims import Annual, Benefit, Credential, Group, Reservation, Transit, UnknownTerms
 from citypass.credential.codes import CodeError, ParsedCode, parse
 from citypass.credential.partners import MAX_PARTNER_CTI, Partner, PartnerKey, credential_id, revocation_id
 from citypass.credential.policy import VerifyPolicy
@@ -178,6 +178,8 @@ def claim_names(cred: Credential) -> frozenset[str]:
         names |= {"account", "modes"}
     elif isinstance(t, Group):
         names |= {"site", "party"}
+    elif isinstance(t, Benefit):
+        names |= {"sites", "quota", "period", "category"}
     return frozenset(names)
 
 

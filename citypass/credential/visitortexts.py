@@ -26,6 +26,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     # -- the lane's screen ------------------------------------------------------------------------------
     "screen.welcome": ("请通行", "Welcome"),
     "screen.persons": ("{n} 人通行", "{n} people may pass"),
+    # the benefit card's uses left (citypass/credential/benefit.py), after an admission and in the wallet
+    "benefit.left.month": ("惠民卡 · 本月剩余 {n} 次", "Benefit card · {n} uses left this month"),
+    "benefit.left.week": ("惠民卡 · 本周剩余 {n} 次", "Benefit card · {n} uses left this week"),
+    "benefit.left.year": ("惠民卡 · 本年剩余 {n} 次", "Benefit card · {n} uses left this year"),
     "screen.flagged": ("请通行，已记录", "Welcome; noted"),
     "screen.denied": ("未能通行", "Not admitted"),
     "screen.show_code": ("请出示二维码", "Show your code"),

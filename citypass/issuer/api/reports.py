@@ -24,6 +24,7 @@ from citypass.issuer.api.deps import (
     note,
     roles_doc,
 )
+from citypass.issuer.benefits import over_quota_incidents
 from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.reconcile import (
     FareTable,
@@ -105,6 +106,8 @@ def incidents(services: ServicesDep, _: ReportsRole, since: Since = None, until:
     found = [i for i in find_incidents(taps, party_of) if i.last_at >= start]
     # What devices uploaded that the issuer would not believe (by the time it was received).
     found += quarantine_incidents(store.quarantined(since=start, until=end, limit=MAX_REPORT_TAPS))
+    # Benefit cards used beyond their quota, from the city-wide count (taps and online bookings).
+    found += [i for i in over_quota_incidents(store, start) if i.first_at < end]
     found = sorted((i for i in found if kind is None or i.kind == kind),
                    key=lambda i: (i.first_at, i.kind, i.incident_id))
     return [IncidentOut(**i.to_dict()) for i in found[:limit]]

@@ -153,7 +153,18 @@ def _v4_wallet(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet]
+def _v5_benefit_uses(db: Database) -> None:
+    """The benefit card's central count (citypass.issuer.benefits): one row per use (an admitted tap or a booking),
+    keyed by ``tap:<tap id>`` / ``booking:<reservation id>`` so that a use is counted once."""
+    db.table("benefit_uses").create(
+        {"ref": str, "credential_id": str, "period_start": int, "at": int, "source": str, "gate_id": str,
+         "site": int, "quota": int},
+        pk="ref", not_null={"credential_id", "period_start", "at", "source", "quota"},
+    )
+    db.table("benefit_uses").create_index(["credential_id", "period_start"])
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet, _v5_benefit_uses]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
