@@ -359,3 +359,44 @@ def partner_revoke(home: Path, partner_id: str, reason: str) -> None:
 
     rid = partners.revoke(Issuer.open(open_home(home)).store, partner_id, utc_now(), reason)
     click.echo(f"revoked partner {partner_id} (revocation id {rid.hex()})")
+
+
+@issuer.group(cls=LazyGroup)
+def benefit() -> None:
+    """The benefit card (惠民卡): mint one, see the uses left by the central count."""
+
+
+@benefit.command("mint")
+@HOME_OPTION
+@click.option("--sites", required=True, help="Site names or numbers, comma-separated.")
+@click.option("--quota", type=click.IntRange(1, 255), required=True, help="Uses per period.")
+@click.option("--holder-key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The holder's public key (PEM): a benefit card is always holder-bound.")
+@click.option("--period", type=click.Choice(["month", "week", "year"]), default="month", show_default=True)
+@click.option("--category", type=click.Choice(["resident", "senior", "student"]), default="resident",
+              show_default=True)
+@click.option("--valid-to", type=ISO_TIME, help="End of validity (default +365 d).")
+def benefit_mint(home: Path, sites: str, quota: int, holder_key: Path, period: str, category: str,
+                 valid_to: int | None) -> None:
+    """Print a benefit card's code (show it with `citypass holder present`)."""
+    from citypass.credential.claims import Category, Period
+    from citypass.issuer import benefits
+
+    iss = Issuer.open(open_home(home))
+    click.echo(benefits.mint(iss, [s.strip() for s in sites.split(",") if s.strip()], quota,
+                             read_public_key(holder_key), utc_now(), period=Period[period.upper()],
+                             category=Category.from_name(category), valid_to=valid_to))
+
+
+@benefit.command("status")
+@HOME_OPTION
+@click.argument("credential_id")
+def benefit_status(home: Path, credential_id: str) -> None:
+    """The uses left this period on CREDENTIAL_ID (hex, or the card's code), by the central count."""
+    from citypass.issuer import benefits
+
+    iss = Issuer.open(open_home(home))
+    text = benefits.status_text(iss.store, iss.credential_ref(credential_id).hex(), utc_now())
+    if text is None:
+        raise click.ClickException("not a benefit card issued here")
+    click.echo(f"{text[0]} / {text[1]}")
