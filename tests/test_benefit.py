@@ -205,3 +205,29 @@ def test_the_screen_shows_the_uses_left() -> None:
     state = texts.allow(1, [], benefit=(2, "month"))
     details = [line["details"] for line in state["lines"]]
     assert details == [["惠民卡 · 本月剩余 2 次"], ["Benefit card · 2 uses left this month"]]
+
+
+def test_the_api_signs_benefit_cards_bound_to_a_holder_and_the_wallet_shows_the_uses_left(
+        served: ServedIssuer) -> None:
+    from tests.test_wallet_api import claim_body
+
+    holder = SigningKey.generate()
+    body = {"product": "benefit", "sites": ["zhejiang-museum", "lingyin"], "quota": 4, "category": "student",
+            "holder_key": holder.public.pem().decode()}
+    with served.client("issuer") as issuer, served.client() as anonymous:
+        made = issuer.post("/v1/passes", json=body)
+        assert made.status_code == 201, made.text
+        cred = parse(made.json()["code"]).credential
+        assert made.json()["product"] == "benefit" and made.json()["holder_bound"]
+        assert cred.terms == Benefit(frozenset({MUSEUM, LINGYIN}), 4, Period.MONTH, Category.STUDENT)
+        unbound = issuer.post("/v1/passes", json={k: v for k, v in body.items() if k != "holder_key"})
+        assert unbound.status_code == 422 and "holder-bound" in unbound.text
+        assert issuer.post("/v1/passes", json=body | {"quota": 0}).status_code == 422
+        offer = issuer.post("/v1/passes", json={k: v for k, v in body.items() if k != "holder_key"} |
+                            {"holder": "wallet"}).json()
+        token = offer["claim_url"].split("#claim=")[1]
+        phone = SigningKey.generate()
+        got = anonymous.post("/v1/wallet/claims", json=claim_body(token, phone))
+    assert got.status_code == 201, got.text
+    display = got.json()["display"]
+    assert display["product"] == "benefit" and display["benefit_left"] == 4 and display["benefit_period"] == "month"

@@ -341,8 +341,9 @@ class Credential:
         return claims
 
     @classmethod
-    def from_claims(cls, claims: Any) -> Credential:
-        """Parse a decoded claims map; :class:`FormatError` when it breaks the format."""
+    def from_claims(cls, claims: Any, *, order: bool = False) -> Credential:
+        """Parse a decoded claims map; :class:`FormatError` when it breaks the format. ``order``: the unsigned
+        terms of a pass not yet bound to its holder (a wallet claim), so a benefit card's ``cnf`` may be missing."""
         if not isinstance(claims, dict):
             raise FormatError("claims must be a map")
         cred_id = claims.get(CLAIM_CTI)
@@ -387,7 +388,7 @@ class Credential:
                 raise FormatError("unknown benefit period or category") from None
             terms = Benefit(decode_sites(claims.get(CLAIM_SITES)), _req(claims, CLAIM_QUOTA, MAX_QUOTA), period,
                             category)
-            if terms.quota < 1 or holder is None:
+            if terms.quota < 1 or (holder is None and not order):
                 raise FormatError("a benefit card has a quota of at least 1 and is holder-bound (cnf)")
         else:
             terms = UnknownTerms(product)

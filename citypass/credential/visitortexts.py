@@ -53,6 +53,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "wallet.product.reservation": ("场馆预约", "Museum reservation"),
     "wallet.product.transit": ("交通乘车码", "Transit pass"),
     "wallet.product.group": ("团队票", "Group ticket"),
+    "wallet.product.benefit": ("文旅惠民卡", "Culture and tourism benefit card"),
+    "wallet.benefit": ("本期剩余", "Uses left"),
     "wallet.sites": ("适用景点", "Valid at"),
     "wallet.modes": ("适用交通", "Valid on"),
     "wallet.mode.metro": ("地铁", "Metro"),

@@ -30,7 +30,7 @@ from citypass.issuer.tap_records import ENTRY, TapRecord
 
 if TYPE_CHECKING:
     from citypass.issuer.repository import BenefitRepository, LedgerRepository
-    from citypass.issuer.service import Issuer
+    from citypass.issuer.service import Issuer, Order
 
     class BenefitStore(BenefitRepository, LedgerRepository, Protocol):
         """What the count needs: the uses table, issued credentials' details, revocations (the marks)."""
@@ -50,13 +50,22 @@ class QuotaExhausted(Conflict):
     """No uses left on the card this period."""
 
 
-def mint(issuer: Issuer, sites: Sequence[str], quota: int, holder: VerifyKey, now: int, *,
-         period: Period = Period.MONTH, category: Category = Category.RESIDENT, valid_to: int | None = None) -> str:
-    """Issue a benefit card (holder-bound: it is shown as a dynamic code from the holder's phone)."""
+def order(issuer: Issuer, sites: Sequence[str], quota: int, now: int, *, period: Period = Period.MONTH,
+          category: Category = Category.RESIDENT, valid_to: int | None = None) -> Order:
+    """A benefit card's terms and validity (default: a year), checked against the issuer's sites, not yet signed."""
+    from citypass.issuer.service import Order  # the service's module imports ingest, which imports this one
+
     if not sites or not 1 <= quota <= 255:
         raise BenefitError("a benefit card needs at least one site and a quota of 1..255")
     terms = Benefit(frozenset(issuer.site_number(s) for s in sites), quota, period, category)
-    return issuer.mint(terms, now, now, valid_to if valid_to is not None else now + 365 * 86_400, holder)
+    return Order(terms, now, valid_to if valid_to is not None else now + 365 * 86_400)
+
+
+def mint(issuer: Issuer, sites: Sequence[str], quota: int, holder: VerifyKey, now: int, *,
+         period: Period = Period.MONTH, category: Category = Category.RESIDENT, valid_to: int | None = None) -> str:
+    """Issue a benefit card (holder-bound: it is shown as a dynamic code from the holder's phone)."""
+    return issuer.mint_order(order(issuer, sites, quota, now, period=period, category=category, valid_to=valid_to),
+                             now, holder)
 
 
 def terms_of(store: BenefitStore, credential_id: str) -> tuple[int, Period] | None:
@@ -155,5 +164,5 @@ def over_quota_incidents(store: BenefitStore, since: int) -> list[Incident]:
     return [i for i in found if i.last_at >= since]
 
 
-__all__ = ["CONCESSION", "BenefitError", "QuotaExhausted", "book", "count_taps", "count_use", "mint",
+__all__ = ["CONCESSION", "BenefitError", "QuotaExhausted", "book", "count_taps", "count_use", "mint", "order",
            "over_quota_incidents", "remaining", "status_text", "terms_of"]

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from citypass.credential.claims import HolderKey, Mode
+from citypass.credential.claims import Category, HolderKey, Mode, Period
 from citypass.credential.codes import parse
 from citypass.credential.keys import VerifyKey
 from citypass.errors import InvalidInput
+from citypass.issuer import benefits
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, Strict, errors, parse_holder_key
 from citypass.issuer.api.deps import (
     ADMIN,
@@ -81,7 +82,22 @@ class GroupPassIn(Strict):
     claim_ttl_s: int = CLAIM_TTL
 
 
-PassIn = Annotated[AnnualPassIn | TransitPassIn | GroupPassIn, Field(discriminator="product")]
+class BenefitPassIn(Strict):
+    product: Literal["benefit"]
+    sites: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(
+        min_length=1, max_length=64, description="Site names or numbers where the card's uses count.",
+        examples=[["zhejiang-museum", "lingyin"]])
+    quota: int = Field(ge=1, le=255, description="Free or discounted uses per period.", examples=[4])
+    period: Literal["month", "week", "year"] = Field("month", description="The quota renews each period.")
+    category: Literal["resident", "senior", "student"] = Field("resident", description="Who the card is for.")
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of validity (default: one year).")
+    holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
+
+
+AnyPassIn = AnnualPassIn | TransitPassIn | GroupPassIn | BenefitPassIn
+PassIn = Annotated[AnyPassIn, Field(discriminator="product")]
 
 
 class PassOut(BaseModel):
@@ -110,7 +126,12 @@ def _holder(text: str | None) -> VerifyKey | None:
     return None if text is None else parse_holder_key(text)
 
 
-def _order(issuer: Issuer, body: AnnualPassIn | TransitPassIn | GroupPassIn, now: int) -> Order:
+def _order(issuer: Issuer, body: AnyPassIn, now: int) -> Order:
+    if isinstance(body, BenefitPassIn):
+        if body.holder_key is None and body.holder is None:
+            raise InvalidInput("a benefit card is holder-bound: give holder_key or holder: wallet")
+        return benefits.order(issuer, body.sites, body.quota, now, period=Period[body.period.upper()],
+                              category=Category.from_name(body.category), valid_to=body.valid_to)
     if isinstance(body, AnnualPassIn):
         return issuer.annual_order(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes)
     if isinstance(body, TransitPassIn):
@@ -125,7 +146,8 @@ def wallet_url(request: Request) -> str:
 
 
 @router.post("/v1/passes", status_code=201, response_model=PassOut | WalletOfferOut, summary="Sign a pass",
-             description="Sign an annual, transit or group credential and return its code text; with "
+             description="Sign an annual, transit, group or benefit (惠民卡, holder-bound) credential and return its "
+                         "code text; with "
                          "`\"holder\": \"wallet\"`, answer a one-time claim link for a phone wallet instead. "
                          + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 422))
 def create_pass(request: Request, body: PassIn, services: ServicesDep, _: IssuingRole) -> PassOut | WalletOfferOut:
