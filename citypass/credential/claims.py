@@ -73,6 +73,7 @@ class Product(IntEnum):
     TRANSIT = 3
     GROUP = 4
     BENEFIT = 5
+    EVENT = 6
 
     @classmethod
     def from_name(cls, name: str) -> Product:
@@ -173,13 +174,21 @@ class Benefit:
 
 
 @dataclass(frozen=True)
+class Event:
+    """A conference or event badge: one code, checked in once at each of its ``sessions`` (site numbers: a
+    session is a site with its own capacity and hours, e.g. one room on one day)."""
+
+    sessions: frozenset[int]
+
+
+@dataclass(frozen=True)
 class UnknownTerms:
     """A product kind this software does not know (a newer issuer's). Always denied, never guessed at."""
 
     product: int
 
 
-Terms = Annual | Reservation | Transit | Group | Benefit | UnknownTerms
+Terms = Annual | Reservation | Transit | Group | Benefit | Event | UnknownTerms
 
 
 @dataclass(frozen=True)
@@ -308,6 +317,8 @@ class Credential:
         t = self.terms
         if isinstance(t, Annual | Benefit):
             return t.sites
+        if isinstance(t, Event):
+            return t.sessions
         if isinstance(t, Reservation):
             return frozenset({t.venue})
         if isinstance(t, Group):
@@ -336,6 +347,8 @@ class Credential:
         elif isinstance(t, Benefit):
             claims.update({CLAIM_SITES: encode_sites(t.sites), CLAIM_QUOTA: t.quota, CLAIM_PERIOD: int(t.period),
                            CLAIM_CATEGORY: int(t.category)})
+        elif isinstance(t, Event):
+            claims[CLAIM_SITES] = encode_sites(t.sessions)
         else:
             raise ValueError("cannot encode a credential of an unknown product")
         return claims
@@ -390,6 +403,8 @@ class Credential:
                             category)
             if terms.quota < 1 or (holder is None and not order):
                 raise FormatError("a benefit card has a quota of at least 1 and is holder-bound (cnf)")
+        elif product == Product.EVENT:
+            terms = Event(decode_sites(claims.get(CLAIM_SITES)))
         else:
             terms = UnknownTerms(product)
         if isinstance(terms, Reservation | Group) and terms.party < 1:
@@ -417,6 +432,8 @@ class Credential:
             out.update(account=t.account, modes=t.modes.names())
         elif isinstance(t, Group):
             out.update(site=t.site, party=t.party)
+        elif isinstance(t, Event):
+            out.update(sessions=sorted(t.sessions))
         elif isinstance(t, Benefit):
             out.update(sites=sorted(t.sites), quota=t.quota, period=t.period.name.lower(),
                        category=t.category.name.lower())
@@ -429,4 +446,5 @@ _PRODUCT_OF: dict[type, Product] = {
     Transit: Product.TRANSIT,
     Group: Product.GROUP,
     Benefit: Product.BENEFIT,
+    Event: Product.EVENT,
 }

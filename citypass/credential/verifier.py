@@ -26,7 +26,16 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from citypass.credential.claims import Annual, Benefit, Credential, Group, Reservation, Transit, UnknownTerms
+from citypass.credential.claims import (
+    Annual,
+    Benefit,
+    Credential,
+    Event,
+    Group,
+    Reservation,
+    Transit,
+    UnknownTerms,
+)
 from citypass.credential.codes import CodeError, ParsedCode, parse
 from citypass.credential.partners import MAX_PARTNER_CTI, Partner, PartnerKey, credential_id, revocation_id
 from citypass.credential.policy import VerifyPolicy
@@ -180,6 +189,8 @@ def claim_names(cred: Credential) -> frozenset[str]:
         names |= {"site", "party"}
     elif isinstance(t, Benefit):
         names |= {"sites", "quota", "period", "category"}
+    elif isinstance(t, Event):
+        names |= {"sites"}
     return frozenset(names)
 
 

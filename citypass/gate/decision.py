@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from citypass.credential.benefit import OFFLINE_AFTER_S, OFFLINE_ALLOWANCE, central_count, period_start
-from citypass.credential.claims import Annual, Benefit, Credential, Group, Reservation, Transit
+from citypass.credential.claims import Annual, Benefit, Credential, Event, Group, Reservation, Transit
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.trustlist import TrustList
@@ -205,6 +205,8 @@ def _product_rules(
         persons = t.party - usage.persons_used
         if persons <= 0:
             return Reason.ALREADY_USED
+    elif isinstance(t, Event) and usage.last_entry_at is not None:  # one check-in per session (site)
+        return Reason.ALREADY_USED
     if site.capacity is not None and view.occupancy(site.number) >= site.capacity:
         return Reason.SITE_FULL
     return TapKind.ENTRY, persons, flags

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
-from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER
+from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER, Product
 from citypass.credential.devices import check_outbox_id
 from citypass.issuer.benefits import count_taps
 from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
@@ -77,9 +77,11 @@ MAX_PERSONS = 1000
 MAX_TIME = 2**40
 MAX_PRODUCT = 65535
 MAX_BODY_BYTES = 16_384
-#: Persons one allowed tap can admit, by product: an annual pass or a transit ride admits its holder alone.
-#: A reservation or group ticket admits at most its party (the issued party, when the issuer knows the credential).
-SINGLE_PERSON_PRODUCTS = {ANNUAL: "annual", TRANSIT: "transit"}
+#: Persons one allowed tap can admit, by product: an annual pass, a transit ride, a benefit card or an event badge
+#: admits its holder alone. A reservation or group ticket admits at most its party (the issued party, when the
+#: issuer knows the credential).
+SINGLE_PERSON_PRODUCTS = {ANNUAL: "annual", TRANSIT: "transit", int(Product.BENEFIT): "benefit",
+                          int(Product.EVENT): "event"}
 
 #: The party a reservation or group credential was issued for, by credential id (hex); None when unknown.
 PartyOf = Callable[[str], int | None]

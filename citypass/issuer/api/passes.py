@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from citypass.credential.claims import Category, HolderKey, Mode, Period
+from citypass.credential.claims import Category, Event, HolderKey, Mode, Period
 from citypass.credential.codes import parse
 from citypass.credential.keys import VerifyKey
 from citypass.errors import InvalidInput
@@ -96,7 +96,19 @@ class BenefitPassIn(Strict):
     claim_ttl_s: int = CLAIM_TTL
 
 
-AnyPassIn = AnnualPassIn | TransitPassIn | GroupPassIn | BenefitPassIn
+class EventPassIn(Strict):
+    product: Literal["event"]
+    sessions: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(
+        min_length=1, max_length=64, description="The sessions' sites (names or numbers): checked in once at each.",
+        examples=[["expo-hall-a-day1", "expo-hall-b-day1"]])
+    valid_from: int | None = VALID_FROM
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of the event (default: one day).")
+    holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
+
+
+AnyPassIn = AnnualPassIn | TransitPassIn | GroupPassIn | BenefitPassIn | EventPassIn
 PassIn = Annotated[AnyPassIn, Field(discriminator="product")]
 
 
@@ -132,6 +144,10 @@ def _order(issuer: Issuer, body: AnyPassIn, now: int) -> Order:
             raise InvalidInput("a benefit card is holder-bound: give holder_key or holder: wallet")
         return benefits.order(issuer, body.sites, body.quota, now, period=Period[body.period.upper()],
                               category=Category.from_name(body.category), valid_to=body.valid_to)
+    if isinstance(body, EventPassIn):
+        start = now if body.valid_from is None else body.valid_from
+        sessions = frozenset(issuer.site_number(s) for s in body.sessions)
+        return Order(Event(sessions), start, body.valid_to if body.valid_to is not None else start + 86_400)
     if isinstance(body, AnnualPassIn):
         return issuer.annual_order(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes)
     if isinstance(body, TransitPassIn):
@@ -146,7 +162,8 @@ def wallet_url(request: Request) -> str:
 
 
 @router.post("/v1/passes", status_code=201, response_model=PassOut | WalletOfferOut, summary="Sign a pass",
-             description="Sign an annual, transit, group or benefit (惠民卡, holder-bound) credential and return its "
+             description="Sign an annual, transit, group, event (a badge checked in once per session) or benefit "
+                         "(惠民卡, holder-bound) credential and return its "
                          "code text; with "
                          "`\"holder\": \"wallet\"`, answer a one-time claim link for a phone wallet instead. "
                          + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 422))
