@@ -46,6 +46,18 @@ def test_benefit_claims_round_trip_and_stay_small() -> None:
         Credential.from_claims(cred.to_claims() | {-11: 9})  # unknown category
 
 
+def test_a_transit_credential_may_carry_a_concession_category() -> None:
+    from citypass.credential.claims import Mode, Transit
+
+    plain = Credential(os.urandom(8), Transit("13800000000", Mode.METRO), NOW, NOW + 86_400)
+    assert -11 not in plain.to_claims()  # codes without a category encode exactly as before
+    senior = Credential(os.urandom(8), Transit("13800000000", Mode.METRO, Category.SENIOR), NOW, NOW + 86_400)
+    assert Credential.from_claims(decode_cbor(encode_cbor(senior.to_claims()))) == senior
+    assert senior.describe()["category"] == "senior"
+    with pytest.raises(FormatError):
+        Credential.from_claims(senior.to_claims() | {-11: 7})
+
+
 def test_periods_follow_local_calendar_months_and_weeks() -> None:
     start = period_start(NOW, Period.MONTH)
     assert period_end(start, Period.MONTH) - start == 31 * 86_400  # January

@@ -124,10 +124,12 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Transit:
-    """A transit authorisation; its ``valid_to`` bounds how long it can be used offline."""
+    """A transit authorisation; its ``valid_to`` bounds how long it can be used offline. ``category`` (claim
+    -11, optional): a concession rider (senior, student), priced by the fare table's concessions."""
 
     account: str
     modes: Mode
+    category: Category | None = None
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,8 @@ class Credential:
             claims.update({CLAIM_SITE: t.venue, CLAIM_PARTY: t.party, CLAIM_GRACE: t.grace_minutes})
         elif isinstance(t, Transit):
             claims.update({CLAIM_ACCOUNT: t.account, CLAIM_MODES: int(t.modes)})
+            if t.category is not None:
+                claims[CLAIM_CATEGORY] = int(t.category)
         elif isinstance(t, Group):
             claims.update({CLAIM_SITE: t.site, CLAIM_PARTY: t.party})
         elif isinstance(t, Benefit):
@@ -391,7 +395,12 @@ class Credential:
             account = claims.get(CLAIM_ACCOUNT)
             if not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_LENGTH:
                 raise FormatError("transit account must be text of 1..32 characters")
-            terms = Transit(account, Mode(_req(claims, CLAIM_MODES, 7)))
+            category = _uint(claims, CLAIM_CATEGORY, required=False, maximum=255)
+            try:
+                terms = Transit(account, Mode(_req(claims, CLAIM_MODES, 7)),
+                                None if category is None else Category(category))
+            except ValueError:
+                raise FormatError("unknown rider category") from None
         elif product == Product.GROUP:
             terms = Group(_req(claims, CLAIM_SITE, MAX_SITE_NUMBER), _req(claims, CLAIM_PARTY, MAX_PARTY))
         elif product == Product.BENEFIT:
@@ -430,6 +439,8 @@ class Credential:
             out.update(venue=t.venue, party=t.party, grace_minutes=t.grace_minutes)
         elif isinstance(t, Transit):
             out.update(account=t.account, modes=t.modes.names())
+            if t.category is not None:
+                out.update(category=t.category.name.lower())
         elif isinstance(t, Group):
             out.update(site=t.site, party=t.party)
         elif isinstance(t, Event):

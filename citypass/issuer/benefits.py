@@ -10,8 +10,8 @@ the count that makes the quota hold across the city:
 * a use counted beyond the quota (gates offline, or racing within the sync lag) is an incident of kind
   ``benefit_over_quota`` (:func:`over_quota_incidents`), listed with the others in the incidents report.
 
-Categories (resident, senior, student) are on the card; :data:`CONCESSION` gives the transit fare
-multiplier per category, which fares use for concession riders.
+Categories (resident, senior, student) are on the card and, optionally, on a transit credential; the fare
+multiplier per category is :data:`citypass.issuer.journeys.CONCESSION` (concession fares).
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     class BenefitStore(BenefitRepository, LedgerRepository, Protocol):
         """What the count needs: the uses table, issued credentials' details, revocations (the marks)."""
 
-#: Transit fare multiplier per rider category (concession fares): seniors ride free, students at half fare.
-CONCESSION: dict[Category, float] = {Category.RESIDENT: 1.0, Category.SENIOR: 0.0, Category.STUDENT: 0.5}
 #: Time zone of the quota periods: the city's (UTC+8), the same the gates use for their sites by default.
 UTC_OFFSET_MINUTES = 480
 BENEFIT = int(Product.BENEFIT)
@@ -164,5 +162,5 @@ def over_quota_incidents(store: BenefitStore, since: int) -> list[Incident]:
     return [i for i in found if i.last_at >= since]
 
 
-__all__ = ["CONCESSION", "BenefitError", "QuotaExhausted", "book", "count_taps", "count_use", "mint", "order",
+__all__ = ["BenefitError", "QuotaExhausted", "book", "count_taps", "count_use", "mint", "order",
            "over_quota_incidents", "remaining", "status_text", "terms_of"]

@@ -66,6 +66,9 @@ class TransitPassIn(Strict):
         default=["metro", "bus", "water_bus"], min_length=1, max_length=3, description="Modes it may be used on.")
     valid_to: int | None = Field(None, ge=0, le=MAX_TIME,
                                  description="End of the offline authorisation (default: one day).")
+    category: Literal["resident", "senior", "student"] | None = Field(
+        None, description="A concession rider: journeys are priced at the concession fare (senior free, student "
+                          "half).")
     holder_key: str | None = HOLDER_KEY
     holder: Literal["wallet"] | None = HOLDER
     claim_ttl_s: int = CLAIM_TTL
@@ -151,7 +154,8 @@ def _order(issuer: Issuer, body: AnyPassIn, now: int) -> Order:
     if isinstance(body, AnnualPassIn):
         return issuer.annual_order(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes)
     if isinstance(body, TransitPassIn):
-        return issuer.transit_order(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to)
+        return issuer.transit_order(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to,
+                                    None if body.category is None else Category.from_name(body.category))
     return issuer.group_order(body.site, body.party, now, body.valid_from, body.valid_to)
 
 

@@ -159,6 +159,7 @@ class JourneyOut(BaseModel):
     complete: bool
     flag: Literal["no_tap_out", "no_tap_in"] | str | None
     single_tap: bool
+    category: str | None = Field(None, description="senior or student: the fare is the concession fare.")
 
 
 @router.get("/v1/journeys", response_model=list[JourneyOut], summary="Transit journeys",
@@ -170,7 +171,15 @@ def list_journeys(services: ServicesDep, _: ReportsRole, since: Since = None, un
                   limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[JourneyOut]:
     start, end = _window(services, since, until, DAY)
     taps = _taps(services, since=start - MAX_JOURNEY_S, until=end, credential_id=credential_id)
-    rides = journeys(taps, _fares(services), now=min(end, services.now()), max_journey_s=MAX_JOURNEY_S)
+    store = services.store
+
+    def category_of(cid: str) -> str | None:  # a concession rider's category, from the credential we issued
+        details = store.credential_details(bytes.fromhex(cid)) or {}
+        category = details.get("category")
+        return category if isinstance(category, str) else None
+
+    rides = journeys(taps, _fares(services), now=min(end, services.now()), max_journey_s=MAX_JOURNEY_S,
+                     category_of=category_of)
     rides = [j for j in rides if max(j.started_at or 0, j.ended_at or 0) >= start]
     return [JourneyOut(**j.to_dict()) for j in rides[:limit]]
 
