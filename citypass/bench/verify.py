@@ -115,12 +115,36 @@ def _other_rates(seconds: float, view: RevocationSet, sites: frozenset[int]) -> 
         assert verify(ride, trust, view, metro_site, NOW).allowed
         sm2_sig = metro_key.sign(message)
         sm2_pub = metro_key.public
+        ed_key = SigningKey.generate()
+        ed_sig = ed_key.sign(message)
+        best_ed, best_sm2 = interleaved(lambda: ed_key.public.verify(ed_sig, message),
+                                        lambda: sm2_pub.verify(sm2_sig, message), rounds=max(5, int(seconds * 20)))
         out += [
+            Rate("raw Ed25519 verify, interleaved with SM2 (best round)", 1e6 / best_ed, best_ed),
+            Rate("raw SM2 verify, interleaved with Ed25519 (best round)", 1e6 / best_sm2, best_sm2),
             _rate("raw SM2 verify, Tongsuo (one signature)", lambda: sm2_pub.verify(sm2_sig, message), seconds),
             _rate("verify partner GM1 ride code (SM2/SM3)", lambda: verify(ride, trust, view, metro_site, NOW),
                   seconds),
         ]
     return out
+
+
+def interleaved(a: Callable[[], object], b: Callable[[], object], rounds: int = 20, n: int = 50) -> tuple[float, float]:
+    """µs per call of ``a`` and of ``b``, each the best of ``rounds`` rounds of ``n`` calls, the two taking turns
+    round by round: on a shared, loaded machine both meet the same quiet moments, so their ratio holds where
+    two separate timings (one during a load spike) would not."""
+    best_a = best_b = float("inf")
+    for _ in range(rounds):
+        for fn, is_a in ((a, True), (b, False)):
+            start = time.perf_counter()
+            for _ in range(n):
+                fn()
+            us = (time.perf_counter() - start) / n * 1e6
+            if is_a:
+                best_a = min(best_a, us)
+            else:
+                best_b = min(best_b, us)
+    return best_a, best_b
 
 
 @click.command("verify")
@@ -140,9 +164,11 @@ def verify_command(seconds: float, revoked: int) -> None:
         table.add_row(r.name, f"{r.per_second:,.0f}", f"{r.us_each:.1f}", f"{raw / r.per_second:.2f}")
     console = Console()
     console.print(table)
-    sm2_raw = next((r for r in rates if r.name.startswith("raw SM2")), None)
-    if sm2_raw is not None:
-        ratio = raw / sm2_raw.per_second
-        console.print(f"raw SM2 / raw Ed25519: {ratio:.2f}× (goal ≤ 3×: {'met' if ratio <= 3 else 'NOT met'})")
+    pair = [next((r for r in rates if r.name.startswith(p)), None) for p in ("raw Ed25519 verify, interleaved",
+                                                                            "raw SM2 verify, interleaved")]
+    if pair[0] is not None and pair[1] is not None:
+        ratio = pair[1].us_each / pair[0].us_each
+        console.print(f"raw SM2 / raw Ed25519, interleaved best rounds: {ratio:.2f}× "
+                      f"(goal ≤ 3×: {'met' if ratio <= 3 else 'NOT met'})")
     else:
         console.print("SM2: tongsuopy is not installed here; the GM1 rows are missing")
