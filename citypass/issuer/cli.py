@@ -65,13 +65,14 @@ def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
 @HOME_OPTION
 @click.argument("name")
 @click.option("--kind", type=click.Choice([k.value for k in SiteKind]), default="scenic", show_default=True)
-@click.option("--title", default="", help="Display name.")
+@click.option("--title", default="", help="Display name in Chinese.")
+@click.option("--title-en", default="", help="Display name in English.")
 @click.option("--capacity", type=click.IntRange(min=1), default=None, help="Most people inside at once.")
 @click.option("--hours", default=None, metavar="HH:MM-HH:MM", help="Opening hours, local time.")
 @click.option("--passback", "passback", type=click.IntRange(0, 1440), default=30, show_default=True,
               help="Anti-passback minutes for annual passes.")
 @click.option("--soft-passback", is_flag=True, help="Allow and flag instead of denying inside the window.")
-def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None, hours: str | None,
+def add_site(home: Path, name: str, kind: str, title: str, title_en: str, capacity: int | None, hours: str | None,
              passback: int, soft_passback: bool) -> None:
     """Add a site NAME (its number is the next free one)."""
     iss = Issuer.open(open_home(home))
@@ -81,7 +82,7 @@ def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None,
         if not sep:
             raise click.BadParameter("use HH:MM-HH:MM", param_hint="--hours")
     settings = SiteSettings(number=iss.store.next_site_number(), name=name, kind=SiteKind(kind), title=title,
-                            capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
+                            title_en=title_en, capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
                             passback_hard=not soft_passback)
     iss.add_site(settings, utc_now())
     click.echo(f"site {name} is number {settings.number}")
