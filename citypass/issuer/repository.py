@@ -23,6 +23,7 @@ from citypass.issuer.incidents import Incident
 from citypass.issuer.ingest import PreparedBatch
 from citypass.issuer.records import (
     AuditEntry,
+    BenefitUse,
     Device,
     DeviceHealth,
     Enrollment,
@@ -205,10 +206,6 @@ class ControlRoomRepository(Protocol):
         """Replace a site's settings (same number and name) and log a ``site`` ledger change, in one transaction:
         gates get the new settings with their next delta. NotFound for an unknown number; Conflict for a new name."""
         ...
-    def site_titles_en(self) -> dict[int, str]:
-        """English titles by site number (issuer-side only: the signed settings carry the gates' one title)."""
-        ...
-    def set_site_title_en(self, site: int, title: str) -> None: ...
     def change_seq(self, kind: str, ref: str) -> int | None:
         """The latest ledger sequence number of a change of ``kind`` about ``ref`` (None: never logged)."""
         ...
@@ -293,8 +290,25 @@ class ControlRoomRepository(Protocol):
         ...
 
 
+class BenefitRepository(Protocol):
+    """The benefit card's central count (:mod:`citypass.issuer.benefits`): one row per use, keyed by its ref."""
+
+    def add_benefit_use(self, use: BenefitUse) -> int | None:
+        """Record ``use`` unless its ``ref`` is already recorded (then None); else the card's number of uses
+        in ``use.period_start``'s period, this one included. Idempotent under concurrent callers."""
+        ...
+    def benefit_use_count(self, credential_id: str, period_start: int) -> int: ...
+    def benefit_uses(self, credential_id: str, period_start: int) -> list[BenefitUse]:
+        """The card's uses in the period, ordered by ``(at, ref)``."""
+        ...
+    def benefit_overuse(self, since: int) -> list[tuple[str, int]]:
+        """``(credential_id, period_start)`` of cards used more often than their quota in a period starting at
+        or after ``since`` minus 366 days, ordered by ``(period_start, credential_id)``."""
+        ...
+
+
 class IssuerRepository(LedgerRepository, BookingRepository, FleetRepository, TapRepository, AccessRepository,
-                       WalletRepository, ControlRoomRepository, Protocol):
+                       WalletRepository, ControlRoomRepository, BenefitRepository, Protocol):
     """Everything the issuer stores. ``close()`` releases connections."""
 
     def close(self) -> None: ...

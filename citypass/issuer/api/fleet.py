@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from citypass.credential.claims import MAX_SITE_NUMBER
 from citypass.credential.devices import check_device_id
 from citypass.credential.enrollment import EnrollmentGrant, EnrollmentRedeem
 from citypass.errors import InvalidInput
@@ -54,7 +55,7 @@ STALE_AFTER_S = 15 * 60
 
 class DeviceIn(Strict):
     id: str = Field(pattern=ID_PATTERN, description="The gate id the device will use.", examples=["gate-west-lake-01"])
-    site: int = Field(ge=0, le=1023, description="Site number it stands at.", examples=[1])
+    site: int = Field(ge=0, le=MAX_SITE_NUMBER, description="Site number it stands at.", examples=[1])
     direction: Literal["entry", "exit"] = "entry"
     description: str = Field("", max_length=200, examples=["north gate, lane 1"])
 

@@ -228,10 +228,10 @@ def _fill_bar(fill: float | None) -> Safe:
                 f" {round(fill * 100)}%")
 
 
-def city_table(s: Session, rows: list[views.SiteNow], titles_en: dict[int, str]) -> Safe:
+def city_table(s: Session, rows: list[views.SiteNow]) -> Safe:
     t = words(s.lang)
     body = [[tag("a", r.site.name, href=f"/console/city?site={r.site.name}"),
-             (titles_en.get(r.site.number) or r.site.title) if s.lang == "en" else r.site.title,
+             (r.site.title_en or r.site.title) if s.lang == "en" else r.site.title,
              (r.inside, "num"), (r.site.capacity if r.site.capacity else "—", "num"), _fill_bar(r.fill),
              (r.entries_today, "num")] for r in rows]
     return tag("div", table([t("site"), t("title"), (t("inside"), "num"), (t("capacity"), "num"), t("fill"),
@@ -245,9 +245,8 @@ def city(request: Request, site: str | None = None, fragment: int = 0, notice: s
     services = _services(request)
     now = services.now()
     rows = views.city_now(services.store, now)
-    titles_en = services.store.site_titles_en()
     if fragment:
-        return _html(city_table(s, rows, titles_en))
+        return _html(city_table(s, rows))
     t = words(s.lang)
     chosen = [r for r in rows if r.site.name == site] or rows[:4]
     charts = [tag("figure", tag("figcaption", f"{r.site.name} {r.site.title} — {t('curve')}"),
@@ -256,7 +255,7 @@ def city(request: Request, site: str | None = None, fragment: int = 0, notice: s
               for r in chosen]
     summary = tag("p", f"{t('open_incidents')}: ", tag("a", services.store.open_incident_count(),
                                                        href="/console/incidents", id="open-incidents"))
-    return layout(request, s, s.lang, "city", text("city", s.lang), summary, city_table(s, rows, titles_en),
+    return layout(request, s, s.lang, "city", text("city", s.lang), summary, city_table(s, rows),
                   tag("section", charts, class_="charts"))
 
 
@@ -474,12 +473,11 @@ def venues(request: Request, notice: str = "") -> Response:
     services = _services(request)
     now = services.now()
     cards: list[Child] = []
-    titles_en = services.store.site_titles_en()
     for site in services.store.sites():
         edit = tag("form", _hidden(s), tag("strong", f"{site.number} {site.name} ({site.kind.value})"),
                    tag("br", void=True),
                    _field(t("title"), "title", site.title, maxlength=100),
-                   _field(t("title_en"), "title_en", titles_en.get(site.number, ""), maxlength=100),
+                   _field(t("title_en"), "title_en", site.title_en, maxlength=100),
                    _field(t("capacity"), "capacity", site.capacity, type="number", min=1),
                    _field(t("opens"), "opens", site.opens, pattern=r"\d\d:\d\d", size=5),
                    _field(t("closes"), "closes", site.closes, pattern=r"\d\d:\d\d", size=5),

@@ -40,14 +40,6 @@ class ControlTables(LedgerTables):
                          [settings.model_dump_json(), settings.number])
             self.log_change("site", settings.name, at)
 
-    def site_titles_en(self) -> dict[int, str]:
-        return {int(r[0]): str(r[1]) for r in self.conn.execute("SELECT site, title_en FROM site_titles")}
-
-    def set_site_title_en(self, site: int, title: str) -> None:
-        with self.write() as conn:
-            conn.execute("INSERT INTO site_titles (site, title_en) VALUES (?, ?) ON CONFLICT (site) DO UPDATE SET"
-                         " title_en = excluded.title_en", [site, title])
-
     def change_seq(self, kind: str, ref: str) -> int | None:
         row = self.conn.execute("SELECT max(seq) FROM ledger_changes WHERE kind = ? AND ref = ?",
                                 [kind, ref]).fetchone()
