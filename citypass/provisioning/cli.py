@@ -49,6 +49,10 @@ def provision() -> None:
 @click.option("--health-port", type=click.IntRange(0, 65535), default=9120, show_default=True,
               help="Port of the gate's /healthz and /metrics (0: any free port).")
 @click.option("--root-kid", metavar="HEX", help="Pin the issuer's root key id (the setup code carries it).")
+@click.option("--issuer-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Trust only this CA certificate (PEM) for the issuer's HTTPS: an issuer behind a private CA.")
+@click.option("--insecure-tofu", is_flag=True,
+              help="Allow plain http:// with no pinned root key: the first root key seen is trusted (a lab only).")
 @click.option("--from-camera", is_flag=True, help="Read the setup QR through the camera instead of typing.")
 @click.option("--camera-timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True,
               help="How long --from-camera watches for the setup QR (seconds).")
@@ -58,7 +62,8 @@ def provision() -> None:
               help="With --force: replace the home even though its outbox holds un-uploaded taps (they are lost).")
 def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str | None, site: str | None,
            camera: str | None, pins: str, decoder: str, health_port: int, root_kid: str | None,
-           from_camera: bool, camera_timeout: float, force: bool, discard_outbox: bool) -> None:
+           issuer_ca: Path | None, insecure_tofu: bool, from_camera: bool, camera_timeout: float, force: bool,
+           discard_outbox: bool) -> None:
     """Enroll this device: key, certificate, ledger snapshot and gate config, each step verified.
 
     \b
@@ -88,13 +93,15 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
         request = EnrollRequest(issuer=issuer_url, token=token, home=home, device_id=gate_id, site=site,
                                 root_kid=root_kid, camera=camera,
                                 pins=cast(Literal["native", "mock"], pins), decoder=decoder,
-                                health_port=health_port, force=force, discard_outbox=discard_outbox)
+                                health_port=health_port, force=force, discard_outbox=discard_outbox,
+                                insecure_tofu=insecure_tofu, issuer_ca=issuer_ca)
         result = run_enroll(request, on_step=lambda step, detail: console.print(
             f"[green]✓[/] {step:<9} {detail}"))
     except (ProvisionError, SetupCodeError) as exc:
         step = getattr(exc, "step", None) or "enroll"
         console.print(f"[bold red]✗[/] {step:<9} {exc}")
-        console.print("nothing was written: fix the cause and run the same command again")
+        console.print(getattr(exc, "recovery", None)
+                      or "nothing was written: fix the cause and run the same command again")
         raise SystemExit(1) from None
     if not result.already:
         console.print(f"[bold green]enrolled[/] {result.device_id}; next: citypass selftest --config "
