@@ -212,15 +212,19 @@ def rollback(config_path: Path, pid_file: Path | None, unit: str, timeout: float
 @click.option("--url", help="The daemon's /healthz (default: from the config's health section).")
 @click.option("--grace", type=click.FloatRange(0, 600), default=60.0, show_default=True,
               help="Seconds to keep retrying while the daemon starts.")
-def health_check(config_path: Path, url: str | None, grace: float) -> None:
-    """After an update's reboot: daemon READY, fresh frames, ledger intact, broker connected or buffering.
+@click.option("--broker-within", type=click.FloatRange(0, 3600), default=120.0, show_default=True,
+              help="Seconds a gate with a [sync] broker has to be connected to it (buffering longer fails).")
+def health_check(config_path: Path, url: str | None, grace: float, broker_within: float) -> None:
+    """After an update's reboot: daemon READY, fresh frames, ledger intact, broker connected (a gate with a
+    [sync] broker must reach it within --broker-within seconds; one without [sync] passes that row).
 
     Prints a table and `mark-good` (exit 0) or `mark-bad` (exit 1).
     """
     from citypass.firmware_hooks.health import healthz_url, wait_for_health
 
     cfg = _config(config_path)
-    steps = wait_for_health(url or healthz_url(cfg), cfg.ledger.path, grace_s=grace)
+    steps = wait_for_health(url or healthz_url(cfg), cfg.ledger.path, grace_s=grace,
+                            broker_configured=cfg.sync is not None, broker_within_s=broker_within)
     _finish(steps, good="mark-good", bad="mark-bad")
 
 
