@@ -128,8 +128,12 @@ def enrolled(world: World) -> tuple[Path, Result]:
 def test_enroll_writes_a_home_that_loads_and_gate_run_starts(world: World, enrolled: tuple[Path, Result]) -> None:
     home, result = enrolled
     assert result.exit_code == 0, result.output
-    for step in ("home", "disk", "issuer", "key", "redeem", "cert", "snapshot", "ledger", "config", "commit"):
+    for step in ("request", "home", "disk", "issuer", "check", "key", "redeem", "cert", "snapshot", "ledger", "config",
+                 "commit", "network"):
         assert f"✓ {step}" in result.output
+    # The gate unit may reach exactly the broker and the issuer (a drop-in under $CITYPASS_UNIT_DIR, never /etc).
+    dropin = Path(os.environ["CITYPASS_UNIT_DIR"]) / "citypass-gate.service.d" / "50-citypass-network.conf"
+    assert "\nIPAddressAllow=127.0.0.1\n" in dropin.read_text()
     assert oct((home / layout.KEY).stat().st_mode & 0o777) == "0o600"
     assert oct((home / layout.DEVICE).stat().st_mode & 0o777) == "0o600"
     cfg = load_config(home / layout.CONFIG)

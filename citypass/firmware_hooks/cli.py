@@ -19,11 +19,12 @@ import click
 from citypass.firmware_hooks.lifecycle import GATE_UNIT, Step, render
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.configfile import ConfigError, Pins, read_barrier
+from citypass.gate.paths import GATE_CONFIG
 
 if TYPE_CHECKING:
     from citypass.gate.config import GateConfig
 
-DEFAULT_CONFIG = Path("/etc/citypass/gate.toml")
+DEFAULT_CONFIG = GATE_CONFIG
 REFUSED_EXIT = 10
 
 CONFIG_OPTION = click.option(

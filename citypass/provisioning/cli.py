@@ -13,15 +13,17 @@ from citypass.credential.setupcode import PREFIX, SetupCode, SetupCodeError
 from citypass.gate.camera import CameraConfig
 from citypass.gate.config import ConfigError, load_config
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
+from citypass.gate.paths import STATE_DIR, UNIT_DIR, UNIT_DIR_ENV
 from citypass.provisioning import device as layout
 from citypass.provisioning.decommission import decommission as run_decommission
 from citypass.provisioning.enroll import EnrollRequest
 from citypass.provisioning.enroll import enroll as run_enroll
 from citypass.provisioning.issuerclient import ProvisionError
+from citypass.provisioning.network import write_dropin
 from citypass.provisioning.selftest import CheckResult, run_selftest
 from citypass.provisioning.setupcode import read_from_camera
 
-DEFAULT_HOME = Path("/var/lib/citypass")
+DEFAULT_HOME = STATE_DIR
 STYLE = {"ok": "green", "warn": "yellow", "fail": "bold red"}
 
 
@@ -56,14 +58,18 @@ def provision() -> None:
 @click.option("--from-camera", is_flag=True, help="Read the setup QR through the camera instead of typing.")
 @click.option("--camera-timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True,
               help="How long --from-camera watches for the setup QR (seconds).")
+@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), envvar=UNIT_DIR_ENV, default=UNIT_DIR,
+              show_default=True, help="Where the gate unit's network drop-in goes (env CITYPASS_UNIT_DIR).")
+@click.option("--no-network-dropin", is_flag=True,
+              help="Do not write the drop-in that lets the gate unit reach its broker and issuer.")
 @click.option("--force", is_flag=True, help="Enroll again over an enrolled home (the old key is shredded). Refused "
                                            "while its outbox holds taps not yet uploaded.")
 @click.option("--discard-outbox", is_flag=True,
               help="With --force: replace the home even though its outbox holds un-uploaded taps (they are lost).")
 def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str | None, site: str | None,
            camera: str | None, pins: str, decoder: str, health_port: int, root_kid: str | None,
-           issuer_ca: Path | None, insecure_tofu: bool, from_camera: bool, camera_timeout: float, force: bool,
-           discard_outbox: bool) -> None:
+           issuer_ca: Path | None, insecure_tofu: bool, from_camera: bool, camera_timeout: float, unit_dir: Path,
+           no_network_dropin: bool, force: bool, discard_outbox: bool) -> None:
     """Enroll this device: key, certificate, ledger snapshot and gate config, each step verified.
 
     \b
@@ -104,8 +110,33 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
                       or "nothing was written: fix the cause and run the same command again")
         raise SystemExit(1) from None
     if not result.already:
+        if not no_network_dropin:
+            _network(console, result.home, unit_dir)
         console.print(f"[bold green]enrolled[/] {result.device_id}; next: citypass selftest --config "
                       f"{result.home / layout.CONFIG}")
+
+
+def _network(console: Console, home: Path, units: Path) -> bool:
+    try:
+        _, summary = write_dropin(layout.read_record(home), units)
+    except ProvisionError as exc:
+        console.print(f"[yellow]![/] network   {exc}")
+        return False
+    console.print(f"[green]✓[/] network   {summary}")
+    return True
+
+
+@provision.command()
+@click.option("--home", type=click.Path(file_okay=False, exists=True, path_type=Path), default=DEFAULT_HOME,
+              show_default=True, help="The enrolled device home (its device.json names broker and issuer).")
+@click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), envvar=UNIT_DIR_ENV, default=UNIT_DIR,
+              show_default=True, help="Where the gate unit's drop-in goes (env CITYPASS_UNIT_DIR).")
+def network(home: Path, unit_dir: Path) -> None:
+    """(Re)write the gate unit's drop-in allowing exactly its broker and issuer (after either moved)."""
+    if not layout.is_enrolled(home):
+        raise click.ClickException(f"{home} is not an enrolled device home")
+    if not _network(_console(), home, unit_dir):
+        raise SystemExit(1)
 
 
 @provision.command()

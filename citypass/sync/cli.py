@@ -164,6 +164,10 @@ def site(home: Path, site: int, out: Path, central: str, hosts: tuple[str, ...])
         click.echo("reloaded the running site broker")
 
 
+def _stamp(paths: list[Path]) -> tuple[int, ...]:
+    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
+
+
 @broker.command()
 @HOME_OPTION
 @click.option("--port", type=click.IntRange(1, 65535), default=8883, show_default=True, help="TLS port.")
@@ -197,7 +201,14 @@ def run(home: Path, port: int, bind: str, dev_insecure: bool) -> None:
         mode = "PLAINTEXT (insecure)" if dev_insecure else "TLS, client certificates required"
         click.echo(f"broker listening on {bind if not dev_insecure else '127.0.0.1'}:{port} ({mode}); "
                    f"pid {proc.pid}; log {bh.log_path}", err=True)
+        # Another account (the issuer, acting as the device CA) rewrites the ACL and the CRL without being able
+        # to signal this process: a change of either file reloads mosquitto just as SIGHUP does.
+        watched = [bh.acl_path, bh.ca_dir / "crl.pem"]
+        stamp = _stamp(watched)
         while not done.wait(0.2):
+            if (now := _stamp(watched)) != stamp:
+                stamp = now
+                proc.reload()
             if hup.is_set():
                 hup.clear()
                 if not dev_insecure:
