@@ -610,3 +610,32 @@ def test_the_enrolled_home_is_private_whatever_the_umask(world: World) -> None:
     modes = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in [home, *home.rglob("*")]}
     assert modes.pop(".") == "0o700" and modes.pop(layout.TLS) == "0o700"
     assert modes and set(modes.values()) == {"0o600"}, modes  # gate.toml, ledger, keys, certificates, …
+
+
+def test_enroll_writes_the_board_profile_and_explicit_pins(world: World) -> None:
+    default = world.home("gate-wl-e1")  # the module's first enrollment: no --board given
+    barrier = load_config(default / layout.CONFIG).barrier
+    assert (barrier.relay_pin, barrier.relay_active_high, barrier.fire_alarm_active_low) == (17, False, False)
+    assert barrier.fail_mode == "fail_secure"
+    token = world.enrollment("gate-board")
+    result = run(*enroll_args(world, "gate-board", token, "--board", "waveshare-rpi-relay", "--relay-active-high",
+                              "--sensor-pin", "5", "--fire-alarm-contact", "no", "--fail-mode", "fail_safe"))
+    assert result.exit_code == 0, result.output
+    barrier = load_config(world.home("gate-board") / layout.CONFIG).barrier
+    assert (barrier.relay_pin, barrier.relay_active_high, barrier.sensor_pin) == (26, True, 5)
+    assert (barrier.fire_alarm_active_low, barrier.fail_mode) == (True, "fail_safe")
+    clash = CliRunner().invoke(cli, enroll_args(world, "gate-board2", token, "--relay-pin", "27"))
+    assert clash.exit_code == 2 and "board generic-active-low" in clash.output  # the sensor's pin: refused at once
+
+
+def test_selftest_warns_about_mock_pins_and_names_lgpio_when_pins_cannot_load(world: World,
+                                                                             enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    result = run("selftest", "--config", str(home / layout.CONFIG))
+    assert result.exit_code == 0 and "MOCK pins" in result.output and "WARN" in result.output
+    from citypass.provisioning.selftest import check_gpio
+
+    native = load_config(home / layout.CONFIG).model_copy(update={"pins": "native"})
+    row = check_gpio(native)  # this machine is no Raspberry Pi and has no lgpio
+    assert row.status == "fail" and "install lgpio" in row.detail and "BadPinFactory" in row.detail, row.detail
+    assert "Falling back" not in row.detail

@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gpiozero.pins.mock import MockFactory
-
 from citypass.bench.frames import synth_frame
 from citypass.city.http import DemoError
 from citypass.city.script import Visit
+from citypass.gate.barrier.mockpins import resting_mock_pins
 from citypass.gate.camera import forget_feed, memory_feed
 from citypass.gate.camera.base import Image
 from citypass.gate.config import GateConfig
@@ -75,7 +74,7 @@ class Lane:
         self.cfg = cfg
         self.report = report
         self.ready = ready  # whether a visitor may come yet (one who waits for a visit at another gate)
-        self.pins = MockFactory()
+        self.pins = resting_mock_pins(cfg.barrier)  # an enrolled gate's wiring: NC fire contact, at rest
         self.feed_name = cfg.camera.source.split(":", 1)[1]
         self.feed = memory_feed(self.feed_name, maxsize=2)
         self.daemon: GateDaemon | None = None

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from citypass.credential.setupcode import PREFIX, SetupCode, SetupCodeError
+from citypass.errors import InvalidInput
+from citypass.gate.barrier.boards import BOARDS, DEFAULT_BOARD, board_settings
 from citypass.gate.camera import CameraConfig
 from citypass.gate.config import ConfigError, load_config
 from citypass.gate.decoders import DECODER_NAMES, DEFAULT_DECODER
@@ -50,6 +52,18 @@ def provision() -> None:
 @click.option("--decoder", type=click.Choice(list(DECODER_NAMES)), default=DEFAULT_DECODER, show_default=True)
 @click.option("--health-port", type=click.IntRange(0, 65535), default=9120, show_default=True,
               help="Port of the gate's /healthz and /metrics (0: any free port).")
+@click.option("--board", type=click.Choice(list(BOARDS)), default=DEFAULT_BOARD, show_default=True,
+              help="Relay board profile for [barrier] (docs/provisioning.md, 'Boards').")
+@click.option("--relay-pin", type=int, metavar="BCM", help="Override the profile: the barrier relay's GPIO.")
+@click.option("--relay-active-high/--relay-active-low", "relay_active_high", default=None,
+              help="Override the profile: whether driving the relay pin high energises it.")
+@click.option("--sensor-pin", type=int, metavar="BCM", help="Override the profile: the passage beam's GPIO.")
+@click.option("--fire-alarm-pin", type=int, metavar="BCM", help="Override the profile: the fire-panel contact's GPIO.")
+@click.option("--fire-alarm-contact", type=click.Choice(["nc", "no"]), default=None,
+              help="Override the profile: normally-closed (alarm or cut wire reads high) or normally-open contact.")
+@click.option("--fail-mode", type=click.Choice(["fail_secure", "fail_safe"]), default=None,
+              help="Where the barrier rests without software: closed (fail_secure) or free (fail_safe). "
+                   "[profile: fail_secure]")
 @click.option("--root-kid", metavar="HEX", help="Pin the issuer's root key id (the setup code carries it).")
 @click.option("--issuer-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Trust only this CA certificate (PEM) for the issuer's HTTPS: an issuer behind a private CA.")
@@ -67,7 +81,9 @@ def provision() -> None:
 @click.option("--discard-outbox", is_flag=True,
               help="With --force: replace the home even though its outbox holds un-uploaded taps (they are lost).")
 def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str | None, site: str | None,
-           camera: str | None, pins: str, decoder: str, health_port: int, root_kid: str | None,
+           camera: str | None, pins: str, decoder: str, health_port: int, board: str, relay_pin: int | None,
+           relay_active_high: bool | None, sensor_pin: int | None, fire_alarm_pin: int | None,
+           fire_alarm_contact: str | None, fail_mode: str | None, root_kid: str | None,
            issuer_ca: Path | None, insecure_tofu: bool, from_camera: bool, camera_timeout: float, unit_dir: Path,
            no_network_dropin: bool, force: bool, discard_outbox: bool) -> None:
     """Enroll this device: key, certificate, ledger snapshot and gate config, each step verified.
@@ -79,6 +95,13 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
     console = _console()
     if discard_outbox and not force:
         raise click.UsageError("--discard-outbox only goes with --force")
+    try:
+        barrier = board_settings(board, {
+            "relay_pin": relay_pin, "relay_active_high": relay_active_high, "sensor_pin": sensor_pin,
+            "fire_alarm_pin": fire_alarm_pin, "fail_mode": fail_mode,
+            "fire_alarm_active_low": None if fire_alarm_contact is None else fire_alarm_contact == "no"})
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         code = None
         if from_camera:
@@ -100,7 +123,7 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
                                 root_kid=root_kid, camera=camera,
                                 pins=cast(Literal["native", "mock"], pins), decoder=decoder,
                                 health_port=health_port, force=force, discard_outbox=discard_outbox,
-                                insecure_tofu=insecure_tofu, issuer_ca=issuer_ca)
+                                insecure_tofu=insecure_tofu, issuer_ca=issuer_ca, barrier=barrier)
         result = run_enroll(request, on_step=lambda step, detail: console.print(
             f"[green]✓[/] {step:<9} {detail}"))
     except (ProvisionError, SetupCodeError) as exc:

@@ -38,7 +38,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ from citypass.credential.enrollment import EnrollmentGrant, EnrollmentPreview, l
 from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import VerifyKey
 from citypass.credential.snapshot import SnapshotError, load_snapshot
+from citypass.gate.barrier.boards import DEFAULT_BOARD, board_settings
 from citypass.gate.camera import classify_source
 from citypass.gate.config import ConfigError, load_config
 from citypass.gate.decoders import DEFAULT_DECODER
@@ -100,6 +101,8 @@ class EnrollRequest:
     force: bool = False
     discard_outbox: bool = False  # with force: replace a home whose outbox still holds un-uploaded events
     insecure_tofu: bool = False  # allow plain http:// with no pinned root key (trust on first use)
+    #: The [barrier] settings (:func:`citypass.gate.barrier.boards.board_settings`); empty: the default board.
+    barrier: Mapping[str, Any] = field(default_factory=dict)
     issuer_ca: Path | None = None  # verify the issuer's TLS certificate against this CA only
 
 
@@ -396,6 +399,9 @@ class _Enrollment:
             "[health]",
             f"port = {req.health_port}",
             "",
+            "[barrier]  # board profile and pins: docs/provisioning.md, \"Boards\"",
+            *(f"{key} = {_toml_value(value)}" for key, value in (req.barrier or board_settings(DEFAULT_BOARD)).items()),
+            "",
             *self._sync_toml(broker, issuer_url),
         ])
 
@@ -446,6 +452,15 @@ class _Enrollment:
         layout.fsync_dir(self.home.parent)
         if old is not None:
             layout.wipe(old)
+
+
+def _toml_value(value: object) -> str:
+    """A TOML value for a [barrier] setting (a bool, a number or a string; None is "floating" there)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return json.dumps("floating")
+    return str(value) if isinstance(value, int | float) else json.dumps(str(value))
 
 
 def ca_name(ca_pem: str) -> str:
