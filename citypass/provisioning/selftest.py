@@ -21,6 +21,7 @@ command exits 1 when any check fails. Stop the gate service first: the self-test
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 import threading
@@ -101,9 +102,11 @@ def _pin_problem(exc: Exception, pins: str) -> str:
     that drives this board's pins) names the package to install, not gpiozero's fallback chain."""
     name = type(exc).__name__
     if name == "BadPinFactory" or "pin factory" in str(exc).lower():
-        return (f"{pins} pins: no GPIO library could drive this board's pins ({name}): install lgpio "
-                "(apt install python3-lgpio, or pip install 'citypass[gate]' in the venv) and check /dev/gpiochip0 "
-                "and the gpio group")
+        if importlib.util.find_spec("lgpio") is None:
+            return (f"{pins} pins: no GPIO library could drive this board's pins ({name}): install lgpio "
+                    "(pip install 'citypass[gate]' in the venv, or apt install python3-lgpio)")
+        return (f"{pins} pins: lgpio is installed but could not drive the pins ({name}): no /dev/gpiochip0 here, "
+                "or this user is not in the gpio group (the udev rule 60-citypass-gpio.rules)")
     return f"{pins} pins: {name}: {exc}"
 
 
