@@ -538,3 +538,17 @@ def test_health_check_of_a_real_daemon_says_mark_good_then_shutdown_stops_it(sce
     finally:
         gate.close()
 
+
+
+def test_every_hook_answers_json_for_an_update_agent(tmp_path: Path, healthz: FakeHealthz) -> None:
+    GateLedger.open(tmp_path / "ledger.sqlite3").close()
+    healthz.body = {**DECIDING, "sync": {"state": "buffering"}}
+    result = hooks("health-check", "--json", "--config", str(with_sync(gate_config(tmp_path))), "--url", healthz.url,
+                   "--grace", "0", "--broker-within", "0")
+    body = json.loads(result.stdout)
+    assert result.returncode == 1 and body["ok"] is False and body["result"] == "mark-bad"
+    assert [s["name"] for s in body["steps"] if not s["ok"]] == ["broker"]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    boot = hooks("boot", "--json", "--config", str(gate_config(plain)))
+    assert boot.returncode == 0 and json.loads(boot.stdout)["ok"] is True, boot.stdout + boot.stderr

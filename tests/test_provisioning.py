@@ -642,3 +642,29 @@ def test_selftest_warns_about_mock_pins_and_names_lgpio_when_pins_cannot_load(wo
     hint = "install lgpio" if importlib.util.find_spec("lgpio") is None else "lgpio is installed but"
     assert row.status == "fail" and hint in row.detail and "BadPinFactory" in row.detail, row.detail
     assert "Falling back" not in row.detail
+
+
+def test_enroll_and_selftest_answer_json(world: World, enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    selftest = run("selftest", "--json", "--config", str(home / layout.CONFIG))
+    body = json.loads(selftest.output)
+    assert selftest.exit_code == 0 and body["ok"] is True and body["gate_id"] == "gate-wl-e1"
+    assert {c["name"]: c["status"] for c in body["checks"]}["gpio"] == "warn"
+    refused = CliRunner().invoke(cli, enroll_args(world, "gate-json", "cpt_0123456789ab_" + "A" * 43, "--json"))
+    failure = json.loads(refused.output)
+    assert refused.exit_code == 1 and failure["failed_step"] == "request"
+    assert "nothing was written" in failure["recovery"]
+    token = world.enrollment("gate-json")
+    done = run(*enroll_args(world, "gate-json", token, "--json"))
+    success = json.loads(done.output)
+    assert success["ok"] and success["device_id"] == "gate-json" and success["network_dropin"]["written"]
+    assert [s["step"] for s in success["steps"]][:3] == ["request", "home", "disk"]
+
+
+def test_list_commands_answer_json(world: World) -> None:
+    tokens = json.loads(run("issuer", "token", "list", "--home", str(world.issuer_home), "--json").output)
+    assert any(t["role"] == "technician" for t in tokens) and all("secret" not in t for t in tokens)
+    keys = json.loads(run("issuer", "keys", "--home", str(world.issuer_home), "--json").output)
+    assert {k["role"] for k in keys} >= {"issuer", "ledger"} and all(k["kid"] for k in keys)
+    identities = json.loads(run("broker", "list", "--home", str(world.broker_home.path), "--json").output)
+    assert any(i["cn"] == "gate-wl-e1" and i["kind"] == "device" and i["site"] == 1 for i in identities)

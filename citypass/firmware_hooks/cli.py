@@ -9,6 +9,7 @@ command maps onto systemd units, RAUC handlers and Mender state scripts.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -71,11 +72,29 @@ def _barrier(path: Path) -> tuple[Pins, BarrierConfig]:
 
 
 def _finish(steps: Sequence[Step], good: str = "ok", bad: str = "failed") -> None:
-    click.echo(render(steps))
     ok = all(s.ok for s in steps)
-    click.echo(good if ok else bad)
+    if click.get_current_context().meta.get(JSON_META):
+        click.echo(json.dumps({"ok": ok, "result": good if ok else bad,
+                               "steps": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in steps]}))
+    else:
+        click.echo(render(steps))
+        click.echo(good if ok else bad)
     if not ok:
         raise SystemExit(1)
+
+
+JSON_META = "citypass.hooks.json"
+
+
+def _json_option() -> click.Option:
+    """``--json`` on every hook: one JSON object ({"ok", "result", "steps": [{"name", "ok", "detail"}]}) instead of
+    the table, for an update agent or a fleet tool to parse; the exit status is the same."""
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        ctx.meta[JSON_META] = value
+        return value
+
+    return click.Option(["--json"], is_flag=True, expose_value=False, callback=remember,
+                        help="Print one JSON object instead of the table.")
 
 
 @click.group()
@@ -254,3 +273,8 @@ def make_bundle(out: Path, bundle_version: str, release_key: Path, trust_list: P
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}: version {manifest.version}, {len(manifest.files)} files, kid {key.kid.hex()}")
+
+
+for _command in hooks.commands.values():
+    if _command.name != "make-bundle":
+        _command.params.append(_json_option())

@@ -204,9 +204,18 @@ def require_dynamic(home: Path, products: str) -> None:
 
 @issuer.command()
 @HOME_OPTION
-def keys(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def keys(home: Path, as_json: bool) -> None:
     """List the keys in the trust list."""
-    for k in Issuer.open(open_home(home)).store.keys():
+    listed = Issuer.open(open_home(home)).store.keys()
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"role": k.entry.role, "kid": k.entry.kid.hex(), "alg": k.entry.key.alg.label,
+                                "valid_from": k.entry.valid_from, "valid_to": k.entry.valid_to, "active": k.active}
+                               for k in listed], indent=1, default=str))
+        return
+    for k in listed:
         click.echo(f"{k.entry.role:8} {k.entry.kid.hex()} {k.entry.key.alg.label:7} "
                    f"from {format_time(k.entry.valid_from)} to {format_time(k.entry.valid_to) or '-'}"
                    f"{'  (active)' if k.active else ''}")
@@ -329,9 +338,17 @@ def token_create(home: Path, role: str, label: str) -> None:
 
 @token.command("list")
 @HOME_OPTION
-def token_list(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def token_list(home: Path, as_json: bool) -> None:
     """List tokens: id, role, device, label, created, revoked (never the secrets)."""
-    for t in Issuer.open(open_home(home)).store.tokens():
+    tokens = Issuer.open(open_home(home)).store.tokens()
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"id": t.id, "role": t.role, "device_id": t.device_id, "label": t.label,
+                                "created_at": t.created_at, "revoked_at": t.revoked_at} for t in tokens], indent=1))
+        return
+    for t in tokens:
         click.echo(f"{t.id} {t.role:10} {t.device_id or '-':20} {format_time(t.created_at)} "
                    f"{'revoked ' + (format_time(t.revoked_at) or '') if t.revoked_at else 'live'}  {t.label}")
 

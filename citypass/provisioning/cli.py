@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 from typing import Literal, cast
 
@@ -80,19 +82,27 @@ def provision() -> None:
                                            "while its outbox holds taps not yet uploaded.")
 @click.option("--discard-outbox", is_flag=True,
               help="With --force: replace the home even though its outbox holds un-uploaded taps (they are lost).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object at the end (steps, result or error and what to do) instead of lines.")
 def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str | None, site: str | None,
            camera: str | None, pins: str, decoder: str, health_port: int, board: str, relay_pin: int | None,
            relay_active_high: bool | None, sensor_pin: int | None, fire_alarm_pin: int | None,
            fire_alarm_contact: str | None, fail_mode: str | None, root_kid: str | None,
            issuer_ca: Path | None, insecure_tofu: bool, from_camera: bool, camera_timeout: float, unit_dir: Path,
-           no_network_dropin: bool, force: bool, discard_outbox: bool) -> None:
+           no_network_dropin: bool, force: bool, discard_outbox: bool, as_json: bool) -> None:
     """Enroll this device: key, certificate, ledger snapshot and gate config, each step verified.
 
     \b
     citypass provision enroll --issuer https://issuer.example --token cpe_… --gate gate-wl-e1 --home DIR
     citypass provision enroll --from-camera --camera /dev/video0 --home DIR
     """
-    console = _console()
+    console = _console() if not as_json else Console(file=io.StringIO())  # --json: the lines are not shown
+    steps: list[dict[str, str]] = []
+
+    def step(name: str, detail: str) -> None:
+        steps.append({"step": name, "detail": detail})
+        console.print(f"[green]✓[/] {name:<9} {detail}")
+
     if discard_outbox and not force:
         raise click.UsageError("--discard-outbox only goes with --force")
     try:
@@ -107,7 +117,7 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
         if from_camera:
             console.print(f"[bold]camera[/]  show the setup QR to {camera or '0'} …")
             code = read_from_camera(CameraConfig(source=camera or "0"), decoder, timeout_s=camera_timeout)
-            console.print(f"[green]✓[/] setup   read the setup code for {code.device_id} at {code.issuer}")
+            step("setup", f"read the setup code for {code.device_id} at {code.issuer}")
         elif token is not None and token.startswith(PREFIX):
             code = SetupCode.parse(token)
         if code is not None:
@@ -124,29 +134,36 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
                                 pins=cast(Literal["native", "mock"], pins), decoder=decoder,
                                 health_port=health_port, force=force, discard_outbox=discard_outbox,
                                 insecure_tofu=insecure_tofu, issuer_ca=issuer_ca, barrier=barrier)
-        result = run_enroll(request, on_step=lambda step, detail: console.print(
-            f"[green]✓[/] {step:<9} {detail}"))
+        result = run_enroll(request, on_step=step)
     except (ProvisionError, SetupCodeError) as exc:
-        step = getattr(exc, "step", None) or "enroll"
-        console.print(f"[bold red]✗[/] {step:<9} {exc}")
-        console.print(getattr(exc, "recovery", None)
-                      or "nothing was written: fix the cause and run the same command again")
+        failed = getattr(exc, "step", None) or "enroll"
+        recovery = getattr(exc, "recovery", None) or "nothing was written: fix the cause and run the same command again"
+        console.print(f"[bold red]✗[/] {failed:<9} {exc}")
+        console.print(recovery)
+        if as_json:
+            click.echo(json.dumps({"ok": False, "steps": steps, "failed_step": failed, "error": str(exc),
+                                   "recovery": recovery}, ensure_ascii=False))
         raise SystemExit(1) from None
+    network = None
     if not result.already:
         if not no_network_dropin:
-            _network(console, result.home, unit_dir)
+            network = _network(console, result.home, unit_dir)
         console.print(f"[bold green]enrolled[/] {result.device_id}; next: citypass selftest --config "
                       f"{result.home / layout.CONFIG}")
+    if as_json:
+        click.echo(json.dumps({"ok": True, "device_id": result.device_id, "home": str(result.home),
+                               "already_enrolled": result.already, "steps": steps, "network_dropin": network,
+                               "config": str(result.home / layout.CONFIG)}, ensure_ascii=False))
 
 
-def _network(console: Console, home: Path, units: Path) -> bool:
+def _network(console: Console, home: Path, units: Path) -> dict[str, str | bool]:
     try:
-        _, summary = write_dropin(layout.read_record(home), units)
+        path, summary = write_dropin(layout.read_record(home), units)
     except ProvisionError as exc:
         console.print(f"[yellow]![/] network   {exc}")
-        return False
+        return {"written": False, "detail": str(exc)}
     console.print(f"[green]✓[/] network   {summary}")
-    return True
+    return {"written": True, "path": str(path), "detail": summary}
 
 
 @provision.command()
@@ -158,7 +175,7 @@ def network(home: Path, unit_dir: Path) -> None:
     """(Re)write the gate unit's drop-in allowing exactly its broker and issuer (after either moved)."""
     if not layout.is_enrolled(home):
         raise click.ClickException(f"{home} is not an enrolled device home")
-    if not _network(_console(), home, unit_dir):
+    if not _network(_console(), home, unit_dir)["written"]:
         raise SystemExit(1)
 
 
@@ -190,7 +207,8 @@ def decommission(home: Path, issuer_url: str | None, token: str | None, local_on
 @click.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               default=DEFAULT_HOME / layout.CONFIG, show_default=True, help="The gate config to test.")
-def selftest(config_path: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+def selftest(config_path: Path, as_json: bool) -> None:
     """Test camera, decoder, GPIO, broker, clock, disk and ledger; exit 1 if any check fails.
 
     Stop the gate service first (systemctl stop citypass-gate): the self-test drives the barrier's pins.
@@ -204,6 +222,14 @@ def selftest(config_path: Path) -> None:
     def show(result: CheckResult) -> None:
         console.print(f"  {result.name:<8} [{STYLE[result.status]}]{result.status}[/]", highlight=False)
 
+    if as_json:
+        results = run_selftest(cfg, config_path)
+        failed = [r.name for r in results if r.status == "fail"]
+        click.echo(json.dumps({"gate_id": cfg.gate_id, "config": str(config_path), "ok": not failed,
+                               "checks": [{"name": r.name, "status": r.status, "detail": r.detail} for r in results]}))
+        if failed:
+            raise SystemExit(1)
+        return
     console.print(f"self-test of {cfg.gate_id} ({config_path})")
     results = run_selftest(cfg, config_path, on_result=show)
     table = Table(title=f"citypass selftest: {cfg.gate_id}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -126,14 +127,18 @@ def revoke_device(home: Path, device_id: str) -> None:
 
 @broker.command("list")
 @HOME_OPTION
-def list_identities(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def list_identities(home: Path, as_json: bool) -> None:
     """List enrolled identities: CN, kind (device/service/revoked), site and certificate expiry."""
     bh = BrokerHome(home)
     active = bh.ca.active()
-    for ident in bh.identities():
-        expiry = active[ident.cn].not_after if ident.cn in active else "-"
-        site = "-" if ident.site is None else str(ident.site)
-        click.echo(f"{ident.cn}\t{ident.kind}\t{site}\t{expiry}")
+    rows = [(i.cn, i.kind, i.site, active[i.cn].not_after if i.cn in active else None) for i in bh.identities()]
+    if as_json:
+        click.echo(json.dumps([{"cn": cn, "kind": kind, "site": site, "not_after": expiry}
+                               for cn, kind, site, expiry in rows], indent=1))
+        return
+    for cn, kind, site, expiry in rows:
+        click.echo(f"{cn}\t{kind}\t{'-' if site is None else site}\t{expiry or '-'}")
 
 
 @broker.command("site")
