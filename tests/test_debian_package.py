@@ -128,6 +128,8 @@ def test_the_gate_package_installs_what_the_docs_name(gate_root: Path) -> None:
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert (gate_root / "usr/share/doc/citypass/operations.md").is_file()  # the units' Documentation=
     assert (gate_root / "usr/share/doc/citypass/examples/gate.toml").is_file()
+    assert (gate_root / "usr/share/man/man1/citypass-provision-enroll.1.gz").is_file()
+    assert "_citypass_completion" in (gate_root / "usr/share/bash-completion/completions/citypass").read_text()
 
 
 def test_the_maintainer_scripts_made_users_directories_and_links_inside_the_root(gate_root: Path) -> None:
