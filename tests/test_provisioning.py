@@ -651,7 +651,7 @@ def test_enroll_and_selftest_answer_json(world: World, enrolled: tuple[Path, Res
     assert selftest.exit_code == 0 and body["ok"] is True and body["gate_id"] == "gate-wl-e1"
     assert {c["name"]: c["status"] for c in body["checks"]}["gpio"] == "warn"
     refused = CliRunner().invoke(cli, enroll_args(world, "gate-json", "cpt_0123456789ab_" + "A" * 43, "--json"))
-    failure = json.loads(refused.output)
+    failure = json.loads(refused.stdout)  # the ✗ lines went to stderr
     assert refused.exit_code == 1 and failure["failed_step"] == "request"
     assert "nothing was written" in failure["recovery"]
     token = world.enrollment("gate-json")

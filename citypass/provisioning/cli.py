@@ -138,8 +138,9 @@ def enroll(issuer_url: str | None, token: str | None, home: Path, gate_id: str |
     except (ProvisionError, SetupCodeError) as exc:
         failed = getattr(exc, "step", None) or "enroll"
         recovery = getattr(exc, "recovery", None) or "nothing was written: fix the cause and run the same command again"
-        console.print(f"[bold red]✗[/] {failed:<9} {exc}")
-        console.print(recovery)
+        errors = Console(stderr=True, highlight=False, soft_wrap=True)  # errors on stderr, as every command's
+        errors.print(f"[bold red]✗[/] {failed:<9} {exc}")
+        errors.print(recovery)
         if as_json:
             click.echo(json.dumps({"ok": False, "steps": steps, "failed_step": failed, "error": str(exc),
                                    "recovery": recovery}, ensure_ascii=False))
@@ -198,8 +199,8 @@ def decommission(home: Path, issuer_url: str | None, token: str | None, local_on
         done = run_decommission(home, issuer=issuer_url, token=token, on_step=lambda step, detail: console.print(
             f"[green]✓[/] {step:<7} {detail}"))
     except ProvisionError as exc:
-        console.print(f"[bold red]✗[/] {exc}")
-        console.print("nothing was wiped")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]✗[/] {exc}")
+        Console(stderr=True, highlight=False).print("nothing was wiped")
         raise SystemExit(1) from None
     console.print(f"[bold]decommissioned[/] {done.device_id}")
 
