@@ -1,6 +1,6 @@
 """The issuer's log lines as JSON, like the gate's (:mod:`citypass.gate.logs`): one object per line on stderr,
-with ``ts``, ``level``, ``logger`` and ``msg`` — for uvicorn's access log also ``client``, ``method``, ``path``
-and ``status`` — and under systemd (``JOURNAL_STREAM`` set) journald's ``<N>`` priority prefix.
+with ``ts``, ``level``, ``logger`` and ``msg`` — for uvicorn's access log ``client``, ``method``, ``path``,
+``http`` and ``status`` instead of ``msg`` — and under systemd (``JOURNAL_STREAM`` set) journald's ``<N>`` priority prefix.
 
     >>> import logging
     >>> record = logging.LogRecord("uvicorn.error", logging.WARNING, "x", 1, "slow %s", ("disk",), None)
@@ -26,10 +26,12 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         level = record.levelname.lower()
-        out: dict[str, Any] = {"ts": round(record.created, 6), "level": level, "logger": record.name,
-                               "msg": record.getMessage()}
+        out: dict[str, Any] = {"ts": round(record.created, 6), "level": level, "logger": record.name}
         if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            # The access line's fields, each once (no msg repeating them: a log reader counts one per request).
             out.update(zip(("client", "method", "path", "http", "status"), record.args, strict=True))
+        else:
+            out["msg"] = record.getMessage()
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         line = json.dumps(out, ensure_ascii=False, default=str)
