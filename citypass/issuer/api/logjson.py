@@ -1,6 +1,7 @@
 """The issuer's log lines as JSON, like the gate's (:mod:`citypass.gate.logs`): one object per line on
 stderr, with ``ts``, ``level``, ``logger`` and ``msg`` — for uvicorn's access log ``client``, ``method``,
-``path``, ``http`` and ``status`` instead of ``msg`` — and under systemd (``JOURNAL_STREAM`` set) journald's ``<N>`` priority prefix.
+``path``, ``http`` and ``status`` instead of ``msg`` — and under systemd (``JOURNAL_STREAM`` set) journald's
+``<N>`` priority prefix.
 
     >>> import logging
     >>> record = logging.LogRecord("uvicorn.error", logging.WARNING, "x", 1, "slow %s", ("disk",), None)
