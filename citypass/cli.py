@@ -22,6 +22,7 @@ COMMANDS = {
     "holder": "citypass.holder.cli:holder",
     "hooks": "citypass.firmware_hooks.cli:hooks",
     "issuer": "citypass.issuer.cli:issuer",
+    "partner": "citypass.partner.cli:partner",
     "provision": "citypass.provisioning.cli:provision",
     "qr": "citypass.codecli:qr_group",
     "selftest": "citypass.provisioning.cli:selftest",
@@ -30,7 +31,8 @@ COMMANDS = {
 #: Commands of the wiring layer that join a subsystem's group: group → {name: ``module:attribute``}.
 COMPOSED = {
     "gate": {"run": "citypass.wiring.gate:run"},
-    "issuer": {"serve": "citypass.wiring.issuer:serve"},
+    "issuer": {"serve": "citypass.wiring.issuer:serve",
+               "console-screenshots": "citypass.city.console_shots:console_screenshots"},
 }
 
 

@@ -56,10 +56,13 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 def test_act_one_decides_every_kind_of_code(demo_run: tuple[str, Path]) -> None:
     act_one = demo_run[0].split("Issuer service at")[0]
-    assert "7 allowed, 8 denied" in act_one
+    assert "10 allowed, 9 denied" in act_one
     for reason in ("passback", "already_used", "replayed_presentation", "presentation_expired", "dynamic_required",
                    "wrong_site", "revoked", "bad_signature"):
         assert reason in act_one, reason
+    # a partner's CP1 pass and a partner's SM2-signed GM1 ride code (admitted in the trust list), a benefit card
+    assert "[CP1 · 浙里游" in act_one and "[GM1 · 杭州地铁" in act_one and "Benefit card · 1 use left" in act_one
+    assert "2 partner(s)" in act_one
 
 
 def test_every_gate_enrolled_and_connected(demo_run: tuple[str, Path]) -> None:
@@ -99,16 +102,19 @@ def test_the_museum_lanes_share_through_their_own_broker(demo_run: tuple[str, Pa
     out, home = demo_run
     assert re.search(r"the museum's own broker \(Mosquitto, pid \d+, 127\.0\.0\.1:\d+\) bridged to the city's", out)
     assert "connection central" in (home / "museum-broker" / "mosquitto.conf").read_text()
-    # (the check "the museum's lanes share: …" is among the 7 that pass: test_summary_checks_all_pass_…)
+    # (the check "the museum's lanes share: …" is among the 8 that pass: test_summary_checks_all_pass_…)
     assert "the museum's lanes share admissions" in out
 
 
 def test_summary_checks_all_pass_and_no_tap_lost(demo_run: tuple[str, Path]) -> None:
     out, _ = demo_run
-    assert "checks: 7/7 passed" in out
+    assert "checks: 8/8 passed" in out
     taps = re.search(r"(\d+) taps at the gates, (\d+) at the issuer, every outbox empty", out)
     assert taps is not None and taps.group(1) == taps.group(2) and int(taps.group(1)) >= len(EXPECTED)
     assert "gate jumper flagged no_tap_in: yes" in out
+    assert re.search(r"operators' console: http://127\.0\.0\.1:\d+/console/", out)
+    assert "Tour groups (GET /v1/groups/{id})" in out and "below the threshold" in out
+    assert "group A at zhejiang-museum, 2/2 stops; group B overdue: yes" in out  # its check (among the 8) passed
     for title in ("Taps per gate", "Denials by reason / 拒绝原因", "Incidents found by the issuer",
                   "Occupancy per site", "Journeys"):
         assert title in out, title

@@ -97,7 +97,9 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
     policy = cfg.policy.to_policy()
     screen = None
     if cfg.screen.enabled and cfg.health.enabled:  # the screen is served on the health address
-        title = {lang: cfg.screen.title.get(lang) or site.title or site.name for lang in cfg.screen.languages}
+        titles = {"zh": site.title, "en": site.title_en}  # a site's names in both languages, from the ledger
+        title = {lang: cfg.screen.title.get(lang) or titles.get(lang) or site.title or site.name
+                 for lang in cfg.screen.languages}
         texts = ScreenTexts(SHIPPED, cfg.screen.languages, title, arrow=cfg.screen.arrow,
                             exit_arrow=cfg.screen.exit_arrow, hold_s=cfg.screen.hold_s)
         screen = LaneScreen(ScreenHub(), texts, site, policy)

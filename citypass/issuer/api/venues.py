@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from citypass.credential.claims import MAX_SITE_NUMBER
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.issuer import bookings
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, NAME_PATTERN, Strict, errors, parse_holder_key
@@ -14,14 +15,16 @@ from citypass.issuer.api.deps import (
     CATALOG,
     HOLDS,
     ISSUING,
+    SITES_WRITE,
     CatalogRole,
     HoldsRole,
     IssuingRole,
     ServicesDep,
+    SitesWriteRole,
     note,
     roles_doc,
 )
-from citypass.issuer.records import Conflict, ReservationRecord, Slot
+from citypass.issuer.records import Conflict, NotFound, ReservationRecord, Slot
 from citypass.issuer.service import IssueError
 
 router = APIRouter(tags=["sites, venues and reservations"])
@@ -32,7 +35,9 @@ SITE_REF = Path(min_length=1, max_length=48, description="Site name (slug) or nu
 class SiteIn(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Short slug.", examples=["zhejiang-museum"])
     kind: SiteKind = Field(SiteKind.SCENIC, description="scenic, museum, metro, bus or water_bus.")
-    title: str = Field("", max_length=100, description="Display name.", examples=["浙江省博物馆"])
+    title: str = Field("", max_length=100, description="Display name in Chinese.", examples=["浙江省博物馆"])
+    title_en: str = Field("", max_length=100, description="Display name in English.",
+                          examples=["Zhejiang Provincial Museum"])
     capacity: int | None = Field(None, ge=1, le=10_000_000, description="Most people inside at once.")
     opens: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["09:00"])
     closes: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["17:00"])
@@ -50,6 +55,7 @@ class SiteOut(BaseModel):
     name: str
     kind: str
     title: str
+    title_en: str = ""
     capacity: int | None
     opens: str | None
     closes: str | None
@@ -58,7 +64,8 @@ class SiteOut(BaseModel):
 
     @classmethod
     def of(cls, s: SiteSettings) -> SiteOut:
-        return cls(number=s.number, name=s.name, kind=s.kind.value, title=s.title, capacity=s.capacity, opens=s.opens,
+        return cls(number=s.number, name=s.name, kind=s.kind.value, title=s.title, title_en=s.title_en,
+                   capacity=s.capacity, opens=s.opens,
                    closes=s.closes, passback_minutes=s.passback_minutes, passback_hard=s.passback_hard)
 
 
@@ -67,8 +74,8 @@ def _add_site(request: Request, services: ServicesDep, body: SiteIn) -> SiteOut:
     if any(s.name == body.name for s in issuer.store.sites()):
         raise Conflict(f"site {body.name!r} already exists")
     settings = SiteSettings(number=issuer.store.next_site_number(), **body.model_dump())
-    if settings.number > 1023:
-        raise IssueError("no site numbers left (0..1023)")
+    if settings.number > MAX_SITE_NUMBER:
+        raise IssueError(f"no site numbers left (0..{MAX_SITE_NUMBER})")
     issuer.add_site(settings, services.now())
     note(request, f"added site {settings.name} = {settings.number}")
     return SiteOut.of(settings)
@@ -85,6 +92,44 @@ def list_sites(services: ServicesDep, _: CatalogRole) -> list[SiteOut]:
                          + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 409, 422))
 def add_site(request: Request, body: SiteIn, services: ServicesDep, _: IssuingRole) -> SiteOut:
     return _add_site(request, services, body)
+
+
+class SiteEditIn(Strict):
+    """The settings an operator may change once a site exists (its number, name and kind stay)."""
+
+    title: str | None = Field(None, max_length=100, description="Display name.")
+    capacity: int | None = Field(None, ge=1, le=10_000_000, description="Most people inside at once; null: no limit.")
+    opens: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="null: open all day.")
+    closes: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    passback_minutes: int | None = Field(None, ge=0, le=1440)
+    passback_hard: bool | None = None
+
+
+def edit_site(services: ServicesDep, ref: str, changes: dict[str, object]) -> SiteSettings:
+    """Apply ``changes`` (field → new value) to a site and log the change: gates get it with their next delta."""
+    site = next((s for s in services.store.sites() if ref in (s.name, str(s.number))), None)
+    if site is None:
+        raise NotFound(f"no site {ref!r}")
+    updated = SiteSettings.model_validate(site.model_dump() | changes)
+    if (updated.opens is None) != (updated.closes is None):
+        raise IssueError("opening hours need both opens and closes (or neither)")
+    services.store.update_site(updated, services.now())
+    return updated
+
+
+@router.patch("/v1/sites/{site_id}", response_model=SiteOut, summary="Edit a site",
+              description="Change hours, capacity, title or anti-passback; fields left out stay as they are (null "
+                          "clears capacity or hours). Signed into the ledger: gates use the new settings from their "
+                          "next delta. " + roles_doc(SITES_WRITE), responses=errors(*AUTH_ERRORS, 404, 422))
+def patch_site(request: Request, site_id: Annotated[str, SITE_REF], body: SiteEditIn, services: ServicesDep,
+               _: SitesWriteRole) -> SiteOut:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    for name in ("title", "passback_minutes", "passback_hard"):
+        if name in changes and changes[name] is None:
+            raise IssueError(f"{name} cannot be null")
+    updated = edit_site(services, site_id, changes)
+    note(request, f"edited site {updated.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+    return SiteOut.of(updated)
 
 
 @router.get("/v1/venues", response_model=list[SiteOut], summary="List venues",
