@@ -97,7 +97,8 @@ def add_site(request: Request, body: SiteIn, services: ServicesDep, _: IssuingRo
 class SiteEditIn(Strict):
     """The settings an operator may change once a site exists (its number, name and kind stay)."""
 
-    title: str | None = Field(None, max_length=100, description="Display name.")
+    title: str | None = Field(None, max_length=100, description="Display name (signed: what gates show).")
+    title_en: str | None = Field(None, max_length=100, description="Display name in English.")
     capacity: int | None = Field(None, ge=1, le=10_000_000, description="Most people inside at once; null: no limit.")
     opens: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="null: open all day.")
     closes: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -113,7 +114,8 @@ def edit_site(services: ServicesDep, ref: str, changes: dict[str, object]) -> Si
     updated = SiteSettings.model_validate(site.model_dump() | changes)
     if (updated.opens is None) != (updated.closes is None):
         raise IssueError("opening hours need both opens and closes (or neither)")
-    services.store.update_site(updated, services.now())
+    if updated != site:
+        services.store.update_site(updated, services.now())
     return updated
 
 
@@ -124,7 +126,7 @@ def edit_site(services: ServicesDep, ref: str, changes: dict[str, object]) -> Si
 def patch_site(request: Request, site_id: Annotated[str, SITE_REF], body: SiteEditIn, services: ServicesDep,
                _: SitesWriteRole) -> SiteOut:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    for name in ("title", "passback_minutes", "passback_hard"):
+    for name in ("title", "title_en", "passback_minutes", "passback_hard"):
         if name in changes and changes[name] is None:
             raise IssueError(f"{name} cannot be null")
     updated = edit_site(services, site_id, changes)
