@@ -137,6 +137,13 @@ class FleetRepository(Protocol):
         """Mark an enrollment used, once. NotFound for an unknown id or a wrong secret (compared in
         constant time); Conflict when it was used already or has expired."""
         ...
+    def release_enrollment(self, enrollment_id: str, secret_hash: bytes, device_id: str, at: int,
+                           window_s: int) -> Enrollment:
+        """Give back an enrollment ``device_id`` redeemed less than ``window_s`` ago (the device found a problem
+        after the redeem): it may be redeemed again until it expires, and the device is ``registered`` again
+        (not enrolled). NotFound for a wrong secret or another device's enrollment; Conflict when it is not
+        redeemed, was redeemed too long ago, or the device is retired."""
+        ...
 
     def record_health(self, health: DeviceHealth) -> None: ...
     def health(self, device_id: str) -> DeviceHealth | None: ...
