@@ -6,6 +6,7 @@ taps paged through a window by keyset."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -116,8 +117,11 @@ def test_incidents_are_kept_at_ingest_and_acknowledged_once_audited(served: Serv
         assert operator.post("/v1/incidents/double_use-" + "0" * 24 + "/ack", json={}).status_code == 404
     with served.client("auditor") as auditor:
         assert auditor.post(f"/v1/incidents/{double['incident_id']}/ack", json={}).status_code == 403
-        log = auditor.get("/v1/audit").json()
-        assert any(e["detail"].startswith(f"acknowledged {double['incident_id']}: called") for e in log)
+        deadline = time.monotonic() + 10  # the audit row is written once the answer has gone out
+        while not any(e["detail"].startswith(f"acknowledged {double['incident_id']}: called")
+                      for e in auditor.get("/v1/audit").json()):
+            assert time.monotonic() < deadline, "the acknowledgement was not audited"
+            time.sleep(0.05)
     # A later refused tap of the same reservation recomputes its scope: the acknowledged incident stays as it was.
     gates["museum-a"].tap(reservation["code"], NOW + 400)
     gates["museum-a"].upload()
