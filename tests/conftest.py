@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.helpers.codes import World
+from tests.helpers.databases import BACKENDS, Databases
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +18,17 @@ def world() -> World:
 @pytest.fixture
 def fresh_world() -> World:
     return World()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
+    """Run the test on each issuer backend: call it for a store location (None: SQLite; else a fresh PostgreSQL
+    database's URL, dropped after the module)."""
+    databases = Databases(request.param)
+    reason = databases.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield databases
+    finally:
+        databases.drop_all()

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from citypass.issuer.api import create_app
 from citypass.issuer.api.limits import CapLength
 from citypass.issuer.authority import AuthorityError
-from citypass.issuer.cli import HOME_OPTION, open_home
+from citypass.issuer.cli import DATABASE_OPTION, HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
 from citypass.sync.ca import CAError
 from citypass.sync.endpoint import Endpoint
@@ -83,14 +83,18 @@ class BrokerAuthority:
 @click.option("--wallet-url", default=None, metavar="URL",
               help="The wallet page's public address, for claim links (default: the address a request came to, "
                    "+ /wallet/). Set it behind a reverse proxy (docs/wallet.md).")
+@DATABASE_OPTION
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
           broker_address: str | None, mqtt_workers: int, mqtt_group: str | None, tls_cert: Path | None,
-          tls_key: Path | None, insecure_http: bool, wallet_url: str | None) -> None:
+          tls_key: Path | None, insecure_http: bool, wallet_url: str | None, database: str | None) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`. It listens on
     127.0.0.1 by default, for a TLS proxy in front of it; on any other address it serves HTTPS
     (--tls-cert, --tls-key), or plain HTTP only with --insecure-http.
+
+    Several nodes can serve one issuer: give each a copy of HOME's keys and the same PostgreSQL --database
+    (docs/issuer.md, "Several nodes").
     """
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give both --tls-cert and --tls-key, or neither")
@@ -108,7 +112,7 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
             raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
     if mqtt_workers and (bhome is None or broker_address is None):
         raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
-    iss = Issuer.open(open_home(home))
+    iss = Issuer.open(open_home(home), database=database)
     iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
     group = mqtt_group or iss.ingest_group()
     mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home) if mqtt_workers else None
