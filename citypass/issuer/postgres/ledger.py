@@ -66,6 +66,17 @@ class LedgerTables(PgBase):
     def changes_logged_from(self) -> int:
         return int(self.get_meta("changes_from", "0") or 0)
 
+    def publication_cursor(self) -> int:
+        return int(self.get_meta("published_seq", "0") or 0)
+
+    def claim_publication(self, base: int, seq: int) -> bool:
+        # Compare and set in one statement: a second node claiming the same delta waits on the row, then
+        # finds the cursor moved past its base and updates nothing.
+        with self.write() as conn:
+            cur = conn.execute("INSERT INTO meta AS m (key, value) VALUES ('published_seq', %s) ON CONFLICT (key)"
+                               " DO UPDATE SET value = excluded.value WHERE m.value::bigint <= %s", [str(seq), base])
+            return cur.rowcount == 1
+
     # -- sites ---------------------------------------------------------------------------------------
     def add_site(self, settings: SiteSettings, at: int = 0) -> None:
         with self.write() as conn:
