@@ -32,3 +32,16 @@ def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
         yield databases
     finally:
         databases.drop_all()
+
+
+@pytest.fixture
+def pg_databases() -> Iterator[Databases]:
+    """PostgreSQL databases of the test's own (skipped, with the reason, where no server answers)."""
+    databases = Databases("postgresql")
+    reason = databases.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield databases
+    finally:
+        databases.drop_all()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,6 @@ from citypass.issuer.sqlite.migrations import StoreSchemaError
 from tests.helpers.databases import Databases
 
 GATE = Uploader("bench-gate", 1, "entry")
-
-
-@pytest.fixture
-def databases() -> Iterator[Databases]:
-    made = Databases("postgresql")
-    reason = made.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        yield made
-    finally:
-        made.drop_all()
 
 
 def _batch(rows: list[dict[str, Any]]) -> Any:
@@ -65,8 +53,8 @@ def _at_once(count: int, fn: Callable[[int], Any]) -> list[Any]:
     return results
 
 
-def test_three_nodes_opening_a_fresh_database_migrate_it_once(databases: Databases, tmp_path: Path) -> None:
-    url = databases()
+def test_three_nodes_opening_a_fresh_database_migrate_it_once(pg_databases: Databases, tmp_path: Path) -> None:
+    url = pg_databases()
     assert url is not None
     stores = _at_once(3, lambda _: PostgresStore(url))
     try:
@@ -83,7 +71,7 @@ def test_three_nodes_opening_a_fresh_database_migrate_it_once(databases: Databas
         for s in stores:
             s.close()
     home = tmp_path / "issuer"
-    other = databases()
+    other = pg_databases()
     runner = CliRunner()
     made = runner.invoke(cli, ["issuer", "init", "--home", str(home), "--site", "west-lake", "--database", other])
     assert made.exit_code == 0, made.output
@@ -97,8 +85,8 @@ def test_three_nodes_opening_a_fresh_database_migrate_it_once(databases: Databas
     assert wrong.exit_code != 0 and "unsupported database" in wrong.output
 
 
-def test_several_writers_make_one_gap_free_ordered_ledger_sequence(databases: Databases) -> None:
-    url = databases()
+def test_several_writers_make_one_gap_free_ordered_ledger_sequence(pg_databases: Databases) -> None:
+    url = pg_databases()
     assert url is not None
     stores = [PostgresStore(url, pool_max=4) for _ in range(4)]
     try:
@@ -121,8 +109,8 @@ def test_several_writers_make_one_gap_free_ordered_ledger_sequence(databases: Da
             s.close()
 
 
-def test_a_batch_stored_by_three_workers_at_once_is_stored_and_rolled_up_once(databases: Databases) -> None:
-    url = databases()
+def test_a_batch_stored_by_three_workers_at_once_is_stored_and_rolled_up_once(pg_databases: Databases) -> None:
+    url = pg_databases()
     assert url is not None
     stores = [PostgresStore(url, pool_max=2) for _ in range(3)]
     rows = synthetic_events(400, "bench-gate", seed=7)  # 400 taps + 40 annulments
@@ -143,8 +131,8 @@ def test_a_batch_stored_by_three_workers_at_once_is_stored_and_rolled_up_once(da
             s.close()
 
 
-def test_taps_go_to_day_partitions_and_retention_drops_whole_days(databases: Databases) -> None:
-    url = databases()
+def test_taps_go_to_day_partitions_and_retention_drops_whole_days(pg_databases: Databases) -> None:
+    url = pg_databases()
     assert url is not None
     store = PostgresStore(url)
     try:
