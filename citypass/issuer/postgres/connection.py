@@ -52,9 +52,11 @@ class PgBase:
 
     def __init__(self, url: str, *, pool_min: int = 1, pool_max: int = POOL_MAX) -> None:
         self.url = url
+        # No server-side prepared statements: a plan cached while a table was small (a seq scan) would stay in
+        # use as it grows to millions of rows; a fresh plan per statement costs a fraction of a millisecond.
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url, min_size=pool_min, max_size=pool_max, configure=_configure, open=True, timeout=30.0,
-            name="citypass-issuer")
+            name="citypass-issuer", kwargs={"prepare_threshold": None})
         self._local = threading.local()
 
     # -- reads ------------------------------------------------------------------------------------------

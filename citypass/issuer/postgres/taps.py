@@ -45,19 +45,19 @@ PARTITION_LOCK = 0x63697479706174
 _TAP_COLUMNS = ("tap_id, gate_id, site, direction, decision, reason, flags, credential_id, product, persons, kind,"
                 " presentation_id, at, annulled, received_at")
 _INSERT_TAPS = (
-    f"INSERT INTO taps ({_TAP_COLUMNS}, event_id) SELECT * FROM unnest(%s::text[], %s::text[], %s::int[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::text[], %s::text[],"
-    " %s::bigint[], %s::int[], %s::bigint[], %s::text[])"
+    f"INSERT INTO taps ({_TAP_COLUMNS}, event_id) SELECT * FROM unnest(%b::text[], %b::text[], %b::int[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::int[], %b::text[], %b::text[],"
+    " %b::bigint[], %b::int[], %b::bigint[], %b::text[])"
 )
 _INSERT_EVENTS = (
     "INSERT INTO tap_events (event_id, tap_id, kind, body, created_at, received_at, device_id, error)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],"
-    " %s::text[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[],"
+    " %b::text[]) ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
 )
 _ROLLUP = (
     "INSERT INTO tap_hours AS h (hour, site, gate_id, direction, decision, product, taps, persons, annulled)"
-    " SELECT * FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[],"
-    " %s::bigint[], %s::bigint[]) ON CONFLICT (hour, site, gate_id, direction, decision, product) DO UPDATE SET"
+    " SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[],"
+    " %b::bigint[], %b::bigint[]) ON CONFLICT (hour, site, gate_id, direction, decision, product) DO UPDATE SET"
     " taps = h.taps + excluded.taps, persons = h.persons + excluded.persons, annulled = h.annulled + excluded.annulled"
 )
 
@@ -97,7 +97,8 @@ class TapTables(PgBase):
                      received_at: int) -> IngestResult:
         events = batch.events
         owners: dict[str, str | None] = dict(conn.execute(
-            "SELECT event_id, device_id FROM tap_events WHERE event_id = ANY(%s)", [batch.event_ids]).fetchall())
+            "SELECT e.event_id, e.device_id FROM unnest(%b::text[]) AS u(id) JOIN tap_events e ON e.event_id = u.id",
+            [batch.event_ids]).fetchall())
         clashes = [p for p in events if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
         recorded = self._record_collisions(conn, clashes, owners, device_id, received_at)
         candidates = self._claim_tap_ids(conn, [p for p in events if p.event.event_id not in owners], device_id)
@@ -112,7 +113,7 @@ class TapTables(PgBase):
         claimed: set[str] = set()
         if taps:
             claimed = {r[0] for r in conn.execute(
-                "INSERT INTO tap_ids (tap_id, gate_id, at) SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])"
+                "INSERT INTO tap_ids (tap_id, gate_id, at) SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])"
                 " ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id",
                 _columns([(t.tap_id, t.gate_id, t.at) for _, t in taps.values()], 3)).fetchall()}
         stored = [(p, t) for tap_id, (p, t) in taps.items() if tap_id in claimed]
@@ -152,8 +153,8 @@ class TapTables(PgBase):
                                     f"{owners[p.event.event_id]!r}" for p in clashes}
         rows = conn.execute(
             "INSERT INTO tap_collisions (event_id, device_id, tap_id, kind, body, received_at, error)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[],"
-            " %s::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[],"
+            " %b::text[]) ON CONFLICT DO NOTHING RETURNING event_id",
             _columns([(p.event.event_id, device_id, p.event.tap_id, p.event.kind, p.stored_body(), received_at,
                        errors[p.event.event_id]) for p in clashes], 7)).fetchall()
         return tuple(Quarantined(r[0], errors[r[0]]) for r in rows)
@@ -166,7 +167,7 @@ class TapTables(PgBase):
         if device_id is None or not events:
             return events
         holders: dict[str, str] = dict(conn.execute(
-            "SELECT tap_id, gate_id FROM tap_ids WHERE tap_id = ANY(%s)",
+            "SELECT i.tap_id, i.gate_id FROM unnest(%b::text[]) AS u(id) JOIN tap_ids i ON i.tap_id = u.id",
             [sorted({p.event.tap_id for p in events})]).fetchall())
         out = []
         for p in events:
@@ -185,9 +186,9 @@ class TapTables(PgBase):
         best: dict[str, int] = {}
         # Only the tap's own gate can annul it (an annulment uploaded by an admin names no device).
         for tap_id, body in conn.execute(
-            "SELECT e.tap_id, e.body FROM tap_events e JOIN tap_ids i ON i.tap_id = e.tap_id"
-            " WHERE e.kind = 'annul' AND e.error IS NULL AND (e.device_id IS NULL OR e.device_id = i.gate_id)"
-            " AND e.tap_id = ANY(%s)", [tap_ids],
+            "SELECT e.tap_id, e.body FROM unnest(%b::text[]) AS u(id) JOIN tap_events e ON e.tap_id = u.id"
+            " AND e.kind = 'annul' JOIN tap_ids i ON i.tap_id = e.tap_id"
+            " WHERE e.error IS NULL AND (e.device_id IS NULL OR e.device_id = i.gate_id)", [tap_ids],
         ).fetchall():
             persons = int(json.loads(body).get("persons_unused", 0))
             best[tap_id] = max(best.get(tap_id, 0), persons)
@@ -195,8 +196,9 @@ class TapTables(PgBase):
             return
         # A gate annuls a tap at most once; if two reports differ, the larger wins whatever the order.
         rows = conn.execute(
-            f"SELECT t.{_TAP_COLUMNS.replace(', ', ', t.')} FROM tap_ids i JOIN taps t ON t.tap_id = i.tap_id"
-            " AND t.at = i.at WHERE i.tap_id = ANY(%s) ORDER BY t.tap_id FOR UPDATE OF t", [sorted(best)]).fetchall()
+            f"SELECT t.{_TAP_COLUMNS.replace(', ', ', t.')} FROM unnest(%b::text[]) AS u(id) JOIN tap_ids i"
+            " ON i.tap_id = u.id JOIN taps t ON t.tap_id = i.tap_id AND t.at = i.at ORDER BY t.tap_id FOR UPDATE OF t",
+            [sorted(best)]).fetchall()
         annulled: Counter[RollupKey] = Counter()
         updates = []
         for row in rows:
