@@ -201,7 +201,7 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
     rows.append(Row("incidents, evening peak hour (API path)", f"{read_s + find_s:,.1f} s",
                     f"{len(taps):,} taps read in {read_s:.1f} s + {find_s:.1f} s to find {len(found):,} incidents; "
                     f"the day ≈ {(read_s + find_s) * day.taps / max(len(taps), 1):,.0f} s"))
-    made, pair_s = _timed(lambda: journeys(taps, FareTable({"default_fare": 200}), now=end))
+    made, pair_s = _timed(lambda: journeys(taps, FareTable.from_dict({"default_fare": 200}), now=end))
     rows.append(Row("journeys, evening peak hour (API path)", f"{read_s + pair_s:,.1f} s",
                     f"{len(made):,} journeys paired in {pair_s:.1f} s after the {read_s:.1f} s read"))
     counted, took = _timed(lambda: store.scalar(

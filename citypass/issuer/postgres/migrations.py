@@ -79,7 +79,7 @@ CREATE TABLE tap_collisions (event_id text NOT NULL, device_id text NOT NULL, ta
 CREATE INDEX tap_collisions_received ON tap_collisions (received_at);
 
 CREATE TABLE tap_ids (tap_id text PRIMARY KEY, gate_id text NOT NULL, at bigint NOT NULL);
-CREATE INDEX tap_ids_at ON tap_ids (at);
+CREATE INDEX tap_ids_at ON tap_ids USING brin (at);  -- for retention only: a few pages
 CREATE TABLE taps (tap_id text NOT NULL, event_id text, gate_id text NOT NULL, site integer NOT NULL,
     direction text NOT NULL, decision text NOT NULL, reason text, flags text, credential_id text, product integer,
     persons integer NOT NULL, kind text, presentation_id text, at bigint NOT NULL, annulled integer NOT NULL,

@@ -44,11 +44,6 @@ PARTITION_LOCK = 0x63697479706174
 
 _TAP_COLUMNS = ("tap_id, gate_id, site, direction, decision, reason, flags, credential_id, product, persons, kind,"
                 " presentation_id, at, annulled, received_at")
-_INSERT_TAPS = (
-    f"INSERT INTO taps ({_TAP_COLUMNS}, event_id) SELECT * FROM unnest(%b::text[], %b::text[], %b::int[],"
-    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[], %b::int[], %b::text[], %b::text[],"
-    " %b::bigint[], %b::int[], %b::bigint[], %b::text[])"
-)
 _INSERT_EVENTS = (
     "INSERT INTO tap_events (event_id, tap_id, kind, body, created_at, received_at, device_id, error)"
     " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::bigint[], %b::bigint[], %b::text[],"
@@ -59,6 +54,27 @@ _ROLLUP = (
     " SELECT * FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[],"
     " %b::bigint[], %b::bigint[]) ON CONFLICT (hour, site, gate_id, direction, decision, product) DO UPDATE SET"
     " taps = h.taps + excluded.taps, persons = h.persons + excluded.persons, annulled = h.annulled + excluded.annulled"
+)
+
+_LOOKUP = (
+    "SELECT 'e', e.event_id, e.device_id FROM unnest(%b::text[]) AS u(id) JOIN tap_events e ON e.event_id = u.id"
+    " UNION ALL SELECT 't', i.tap_id, i.gate_id FROM unnest(%b::text[]) AS u(id) JOIN tap_ids i ON i.tap_id = u.id"
+)
+_TAP_ARRAYS = ("%b::text[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+               " %b::int[], %b::int[], %b::text[], %b::text[], %b::bigint[], %b::int[], %b::bigint[], %b::text[]")
+_STORE = (
+    f"WITH ev AS ({_INSERT_EVENTS}),"
+    f" t AS (SELECT * FROM unnest({_TAP_ARRAYS}) AS t({_TAP_COLUMNS}, event_id)),"
+    " claimed AS (INSERT INTO tap_ids (tap_id, gate_id, at) SELECT tap_id, gate_id, at FROM t"
+    " WHERE event_id IN (SELECT event_id FROM ev) ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id),"
+    f" ins AS (INSERT INTO taps ({_TAP_COLUMNS}, event_id) SELECT * FROM t WHERE tap_id IN (SELECT tap_id FROM claimed)"
+    " RETURNING at, site, gate_id, direction, decision, product, persons),"
+    " roll AS (INSERT INTO tap_hours AS h (hour, site, gate_id, direction, decision, product, taps, persons, annulled)"
+    " SELECT at - at %% 3600, site, gate_id, direction, decision, coalesce(product, -1), count(*), sum(persons), 0"
+    " FROM ins GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6"
+    " ON CONFLICT (hour, site, gate_id, direction, decision, product) DO UPDATE SET taps = h.taps + excluded.taps,"
+    " persons = h.persons + excluded.persons)"
+    " SELECT 'e', event_id FROM ev UNION ALL SELECT 't', tap_id FROM claimed"
 )
 
 RollupKey = tuple[int, int, str, str, str, int]
@@ -96,52 +112,49 @@ class TapTables(PgBase):
     def _store_batch(self, conn: psycopg.Connection[Any], batch: PreparedBatch, device_id: str | None,
                      received_at: int) -> IngestResult:
         events = batch.events
-        owners: dict[str, str | None] = dict(conn.execute(
-            "SELECT e.event_id, e.device_id FROM unnest(%b::text[]) AS u(id) JOIN tap_events e ON e.event_id = u.id",
-            [batch.event_ids]).fetchall())
+        # One read for what is already stored: events by id (whose?) and taps by id (whose gate?).
+        owners: dict[str, str | None] = {}
+        holders: dict[str, str] = {}
+        for which, ident, owner in conn.execute(_LOOKUP, [batch.event_ids, sorted({p.event.tap_id for p in events})]):
+            if which == "e":
+                owners[ident] = owner
+            else:
+                holders[ident] = owner
         clashes = [p for p in events if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
         recorded = self._record_collisions(conn, clashes, owners, device_id, received_at)
-        candidates = self._claim_tap_ids(conn, [p for p in events if p.event.event_id not in owners], device_id)
-        inserted = {r[0] for r in conn.execute(_INSERT_EVENTS, _columns(
-            [(p.event.event_id, p.event.tap_id, p.event.kind, p.stored_body(), p.event.created_at, received_at,
-              device_id, p.error) for p in candidates], 8)).fetchall()}
-        new = [p for p in candidates if p.event.event_id in inserted]  # another worker may have stored the rest
+        candidates = _claim_tap_ids([p for p in events if p.event.event_id not in owners], device_id, holders)
         taps: dict[str, tuple[PreparedEvent, TapRecord]] = {}
-        for p in new:
+        for p in candidates:
             if p.error is None and p.tap is not None:
                 taps.setdefault(p.tap.tap_id, (p, p.tap))
+        # One statement stores the events, claims the tap ids, stores the taps whose claim succeeded now and
+        # counts them in the rollup: what it returns is what this transaction stored (another worker may have
+        # stored the rest a moment before).
+        inserted: set[str] = set()
         claimed: set[str] = set()
-        if taps:
-            claimed = {r[0] for r in conn.execute(
-                "INSERT INTO tap_ids (tap_id, gate_id, at) SELECT * FROM unnest(%b::text[], %b::text[], %b::bigint[])"
-                " ON CONFLICT (tap_id) DO NOTHING RETURNING tap_id",
-                _columns([(t.tap_id, t.gate_id, t.at) for _, t in taps.values()], 3)).fetchall()}
-        stored = [(p, t) for tap_id, (p, t) in taps.items() if tap_id in claimed]
-        if stored:
-            conn.execute(_INSERT_TAPS, _columns(
-                [(t.tap_id, t.gate_id, t.site, t.direction, t.decision, t.reason, json.dumps(list(t.flags)),
-                  t.credential_id, t.product, t.persons, t.kind, t.presentation_id, t.at, 0, received_at,
-                  p.event.event_id) for p, t in stored], 16))
-            self._roll_up(conn, Counter(), [t for _, t in stored])
+        for which, ident in conn.execute(_STORE, [
+            *_columns([(p.event.event_id, p.event.tap_id, p.event.kind, p.stored_body(), p.event.created_at,
+                        received_at, device_id, p.error) for p in candidates], 8),
+            *_columns([(t.tap_id, t.gate_id, t.site, t.direction, t.decision, t.reason, json.dumps(list(t.flags)),
+                        t.credential_id, t.product, t.persons, t.kind, t.presentation_id, t.at, 0, received_at,
+                        p.event.event_id) for p, t in taps.values()], 16),
+        ]):
+            (inserted if which == "e" else claimed).add(ident)
+        new = [p for p in candidates if p.event.event_id in inserted]
         # An annulment may arrive before its tap (another batch, out of order) or after it.
         touched = sorted({p.event.tap_id for p in new if p.error is None and p.event.kind in ("tap", "annul")})
         self._apply_annulments(conn, touched)
         duplicates = len(events) - len(new) - len(recorded)
         quarantined = tuple(Quarantined(p.event.event_id, p.error) for p in new if p.error is not None)
-        return IngestResult(tuple(batch.event_ids), duplicates, len(stored), quarantined + recorded)
+        return IngestResult(tuple(batch.event_ids), duplicates, len(claimed), quarantined + recorded)
 
     @staticmethod
-    def _roll_up(conn: psycopg.Connection[Any], annulled: Counter[RollupKey], taps: list[TapRecord]) -> None:
-        """Add taps (and annulled persons) to the hourly rollup, rows in key order (no two batches deadlock)."""
-        counts: Counter[RollupKey] = Counter()
-        persons: Counter[RollupKey] = Counter()
-        for t in taps:
-            key = rollup_key(t)
-            counts[key] += 1
-            persons[key] += t.persons
-        keys = sorted(set(counts) | set(annulled))
+    def _roll_up_annulled(conn: psycopg.Connection[Any], annulled: Counter[RollupKey]) -> None:
+        """Add annulled persons to the hourly rollup (taps are counted by the statement that stores them), rows in
+        key order (no two batches deadlock)."""
+        keys = sorted(annulled)
         if keys:
-            conn.execute(_ROLLUP, _columns([(*k, counts[k], persons[k], annulled[k]) for k in keys], 9))
+            conn.execute(_ROLLUP, _columns([(*k, 0, 0, annulled[k]) for k in keys], 9))
 
     def _record_collisions(self, conn: psycopg.Connection[Any], clashes: list[PreparedEvent],
                            owners: dict[str, str | None], device_id: str | None,
@@ -158,27 +171,6 @@ class TapTables(PgBase):
             _columns([(p.event.event_id, device_id, p.event.tap_id, p.event.kind, p.stored_body(), received_at,
                        errors[p.event.event_id]) for p in clashes], 7)).fetchall()
         return tuple(Quarantined(r[0], errors[r[0]]) for r in rows)
-
-    @staticmethod
-    def _claim_tap_ids(conn: psycopg.Connection[Any], events: list[PreparedEvent],
-                       device_id: str | None) -> list[PreparedEvent]:
-        """Quarantine events about a tap id that another device's tap holds (in the store, or earlier in the
-        batch); the others unchanged."""
-        if device_id is None or not events:
-            return events
-        holders: dict[str, str] = dict(conn.execute(
-            "SELECT i.tap_id, i.gate_id FROM unnest(%b::text[]) AS u(id) JOIN tap_ids i ON i.tap_id = u.id",
-            [sorted({p.event.tap_id for p in events})]).fetchall())
-        out = []
-        for p in events:
-            holder = holders.get(p.event.tap_id)
-            if p.error is None and holder is not None and holder != device_id:
-                p = replace(p, tap=None, error=f"{p.event.kind}: tap id {p.event.tap_id!r} belongs to device "
-                                               f"{holder!r}, not the uploading device")
-            elif p.error is None and p.tap is not None:
-                holders.setdefault(p.event.tap_id, device_id)
-            out.append(p)
-        return out
 
     def _apply_annulments(self, conn: psycopg.Connection[Any], tap_ids: list[str]) -> None:
         if not tap_ids:
@@ -210,7 +202,7 @@ class TapTables(PgBase):
         if updates:
             with conn.cursor() as cur:
                 cur.executemany("UPDATE taps SET annulled = %s WHERE tap_id = %s AND at = %s", updates)
-            self._roll_up(conn, annulled, [])
+            self._roll_up_annulled(conn, annulled)
 
     def ensure_partitions(self, times: Iterable[int], received_at: int) -> None:
         """Make the day partitions the taps at ``times`` (received at ``received_at``) belong in."""
@@ -293,6 +285,24 @@ class TapTables(PgBase):
             " UNION ALL SELECT event_id, tap_id, kind, device_id, received_at, error, true FROM tap_collisions"
             " WHERE received_at >= %(since)s AND received_at < %(until)s ORDER BY 5, 1 LIMIT %(limit)s", window)
         return [QuarantineRecord(e, t, k, d, r, err, bool(c)) for e, t, k, d, r, err, c in rows]
+
+
+def _claim_tap_ids(events: list[PreparedEvent], device_id: str | None,
+                   holders: dict[str, str]) -> list[PreparedEvent]:
+    """Quarantine events about a tap id that another device's tap holds (``holders``: in the store; or earlier
+    in the batch); the others unchanged."""
+    if device_id is None:
+        return events
+    out = []
+    for p in events:
+        holder = holders.get(p.event.tap_id)
+        if p.error is None and holder is not None and holder != device_id:
+            p = replace(p, tap=None, error=f"{p.event.kind}: tap id {p.event.tap_id!r} belongs to device "
+                                           f"{holder!r}, not the uploading device")
+        elif p.error is None and p.tap is not None:
+            holders.setdefault(p.event.tap_id, device_id)
+        out.append(p)
+    return out
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
