@@ -10,7 +10,8 @@ from citypass.credential.codes import parse
 from citypass.credential.keys import SigningKey
 from citypass.credential.reasons import Reason
 from citypass.gate.decision import decide
-from citypass.gate.ledger import GateLedger, SnapshotRefused
+from citypass.gate.ledger import GateLedger, LedgerError, SnapshotRefused
+from citypass.gate.ledger.installer import install_in_child
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 from tests.helpers.ledger import NOW, SITES, Issued, ctx_for, dump
@@ -67,6 +68,41 @@ def test_older_seq_is_refused_unless_forced_and_same_seq_refreshes(issued: Issue
         assert ledger.seq == seq and ledger.synced_at == NOW + 3600
         ledger.load_snapshot(old, force=True)
         assert ledger.seq == seq - 1 and ledger.clock_floor == NOW + 3600  # the floor never goes back
+
+
+def test_a_child_process_installs_the_snapshot_the_open_ledger_then_reads(issued: Issued) -> None:
+    """The running gate's catch-up path: bytes streamed to a file beside the ledger, installed by
+    ``python -m citypass.gate.ledger.installer``; this process's open connection sees the result."""
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export())
+        issued.issuer.revoke(issued.codes["annual"], now=NOW + 10)
+        data = issued.export(NOW + 10)
+        chunks = [data[i:i + 4096] for i in range(0, len(data), 4096)]
+        done = install_in_child(ledger.config, iter(chunks), issued.root)
+        assert done.seq == ledger.seq and done.issued_at == NOW + 10 and done.revocations >= 2
+        assert ledger.is_revoked(parse(issued.codes["annual"]).credential.id)  # data_version noticed it
+        assert [p.name for p in ledger.config.path.parent.iterdir() if p.name.startswith(".snapshot-")] == []
+
+
+def test_the_child_refuses_what_the_ledger_refuses_and_changes_nothing(issued: Issued, tmp_path: Path) -> None:
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export(NOW + 5))
+        before = dump(ledger)
+        tampered = bytearray(issued.export(NOW + 9))
+        tampered[-1] ^= 0x01
+        with pytest.raises(SnapshotRefused, match="signature"):
+            install_in_child(ledger.config, [bytes(tampered)], issued.root)
+        with pytest.raises(SnapshotRefused, match="older"):
+            install_in_child(ledger.config, [issued.export(NOW)], issued.root)
+        other = Issuer.init(IssuerHome(tmp_path / "other"), SITES, now=NOW)
+        with pytest.raises(SnapshotRefused):  # the pinned root travels to the child
+            install_in_child(ledger.config, [other.export(NOW + 20)], issued.root)
+        assert dump(ledger) == before
+    broken = tmp_path / "broken" / "ledger.sqlite3"
+    broken.parent.mkdir()
+    broken.write_bytes(b"this is not an SQLite file" * 100)
+    with pytest.raises(LedgerError, match=r"installer failed: .*not a database"):  # quoted from the child
+        install_in_child(ledger.config.model_copy(update={"path": broken}), [issued.export(NOW + 30)], issued.root)
 
 
 def test_apply_delta_needs_its_base(issued: Issued) -> None:

@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from citypass.credential.claims import MAX_PARTY
 from citypass.credential.devices import check_outbox_id
+from citypass.issuer import watch
 from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
 from citypass.issuer.tap_records import ANNUAL, TRANSIT, TapRecord
 
 if TYPE_CHECKING:
-    from citypass.issuer.repository import FleetRepository, LedgerRepository, TapRepository
+    from citypass.issuer.repository import ControlRoomRepository, FleetRepository, LedgerRepository, TapRepository
 
-    class IngestStore(TapRepository, FleetRepository, LedgerRepository, Protocol):
+    class IngestStore(TapRepository, FleetRepository, LedgerRepository, ControlRoomRepository, Protocol):
         """What ingest reads and writes: taps, the device registry, issued credentials."""
 
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
@@ -134,7 +135,10 @@ def ingest(store: IngestStore, raw: Iterable[RawEvent], device_id: str | None, r
         except NotFound:  # not registered (a worker told not to require it): the gate id is all there is to check
             uploader = Uploader(device_id)
     batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid))
-    return store.store_batch(batch, device_id, received_at)
+    with store.exclusive():  # the taps and the control room's tables in one transaction (see ControlRoomRepository)
+        result = store.store_batch(batch, device_id, received_at)
+        watch.after_batch(store, batch, received_at)  # incidents, tallies, groups: recomputed, a resend is harmless
+    return result
 
 
 def party_of_credential(store: IngestStore, credential_id: str) -> int | None:

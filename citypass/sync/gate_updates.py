@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 from citypass.credential.delta import DeltaError, load_delta
 from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.connection import LedgerError
+from citypass.gate.ledger.installer import install_in_child
 from citypass.sync import codec, topics
 from citypass.sync.clock import OffsetEstimator
 from citypass.sync.endpoint import HttpLedgerSource
@@ -128,10 +129,10 @@ class LedgerFollower:
         if self.fetcher is None:
             self.report("snapshot_unavailable", "error", detail="no HTTP ledger source configured")
             return
-        try:
-            snap = ledger.load_snapshot(self.fetcher.snapshot())
-        except (httpx.HTTPError, LedgerError) as exc:
+        try:  # verified, parsed and installed by a child process: see citypass.gate.ledger.installer
+            snap = install_in_child(ledger.config, self.fetcher.snapshot_chunks(), self.config.root)
+        except (httpx.HTTPError, OSError, LedgerError) as exc:
             self.report("snapshot_failed", "error", error=str(exc))
             return
         self.counters["snapshots"] += 1
-        self.report("snapshot_installed", seq=snap.seq)
+        self.report("snapshot_installed", seq=snap.seq, revocations=snap.revocations)

@@ -7,8 +7,9 @@ so a snapshot with a bad signature never reaches the file.
 A verified snapshot is built *beside* the live tables and swapped in (:func:`install_paced`), because a
 running gate records a tap in a write transaction before its barrier moves, and ten million revocations in
 one transaction held the write lock for seconds (every decision meanwhile got ``LedgerBusy``). So: the ids go
-into fresh staging tables in batches of :data:`BATCH` rows, each its own short transaction with a pause after
-it in which a waiting tap gets the lock; one short durable transaction then renames the staging tables into
+into fresh staging tables in batches, each its own short transaction with a pause after it in which a waiting
+tap gets the lock — :data:`BATCH` rows at first, then as many as fit in about :data:`BATCH_TARGET_S` of lock
+time on this machine (:class:`Pace`); one short durable transaction then renames the staging tables into
 place together with the trust list, sites and meta; the old tables are emptied afterwards in batches the same
 way. A kill at any instant leaves the previous snapshot in force (the swap is one transaction) and at most
 orphaned staging or old tables, which the next install removes.
@@ -56,8 +57,12 @@ from citypass.gate.ledger.revocations import (
 __all__ = ["LedgerState", "apply_delta", "install", "install_paced", "pinned_root", "raise_floor", "read_state",
            "replace_sites", "verify"]
 
-#: Rows per staging (or clean-up) transaction: ~3 ms of SQLite work, so a tap waits at most about that long.
-BATCH = 8192
+#: Rows in the first staging (or clean-up) transaction; later ones are sized by :class:`Pace`.
+BATCH = 1024
+#: How long one batch may hold the write lock: a tap that finds it taken waits about this long. The batch
+#: size follows the time its predecessor took, so a slow flash card or a busy CPU gets smaller batches.
+BATCH_TARGET_S = 0.008
+BATCH_MIN, BATCH_MAX = 1024, 65536
 #: Pause after each batch: a tap waiting in SQLite's busy handler (it polls 1, 3, 8, 18 ms after it starts
 #: waiting) finds the lock free within it.
 PAUSE_S = 0.010
@@ -216,17 +221,52 @@ def _ddl(conn: sqlite3.Connection, table: str, name: str) -> str:
     return f"CREATE TABLE {name}{sql[sql.index('('):]}"
 
 
+@dataclass
+class Pace:
+    """Rows per batch, steered so that one batch holds the write lock for about ``target_s``: halved after a
+    batch that took longer than the target, doubled after one that took under a third of it, within
+    ``[BATCH_MIN, BATCH_MAX]``.
+
+    >>> pace = Pace(rows=8192, target_s=0.008)
+    >>> pace.took(0.040, 8192); pace.rows
+    4096
+    >>> pace.took(0.001, 4096); pace.rows
+    8192
+    """
+
+    rows: int = BATCH
+    target_s: float = BATCH_TARGET_S
+
+    def took(self, seconds: float, rows: int) -> None:
+        if seconds > self.target_s:
+            self.rows = max(BATCH_MIN, min(self.rows, rows) // 2)
+        elif seconds < self.target_s / 3 and rows >= self.rows:
+            self.rows = min(BATCH_MAX, self.rows * 2)
+
+    def timed(self, rows: int, work: Callable[[], T]) -> T:
+        started = time.perf_counter()
+        try:
+            return work()
+        finally:
+            self.took(time.perf_counter() - started, rows)
+
+
 def _stage(conn: sqlite3.Connection, transaction: Transaction, table: str, ids: Iterable[bytes], batch: int,
            pause_s: float, sleep: Callable[[float], None]) -> int:
-    """Insert ``ids`` into ``table`` in key order, ``batch`` rows per short transaction; how many rows."""
-    added, first = 0, True
+    """Insert ``ids`` into ``table`` in key order, one short transaction per batch (``batch`` rows at first,
+    then as :class:`Pace` steers); how many rows."""
+    added, first, pace = 0, True, Pace(rows=batch)
     for width, group in group_by_width(ids).items():
         blob = sorted_blob(group, width)  # sorted once (numpy for 8-byte ids), then cut into batches
-        for offset in range(0, len(blob), batch * width):
+        offset = 0
+        while offset < len(blob):
             if not first:
                 _yield(conn, pause_s, sleep)
             first = False
-            added += _in_turn(transaction, False, _insert(table, blob[offset:offset + batch * width], width), sleep)
+            rows = pace.rows
+            chunk = blob[offset:offset + rows * width]
+            added += pace.timed(rows, lambda: _in_turn(transaction, False, _insert(table, chunk, width), sleep))
+            offset += rows * width
     return added
 
 
@@ -260,17 +300,23 @@ def _in_turn(transaction: Transaction, durable: bool, work: Callable[[sqlite3.Co
 
 def _purge(conn: sqlite3.Connection, transaction: Transaction, table: str, batch: int, pause_s: float,
            sleep: Callable[[float], None]) -> None:
-    """Empty ``table`` (keyed by ``id``) in key-range batches, one short transaction each, then drop it:
-    dropping ten million rows at once frees every page in one transaction (~0.4 s per 5M rows)."""
-    def one_batch(c: sqlite3.Connection) -> bool:
-        row = c.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET ?", (batch - 1,)).fetchone()
+    """Empty ``table`` (keyed by ``id``) in key-range batches, one short transaction each (sized by
+    :class:`Pace`), then drop it: dropping ten million rows at once frees every page in one transaction
+    (~0.4 s per 5M rows)."""
+    pace = Pace(rows=batch)
+
+    def one_batch(c: sqlite3.Connection, rows: int) -> bool:
+        row = c.execute(f"SELECT id FROM {table} ORDER BY id LIMIT 1 OFFSET ?", (rows - 1,)).fetchone()
         if row is None:
             c.execute(f"DROP TABLE {table}")
             return False
         c.execute(f"DELETE FROM {table} WHERE id <= ?", (row[0],))
         return True
 
-    while _in_turn(transaction, False, one_batch, sleep):
+    while True:
+        rows = pace.rows
+        if not pace.timed(rows, lambda: _in_turn(transaction, False, lambda c: one_batch(c, rows), sleep)):
+            return
         _yield(conn, pause_s, sleep)
 
 

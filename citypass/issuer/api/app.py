@@ -26,7 +26,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citypass.credential.timefmt import utc_now
 from citypass.errors import Conflict, InvalidInput, NotFound, Unavailable
-from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues, wallet
+from citypass.issuer import console
+from citypass.issuer.api import fleet, groups, ledger, passes, reports, taps, venues, wallet
 from citypass.issuer.api.common import ErrorOut, FieldError
 from citypass.issuer.api.deps import (
     Clock,
@@ -101,14 +102,15 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
                   dependencies=[Depends(refuse_unknown_query)],
                   openapi_tags=[{"name": t} for t in (
                       "service", "passes and revocations", "sites, venues and reservations", "ledger and keys",
-                      "devices and enrollments", "taps", "reports")])
+                      "devices and enrollments", "taps", "reports", "tour groups")])
     services = Services(issuer, clock)
     app.state.services = services
     app.state.device_authority = authority
     app.state.wallet_url = wallet_url
-    for module in (passes, venues, ledger, fleet, taps, reports):
+    for module in (passes, venues, ledger, fleet, taps, reports, groups):
         app.include_router(module.router)
     wallet.mount(app)  # /v1/wallet/claims and the wallet page at /wallet/
+    console.mount(app)  # the operators' pages at /console/
 
     @app.get("/healthz", response_model=HealthzOut, tags=["service"], summary="Liveness",
              description="No token needed. Answers when the store is readable; never rate-limited.")

@@ -22,6 +22,10 @@ three differences made for a city's volume:
     a rollup maintained at ingest, in the batch's transaction: taps, persons and annulled persons per
     (hour, site, gate, direction, decision, product). Occupancy and activity figures for a day read its
     few thousand rows instead of the day's millions of taps.
+
+Version 2 adds the control room's tables (issue 16; the SQLite store's ``_control_room`` migration, column for
+column): ``incidents`` found at ingest, ``site_quarters`` tallies, ``tour_groups`` and ``group_stops``, and the
+``(received_at, tap_id)`` index the live stream reads.
 """
 
 from __future__ import annotations
@@ -97,8 +101,35 @@ CREATE TABLE wallet_claims (id text PRIMARY KEY, secret_hash bytea NOT NULL, pro
     holder_id text, credential_id text, code text);
 """
 
+_V2_CONTROL_ROOM = """
+CREATE TABLE incidents (id text PRIMARY KEY, kind text NOT NULL, scope text NOT NULL, credential_id text,
+    tap_ids text NOT NULL, gate_ids text NOT NULL, sites text NOT NULL, first_at bigint NOT NULL,
+    last_at bigint NOT NULL, detail text NOT NULL, found_at bigint NOT NULL, acked_at bigint, acked_by text,
+    ack_note text);
+CREATE INDEX incidents_scope ON incidents (scope);
+CREATE INDEX incidents_first ON incidents (first_at, id);
+CREATE INDEX incidents_open ON incidents (first_at) WHERE acked_at IS NULL;
+CREATE TABLE site_quarters (site integer NOT NULL, quarter bigint NOT NULL, entries bigint NOT NULL,
+    exits bigint NOT NULL, PRIMARY KEY (site, quarter));
+CREATE INDEX site_quarters_quarter ON site_quarters (quarter);
+CREATE TABLE tour_groups (id text PRIMARY KEY, agency text NOT NULL, guide text NOT NULL, contact text NOT NULL,
+    party integer NOT NULL, price_fen bigint NOT NULL, created_at bigint NOT NULL, warning text, last_site integer,
+    last_at bigint, inside integer NOT NULL DEFAULT 0);
+CREATE INDEX tour_groups_site ON tour_groups (last_site, inside);
+CREATE TABLE group_stops (group_id text NOT NULL, stop integer NOT NULL, site integer NOT NULL,
+    planned_from bigint NOT NULL, planned_to bigint NOT NULL, credential_id text, admitted bigint NOT NULL DEFAULT 0,
+    first_entry_at bigint, PRIMARY KEY (group_id, stop));
+CREATE UNIQUE INDEX group_stops_credential ON group_stops (credential_id);
+CREATE INDEX group_stops_planned ON group_stops (planned_from);
+CREATE INDEX taps_received ON taps (received_at, tap_id);
+INSERT INTO site_quarters (site, quarter, entries, exits) SELECT site, at / 900 * 900,
+    sum(CASE WHEN kind = 'entry' THEN persons - annulled ELSE 0 END),
+    sum(CASE WHEN kind = 'exit' THEN persons - annulled ELSE 0 END)
+    FROM taps WHERE decision = 'allow' AND kind IN ('entry', 'exit') GROUP BY 1, 2;
+"""
+
 #: Each entry is one migration's SQL (several statements); version = its position, from 1.
-MIGRATIONS: list[str] = [_V1]
+MIGRATIONS: list[str] = [_V1, _V2_CONTROL_ROOM]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
