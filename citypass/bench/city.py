@@ -60,6 +60,9 @@ def day_start(now: float) -> int:
 def write_day(day: CityDay, work: Path, batch: int, progress: Progress) -> list[Path]:
     """The day's batches, as pickled ``(device id, rows)`` records, in :data:`FILES` files (made in parallel)."""
     paths = [work / f"day-{day.taps}-{k}.pickle" for k in range(FILES)]
+    if all(p.exists() for p in paths):  # --rows-dir: made by an earlier run (same size, same seed)
+        progress(f"reusing the rows of {day.taps:,} taps in {work}")
+        return paths
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.starmap(_write_share, [(day.taps, day.day_start, day.seed, k, batch, str(p)) for k, p in enumerate(paths)])
@@ -189,8 +192,15 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
         return len(hours)
 
     points, took = _timed(rollup_occupancy)
-    rows.append(Row("occupancy, every site, the day", f"{took * 1e3:,.0f} ms",
-                    f"{points:,} site-hours from the tap_hours rollup (kept at ingest)"))
+    rows.append(Row("occupancy, every site, the day (tap_hours)", f"{took * 1e3:,.0f} ms",
+                    f"{points:,} site-hours from the hourly rollup kept at ingest"))
+    tallies, took = _timed(lambda: store.quarter_tallies(start, end))
+    rows.append(Row("occupancy, every site, the day (site_quarters)", f"{took * 1e3:,.0f} ms",
+                    f"{len(tallies):,} site-quarters, the console's tallies recounted at ingest"))
+    stored, took = _timed(lambda: store.stored_incidents(since=start, until=end, limit=10_000_000))
+    kinds = sorted({i.incident.kind for i in stored})
+    rows.append(Row("incidents, the day (kept at ingest)", f"{took * 1e3:,.0f} ms",
+                    f"{len(stored):,} incidents read ({', '.join(kinds) or 'none'}): what /v1/incidents serves"))
     scenic, took = _timed(lambda: occupancy(store.taps(site=1, since=start, until=end, limit=2_000_000), 1,
                                             end - 1, hours=24))
     rows.append(Row("occupancy of the busiest scenic site (API path)", f"{took * 1e3:,.0f} ms",
@@ -198,7 +208,7 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
     peak = start + 18 * HOUR
     taps, read_s = _timed(lambda: store.taps(since=peak, until=peak + HOUR, limit=2_000_000))
     found, find_s = _timed(lambda: find_incidents(taps, lambda _cid: None))
-    rows.append(Row("incidents, evening peak hour (API path)", f"{read_s + find_s:,.1f} s",
+    rows.append(Row("incidents, evening peak hour, recomputed", f"{read_s + find_s:,.1f} s",
                     f"{len(taps):,} taps read in {read_s:.1f} s + {find_s:.1f} s to find {len(found):,} incidents; "
                     f"the day ≈ {(read_s + find_s) * day.taps / max(len(taps), 1):,.0f} s"))
     made, pair_s = _timed(lambda: journeys(taps, FareTable.from_dict({"default_fare": 200}), now=end))
@@ -266,9 +276,11 @@ def run_city_bench(taps: int, workers: list[int], sample: int, server: str, batc
                    "Default: postgresql://postgres@127.0.0.1:5432/postgres.")
 @click.option("--keep", is_flag=True, help="Keep the full day's database (its URL is printed).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Scratch files here (default: a new temporary directory; ~0.4 GB per million taps).")
+              help="Scratch files here (default: a new temporary directory; ~0.45 GB per million taps).")
+@click.option("--rows-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep the day's rows here and reuse them in a later run of the same size (not deleted).")
 def city_command(taps: int, full: bool, workers: str, sample: int | None, batch: int, server: str | None,
-                 keep: bool, directory: Path | None) -> None:
+                 keep: bool, directory: Path | None, rows_dir: Path | None) -> None:
     """Issuer at city scale: a day of Hangzhou-shaped taps ingested into PostgreSQL with 1, 2, 4 workers;
     storage per million taps; the day's reports."""
     from rich.console import Console
@@ -287,8 +299,10 @@ def city_command(taps: int, full: bool, workers: str, sample: int | None, batch:
         raise click.ClickException(problem)
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     with scratch_dir("citypass-bench-city-", directory) as work:
+        if rows_dir is not None:
+            rows_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        rows = run_city_bench(taps, counts, sample or taps, server, batch, work,
+        rows = run_city_bench(taps, counts, sample or taps, server, batch, rows_dir or work,
                               lambda msg: console.log(msg, highlight=False), keep)
         elapsed = time.perf_counter() - started
     after = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
