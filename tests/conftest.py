@@ -20,11 +20,8 @@ def fresh_world() -> World:
     return World()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
-    """Run the test on each issuer backend: call it for a store location (None: SQLite; else a fresh PostgreSQL
-    database's URL, dropped after the module)."""
-    databases = Databases(request.param)
+def _databases(backend: str) -> Iterator[Databases]:
+    databases = Databases(backend)
     reason = databases.unavailable()
     if reason is not None:
         pytest.skip(reason)
@@ -32,16 +29,16 @@ def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
         yield databases
     finally:
         databases.drop_all()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
+    """Run the test on each issuer backend: call it for a store location (None: SQLite; else a fresh PostgreSQL
+    database's URL, dropped after the module)."""
+    yield from _databases(request.param)
 
 
 @pytest.fixture
 def pg_databases() -> Iterator[Databases]:
     """PostgreSQL databases of the test's own (skipped, with the reason, where no server answers)."""
-    databases = Databases("postgresql")
-    reason = databases.unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    try:
-        yield databases
-    finally:
-        databases.drop_all()
+    yield from _databases("postgresql")

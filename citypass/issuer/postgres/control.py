@@ -25,8 +25,10 @@ from citypass.credential.sites import SiteSettings
 from citypass.issuer.control_records import QUARTER, GroupStop, QuarterTally, StoredIncident, TourGroup
 from citypass.issuer.incidents import Incident
 from citypass.issuer.postgres.ledger import LedgerTables
-from citypass.issuer.postgres.taps import _TAP_COLUMNS, _record
+from citypass.issuer.postgres.taps import _TAP_COLUMNS
 from citypass.issuer.records import Conflict, DeviceHealth, NotFound, RevocationRecord
+from citypass.issuer.sqlite.control import _incident  # row decoders: the same columns on both backends
+from citypass.issuer.sqlite.taps import _record
 from citypass.issuer.tap_records import TapRecord
 
 _INCIDENT_COLUMNS = ("id, kind, scope, credential_id, tap_ids, gate_ids, sites, first_at, last_at, detail, found_at,"
@@ -293,11 +295,3 @@ class ControlTables(LedgerTables):
                     " AND (last_at IS NULL OR last_at <= %s)",
                     [(site, at, int(inside), group_id, at) for group_id, site, at, inside in moves])
 
-
-def _incident(row: Any) -> StoredIncident:
-    (_id, kind, scope, cred, tap_ids, gate_ids, sites, first_at, last_at, detail, found_at, acked_at, acked_by,
-     ack_note) = row
-    incident = Incident(kind=kind, credential_id=cred, tap_ids=tuple(json.loads(tap_ids)),
-                        gate_ids=tuple(json.loads(gate_ids)), sites=tuple(json.loads(sites)), first_at=first_at,
-                        last_at=last_at, detail=detail)
-    return StoredIncident(incident, scope, found_at, acked_at, acked_by, ack_note)

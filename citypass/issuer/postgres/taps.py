@@ -32,6 +32,7 @@ import psycopg
 from citypass.issuer.ingest import PreparedBatch, PreparedEvent
 from citypass.issuer.postgres.connection import PgBase
 from citypass.issuer.records import IngestResult, Quarantined, QuarantineRecord
+from citypass.issuer.sqlite.taps import _foreign, _record  # pure helpers, the same rows on both backends
 from citypass.issuer.tap_records import TapRecord
 
 DAY = 86_400
@@ -310,17 +311,3 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     if not rows:
         return [[] for _ in range(width)]
     return [list(column) for column in zip(*rows, strict=True)]
-
-
-def _foreign(owner: str | None, device_id: str | None) -> bool:
-    """Whether an event id stored for ``owner`` is another device's than the uploader's."""
-    return owner is not None and device_id is not None and owner != device_id
-
-
-def _record(row: Any) -> TapRecord:
-    (tap_id, gate_id, site, direction, decision, reason, flags, cred, product, persons, kind, pid, at, annulled,
-     received_at) = row
-    return TapRecord(tap_id=tap_id, gate_id=gate_id, site=site, direction=direction, decision=decision,
-                     reason=reason, flags=tuple(json.loads(flags or "[]")), credential_id=cred, product=product,
-                     persons=persons, kind=kind, presentation_id=pid, at=at, annulled=annulled,
-                     received_at=received_at)
