@@ -59,7 +59,7 @@ def day_start(now: float) -> int:
 
 def write_day(day: CityDay, work: Path, batch: int, progress: Progress) -> list[Path]:
     """The day's batches, as pickled ``(device id, rows)`` records, in :data:`FILES` files (made in parallel)."""
-    paths = [work / f"day-{day.taps}-{k}.pickle" for k in range(FILES)]
+    paths = [work / f"day-{day.taps}-{day.seed}-v2-{k}.pickle" for k in range(FILES)]  # v2: tap-outs flagged
     if all(p.exists() for p in paths):  # --rows-dir: made by an earlier run (same size, same seed)
         progress(f"reusing the rows of {day.taps:,} taps in {work}")
         return paths

@@ -45,7 +45,7 @@ PLACES = (
 PROFILES = {"metro": METRO_HOURS, "bus": BUS_HOURS, "scenic": SCENIC_HOURS, "museum": MUSEUM_HOURS}
 
 _BODY = ('{{"at":{at},"credential_id":"{cred}","decision":"{decision}","direction":"{direction}",'
-         '"event_id":"{event}","flags":[],"gate_id":"{gate}","kind":"{kind}","persons":{persons},'
+         '"event_id":"{event}","flags":{flags},"gate_id":"{gate}","kind":"{kind}","persons":{persons},'
          '"presentation_id":null,"product":{product},"reason":{reason},"site":{site},'
          '"stages":{{"decided":{at}.0}},"tap_id":"{tap}"}}')
 
@@ -128,12 +128,15 @@ class CityDay:
 
         def tap(gate: str, site: int, direction: str, kind: str, at: int, cred: str, product: int,
                 persons: int = 1, refused: str | None = None) -> Iterator[tuple[str, OutboxRow]]:
+            # A metro exit gate never saw the tap-in (another station's gate did): it flags the tap-out, as the
+            # gate's decision does (citypass.gate.decision), and the issuer pairs the ride across stations.
+            flags = '["not_tapped_in"]' if kind == "tap_out" else "[]"
             nonlocal counter
             counter += 1
             base = (self.seed << 112) | (unit.index << 40) | (counter << 2)
             tap_id, event_id = _uuid(base), _uuid(base | 1)
             body = _BODY.format(at=at, cred=cred, decision="deny" if refused else "allow", direction=direction,
-                                event=event_id, gate=gate, kind=kind, persons=persons, product=product,
+                                event=event_id, flags=flags, gate=gate, kind=kind, persons=persons, product=product,
                                 reason=f'"{refused}"' if refused else "null", site=site, tap=tap_id)
             yield gate, OutboxRow(event_id, tap_id, "tap", body, at)
             if refused is None and rng.random() < 0.005:  # the barrier opened, nobody passed
