@@ -22,6 +22,7 @@ COMMANDS = {
     "holder": "citypass.holder.cli:holder",
     "hooks": "citypass.firmware_hooks.cli:hooks",
     "issuer": "citypass.issuer.cli:issuer",
+    "partner": "citypass.partner.cli:partner",
     "provision": "citypass.provisioning.cli:provision",
     "qr": "citypass.codecli:qr_group",
     "selftest": "citypass.provisioning.cli:selftest",

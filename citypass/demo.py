@@ -3,12 +3,17 @@
 It initialises an issuer, mints a code of every product (static and holder-bound dynamic), renders each
 to a phone-screen PNG, reads the PNGs back through the gate's own QR decoder, and decides each at the
 right kind of gate from a signed snapshot — then shows what a gate does with a forged code, a revoked
-pass, a screenshot replayed after its window, a passback attempt and a code for the wrong site.
+pass, a screenshot replayed after its window, a passback attempt and a code for the wrong site. Act 1 also
+admits two partner platforms (a metro company signing GM1 ride codes with SM2/SM3, a tourism platform
+signing CP1 passes with its own key) and decides their codes inside and outside their scope, and uses a
+benefit card (惠民卡), whose uses left the gate shows.
 Everything it writes goes to ``--out`` (default ``demo-out/``).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import threading
 import time
@@ -24,6 +29,8 @@ from rich.table import Table
 from citypass.city.cast import forge_signature
 from citypass.city.http import DemoError
 from citypass.credential import Mode, SigningKey, load_snapshot, parse, present, qr
+from citypass.credential.benefit import remaining_text
+from citypass.credential.claims import Benefit
 from citypass.credential.timefmt import format_time, utc_now
 from citypass.firmware_hooks.lifecycle import process_alive
 from citypass.gate.decision import GateContext, decide
@@ -44,6 +51,38 @@ class Step:
     direction: Direction = Direction.ENTRY
     at_offset: int = 0
     via_image: bool = True
+
+
+def _partner_steps(iss: Issuer, phone: SigningKey, folder: Path, now: int) -> list[Step]:
+    """Admit two partner platforms from their own kits' descriptors, mint their codes, and a benefit card."""
+    from citypass.credential import sm2
+    from citypass.credential.claims import Annual, Credential, Transit
+    from citypass.issuer import benefits, partners
+    from citypass.partner.kit import PartnerHome
+
+    def admit(pid: str, zh: str, en: str, alg: str, products: list[int], sites: list[str]) -> PartnerHome:
+        home = PartnerHome.init(folder / pid, pid, zh, en, alg)
+        descriptor = partners.parse_descriptor(json.dumps(home.descriptor()))
+        entry = partners.admit(iss.store, iss.trust_list(now), descriptor, products=products, now=now - 3600,
+                               sites=[iss.site_number(s) for s in sites])
+        home.set_number(entry.number)
+        return home
+
+    tourism = admit("zj-tourism", "浙里游", "Zhejiang Tourism", "ed25519", [1], ["west-lake", "lingyin"])
+    their_pass = tourism.mint(Credential(os.urandom(8), Annual(frozenset({iss.site_number("lingyin")})),
+                                         now - 3600, now + 86_400))
+    steps = [Step("浙里游 partner pass (CP1, its own Ed25519 key)", their_pass, "lingyin", at_offset=2000)]
+    if sm2.available():
+        metro = admit("hz-metro", "杭州地铁", "Hangzhou Metro", "sm2", [3], ["longxiangqiao", "fengqi"])
+        ride = metro.mint(Credential(os.urandom(8), Transit("13900000000", Mode.METRO), now - 60, now + 3600))
+        steps += [
+            Step("杭州地铁 ride code (GM1, SM2/SM3)", ride, "fengqi", at_offset=2100),
+            Step("the same ride code on a bus (outside its scope)", ride, "bus-k7", at_offset=2200, via_image=False),
+        ]
+    card = benefits.mint(iss, ["zhejiang-museum", "lingyin"], 2, phone.public, now - 86_400)
+    steps.append(Step("惠民卡 benefit card, live code", present(card, phone, now + 2300), "zhejiang-museum",
+                      at_offset=2300))
+    return steps
 
 
 def _steps(iss: Issuer, phone: SigningKey, now: int) -> list[Step]:
@@ -117,12 +156,13 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     console.print(f"[bold]City Pass demo[/] — issuer initialised in {out / 'issuer'} at {format_time(now)}"
                   + (" (store: PostgreSQL)" if database else ""))
     phone = SigningKey.generate()
-    steps = _steps(iss, phone, now)
+    steps = _steps(iss, phone, now) + _partner_steps(iss, phone, out / "partners", now)
     snapshot_path = out / "snapshot.cbor"
     snapshot_path.write_bytes(iss.export(now))
     snap = load_snapshot(snapshot_path.read_bytes(), iss.root_key().public)
     console.print(f"signed snapshot: {snapshot_path} (seq {snap.seq}, {len(snap.revoked)} revoked, "
-                  f"{len(snap.trust.keys)} keys), verified against the pinned root key\n")
+                  f"{len(snap.trust.keys)} keys, {len(snap.trust.partners)} partner(s)), verified against the pinned "
+                  "root key\n")
     ledgers: dict[str, MemoryLedger] = {}
     table = Table(title="Gate decisions", show_lines=False)
     for col in ("#", "presentation", "gate", "QR", "read by", "decision", "reason / 原因"):
@@ -144,15 +184,21 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
         decision = decide(text, ledger, GateContext(f"{step.site}-{step.direction}", settings, step.direction),
                           now + step.at_offset)
         ledger.record(decision, settings.number)
+        partner = decision.verdict.partner
         if decision.allowed:
             allowed += 1
             verdict = f"[green]allow ×{decision.persons}[/] {decision.kind}"
             why = "请通行 / Welcome" + (f" (flags: {', '.join(decision.flags)})" if decision.flags else "")
+            terms = decision.credential.terms if decision.credential else None
+            if isinstance(terms, Benefit) and decision.benefit_left is not None:
+                why += " — " + " / ".join(remaining_text(decision.benefit_left, terms.period))
         else:
             denied += 1
             assert decision.reason is not None
             verdict = "[red]deny[/]"
             why = f"{decision.reason.value}: {decision.reason.zh} / {decision.reason.en}"
+        if partner is not None:
+            why += f" [{decision.verdict.format.upper()} · {partner.name_zh} / {partner.name_en}]"
         table.add_row(str(i), step.label, f"{step.site} ({step.direction})", f"v{qr.version(step.code)}", read_by,
                       verdict, why)
     console.print(table)

@@ -42,3 +42,12 @@ def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
 def pg_databases() -> Iterator[Databases]:
     """PostgreSQL databases of the test's own (skipped, with the reason, where no server answers)."""
     yield from _databases("postgresql")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def scratch_unit_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`citypass provision enroll` writes the gate unit's network drop-in under $CITYPASS_UNIT_DIR: never into
+    this machine's /etc/systemd/system (subprocesses inherit it too)."""
+    import os
+
+    os.environ["CITYPASS_UNIT_DIR"] = str(tmp_path_factory.mktemp("systemd-units"))

@@ -138,6 +138,10 @@ def test_a_site_edit_reaches_the_gate_and_its_next_decision_uses_it(served: Serv
         assert operator.patch("/v1/sites/west-lake", json={"opens": "08:00"}).status_code == 422  # closes missing
         assert operator.patch("/v1/sites/west-lake", json={"name": "renamed"}).status_code == 422
         assert operator.patch("/v1/sites/nowhere", json={"capacity": 3}).status_code == 404
+        seq = served.issuer.store.ledger_seq()
+        assert operator.patch("/v1/sites/west-lake", json={"capacity": 1}).json()["capacity"] == 1
+        assert served.issuer.store.ledger_seq() == seq  # nothing changed: nothing to sign
+        assert operator.patch("/v1/sites/west-lake", json={"title_en": "West Lake"}).json()["title_en"] == "West Lake"
         delta = load_delta(operator.get("/v1/ledger/deltas", params={"since": gate.ledger.seq}).content,
                            gate.ledger.trust)
     with served.client("auditor") as auditor:

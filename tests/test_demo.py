@@ -56,10 +56,13 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 def test_act_one_decides_every_kind_of_code(demo_run: tuple[str, Path]) -> None:
     act_one = demo_run[0].split("Issuer service at")[0]
-    assert "7 allowed, 8 denied" in act_one
+    assert "10 allowed, 9 denied" in act_one
     for reason in ("passback", "already_used", "replayed_presentation", "presentation_expired", "dynamic_required",
                    "wrong_site", "revoked", "bad_signature"):
         assert reason in act_one, reason
+    # a partner's CP1 pass and a partner's SM2-signed GM1 ride code (admitted in the trust list), a benefit card
+    assert "[CP1 · 浙里游" in act_one and "[GM1 · 杭州地铁" in act_one and "Benefit card · 1 use left" in act_one
+    assert "2 partner(s)" in act_one
 
 
 def test_every_gate_enrolled_and_connected(demo_run: tuple[str, Path]) -> None:
@@ -67,7 +70,9 @@ def test_every_gate_enrolled_and_connected(demo_run: tuple[str, Path]) -> None:
     assert "Issuer service at http://127.0.0.1:" in out and "with TLS and per-device ACLs" in out
     for gate in ("west-lake-east-1", "museum-entrance-1", "museum-entrance-2", "metro-longxiangqiao-in",
                  "metro-fengqi-out", "bus-k7-reader"):
-        assert re.search(rf"enrolled {gate} \(.*\): home → .* → commit", out), gate
+        # The steps line may wrap on the demo console's width.
+        assert re.search(rf"enrolled {gate} \([^)]*\): request → home →.*?check\s+→\s+key\s+→\s+redeem\s+→.*?"
+                         r"commit", out, re.S), gate
         assert (home / "gates" / gate / "gate.toml").exists()
     assert "all 6 gates running and connected to the broker over TLS" in out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from unittest import mock
 
 import pytest
 
@@ -16,13 +17,18 @@ from citypass.credential import (
     SigningKey,
     TrustedKey,
     TrustList,
+    gm1,
     parse,
     present,
 )
+from citypass.credential.benefit import period_start, used_mark
+from citypass.credential.claims import Benefit, Period
 from citypass.credential.codes import encode_text, holder_message
 from citypass.credential.cose import encode_cbor, sign1
+from citypass.credential.partners import revocation_id
 from citypass.gate.decision import Decision
 from citypass.gate.policy import Direction, GatePolicy
+from tests.helpers import partners
 from tests.helpers.codes import DAY, NOW, World
 from tests.helpers.decisions import at, ledger_for
 
@@ -98,6 +104,38 @@ def _site_full(w: World) -> Decision:
     return at(ledger, w, "scenic", w.annual())
 
 
+def _partner(reason: Reason) -> Scenario:
+    """A partner platform's code (tests/helpers/partners.py): GM1 rides of 杭州地铁, CP1 passes of 浙里游."""
+    def run(w: World) -> Decision:
+        tourism_key = SigningKey.generate()
+        trust = partners.trust_with(w, partners.metro(), partners.tourism(tourism_key))
+        if reason is Reason.UNKNOWN_PARTNER:
+            return at(ledger_for(w, trust), w, "metro", partners.ride(platform=12))
+        if reason is Reason.PARTNER_REVOKED:
+            ledger = ledger_for(w, trust, revoked=frozenset({revocation_id("hz-metro")}))
+            return at(ledger, w, "metro", partners.ride())
+        if reason is Reason.WRONG_PRODUCT:
+            return at(ledger_for(w, trust), w, "scenic", w.group(key=tourism_key))
+        with mock.patch.object(gm1, "available", lambda: False):  # a gate without the native SM2 library
+            return at(ledger_for(w, trust), w, "metro", partners.ride())
+    return run
+
+
+def _benefit(quota: int, marks: int) -> Scenario:
+    """A benefit card (quota per month) shown twice at a gate whose ledger is an hour old (offline for it)."""
+    def run(w: World) -> Decision:
+        code = w.code(Benefit(frozenset({1}), quota), holder=True)
+        start = period_start(NOW, Period.MONTH)
+        cid = parse(code).credential.id
+        ledger = ledger_for(w, revoked=frozenset(used_mark(cid, start, k) for k in range(1, marks + 1)))
+        first = at(ledger, w, "scenic", present(code, w.holder, NOW - 3000), now=NOW - 3000)
+        if marks >= quota:
+            return first
+        assert first.allowed, first
+        return at(ledger, w, "scenic", present(code, w.holder, NOW), now=NOW)
+    return run
+
+
 def _clock_untrusted(w: World) -> Decision:
     ledger = ledger_for(w)  # floor = snapshot time NOW-3600; the device thinks it is 1970
     return at(ledger, w, "scenic", present(w.annual(holder=True), w.holder, 5), now=5)
@@ -140,6 +178,12 @@ SCENARIOS: dict[Reason, Scenario] = {
     Reason.LEDGER_STALE: lambda w: at(ledger_for(w, issued_at=NOW - 4 * DAY), w, "scenic", w.annual(),
                                       policy=GatePolicy(stale_ledger="deny")),
     Reason.CLOCK_UNTRUSTED: _clock_untrusted,
+    Reason.UNKNOWN_PARTNER: _partner(Reason.UNKNOWN_PARTNER),
+    Reason.PARTNER_REVOKED: _partner(Reason.PARTNER_REVOKED),
+    Reason.WRONG_PRODUCT: _partner(Reason.WRONG_PRODUCT),
+    Reason.UNSUPPORTED_FORMAT: _partner(Reason.UNSUPPORTED_FORMAT),
+    Reason.QUOTA_EXHAUSTED: _benefit(quota=2, marks=2),
+    Reason.QUOTA_UNCONFIRMED: _benefit(quota=3, marks=0),
 }
 
 

@@ -145,5 +145,18 @@ def test_journeys_serialise() -> None:
     assert journey.to_dict() == {
         "credential_id": C1, "tap_in_id": "in", "tap_out_id": "out", "from_site": 5, "to_site": 6,
         "started_at": local(9), "ended_at": local(9, 10), "fare": 400, "complete": True, "flag": None,
-        "single_tap": False,
+        "single_tap": False, "category": None,
     }
+
+
+def test_concession_riders_pay_the_concession_fare() -> None:
+    taps = [ride("in", "tap_in", local(9)), ride("out", "tap_out", local(9, 10), site=6)]
+    categories = {C1: "student"}
+    [half] = journeys(taps, FareTable(default_fare=400), now=local(12), category_of=categories.get)
+    assert (half.fare, half.category) == (200, "student")
+    categories[C1] = "senior"
+    [free] = journeys(taps, FareTable(default_fare=400), now=local(12), category_of=categories.get)
+    assert (free.fare, free.category) == (0, "senior")
+    categories[C1] = "resident"
+    [full] = journeys(taps, FareTable(default_fare=400), now=local(12), category_of=categories.get)
+    assert (full.fare, full.category) == (400, None)

@@ -103,7 +103,7 @@ def test_a_pass_ordered_for_a_wallet_is_signed_for_the_key_that_claims_it_and_th
     assert got["credential_id"] == cred.id.hex() and got["claim_id"] == token.split("_")[1]
     assert base64.urlsafe_b64decode(got["credential"] + "==") == decode_text(got["code"])
     assert got["display"] == {"product": "transit", "sites": [], "modes": ["metro", "bus"], "party": 1,
-                              "valid_from": NOW, "valid_to": NOW + 86_400}
+                              "valid_from": NOW, "valid_to": NOW + 86_400, "benefit_left": None, "benefit_period": None}
     assert (got["refresh_s"], got["window_s"]) == (5, 30)
 
     live = present(got["code"], phone, NOW)

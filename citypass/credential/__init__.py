@@ -23,10 +23,13 @@ from citypass.lazy import lazy_exports
 if TYPE_CHECKING:
     from citypass.credential.claims import (
         Annual,
+        Benefit,
+        Category,
         Credential,
         Group,
         HolderKey,
         Mode,
+        Period,
         Product,
         Reservation,
         Terms,
@@ -45,8 +48,8 @@ if TYPE_CHECKING:
 else:
     __getattr__, __dir__ = lazy_exports(__name__, {
         "claims": [
-            "Annual", "Credential", "Group", "HolderKey", "Mode", "Product", "Reservation", "Terms", "Transit",
-            "UnknownTerms",
+            "Annual", "Benefit", "Category", "Credential", "Group", "HolderKey", "Mode", "Period", "Product",
+            "Reservation", "Terms", "Transit", "UnknownTerms",
         ],
         "codes": ["PREFIX", "CodeError", "ParsedCode", "issue", "parse", "present"],
         "keys": ["Alg", "SigningKey", "VerifyKey"],
@@ -60,9 +63,9 @@ else:
     })
 
 __all__ = [
-    "NO_REVOCATIONS", "PREFIX", "Alg", "Annual", "CodeError", "Credential", "Group", "HolderKey", "LedgerSnapshot",
-    "Mode", "ParsedCode", "Product", "Reason", "Reservation", "RevocationSet", "RevocationView", "SigningKey",
-    "SiteKind", "SiteSettings", "SnapshotError", "Terms", "Transit", "TrustError", "TrustList", "TrustedKey",
-    "UnknownTerms", "Verdict", "VerifyKey", "VerifyPolicy", "issue", "load_snapshot", "parse", "present",
-    "read_snapshot", "verify",
+    "NO_REVOCATIONS", "PREFIX", "Alg", "Annual", "Benefit", "Category", "CodeError", "Credential", "Group",
+    "HolderKey", "LedgerSnapshot", "Mode", "ParsedCode", "Period", "Product", "Reason", "Reservation",
+    "RevocationSet", "RevocationView", "SigningKey", "SiteKind", "SiteSettings", "SnapshotError", "Terms", "Transit",
+    "TrustError", "TrustList", "TrustedKey", "UnknownTerms", "Verdict", "VerifyKey", "VerifyPolicy", "issue",
+    "load_snapshot", "parse", "present", "read_snapshot", "verify",
 ]

@@ -15,6 +15,7 @@ Each product has its own *terms* class; :class:`Credential` holds the fields eve
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 from typing import Any
@@ -37,9 +38,19 @@ CLAIM_GRACE = -5
 CLAIM_PASSBACK = -6
 CLAIM_ACCOUNT = -7
 CLAIM_MODES = -8
+CLAIM_QUOTA = -9
+CLAIM_PERIOD = -10
+CLAIM_CATEGORY = -11
 
-MAX_SITE_NUMBER = 1023  # the annual-pass bitmap is at most 128 bytes
+#: Site numbers are 0..2**32-1: one number space for every kind of site (scenic spots, museums, metro stations,
+#: bus routes, …), so well beyond 65,536 of each kind. CBOR spends 1 byte on numbers below 24, 2 below 256,
+#: 3 below 65,536 and 5 above, so the issuer gives the popular sites the small numbers.
+MAX_SITE_NUMBER = 2**32 - 1
+#: Annual passes name sites below this number in a bitmap (at most 128 bytes, the only form before format
+#: revision 2); sites at or above it are listed by number.
+BITMAP_SITES = 1024
 MAX_PARTY = 99
+MAX_QUOTA = 255
 MAX_ACCOUNT_LENGTH = 32
 
 # COSE_Key parameters (RFC 9052 §7, RFC 9053 §7)
@@ -61,6 +72,8 @@ class Product(IntEnum):
     RESERVATION = 2
     TRANSIT = 3
     GROUP = 4
+    BENEFIT = 5
+    EVENT = 6
 
     @classmethod
     def from_name(cls, name: str) -> Product:
@@ -111,10 +124,12 @@ class Reservation:
 
 @dataclass(frozen=True)
 class Transit:
-    """A transit authorisation; its ``valid_to`` bounds how long it can be used offline."""
+    """A transit authorisation; its ``valid_to`` bounds how long it can be used offline. ``category`` (claim
+    -11, optional): a concession rider (senior, student), priced by the fare table's concessions."""
 
     account: str
     modes: Mode
+    category: Category | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,49 @@ class Group:
     party: int
 
 
+class Period(IntEnum):
+    """The period a benefit card's quota renews over, in the site's local time (claim -10)."""
+
+    MONTH = 1
+    WEEK = 2
+    YEAR = 3
+
+
+class Category(IntEnum):
+    """Who a benefit card (or a concession fare) is for (claim -11)."""
+
+    RESIDENT = 1
+    SENIOR = 2
+    STUDENT = 3
+
+    @classmethod
+    def from_name(cls, name: str) -> Category:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise InvalidInput(f"unknown category {name!r}; one of: resident, senior, student") from None
+
+
+@dataclass(frozen=True)
+class Benefit:
+    """The culture-and-tourism benefit card (文旅惠民卡): ``quota`` free or discounted uses per ``period`` at a
+    set of sites, for one holder (always holder-bound) of a ``category``. Uses are counted across the city
+    (:mod:`citypass.credential.benefit`)."""
+
+    sites: frozenset[int]
+    quota: int
+    period: Period = Period.MONTH
+    category: Category = Category.RESIDENT
+
+
+@dataclass(frozen=True)
+class Event:
+    """A conference or event badge: one code, checked in once at each of its ``sessions`` (site numbers: a
+    session is a site with its own capacity and hours, e.g. one room on one day)."""
+
+    sessions: frozenset[int]
+
+
 @dataclass(frozen=True)
 class UnknownTerms:
     """A product kind this software does not know (a newer issuer's). Always denied, never guessed at."""
@@ -132,7 +190,7 @@ class UnknownTerms:
     product: int
 
 
-Terms = Annual | Reservation | Transit | Group | UnknownTerms
+Terms = Annual | Reservation | Transit | Group | Benefit | Event | UnknownTerms
 
 
 @dataclass(frozen=True)
@@ -182,6 +240,42 @@ def _from_bitmap(data: bytes) -> frozenset[int]:
     return frozenset(i * 8 + b for i, byte in enumerate(data) for b in range(8) if byte >> b & 1)
 
 
+def encode_sites(sites: frozenset[int]) -> bytes | list[Any]:
+    """Claim -2 for a set of sites: a bitmap when every site is below :data:`BITMAP_SITES` (the original
+    form, so such passes encode exactly as before), else ``[bitmap of the small ones, [larger numbers,
+    ascending]]``. Exactly one encoding per set: the array form is used only when it is needed.
+
+        >>> encode_sites(frozenset({0, 9}))
+        b'\\x01\\x02'
+        >>> encode_sites(frozenset({1, 70000}))
+        [b'\\x02', [70000]]
+    """
+    small = frozenset(s for s in sites if s < BITMAP_SITES)
+    large = sorted(s for s in sites if s >= BITMAP_SITES)
+    if not large:
+        return _bitmap(small)
+    return [_bitmap(small), large]
+
+
+def decode_sites(value: Any) -> frozenset[int]:
+    """Parse claim -2 (either form); :class:`FormatError` unless it is the one encoding of a non-empty set."""
+    if isinstance(value, bytes):
+        if not 0 < len(value) <= BITMAP_SITES // 8:
+            raise FormatError("annual sites must be a non-empty bitmap")
+        return _from_bitmap(value)
+    if not isinstance(value, list) or len(value) != 2:
+        raise FormatError("annual sites must be a bitmap or [bitmap, [site, …]]")
+    bitmap, large = value
+    if not isinstance(bitmap, bytes) or len(bitmap) > BITMAP_SITES // 8 or not isinstance(large, list) or not large:
+        raise FormatError("annual sites [bitmap, [site, …]] has the wrong types")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and BITMAP_SITES <= s <= MAX_SITE_NUMBER
+               for s in large):
+        raise FormatError(f"listed annual sites must be numbers in {BITMAP_SITES}..{MAX_SITE_NUMBER}")
+    if any(a >= b for a, b in itertools.pairwise(large)):
+        raise FormatError("listed annual sites must be ascending and distinct")
+    return _from_bitmap(bitmap) | frozenset(large)
+
+
 def _uint(claims: dict[Any, Any], key: int, *, required: bool = True, maximum: int = 2**32 - 1) -> int | None:
     value = claims.get(key)
     if value is None and not required:
@@ -223,8 +317,10 @@ class Credential:
     def sites(self) -> frozenset[int] | None:
         """The sites this credential names, or None for transit (valid by mode, not site)."""
         t = self.terms
-        if isinstance(t, Annual):
+        if isinstance(t, Annual | Benefit):
             return t.sites
+        if isinstance(t, Event):
+            return t.sessions
         if isinstance(t, Reservation):
             return frozenset({t.venue})
         if isinstance(t, Group):
@@ -241,22 +337,30 @@ class Credential:
             claims[CLAIM_CNF] = {CNF_COSE_KEY: self.holder.to_cose_key()}
         t = self.terms
         if isinstance(t, Annual):
-            claims[CLAIM_SITES] = _bitmap(t.sites)
+            claims[CLAIM_SITES] = encode_sites(t.sites)
             if t.passback_minutes is not None:
                 claims[CLAIM_PASSBACK] = t.passback_minutes
         elif isinstance(t, Reservation):
             claims.update({CLAIM_SITE: t.venue, CLAIM_PARTY: t.party, CLAIM_GRACE: t.grace_minutes})
         elif isinstance(t, Transit):
             claims.update({CLAIM_ACCOUNT: t.account, CLAIM_MODES: int(t.modes)})
+            if t.category is not None:
+                claims[CLAIM_CATEGORY] = int(t.category)
         elif isinstance(t, Group):
             claims.update({CLAIM_SITE: t.site, CLAIM_PARTY: t.party})
+        elif isinstance(t, Benefit):
+            claims.update({CLAIM_SITES: encode_sites(t.sites), CLAIM_QUOTA: t.quota, CLAIM_PERIOD: int(t.period),
+                           CLAIM_CATEGORY: int(t.category)})
+        elif isinstance(t, Event):
+            claims[CLAIM_SITES] = encode_sites(t.sessions)
         else:
             raise ValueError("cannot encode a credential of an unknown product")
         return claims
 
     @classmethod
-    def from_claims(cls, claims: Any) -> Credential:
-        """Parse a decoded claims map; :class:`FormatError` when it breaks the format."""
+    def from_claims(cls, claims: Any, *, order: bool = False) -> Credential:
+        """Parse a decoded claims map; :class:`FormatError` when it breaks the format. ``order``: the unsigned
+        terms of a pass not yet bound to its holder (a wallet claim), so a benefit card's ``cnf`` may be missing."""
         if not isinstance(claims, dict):
             raise FormatError("claims must be a map")
         cred_id = claims.get(CLAIM_CTI)
@@ -277,10 +381,8 @@ class Credential:
         }
         terms: Terms
         if product == Product.ANNUAL:
-            bitmap = claims.get(CLAIM_SITES)
-            if not isinstance(bitmap, bytes) or not 0 < len(bitmap) <= (MAX_SITE_NUMBER + 1) // 8:
-                raise FormatError("annual sites must be a non-empty bitmap")
-            terms = Annual(_from_bitmap(bitmap), _uint(claims, CLAIM_PASSBACK, required=False, maximum=1440))
+            terms = Annual(decode_sites(claims.get(CLAIM_SITES)),
+                           _uint(claims, CLAIM_PASSBACK, required=False, maximum=1440))
         elif product == Product.RESERVATION:
             terms = Reservation(
                 _req(claims, CLAIM_SITE, MAX_SITE_NUMBER),
@@ -293,9 +395,25 @@ class Credential:
             account = claims.get(CLAIM_ACCOUNT)
             if not isinstance(account, str) or not 0 < len(account) <= MAX_ACCOUNT_LENGTH:
                 raise FormatError("transit account must be text of 1..32 characters")
-            terms = Transit(account, Mode(_req(claims, CLAIM_MODES, 7)))
+            category = _uint(claims, CLAIM_CATEGORY, required=False, maximum=255)
+            try:
+                terms = Transit(account, Mode(_req(claims, CLAIM_MODES, 7)),
+                                None if category is None else Category(category))
+            except ValueError:
+                raise FormatError("unknown rider category") from None
         elif product == Product.GROUP:
             terms = Group(_req(claims, CLAIM_SITE, MAX_SITE_NUMBER), _req(claims, CLAIM_PARTY, MAX_PARTY))
+        elif product == Product.BENEFIT:
+            try:
+                period, category = Period(_req(claims, CLAIM_PERIOD, 255)), Category(_req(claims, CLAIM_CATEGORY, 255))
+            except ValueError:
+                raise FormatError("unknown benefit period or category") from None
+            terms = Benefit(decode_sites(claims.get(CLAIM_SITES)), _req(claims, CLAIM_QUOTA, MAX_QUOTA), period,
+                            category)
+            if terms.quota < 1 or (holder is None and not order):
+                raise FormatError("a benefit card has a quota of at least 1 and is holder-bound (cnf)")
+        elif product == Product.EVENT:
+            terms = Event(decode_sites(claims.get(CLAIM_SITES)))
         else:
             terms = UnknownTerms(product)
         if isinstance(terms, Reservation | Group) and terms.party < 1:
@@ -321,8 +439,15 @@ class Credential:
             out.update(venue=t.venue, party=t.party, grace_minutes=t.grace_minutes)
         elif isinstance(t, Transit):
             out.update(account=t.account, modes=t.modes.names())
+            if t.category is not None:
+                out.update(category=t.category.name.lower())
         elif isinstance(t, Group):
             out.update(site=t.site, party=t.party)
+        elif isinstance(t, Event):
+            out.update(sessions=sorted(t.sessions))
+        elif isinstance(t, Benefit):
+            out.update(sites=sorted(t.sites), quota=t.quota, period=t.period.name.lower(),
+                       category=t.category.name.lower())
         return out
 
 
@@ -331,4 +456,6 @@ _PRODUCT_OF: dict[type, Product] = {
     Reservation: Product.RESERVATION,
     Transit: Product.TRANSIT,
     Group: Product.GROUP,
+    Benefit: Product.BENEFIT,
+    Event: Product.EVENT,
 }

@@ -25,6 +25,7 @@ class Reason(StrEnum):
     NOT_CITYPASS = "not_citypass"
     UNSUPPORTED_VERSION = "unsupported_version"
     MALFORMED_CODE = "malformed_code"
+    UNSUPPORTED_FORMAT = "unsupported_format"
     # -- keys and signatures --------------------------------------------------------------------------
     UNKNOWN_KEY = "unknown_key"
     BAD_SIGNATURE = "bad_signature"
@@ -32,6 +33,10 @@ class Reason(StrEnum):
     KEY_RETIRED = "key_retired"
     KEY_OUT_OF_SCOPE = "key_out_of_scope"
     UNKNOWN_PRODUCT = "unknown_product"
+    # -- partner platforms (federation in the trust list) -------------------------------------------------
+    UNKNOWN_PARTNER = "unknown_partner"
+    PARTNER_REVOKED = "partner_revoked"
+    WRONG_PRODUCT = "wrong_product"
     # -- revocation -----------------------------------------------------------------------------------
     REVOKED = "revoked"
     HOLDER_REVOKED = "holder_revoked"
@@ -55,6 +60,8 @@ class Reason(StrEnum):
     ALREADY_TAPPED_IN = "already_tapped_in"
     SITE_FULL = "site_full"
     SITE_CLOSED = "site_closed"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    QUOTA_UNCONFIRMED = "quota_unconfirmed"
     # -- the gate's own condition ---------------------------------------------------------------------
     LEDGER_STALE = "ledger_stale"
     CLOCK_UNTRUSTED = "clock_untrusted"
@@ -83,12 +90,16 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.NOT_CITYPASS: ("不是文旅一码通二维码", "Not a City Pass code"),
     Reason.UNSUPPORTED_VERSION: ("二维码版本不受支持，请更新应用", "Code version not supported; update the app"),
     Reason.MALFORMED_CODE: ("二维码无法识别", "Code is damaged or incomplete"),
+    Reason.UNSUPPORTED_FORMAT: ("本闸机暂不支持此类二维码", "This gate cannot read this kind of code"),
     Reason.UNKNOWN_KEY: ("签发机构未知", "Unknown issuer key"),
     Reason.BAD_SIGNATURE: ("二维码签名无效", "Invalid signature"),
     Reason.KEY_NOT_YET_VALID: ("签发密钥尚未生效", "Issuer key not yet valid"),
     Reason.KEY_RETIRED: ("签发密钥已停用，请刷新二维码", "Issuer key retired; refresh your code"),
     Reason.KEY_OUT_OF_SCOPE: ("签发机构无权签发此凭证", "Issuer not authorised for this pass"),
     Reason.UNKNOWN_PRODUCT: ("本闸机不支持此类凭证", "This gate does not accept this kind of pass"),
+    Reason.UNKNOWN_PARTNER: ("未接入的合作平台二维码", "Code from a platform not connected here"),
+    Reason.PARTNER_REVOKED: ("该合作平台已停止接入", "This partner platform is no longer accepted"),
+    Reason.WRONG_PRODUCT: ("此类凭证不适用于本闸机", "This kind of pass is not accepted here"),
     Reason.REVOKED: ("凭证已作废", "Pass revoked"),
     Reason.HOLDER_REVOKED: ("此手机已挂失", "This phone was reported lost"),
     Reason.DYNAMIC_REQUIRED: ("请出示动态二维码", "Show the live (dynamic) code"),
@@ -108,6 +119,8 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.ALREADY_TAPPED_IN: ("已进站，请先出站", "Already tapped in; tap out first"),
     Reason.SITE_FULL: ("已达最大承载量", "Site is at capacity"),
     Reason.SITE_CLOSED: ("不在开放时间", "Site is closed now"),
+    Reason.QUOTA_EXHAUSTED: ("惠民卡本期次数已用完", "Benefit card: no uses left this period"),
+    Reason.QUOTA_UNCONFIRMED: ("网络中断，惠民卡暂不能再次使用", "Gate offline: benefit use cannot be confirmed"),
     Reason.LEDGER_STALE: ("闸机数据过旧", "Gate data out of date"),
     Reason.CLOCK_UNTRUSTED: ("闸机时钟异常", "Gate clock not trusted"),
     Reason.CLOCK_LEEWAY: ("按时钟容差放行", "Admitted within the clock leeway"),

@@ -9,6 +9,9 @@ root signed.
 Roles: ``issuer`` keys sign credentials; ``ledger`` keys sign ledger snapshots and deltas; ``release``
 keys sign software update bundles.
 
+Partner platforms (:mod:`citypass.credential.partners`) are listed beside our keys under ``partners``: an
+older gate ignores that entry and so denies their codes, as it always did.
+
 Rotation is two entries at once: the new key is listed (valid from now), the old one gets a
 ``valid_to`` in the future; after that instant codes signed by it are denied ``key_retired``.
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, parse_sign1, sign1
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
+from citypass.credential.partners import Partner, PartnerKey
 from citypass.errors import InvalidInput
 
 ROLES = ("issuer", "ledger", "release")
@@ -87,22 +91,49 @@ class TrustList:
     issued_at: int
     keys: tuple[TrustedKey, ...]
     require_dynamic: frozenset[int] = frozenset()  # products that must be shown as dynamic codes
+    partners: tuple[Partner, ...] = ()
     _by_kid: dict[tuple[str, bytes], TrustedKey] = field(default_factory=dict, compare=False, repr=False)
+    _partner_kids: dict[bytes, tuple[Partner, PartnerKey]] = field(default_factory=dict, compare=False,
+                                                                   repr=False)
+    _partner_numbers: dict[int, Partner] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         index = {(k.role, k.kid): k for k in self.keys}
         if len(index) != len(self.keys):
             raise FormatError("two keys of one role share a kid")
         object.__setattr__(self, "_by_kid", index)
+        numbers = {p.number: p for p in self.partners}
+        if len(numbers) != len(self.partners) or len({p.id for p in self.partners}) != len(self.partners):
+            raise FormatError("two partners share an id or a number")
+        object.__setattr__(self, "_partner_numbers", numbers)
+        # CP1 codes name their key by kid alone: a partner's CP1 key may share it with no issuer key, nor another's
+        kids = {k.kid: (p, k) for p in self.partners for k in p.keys if k.alg != "sm2"}
+        issuer_kids = {kid for role, kid in index if role == "issuer"}
+        if len(kids) != sum(1 for p in self.partners for k in p.keys if k.alg != "sm2") or kids.keys() & issuer_kids:
+            raise FormatError("a partner's CP1 key shares its kid with another key")
+        object.__setattr__(self, "_partner_kids", kids)
 
     def find(self, kid: bytes, role: str = "issuer") -> TrustedKey | None:
         return self._by_kid.get((role, kid))
 
+    def find_partner_key(self, kid: bytes) -> tuple[Partner, PartnerKey] | None:
+        """The partner whose CP1 key (Ed25519 or P-256) has ``kid``."""
+        return self._partner_kids.get(kid)
+
+    def partner(self, ref: int | str) -> Partner | None:
+        """A partner by number (GM1 codes carry it) or by id."""
+        if isinstance(ref, int):
+            return self._partner_numbers.get(ref)
+        return next((p for p in self.partners if p.id == ref), None)
+
     def to_cbor(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "v": FORMAT_VERSION, "version": self.version, "issued_at": self.issued_at,
             "keys": [k.to_cbor() for k in self.keys], "require_dynamic": sorted(self.require_dynamic),
         }
+        if self.partners:
+            out["partners"] = [p.to_cbor() for p in self.partners]
+        return out
 
     @classmethod
     def from_cbor(cls, obj: Any) -> TrustList:
@@ -113,6 +144,7 @@ class TrustList:
                 version=int(obj["version"]), issued_at=int(obj["issued_at"]),
                 keys=tuple(TrustedKey.from_cbor(k) for k in obj["keys"]),
                 require_dynamic=frozenset(int(p) for p in obj.get("require_dynamic", [])),
+                partners=tuple(Partner.from_cbor(p) for p in obj.get("partners", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"bad trust list: {exc}") from None

@@ -12,15 +12,32 @@ this first.
 
 Checks run in a fixed order, so a code gets the most fundamental reason that applies: form, key,
 signature, key validity, product, scope, revocation, holder binding, site, validity.
+
+Codes of other formats (text that does not start ``CP1:``) go to the format that claims their prefix
+(:mod:`citypass.credential.formats`, the ``citypass.formats`` entry-point group), which reads and
+authenticates them and then hands the credential to the same checks (:func:`check_partner`,
+:func:`finish`). A code signed by a partner platform admitted in the trust list
+(:mod:`citypass.credential.partners`) is judged under that partner's scope; the verdict names the format
+and the partner.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
-from citypass.credential.claims import Annual, Credential, Group, Reservation, Transit, UnknownTerms
+from citypass.credential.claims import (
+    Annual,
+    Benefit,
+    Credential,
+    Event,
+    Group,
+    Reservation,
+    Transit,
+    UnknownTerms,
+)
 from citypass.credential.codes import CodeError, ParsedCode, parse
+from citypass.credential.partners import MAX_PARTNER_CTI, Partner, PartnerKey, credential_id, revocation_id
 from citypass.credential.policy import VerifyPolicy
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteSettings
@@ -48,6 +65,10 @@ class Verdict:
     key: TrustedKey | None = None
     #: the credential's or its key's validity start was judged with the clock leeway (``VerifyPolicy.leeway_s``)
     leeway: bool = False
+    #: the credential format the code was read as (``cp1``, ``gm1``, …; see :mod:`citypass.credential.formats`)
+    format: str = "cp1"
+    #: the partner platform that signed it, when it is not our own issuer
+    partner: Partner | None = None
 
     @property
     def credential(self) -> Credential | None:
@@ -80,6 +101,26 @@ def verify(
     policy: VerifyPolicy = VerifyPolicy(),
 ) -> Verdict:
     """Verify ``text`` for presentation at ``site`` at Unix time ``now``. Never raises."""
+    from citypass.credential.formats import format_for  # formats import this module
+
+    fmt = format_for(text) if isinstance(text, str) else None
+    if fmt is None or fmt.name == "cp1":
+        return verify_cp1(text, trust, view, site, now, policy)
+    try:
+        return fmt.verify(text, trust, view, site, now, policy)
+    except Exception as exc:  # a plug-in's bug must not stop the lane: the code is simply not admitted
+        return Verdict(False, Reason.MALFORMED_CODE, f"{fmt.name}: {type(exc).__name__}", format=fmt.name)
+
+
+def verify_cp1(
+    text: str,
+    trust: TrustList,
+    view: RevocationView,
+    site: SiteSettings,
+    now: int,
+    policy: VerifyPolicy = VerifyPolicy(),
+) -> Verdict:
+    """Verify a ``CP1:`` code (ours, or a partner's in our format). Never raises."""
     try:
         parsed = parse(text)
     except CodeError as exc:
@@ -88,6 +129,9 @@ def verify(
 
     key = trust.find(parsed.sign1.kid, role="issuer")
     if key is None:
+        found = trust.find_partner_key(parsed.sign1.kid)
+        if found is not None:
+            return _verify_partner_cp1(parsed, *found, view=view, trust=trust, site=site, now=now, policy=policy)
         return _deny(Reason.UNKNOWN_KEY, f"no issuer key with kid {parsed.sign1.kid.hex()}", parsed)
     if not parsed.sign1.verify(key.key):
         return _deny(Reason.BAD_SIGNATURE, "issuer signature does not verify", parsed, key)
@@ -101,21 +145,105 @@ def verify(
     if not key.in_scope(cred.product, site.number) or not _sites_in_scope(cred, key):
         return _deny(Reason.KEY_OUT_OF_SCOPE, "issuer key may not sign this product or site", parsed, key)
 
+    return finish(parsed, trust, view, site, now, policy, key=key, leeway=leeway)
+
+
+def finish(parsed: ParsedCode, trust: TrustList, view: RevocationView, site: SiteSettings, now: int,
+           policy: VerifyPolicy, *, key: TrustedKey | None = None, leeway: bool = False, fmt: str = "cp1",
+           partner: Partner | None = None) -> Verdict:
+    """The checks every authenticated credential goes through, whatever its format: revocation, holder
+    binding, site and validity. ``parsed`` is already authenticated and within its signer's scope."""
+    cred = parsed.credential
+
+    def deny(reason: Reason, detail: str) -> Verdict:
+        return Verdict(False, reason, detail, parsed, key, format=fmt, partner=partner)
+
     if view.is_revoked(cred.id):
-        return _deny(Reason.REVOKED, "credential id is revoked", parsed, key)
+        return deny(Reason.REVOKED, "credential id is revoked")
     if cred.holder is not None and view.is_holder_revoked(cred.holder.holder_id):
-        return _deny(Reason.HOLDER_REVOKED, "holder key is revoked", parsed, key)
+        return deny(Reason.HOLDER_REVOKED, "holder key is revoked")
 
     holder_denial = _check_holder(parsed, trust, view, now, policy)
     if holder_denial is not None:
-        return _deny(holder_denial[0], holder_denial[1], parsed, key)
+        return deny(*holder_denial)
 
     place_denial = _check_place(cred, site) or _check_time(cred, now, policy.leeway_s)
     if place_denial is not None:
-        return _deny(place_denial[0], place_denial[1], parsed, key)
+        return deny(*place_denial)
     leeway = leeway or (cred.valid_from is not None and not isinstance(cred.terms, Reservation)
                         and now < cred.valid_from)
-    return Verdict(True, None, "", parsed, key, leeway)
+    return Verdict(True, None, "", parsed, key, leeway, fmt, partner)
+
+
+def claim_names(cred: Credential) -> frozenset[str]:
+    """The names (:data:`~citypass.credential.partners.CLAIM_NAMES`) of the claims ``cred`` asserts."""
+    names = {n for n, v in (("nbf", cred.valid_from), ("exp", cred.valid_to), ("cnf", cred.holder)) if v is not None}
+    t = cred.terms
+    if isinstance(t, Annual):
+        names |= {"sites"} | ({"passback"} if t.passback_minutes is not None else set())
+    elif isinstance(t, Reservation):
+        names |= {"site", "party", "grace"}
+    elif isinstance(t, Transit):
+        names |= {"account", "modes"}
+    elif isinstance(t, Group):
+        names |= {"site", "party"}
+    elif isinstance(t, Benefit):
+        names |= {"sites", "quota", "period", "category"}
+    elif isinstance(t, Event):
+        names |= {"sites"}
+    return frozenset(names)
+
+
+def check_partner(partner: Partner, cred: Credential, site: SiteSettings, view: RevocationView, now: int,
+                  policy: VerifyPolicy) -> tuple[Reason, str] | None:
+    """Whether ``partner`` (its signature already checked) may vouch for ``cred`` at ``site`` now."""
+    if now + policy.leeway_s < partner.valid_from:
+        return Reason.KEY_NOT_YET_VALID, f"partner {partner.id} is admitted only from {partner.valid_from}"
+    if partner.valid_to is not None and now >= partner.valid_to:
+        return Reason.KEY_RETIRED, f"partner {partner.id} was admitted until {partner.valid_to}"
+    if view.is_revoked(revocation_id(partner.id)):
+        return Reason.PARTNER_REVOKED, f"partner {partner.id} is revoked"
+    if isinstance(cred.terms, UnknownTerms):
+        return Reason.UNKNOWN_PRODUCT, f"product kind {cred.product} is not supported"
+    if cred.product not in partner.products:
+        return Reason.WRONG_PRODUCT, f"partner {partner.id} may not issue {cred.product_name}"
+    if partner.sites is not None and site.number not in partner.sites:
+        return Reason.WRONG_SITE, f"partner {partner.id}'s codes are not accepted at site {site.number}"
+    named = cred.sites()
+    if partner.sites is not None and named is not None and not named <= partner.sites:
+        return Reason.KEY_OUT_OF_SCOPE, f"partner {partner.id} names sites outside its scope"
+    extra = claim_names(cred) - partner.claims
+    if extra:
+        return Reason.KEY_OUT_OF_SCOPE, f"partner {partner.id} may not assert {sorted(extra)}"
+    return None
+
+
+def as_partner_credential(parsed: ParsedCode, partner: Partner) -> ParsedCode:
+    """``parsed`` with its credential id put in the partner's namespace (:func:`partners.credential_id`)."""
+    cred = replace(parsed.credential, id=credential_id(partner, parsed.credential.id))
+    return replace(parsed, credential=cred)
+
+
+def _verify_partner_cp1(parsed: ParsedCode, partner: Partner, pkey: PartnerKey, *, trust: TrustList,
+                        view: RevocationView, site: SiteSettings, now: int, policy: VerifyPolicy) -> Verdict:
+    def deny(reason: Reason, detail: str) -> Verdict:
+        return Verdict(False, reason, detail, parsed, format="cp1", partner=partner)
+
+    if "cp1" not in partner.formats:
+        return deny(Reason.KEY_OUT_OF_SCOPE, f"partner {partner.id} may not issue CP1 codes")
+    try:
+        key = pkey.verify_key()
+    except ValueError:
+        return deny(Reason.UNKNOWN_KEY, f"partner {partner.id}'s key cannot be loaded")
+    if not parsed.sign1.verify(key):
+        return deny(Reason.BAD_SIGNATURE, f"partner {partner.id}'s signature does not verify")
+    if len(parsed.credential.id) > MAX_PARTNER_CTI:
+        return deny(Reason.MALFORMED_CODE, f"a partner's credential id is at most {MAX_PARTNER_CTI} bytes")
+    denial = check_partner(partner, parsed.credential, site, view, now, policy)
+    if denial is not None:
+        return deny(*denial)
+    return finish(as_partner_credential(parsed, partner), trust, view, site, now, policy, fmt="cp1",
+                  partner=partner)
 
 
 def _sites_in_scope(cred: Credential, key: TrustedKey) -> bool:
@@ -179,4 +307,5 @@ def _check_time(cred: Credential, now: int, leeway_s: int) -> tuple[Reason, str]
     return None
 
 
-__all__ = ["Annual", "Group", "RevocationView", "Verdict", "VerifyPolicy", "presentation_id", "verify"]
+__all__ = ["Annual", "Group", "RevocationView", "Verdict", "VerifyPolicy", "check_partner", "claim_names", "finish",
+           "presentation_id", "verify", "verify_cp1"]

@@ -26,6 +26,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     # -- the lane's screen ------------------------------------------------------------------------------
     "screen.welcome": ("请通行", "Welcome"),
     "screen.persons": ("{n} 人通行", "{n} people may pass"),
+    # the benefit card's uses left (citypass/credential/benefit.py), after an admission and in the wallet
+    "benefit.left.month": ("惠民卡 · 本月剩余 {n} 次", "Benefit card · {n} uses left this month"),
+    "benefit.left.week": ("惠民卡 · 本周剩余 {n} 次", "Benefit card · {n} uses left this week"),
+    "benefit.left.year": ("惠民卡 · 本年剩余 {n} 次", "Benefit card · {n} uses left this year"),
     "screen.flagged": ("请通行，已记录", "Welcome; noted"),
     "screen.denied": ("未能通行", "Not admitted"),
     "screen.show_code": ("请出示二维码", "Show your code"),
@@ -49,6 +53,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "wallet.product.reservation": ("场馆预约", "Museum reservation"),
     "wallet.product.transit": ("交通乘车码", "Transit pass"),
     "wallet.product.group": ("团队票", "Group ticket"),
+    "wallet.product.benefit": ("文旅惠民卡", "Culture and tourism benefit card"),
+    "wallet.benefit": ("本期剩余", "Uses left"),
     "wallet.sites": ("适用景点", "Valid at"),
     "wallet.modes": ("适用交通", "Valid on"),
     "wallet.mode.metro": ("地铁", "Metro"),

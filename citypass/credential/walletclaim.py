@@ -64,6 +64,9 @@ class PassDisplay(BaseModel):
     party: int = Field(1, description="Persons admitted (reservation, group).")
     valid_from: int | None = Field(None, description="Unix seconds.")
     valid_to: int | None = Field(None, description="Unix seconds.")
+    benefit_left: int | None = Field(None, description="A benefit card's uses left this period, by the central "
+                                                       "count when the wallet last fetched the pass.")
+    benefit_period: str | None = Field(None, description="month, week or year: the benefit card's quota period.")
 
 
 class WalletPass(BaseModel):

@@ -43,6 +43,11 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
         "credential_id": cred.id.hex() if cred else None,
         "product": cred.product_name if cred else None,
         "dynamic": parsed.dynamic if parsed else None,
+        "benefit_left": decision.benefit_left,
+        "format": decision.verdict.format,
+        "partner": decision.verdict.partner.id if decision.verdict.partner else None,
+        "partner_zh": decision.verdict.partner.name_zh if decision.verdict.partner else None,
+        "partner_en": decision.verdict.partner.name_en if decision.verdict.partner else None,
     }
 
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from citypass.credential.claims import Annual, Credential, Group, Reservation, Transit
+from citypass.credential.benefit import OFFLINE_AFTER_S, OFFLINE_ALLOWANCE, central_count, period_start
+from citypass.credential.claims import Annual, Benefit, Credential, Event, Group, Reservation, Transit
 from citypass.credential.reasons import Reason
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.trustlist import TrustList
@@ -80,6 +81,9 @@ class LedgerView(RevocationView, Protocol):
 
     def occupancy(self, site: int) -> int: ...
 
+    def benefit_uses(self, credential_id: bytes, since: int) -> int:
+        """Entries this gate (with its site's sibling lanes) admitted on ``credential_id`` at or after ``since``."""
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -90,6 +94,8 @@ class Decision:
     flags: tuple[Reason, ...] = ()
     persons: int = 0
     kind: TapKind | None = None
+    #: a benefit card's uses left this period after this one (None for every other product)
+    benefit_left: int | None = None
 
     @property
     def credential(self) -> Credential | None:
@@ -140,7 +146,29 @@ def decide(text: str, view: LedgerView, ctx: GateContext, now: int, policy: Gate
         return deny(outcome)
     kind, persons, extra = outcome
     flags.extend(extra)
-    return Decision(True, None, verdict, effective, tuple(flags), persons, kind)
+    left = None
+    if isinstance(cred.terms, Benefit) and kind is TapKind.ENTRY:
+        benefit = benefit_rule(cred, cred.terms, view, ctx.site, effective)
+        if isinstance(benefit, Reason):
+            return deny(benefit)
+        left = benefit
+    return Decision(True, None, verdict, effective, tuple(flags), persons, kind, left)
+
+
+def benefit_rule(cred: Credential, terms: Benefit, view: LedgerView, site: SiteSettings, now: int) -> Reason | int:
+    """A benefit card's quota at this gate (:mod:`citypass.credential.benefit`): the uses left after this one,
+    or why not. ``known`` = the centre's count at the last sync + this gate's admissions since then; an
+    offline gate admits at most ``OFFLINE_ALLOWANCE`` uses the centre has not counted."""
+    start = period_start(now, terms.period, site.utc_offset_minutes)
+    central = central_count(view.is_revoked, cred.id, start, terms.quota)
+    synced = view.synced_at
+    since_sync = view.benefit_uses(cred.id, max(start, synced or 0))
+    known = central + since_sync
+    if known >= terms.quota:
+        return Reason.QUOTA_EXHAUSTED
+    if (synced is None or now - synced > OFFLINE_AFTER_S) and since_sync >= OFFLINE_ALLOWANCE:
+        return Reason.QUOTA_UNCONFIRMED
+    return terms.quota - known - 1
 
 
 def _product_rules(
@@ -177,6 +205,8 @@ def _product_rules(
         persons = t.party - usage.persons_used
         if persons <= 0:
             return Reason.ALREADY_USED
+    elif isinstance(t, Event) and usage.last_entry_at is not None:  # one check-in per session (site)
+        return Reason.ALREADY_USED
     if site.capacity is not None and view.occupancy(site.number) >= site.capacity:
         return Reason.SITE_FULL
     return TapKind.ENTRY, persons, flags

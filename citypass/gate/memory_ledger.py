@@ -25,6 +25,7 @@ class MemoryLedger:
         self._tapped_in: dict[bytes, tuple[int | None, int | None]] = {}  # metro: per credential
         self._seen: set[bytes] = set()
         self._occupancy: dict[int, int] = defaultdict(int)
+        self._entries: dict[bytes, list[int]] = defaultdict(list)  # admission times per credential
         self._floor = snapshot.issued_at if clock_floor is None else clock_floor
 
     @property
@@ -56,6 +57,9 @@ class MemoryLedger:
     def occupancy(self, site: int) -> int:
         return self._occupancy[site]
 
+    def benefit_uses(self, credential_id: bytes, since: int) -> int:
+        return sum(1 for at in self._entries.get(credential_id, ()) if at >= since)
+
     def record(self, decision: Decision, site: int) -> None:
         """Apply an allowed decision: usage, replay cache, occupancy."""
         self._floor = max(self._floor, decision.effective_now)  # every recorded tap raises the floor
@@ -69,5 +73,6 @@ class MemoryLedger:
             self._seen.add(decision.presentation_id)
         if decision.kind is TapKind.ENTRY:
             self._occupancy[site] += decision.persons
+            self._entries[decision.credential.id].append(decision.effective_now)
         elif decision.kind is TapKind.EXIT:
             self._occupancy[site] = max(0, self._occupancy[site] - 1)

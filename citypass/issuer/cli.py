@@ -97,13 +97,14 @@ def migrate(home: Path, database: str | None) -> None:
 @HOME_OPTION
 @click.argument("name")
 @click.option("--kind", type=click.Choice([k.value for k in SiteKind]), default="scenic", show_default=True)
-@click.option("--title", default="", help="Display name.")
+@click.option("--title", default="", help="Display name in Chinese.")
+@click.option("--title-en", default="", help="Display name in English.")
 @click.option("--capacity", type=click.IntRange(min=1), default=None, help="Most people inside at once.")
 @click.option("--hours", default=None, metavar="HH:MM-HH:MM", help="Opening hours, local time.")
 @click.option("--passback", "passback", type=click.IntRange(0, 1440), default=30, show_default=True,
               help="Anti-passback minutes for annual passes.")
 @click.option("--soft-passback", is_flag=True, help="Allow and flag instead of denying inside the window.")
-def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None, hours: str | None,
+def add_site(home: Path, name: str, kind: str, title: str, title_en: str, capacity: int | None, hours: str | None,
              passback: int, soft_passback: bool) -> None:
     """Add a site NAME (its number is the next free one)."""
     iss = open_issuer(home)
@@ -113,7 +114,7 @@ def add_site(home: Path, name: str, kind: str, title: str, capacity: int | None,
         if not sep:
             raise click.BadParameter("use HH:MM-HH:MM", param_hint="--hours")
     settings = SiteSettings(number=iss.store.next_site_number(), name=name, kind=SiteKind(kind), title=title,
-                            capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
+                            title_en=title_en, capacity=capacity, opens=opens, closes=closes, passback_minutes=passback,
                             passback_hard=not soft_passback)
     iss.add_site(settings, utc_now())
     click.echo(f"site {name} is number {settings.number}")
@@ -236,9 +237,18 @@ def require_dynamic(home: Path, products: str) -> None:
 
 @issuer.command()
 @HOME_OPTION
-def keys(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def keys(home: Path, as_json: bool) -> None:
     """List the keys in the trust list."""
-    for k in open_issuer(home).store.keys():
+    listed = open_issuer(home).store.keys()
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"role": k.entry.role, "kid": k.entry.kid.hex(), "alg": k.entry.key.alg.label,
+                                "valid_from": k.entry.valid_from, "valid_to": k.entry.valid_to, "active": k.active}
+                               for k in listed], indent=1, default=str))
+        return
+    for k in listed:
         click.echo(f"{k.entry.role:8} {k.entry.kid.hex()} {k.entry.key.alg.label:7} "
                    f"from {format_time(k.entry.valid_from)} to {format_time(k.entry.valid_to) or '-'}"
                    f"{'  (active)' if k.active else ''}")
@@ -292,6 +302,58 @@ def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, exi
 
 
 @issuer.group()
+def device() -> None:
+    """The device registry: gates and readers that may be enrolled (no curl needed)."""
+
+
+@device.command("add")
+@HOME_OPTION
+@click.argument("device_id")
+@click.option("--site", required=True, help="The site it stands at: name (slug) or number.")
+@click.option("--direction", type=click.Choice(["entry", "exit"]), default="entry", show_default=True)
+@click.option("--description", default="", help="Where it stands (e.g. 'north gate, lane 1').")
+def device_add(home: Path, device_id: str, site: str, direction: str, description: str) -> None:
+    """Register DEVICE_ID at SITE, ready for an enrollment (`citypass issuer enrollment-qr --device ID`).
+
+    DEVICE_ID follows the one rule for gate ids (1-64 of a-z 0-9 . _ -): it also names the device's
+    certificate, its MQTT user and its topics.
+    """
+    from citypass.credential.devices import check_device_id
+    from citypass.errors import InvalidInput
+    from citypass.issuer.records import Device
+
+    try:
+        check_device_id(device_id)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="DEVICE_ID") from None
+    iss = open_issuer(home)
+    sites = iss.store.sites()
+    found = next((s for s in sites if site in (s.name, str(s.number))), None)
+    if found is None:
+        raise click.BadParameter(f"no site {site!r}: known sites are "
+                                 + ", ".join(f"{s.name} (#{s.number})" for s in sites), param_hint="--site")
+    iss.store.add_device(Device(device_id, found.number, direction, description, "registered", utc_now()))
+    click.echo(f"registered {device_id} at {found.name} (#{found.number}, {direction}); next: citypass issuer "
+               f"enrollment-qr --home {home} --device {device_id} --url URL --out setup.png")
+
+
+@device.command("list")
+@HOME_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def device_list(home: Path, as_json: bool) -> None:
+    """List registered devices: id, site, direction, status."""
+    import json
+    from dataclasses import asdict
+
+    devices = open_issuer(home).store.devices(limit=100_000)
+    if as_json:
+        click.echo(json.dumps([asdict(d) for d in devices], indent=1))
+        return
+    for d in devices:
+        click.echo(f"{d.id:24} site {d.site:<4} {d.direction:5} {d.status:10} {d.description}")
+
+
+@issuer.group()
 def token() -> None:
     """API tokens for `citypass issuer serve` (shown once, stored hashed)."""
 
@@ -309,9 +371,17 @@ def token_create(home: Path, role: str, label: str) -> None:
 
 @token.command("list")
 @HOME_OPTION
-def token_list(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def token_list(home: Path, as_json: bool) -> None:
     """List tokens: id, role, device, label, created, revoked (never the secrets)."""
-    for t in open_issuer(home).store.tokens():
+    tokens = open_issuer(home).store.tokens()
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"id": t.id, "role": t.role, "device_id": t.device_id, "label": t.label,
+                                "created_at": t.created_at, "revoked_at": t.revoked_at} for t in tokens], indent=1))
+        return
+    for t in tokens:
         click.echo(f"{t.id} {t.role:10} {t.device_id or '-':20} {format_time(t.created_at)} "
                    f"{'revoked ' + (format_time(t.revoked_at) or '') if t.revoked_at else 'live'}  {t.label}")
 
@@ -325,3 +395,110 @@ def token_revoke(home: Path, token_id: str) -> None:
     if not open_issuer(home).store.revoke_token(ident, utc_now()):
         raise click.ClickException(f"no live token {ident}")
     click.echo(f"revoked token {ident}")
+
+
+@issuer.group(cls=LazyGroup)
+def partner() -> None:
+    """Partner code platforms (互联互通): admit one within a scope, list them, revoke one (docs/partners.md)."""
+
+
+@partner.command("add")
+@HOME_OPTION
+@click.option("--descriptor", "descriptor_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The partner's descriptor (JSON from `citypass partner descriptor`).")
+@click.option("--products", required=True, help="Products it may issue, comma-separated (e.g. transit,annual).")
+@click.option("--sites", help="Site names or numbers its codes may open, comma-separated (default: every site).")
+@click.option("--valid-from", type=ISO_TIME, help="Admitted from (default: now).")
+@click.option("--valid-to", type=ISO_TIME, help="Admitted until (default: until revoked).")
+@click.option("--claims", help="Claims it may assert, comma-separated (default: all but cnf and passback).")
+@click.option("--formats", help="Formats it may use: cp1, gm1 (default: both).")
+@click.option("--number", type=int, help="Its platform number (default: the next free one).")
+def partner_add(home: Path, descriptor_path: Path, products: str, sites: str | None, valid_from: int | None,
+                valid_to: int | None, claims: str | None, formats: str | None, number: int | None) -> None:
+    """Admit a partner platform: its entry reaches gates with the next snapshot."""
+    from citypass.issuer import partners
+
+    iss = open_issuer(home)
+    now = utc_now()
+
+    def split(text: str | None) -> list[str] | None:
+        return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
+
+    entry = partners.admit(
+        iss.store, iss.trust_list(now), partners.parse_descriptor(descriptor_path.read_text(encoding="utf-8")),
+        products=[Product.from_name(p) for p in split(products) or []], now=now,
+        sites=None if sites is None else [iss.site_number(s) for s in split(sites) or []],
+        valid_from=valid_from, valid_to=valid_to, claims=split(claims), formats=split(formats), number=number,
+    )
+    click.echo(f"admitted partner {entry.id} as platform {entry.number} ({entry.name_zh} / {entry.name_en}); "
+               f"tell it: citypass partner set-number {entry.number}")
+
+
+@partner.command("list")
+@HOME_OPTION
+def partner_list(home: Path) -> None:
+    """List admitted partners and their scope."""
+    from citypass.issuer import partners
+
+    for a in partners.admitted(open_issuer(home).store):
+        p = a.partner
+        products = ",".join(Product(x).name.lower() for x in sorted(p.products))
+        scope = "all sites" if p.sites is None else f"sites {','.join(str(s) for s in sorted(p.sites))}"
+        state = f"revoked {format_time(a.revoked_at)}" if a.revoked_at is not None else "admitted"
+        click.echo(f"{p.number:>4} {p.id:16} {p.name_zh} / {p.name_en}  {products}; {scope}; "
+                   f"keys {','.join(k.alg + ':' + k.kid.hex() for k in p.keys)}; "
+                   f"from {format_time(p.valid_from)} to {format_time(p.valid_to) or '-'}; {state}")
+
+
+@partner.command("revoke")
+@HOME_OPTION
+@click.argument("partner_id")
+@click.option("--reason", default="", help="Why (kept in the store).")
+def partner_revoke(home: Path, partner_id: str, reason: str) -> None:
+    """Revoke a partner: the next signed delta carries it to every gate."""
+    from citypass.issuer import partners
+
+    rid = partners.revoke(open_issuer(home).store, partner_id, utc_now(), reason)
+    click.echo(f"revoked partner {partner_id} (revocation id {rid.hex()})")
+
+
+@issuer.group(cls=LazyGroup)
+def benefit() -> None:
+    """The benefit card (惠民卡): mint one, see the uses left by the central count."""
+
+
+@benefit.command("mint")
+@HOME_OPTION
+@click.option("--sites", required=True, help="Site names or numbers, comma-separated.")
+@click.option("--quota", type=click.IntRange(1, 255), required=True, help="Uses per period.")
+@click.option("--holder-key", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The holder's public key (PEM): a benefit card is always holder-bound.")
+@click.option("--period", type=click.Choice(["month", "week", "year"]), default="month", show_default=True)
+@click.option("--category", type=click.Choice(["resident", "senior", "student"]), default="resident",
+              show_default=True)
+@click.option("--valid-to", type=ISO_TIME, help="End of validity (default +365 d).")
+def benefit_mint(home: Path, sites: str, quota: int, holder_key: Path, period: str, category: str,
+                 valid_to: int | None) -> None:
+    """Print a benefit card's code (show it with `citypass holder present`)."""
+    from citypass.credential.claims import Category, Period
+    from citypass.issuer import benefits
+
+    iss = open_issuer(home)
+    click.echo(benefits.mint(iss, [s.strip() for s in sites.split(",") if s.strip()], quota,
+                             read_public_key(holder_key), utc_now(), period=Period[period.upper()],
+                             category=Category.from_name(category), valid_to=valid_to))
+
+
+@benefit.command("status")
+@HOME_OPTION
+@click.argument("credential_id")
+def benefit_status(home: Path, credential_id: str) -> None:
+    """The uses left this period on CREDENTIAL_ID (hex, or the card's code), by the central count."""
+    from citypass.issuer import benefits
+
+    iss = open_issuer(home)
+    text = benefits.status_text(iss.store, iss.credential_ref(credential_id).hex(), utc_now())
+    if text is None:
+        raise click.ClickException("not a benefit card issued here")
+    click.echo(f"{text[0]} / {text[1]}")

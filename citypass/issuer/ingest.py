@@ -31,17 +31,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
-from citypass.credential.claims import MAX_PARTY
+from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER, Product
 from citypass.credential.devices import check_outbox_id
 from citypass.issuer import watch
+from citypass.issuer.benefits import count_taps
 from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
 from citypass.issuer.tap_records import ANNUAL, TRANSIT, TapRecord
 
 if TYPE_CHECKING:
-    from citypass.issuer.repository import ControlRoomRepository, FleetRepository, LedgerRepository, TapRepository
+    from citypass.issuer.repository import (
+        BenefitRepository,
+        ControlRoomRepository,
+        FleetRepository,
+        LedgerRepository,
+        TapRepository,
+    )
 
-    class IngestStore(TapRepository, FleetRepository, LedgerRepository, ControlRoomRepository, Protocol):
-        """What ingest reads and writes: taps, the device registry, issued credentials."""
+    class IngestStore(TapRepository, FleetRepository, LedgerRepository, ControlRoomRepository, BenefitRepository,
+                      Protocol):
+        """What ingest reads and writes: taps, the device registry, issued credentials, the control room's
+        tables, benefit-card uses."""
 
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
 
@@ -72,14 +81,16 @@ class PreparedBatch:
 
 
 #: Bounds on a tap's numbers (the gate's own limits, with room): anything outside is not a real tap.
-MAX_SITE = 1023
+MAX_SITE = MAX_SITE_NUMBER
 MAX_PERSONS = 1000
 MAX_TIME = 2**40
 MAX_PRODUCT = 65535
 MAX_BODY_BYTES = 16_384
-#: Persons one allowed tap can admit, by product: an annual pass or a transit ride admits its holder alone.
-#: A reservation or group ticket admits at most its party (the issued party, when the issuer knows the credential).
-SINGLE_PERSON_PRODUCTS = {ANNUAL: "annual", TRANSIT: "transit"}
+#: Persons one allowed tap can admit, by product: an annual pass, a transit ride, a benefit card or an event badge
+#: admits its holder alone. A reservation or group ticket admits at most its party (the issued party, when the
+#: issuer knows the credential).
+SINGLE_PERSON_PRODUCTS = {ANNUAL: "annual", TRANSIT: "transit", int(Product.BENEFIT): "benefit",
+                          int(Product.EVENT): "event"}
 
 #: The party a reservation or group credential was issued for, by credential id (hex); None when unknown.
 PartyOf = Callable[[str], int | None]
@@ -137,6 +148,7 @@ def ingest(store: IngestStore, raw: Iterable[RawEvent], device_id: str | None, r
     batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid))
     with store.exclusive():  # the taps and the control room's tables in one transaction (see ControlRoomRepository)
         result = store.store_batch(batch, device_id, received_at)
+        count_taps(store, (p.tap for p in batch.events if p.tap is not None))  # the benefit card's city-wide count
         watch.after_batch(store, batch, received_at)  # incidents, tallies, groups: recomputed, a resend is harmless
     return result
 

@@ -31,8 +31,8 @@ default::
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeGuard
 
 from citypass.errors import InvalidInput
@@ -151,16 +151,21 @@ class Journey:
     complete: bool
     flag: str | None
     single_tap: bool = False
+    #: the rider's concession category (senior, student) when the fare was a concession fare
+    category: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return dict(vars(self))
 
 
-def journeys(taps: Iterable[TapRecord], fares: FareTable, *, now: int, max_journey_s: int = 4 * 3600) -> list[Journey]:
+def journeys(taps: Iterable[TapRecord], fares: FareTable, *, now: int, max_journey_s: int = 4 * 3600,
+             category_of: Callable[[str], str | None] | None = None) -> list[Journey]:
     """Every journey in ``taps`` (any order, duplicates allowed), sorted by start (or end, for a
     ``no_tap_in``), then credential and tap ids. Only allowed taps with someone through the barrier
-    count: a fully annulled tap-in never started a ride."""
+    count: a fully annulled tap-in never started a ride. ``category_of(credential_id)``: the rider's
+    category (``resident``, ``senior``, ``student``; from the credential or the benefit card), whose
+    :data:`CONCESSION` multiplier applies to the fare."""
     if max_journey_s <= 0:
         raise ValueError("max_journey_s must be positive")
     by_credential: dict[str, list[TapRecord]] = defaultdict(list)
@@ -169,8 +174,19 @@ def journeys(taps: Iterable[TapRecord], fares: FareTable, *, now: int, max_journ
             by_credential[tap.credential_id].append(tap)
     found: list[Journey] = []
     for credential_id, rides in by_credential.items():
-        found.extend(_pair(credential_id, rides, fares, now, max_journey_s))
+        paired = _pair(credential_id, rides, fares, now, max_journey_s)
+        category = category_of(credential_id) if category_of is not None else None
+        if category in CONCESSION and CONCESSION[category] != 1:
+            share = CONCESSION[category]
+            paired = [replace(j, fare=None if j.fare is None else round(j.fare * share), category=category)
+                      for j in paired]
+        found.extend(paired)
     return sorted(found, key=_journey_order)
+
+
+#: Fare multiplier per rider category (concession fares, from the category on a transit credential): seniors
+#: ride free, students at half fare, residents pay the table's fare.
+CONCESSION: dict[str | None, float] = {"resident": 1.0, "senior": 0.0, "student": 0.5}
 
 
 def _pair(credential_id: str, taps: list[TapRecord], fares: FareTable, now: int, limit: int) -> list[Journey]:

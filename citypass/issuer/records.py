@@ -192,3 +192,17 @@ class WalletClaimRecord:
     holder_id: str | None = None
     credential_id: str | None = None
     code: str | None = None
+
+
+@dataclass(frozen=True)
+class BenefitUse:
+    """One use of a benefit card counted by the centre (:mod:`citypass.issuer.benefits`)."""
+
+    ref: str  # "tap:<tap id>" or "booking:<reservation id>": a use is counted once
+    credential_id: str  # hex
+    period_start: int  # Unix s: the start of the quota period the use falls in
+    at: int
+    source: str  # "tap" or "booking"
+    gate_id: str | None
+    site: int | None
+    quota: int  # the card's quota (so that over-quota periods are found in SQL)

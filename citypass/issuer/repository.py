@@ -23,6 +23,7 @@ from citypass.issuer.incidents import Incident
 from citypass.issuer.ingest import PreparedBatch
 from citypass.issuer.records import (
     AuditEntry,
+    BenefitUse,
     Device,
     DeviceHealth,
     Enrollment,
@@ -142,6 +143,13 @@ class FleetRepository(Protocol):
     def redeem_enrollment(self, enrollment_id: str, secret_hash: bytes, at: int) -> Enrollment:
         """Mark an enrollment used, once. NotFound for an unknown id or a wrong secret (compared in
         constant time); Conflict when it was used already or has expired."""
+        ...
+    def release_enrollment(self, enrollment_id: str, secret_hash: bytes, device_id: str, at: int,
+                           window_s: int) -> Enrollment:
+        """Give back an enrollment ``device_id`` redeemed less than ``window_s`` ago (the device found a problem
+        after the redeem): it may be redeemed again until it expires, and the device is ``registered`` again
+        (not enrolled). NotFound for a wrong secret or another device's enrollment; Conflict when it is not
+        redeemed, was redeemed too long ago, or the device is retired."""
         ...
 
     def record_health(self, health: DeviceHealth) -> None: ...
@@ -296,8 +304,25 @@ class ControlRoomRepository(Protocol):
         ...
 
 
+class BenefitRepository(Protocol):
+    """The benefit card's central count (:mod:`citypass.issuer.benefits`): one row per use, keyed by its ref."""
+
+    def add_benefit_use(self, use: BenefitUse) -> int | None:
+        """Record ``use`` unless its ``ref`` is already recorded (then None); else the card's number of uses
+        in ``use.period_start``'s period, this one included. Idempotent under concurrent callers."""
+        ...
+    def benefit_use_count(self, credential_id: str, period_start: int) -> int: ...
+    def benefit_uses(self, credential_id: str, period_start: int) -> list[BenefitUse]:
+        """The card's uses in the period, ordered by ``(at, ref)``."""
+        ...
+    def benefit_overuse(self, since: int) -> list[tuple[str, int]]:
+        """``(credential_id, period_start)`` of cards used more often than their quota in a period starting at
+        or after ``since`` minus 366 days, ordered by ``(period_start, credential_id)``."""
+        ...
+
+
 class IssuerRepository(LedgerRepository, BookingRepository, FleetRepository, TapRepository, AccessRepository,
-                       WalletRepository, ControlRoomRepository, Protocol):
+                       WalletRepository, ControlRoomRepository, BenefitRepository, Protocol):
     """Everything the issuer stores. ``close()`` releases connections."""
 
     def close(self) -> None: ...

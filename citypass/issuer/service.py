@@ -22,7 +22,18 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from citypass.credential.claims import Annual, Credential, Group, HolderKey, Mode, Product, Reservation, Terms, Transit
+from citypass.credential.claims import (
+    Annual,
+    Category,
+    Credential,
+    Group,
+    HolderKey,
+    Mode,
+    Product,
+    Reservation,
+    Terms,
+    Transit,
+)
 from citypass.credential.codes import issue, parse
 from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
@@ -32,6 +43,7 @@ from citypass.credential.trustlist import TrustedKey, TrustList
 from citypass.errors import InvalidInput
 from citypass.issuer.backends import check_database, open_store
 from citypass.issuer.home import HomeError, IssuerHome
+from citypass.issuer.partners import listed as listed_partners
 from citypass.issuer.records import Conflict
 from citypass.issuer.repository import IssuerRepository
 
@@ -231,12 +243,15 @@ class Issuer:
             raise IssueError("party size must be 1..99")
         return Order(Reservation(self.site_number(venue), party, grace_minutes), slot_start, slot_end)
 
-    def transit_order(self, account: str, modes: Mode, now: int, valid_to: int | None = None) -> Order:
+    def transit_order(self, account: str, modes: Mode, now: int, valid_to: int | None = None,
+                      category: Category | None = None) -> Order:
+        """``category``: a concession rider (senior, student), priced at the concession fare."""
         if not modes:
             raise IssueError("a transit credential needs at least one mode")
         if not 0 < len(account) <= 32:
             raise IssueError("account must be 1..32 characters")
-        return Order(Transit(account, modes), now, valid_to if valid_to is not None else now + TRANSIT_AUTH_S)
+        return Order(Transit(account, modes, category), now,
+                     valid_to if valid_to is not None else now + TRANSIT_AUTH_S)
 
     def group_order(self, site: str, party: int, now: int, valid_from: int | None = None,
                     valid_to: int | None = None) -> Order:
@@ -283,6 +298,7 @@ class Issuer:
         return TrustList(
             version=int(self.store.get_meta("trust_version", "0") or 0), issued_at=now,
             keys=tuple(k.entry for k in self.store.keys()), require_dynamic=self.require_dynamic(),
+            partners=listed_partners(self.store),
         )
 
     def snapshot(self, now: int) -> LedgerSnapshot:

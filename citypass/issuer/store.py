@@ -19,6 +19,7 @@ from pathlib import Path
 
 from citypass.issuer.records import StorageFull, StoredKey
 from citypass.issuer.sqlite.access import AccessTables
+from citypass.issuer.sqlite.benefits import BenefitTables
 from citypass.issuer.sqlite.bookings import BookingTables
 from citypass.issuer.sqlite.control import ControlTables
 from citypass.issuer.sqlite.fleet import FleetTables
@@ -30,7 +31,8 @@ from citypass.issuer.sqlite.wallet import WalletTables
 __all__ = ["SCHEMA_VERSION", "IssuerStore", "StorageFull", "StoreSchemaError", "StoredKey"]
 
 
-class IssuerStore(ControlTables, LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables):
+class IssuerStore(ControlTables, LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables,
+                  BenefitTables):
     """The issuer's repository over one SQLite file (safe to share between threads)."""
 
     def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:

@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from citypass.credential.claims import MAX_SITE_NUMBER
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor, sig_structure
 from citypass.credential.keys import Alg, SigningKey, VerifyKey
 from citypass.errors import InvalidInput
@@ -63,7 +64,7 @@ HEADER_ALG, HEADER_X5CHAIN = 1, 33
 MAX_EVENTS = 200
 MAX_MESSAGE = 64 * 1024
 _LIMITS = {"persons": 1000, "party": 1000, "product": 65_535, "at": 2**40, "committed_ms": 2**50, "sent_ms": 2**50,
-           "site": 1023}
+           "site": MAX_SITE_NUMBER}
 
 
 class LaneRefused(InvalidInput):

@@ -89,15 +89,17 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
         raise ConfigError(f"site_not_configured: site {cfg.site!r} is not in the ledger (known: {known})")
     ledger.set_identity(cfg.gate_id, site.number, cfg.direction)
     if pin_factory is None and cfg.pins == "mock":
-        from gpiozero.pins.mock import MockFactory
+        from citypass.gate.barrier.mockpins import resting_mock_pins
 
-        pin_factory = MockFactory()
+        pin_factory = resting_mock_pins(cfg.barrier)
     barrier = Barrier(cfg.barrier, pin_factory=pin_factory)  # claims pins straight into the safe state
     camera = open_camera(cfg.camera)
     policy = cfg.policy.to_policy()
     screen = None
     if cfg.screen.enabled and cfg.health.enabled:  # the screen is served on the health address
-        title = {lang: cfg.screen.title.get(lang) or site.title or site.name for lang in cfg.screen.languages}
+        titles = {"zh": site.title, "en": site.title_en}  # a site's names in both languages, from the ledger
+        title = {lang: cfg.screen.title.get(lang) or titles.get(lang) or site.title or site.name
+                 for lang in cfg.screen.languages}
         texts = ScreenTexts(SHIPPED, cfg.screen.languages, title, arrow=cfg.screen.arrow,
                             exit_arrow=cfg.screen.exit_arrow, hold_s=cfg.screen.hold_s)
         screen = LaneScreen(ScreenHub(), texts, site, policy)

@@ -15,8 +15,9 @@ function cell (text) {
   return td
 }
 
-function clock (at) {
-  const d = new Date(at * 1000)
+// The sites' local time (the table says its UTC offset in minutes), as the server-rendered pages show it.
+function clock (at, offsetMinutes) {
+  const d = new Date((at + offsetMinutes * 60) * 1000)
   return d.toISOString().slice(11, 19)
 }
 
@@ -25,6 +26,7 @@ function liveTaps () {
   if (!table) return
   const body = table.querySelector('tbody')
   const counter = document.getElementById('live-count')
+  const offset = Number(table.dataset.utcOffset || 480)
   let seen = 0
   const source = new EventSource(table.dataset.stream)
   source.addEventListener('open', () => { document.body.dataset.stream = 'open' })
@@ -34,7 +36,7 @@ function liveTaps () {
     const row = document.createElement('tr')
     row.dataset.tapId = tap.tap_id
     row.className = tap.decision === 'allow' ? 'allow' : 'deny'
-    for (const field of FIELDS) row.appendChild(cell(field === 'at' ? clock(tap.at) : tap[field]))
+    for (const field of FIELDS) row.appendChild(cell(field === 'at' ? clock(tap.at, offset) : tap[field]))
     body.prepend(row)
     while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1)
     seen += 1

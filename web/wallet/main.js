@@ -134,6 +134,9 @@ function describe (pass) {
   if (d.sites.length) detail(dl, 'wallet.sites', () => d.sites.join(' · '))
   if (d.modes.length) detail(dl, 'wallet.modes', (lang) => d.modes.map((m) => t(`wallet.mode.${m}`, lang)).join(' · '))
   if (d.party > 1) detail(dl, 'wallet.party', (lang) => t('wallet.party', lang, { n: d.party }))
+  if (d.benefit_period && d.benefit_left != null) {
+    detail(dl, 'wallet.benefit', (lang) => t(`benefit.left.${d.benefit_period}`, lang, { n: d.benefit_left }))
+  }
   if (d.valid_from) detail(dl, 'wallet.valid_from', (lang) => formatTime(d.valid_from, lang))
   if (d.valid_to) detail(dl, 'wallet.valid_to', (lang) => formatTime(d.valid_to, lang))
   lines($('live'), 'wallet.live')

@@ -123,8 +123,15 @@ def _v2_site_lanes(db: Database) -> None:
         db.execute(statement)
 
 
+def _v3_benefit(db: Database) -> None:
+    # Benefit cards (credential/benefit.py) count their entries this period: partial indexes hold only product 5
+    # (benefit) rows, so no other tap pays for them.
+    db.execute("CREATE INDEX taps_benefit ON taps (credential_id, at) WHERE product = 5")
+    db.execute("CREATE INDEX sibling_taps_benefit ON sibling_taps (credential_id, at) WHERE product = 5")
+
+
 #: Every migration ever shipped, oldest first. ``user_version`` = how many of them a file has had.
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_site_lanes]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_site_lanes, _v3_benefit]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -61,6 +61,12 @@ _REVOKED = "SELECT 1 FROM revocations WHERE id = ?"
 _HOLDER_REVOKED = "SELECT 1 FROM revoked_holders WHERE id = ?"
 _SEEN = "SELECT 1 FROM seen WHERE presentation_id = ?"
 _OCCUPANCY = "SELECT persons FROM occupancy WHERE site = ?"
+_BENEFIT_USES = (
+    "SELECT (SELECT count(*) FROM taps WHERE product = 5 AND credential_id = ?1 AND at >= ?2 AND allowed = 1"
+    " AND kind = 'entry' AND annulled = 0)"
+    " + (SELECT count(*) FROM sibling_taps WHERE product = 5 AND credential_id = ?1 AND at >= ?2"
+    " AND kind = 'entry' AND annulled = 0)"
+)
 
 
 class SiteNotConfigured(LedgerError, InvalidInput):
@@ -229,6 +235,15 @@ class GateLedger:
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         return 0 if row is None else int(row[0])
+
+    def benefit_uses(self, credential_id: bytes, since: int) -> int:
+        """Benefit-card entries admitted here or at a sibling lane at or after ``since`` (partial indexes on
+        product 5 keep this a probe of a few rows; see migration ``_v3_benefit``)."""
+        try:
+            row = self._q_occupancy.execute(_BENEFIT_USES, (credential_id, since)).fetchone()
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        return int(row[0])
 
     # -- snapshots, deltas, sites, identity --------------------------------------------------------
     def load_snapshot(self, data: bytes, root: VerifyKey | None = None, *,

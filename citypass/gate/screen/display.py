@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from citypass.credential.claims import Benefit
 from citypass.credential.sites import SiteSettings
 from citypass.gate.daemon import Outcome
 from citypass.gate.policy import GatePolicy
@@ -46,7 +47,10 @@ class LaneScreen:
         at = self.wall() - (self.mono() - acted)  # the relay's moment on the wall clock the page compares with
         d = outcome.decision
         if d.allowed:
-            self.hub.decision(self.texts.allow(d.persons, d.flags, at))
+            terms = d.credential.terms if d.credential is not None else None
+            benefit = (d.benefit_left, terms.period.name.lower()) if isinstance(terms, Benefit) and \
+                d.benefit_left is not None else None
+            self.hub.decision(self.texts.allow(d.persons, d.flags, at, benefit=benefit))
         else:
             assert d.reason is not None
             self.hub.decision(self.texts.deny(d.reason, at))

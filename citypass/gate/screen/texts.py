@@ -77,11 +77,15 @@ class ScreenTexts:
                 **extra}
 
     # -- decisions -----------------------------------------------------------------------------------
-    def allow(self, persons: int, flags: Sequence[Reason], at: float | None = None) -> State:
-        """Green (amber when flagged): welcome, the number of people for a party, and any flag's message."""
+    def allow(self, persons: int, flags: Sequence[Reason], at: float | None = None, *,
+              benefit: tuple[int, str] | None = None) -> State:
+        """Green (amber when flagged): welcome, the number of people for a party, a benefit card's uses left
+        (``benefit`` = (uses left, period name)), and any flag's message."""
         details: list[tuple[str, dict[str, object]]] = []
         if persons > 1:
             details.append(("screen.persons", {"n": persons}))
+        if benefit is not None:
+            details.append((f"benefit.left.{benefit[1]}", {"n": benefit[0]}))
         details += [(f"reason.{flag.value}", {}) for flag in flags]
         kind = "flag" if flags else "allow"
         return self._state(kind, self._lines("screen.flagged" if flags else "screen.welcome", details),

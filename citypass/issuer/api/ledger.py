@@ -122,3 +122,19 @@ def rotate(request: Request, services: ServicesDep, _: AdminRole, body: RotateIn
     note(request, f"rotated issuer key to {new.kid.hex()}")
     return RotateOut(new_kid=new.kid.hex(), old_kid=old.kid.hex() if old else None, old_valid_to=old_to,
                      ledger_seq=issuer.store.ledger_seq())
+
+
+@router.get("/v1/trust-list", response_class=Response, summary="Our trust list, signed (for partners' readers)",
+            description="No token needed. The root-signed trust list (a COSE_Sign1 by the root key: our issuer and "
+                        "ledger keys, the partners we admit and their scope), published the way EU DCC trust lists "
+                        "are, so a partner's reader can verify our CP1 codes. Pin our root public key (`X-Root-Kid` "
+                        "names it) out of band and check the signature with it: "
+                        "`citypass.credential.trustlist.TrustList.verify` (docs/partners.md).",
+            responses={200: {**CBOR_BODY, "description": "The signed trust list's bytes."}})
+def trust_list(services: ServicesDep) -> Response:
+    issuer = services.issuer
+    root = issuer.root_key()
+    trust = issuer.trust_list(services.now())
+    return Response(trust.sign(root), media_type=CBOR,
+                    headers={"X-Trust-Version": str(trust.version), "X-Root-Kid": root.kid.hex(),
+                             "Cache-Control": "public, max-age=300"})

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, model_validator
 
-from citypass.credential.claims import HolderKey, Mode
+from citypass.credential.claims import Category, Event, HolderKey, Mode, Period
 from citypass.credential.codes import parse
 from citypass.credential.keys import VerifyKey
 from citypass.errors import InvalidInput
+from citypass.issuer import benefits
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, Strict, errors, parse_holder_key
 from citypass.issuer.api.deps import (
     ADMIN,
@@ -65,6 +66,9 @@ class TransitPassIn(Strict):
         default=["metro", "bus", "water_bus"], min_length=1, max_length=3, description="Modes it may be used on.")
     valid_to: int | None = Field(None, ge=0, le=MAX_TIME,
                                  description="End of the offline authorisation (default: one day).")
+    category: Literal["resident", "senior", "student"] | None = Field(
+        None, description="A concession rider: journeys are priced at the concession fare (senior free, student "
+                          "half).")
     holder_key: str | None = HOLDER_KEY
     holder: Literal["wallet"] | None = HOLDER
     claim_ttl_s: int = CLAIM_TTL
@@ -81,7 +85,34 @@ class GroupPassIn(Strict):
     claim_ttl_s: int = CLAIM_TTL
 
 
-PassIn = Annotated[AnnualPassIn | TransitPassIn | GroupPassIn, Field(discriminator="product")]
+class BenefitPassIn(Strict):
+    product: Literal["benefit"]
+    sites: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(
+        min_length=1, max_length=64, description="Site names or numbers where the card's uses count.",
+        examples=[["zhejiang-museum", "lingyin"]])
+    quota: int = Field(ge=1, le=255, description="Free or discounted uses per period.", examples=[4])
+    period: Literal["month", "week", "year"] = Field("month", description="The quota renews each period.")
+    category: Literal["resident", "senior", "student"] = Field("resident", description="Who the card is for.")
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of validity (default: one year).")
+    holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
+
+
+class EventPassIn(Strict):
+    product: Literal["event"]
+    sessions: list[Annotated[str, Field(min_length=1, max_length=48)]] = Field(
+        min_length=1, max_length=64, description="The sessions' sites (names or numbers): checked in once at each.",
+        examples=[["expo-hall-a-day1", "expo-hall-b-day1"]])
+    valid_from: int | None = VALID_FROM
+    valid_to: int | None = Field(None, ge=0, le=MAX_TIME, description="End of the event (default: one day).")
+    holder_key: str | None = HOLDER_KEY
+    holder: Literal["wallet"] | None = HOLDER
+    claim_ttl_s: int = CLAIM_TTL
+
+
+AnyPassIn = AnnualPassIn | TransitPassIn | GroupPassIn | BenefitPassIn | EventPassIn
+PassIn = Annotated[AnyPassIn, Field(discriminator="product")]
 
 
 class PassOut(BaseModel):
@@ -110,11 +141,21 @@ def _holder(text: str | None) -> VerifyKey | None:
     return None if text is None else parse_holder_key(text)
 
 
-def _order(issuer: Issuer, body: AnnualPassIn | TransitPassIn | GroupPassIn, now: int) -> Order:
+def _order(issuer: Issuer, body: AnyPassIn, now: int) -> Order:
+    if isinstance(body, BenefitPassIn):
+        if body.holder_key is None and body.holder is None:
+            raise InvalidInput("a benefit card is holder-bound: give holder_key or holder: wallet")
+        return benefits.order(issuer, body.sites, body.quota, now, period=Period[body.period.upper()],
+                              category=Category.from_name(body.category), valid_to=body.valid_to)
+    if isinstance(body, EventPassIn):
+        start = now if body.valid_from is None else body.valid_from
+        sessions = frozenset(issuer.site_number(s) for s in body.sessions)
+        return Order(Event(sessions), start, body.valid_to if body.valid_to is not None else start + 86_400)
     if isinstance(body, AnnualPassIn):
         return issuer.annual_order(body.sites, now, body.valid_from, body.valid_to, body.passback_minutes)
     if isinstance(body, TransitPassIn):
-        return issuer.transit_order(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to)
+        return issuer.transit_order(body.account, Mode.parse(",".join(body.modes)), now, body.valid_to,
+                                    None if body.category is None else Category.from_name(body.category))
     return issuer.group_order(body.site, body.party, now, body.valid_from, body.valid_to)
 
 
@@ -125,7 +166,9 @@ def wallet_url(request: Request) -> str:
 
 
 @router.post("/v1/passes", status_code=201, response_model=PassOut | WalletOfferOut, summary="Sign a pass",
-             description="Sign an annual, transit or group credential and return its code text; with "
+             description="Sign an annual, transit, group, event (a badge checked in once per session) or benefit "
+                         "(惠民卡, holder-bound) credential and return its "
+                         "code text; with "
                          "`\"holder\": \"wallet\"`, answer a one-time claim link for a phone wallet instead. "
                          + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 422))
 def create_pass(request: Request, body: PassIn, services: ServicesDep, _: IssuingRole) -> PassOut | WalletOfferOut:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field, field_validator
 
+from citypass.credential.claims import MAX_SITE_NUMBER
 from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
@@ -25,6 +26,7 @@ from citypass.issuer.api.deps import (
     note,
     roles_doc,
 )
+from citypass.issuer.benefits import over_quota_incidents
 from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.reconcile import (
     FareTable,
@@ -107,6 +109,9 @@ def incidents(services: ServicesDep, _: ReportsRole, since: Since = None, until:
         # What devices uploaded that the issuer would not believe (by the time it was received).
         found += [IncidentOut(**i.to_dict()) for i in quarantine_incidents(
             store.quarantined(since=start, until=end, limit=MAX_REPORT_TAPS)) if kind is None or i.kind == kind]
+    if kind in (None, "benefit_over_quota"):
+        # Benefit cards used beyond their quota, from the city-wide count (taps and online bookings).
+        found += [IncidentOut(**i.to_dict()) for i in over_quota_incidents(store, start) if i.first_at < end]
     found.sort(key=lambda i: (i.first_at, i.kind, i.incident_id))
     return found[:limit]
 
@@ -160,7 +165,7 @@ def tap_out(t: TapRecord) -> TapOut:
 def tap_pages(services: ServicesDep, _: ReportsRole,
               since: Annotated[int, Query(ge=0, le=MAX_TIME)], until: Annotated[int, Query(ge=0, le=MAX_TIME)],
               after: Annotated[str | None, Query(pattern=r"^\d{1,13}:[A-Za-z0-9._:-]{1,64}$")] = None,
-              site: Annotated[int | None, Query(ge=0, le=1023)] = None,
+              site: Annotated[int | None, Query(ge=0, le=MAX_SITE_NUMBER)] = None,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> TapPageOut:
     cursor = None if after is None else (int(after.split(":", 1)[0]), after.split(":", 1)[1])
     page = services.store.taps_page(since=since, until=until, after=cursor, site=site, limit=limit)
@@ -214,6 +219,7 @@ class JourneyOut(BaseModel):
     complete: bool
     flag: Literal["no_tap_out", "no_tap_in"] | str | None
     single_tap: bool
+    category: str | None = Field(None, description="senior or student: the fare is the concession fare.")
 
 
 @router.get("/v1/journeys", response_model=list[JourneyOut], summary="Transit journeys",
@@ -225,7 +231,15 @@ def list_journeys(services: ServicesDep, _: ReportsRole, since: Since = None, un
                   limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[JourneyOut]:
     start, end = _window(services, since, until, DAY)
     taps = _taps(services, since=start - MAX_JOURNEY_S, until=end, credential_id=credential_id)
-    rides = journeys(taps, _fares(services), now=min(end, services.now()), max_journey_s=MAX_JOURNEY_S)
+    store = services.store
+
+    def category_of(cid: str) -> str | None:  # a concession rider's category, from the credential we issued
+        details = store.credential_details(bytes.fromhex(cid)) or {}
+        category = details.get("category")
+        return category if isinstance(category, str) else None
+
+    rides = journeys(taps, _fares(services), now=min(end, services.now()), max_journey_s=MAX_JOURNEY_S,
+                     category_of=category_of)
     rides = [j for j in rides if max(j.started_at or 0, j.ended_at or 0) >= start]
     return [JourneyOut(**j.to_dict()) for j in rides[:limit]]
 
@@ -256,7 +270,8 @@ class GateActivityOut(BaseModel):
 def activity(services: ServicesDep, _: ReportsRole, since: Since = None, until: Until = None,
              gate_id: Annotated[str | None, Query(pattern=ID_PATTERN, description="Only this gate.",
                                                   examples=["lake-in"])] = None,
-             site: Annotated[int | None, Query(ge=0, le=1023, description="Only gates at this site number.")] = None,
+             site: Annotated[int | None, Query(ge=0, le=MAX_SITE_NUMBER,
+                                               description="Only gates at this site number.")] = None,
              ) -> list[GateActivityOut]:
     start, end = _window(services, since, until, DAY)
     taps = _taps(services, since=start, until=end, site=site)
@@ -271,9 +286,9 @@ class FaresModel(Strict):
     default_fare: int = Field(ge=0, le=10**7, examples=[200])
     pairs: list[Annotated[list[Annotated[int, Field(ge=0, le=10**7)]], Field(min_length=3, max_length=3)]] = Field(
         default_factory=list, max_length=100_000,
-        description="[from_site, to_site, fare] (sites 0..1023); a pair applies in either direction.",
+        description="[from_site, to_site, fare] (sites 0..2**32-1); a pair applies in either direction.",
         examples=[[[30, 31, 400]]])
-    zones: dict[Annotated[str, Field(pattern=r"^\d{1,4}$")], Annotated[int, Field(ge=0, le=1023)]] = Field(
+    zones: dict[Annotated[str, Field(pattern=r"^\d{1,10}$")], Annotated[int, Field(ge=0, le=MAX_SITE_NUMBER)]] = Field(
         default_factory=dict, description="Site number → zone.", examples=[{"30": 1, "31": 3}])
     base: int = Field(0, ge=0, le=10**7)
     per_zone: int = Field(0, ge=0, le=10**7)
@@ -282,8 +297,8 @@ class FaresModel(Strict):
     @classmethod
     def _sites_exist(cls, pairs: list[list[int]]) -> list[list[int]]:
         for pair in pairs:
-            if pair[0] > 1023 or pair[1] > 1023:
-                raise InvalidInput(f"fare pair {pair}: site numbers are 0..1023")
+            if pair[0] > MAX_SITE_NUMBER or pair[1] > MAX_SITE_NUMBER:
+                raise InvalidInput(f"fare pair {pair}: site numbers are 0..{MAX_SITE_NUMBER}")
         return pairs
 
 

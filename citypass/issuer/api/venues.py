@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from citypass.credential.claims import MAX_SITE_NUMBER
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.issuer import bookings
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, NAME_PATTERN, Strict, errors, parse_holder_key
@@ -34,7 +35,9 @@ SITE_REF = Path(min_length=1, max_length=48, description="Site name (slug) or nu
 class SiteIn(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="Short slug.", examples=["zhejiang-museum"])
     kind: SiteKind = Field(SiteKind.SCENIC, description="scenic, museum, metro, bus or water_bus.")
-    title: str = Field("", max_length=100, description="Display name.", examples=["浙江省博物馆"])
+    title: str = Field("", max_length=100, description="Display name in Chinese.", examples=["浙江省博物馆"])
+    title_en: str = Field("", max_length=100, description="Display name in English.",
+                          examples=["Zhejiang Provincial Museum"])
     capacity: int | None = Field(None, ge=1, le=10_000_000, description="Most people inside at once.")
     opens: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["09:00"])
     closes: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["17:00"])
@@ -52,6 +55,7 @@ class SiteOut(BaseModel):
     name: str
     kind: str
     title: str
+    title_en: str = ""
     capacity: int | None
     opens: str | None
     closes: str | None
@@ -60,7 +64,8 @@ class SiteOut(BaseModel):
 
     @classmethod
     def of(cls, s: SiteSettings) -> SiteOut:
-        return cls(number=s.number, name=s.name, kind=s.kind.value, title=s.title, capacity=s.capacity, opens=s.opens,
+        return cls(number=s.number, name=s.name, kind=s.kind.value, title=s.title, title_en=s.title_en,
+                   capacity=s.capacity, opens=s.opens,
                    closes=s.closes, passback_minutes=s.passback_minutes, passback_hard=s.passback_hard)
 
 
@@ -69,8 +74,8 @@ def _add_site(request: Request, services: ServicesDep, body: SiteIn) -> SiteOut:
     if any(s.name == body.name for s in issuer.store.sites()):
         raise Conflict(f"site {body.name!r} already exists")
     settings = SiteSettings(number=issuer.store.next_site_number(), **body.model_dump())
-    if settings.number > 1023:
-        raise IssueError("no site numbers left (0..1023)")
+    if settings.number > MAX_SITE_NUMBER:
+        raise IssueError(f"no site numbers left (0..{MAX_SITE_NUMBER})")
     issuer.add_site(settings, services.now())
     note(request, f"added site {settings.name} = {settings.number}")
     return SiteOut.of(settings)
@@ -92,7 +97,8 @@ def add_site(request: Request, body: SiteIn, services: ServicesDep, _: IssuingRo
 class SiteEditIn(Strict):
     """The settings an operator may change once a site exists (its number, name and kind stay)."""
 
-    title: str | None = Field(None, max_length=100, description="Display name.")
+    title: str | None = Field(None, max_length=100, description="Display name (signed: what gates show).")
+    title_en: str | None = Field(None, max_length=100, description="Display name in English.")
     capacity: int | None = Field(None, ge=1, le=10_000_000, description="Most people inside at once; null: no limit.")
     opens: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="null: open all day.")
     closes: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
@@ -108,7 +114,8 @@ def edit_site(services: ServicesDep, ref: str, changes: dict[str, object]) -> Si
     updated = SiteSettings.model_validate(site.model_dump() | changes)
     if (updated.opens is None) != (updated.closes is None):
         raise IssueError("opening hours need both opens and closes (or neither)")
-    services.store.update_site(updated, services.now())
+    if updated != site:
+        services.store.update_site(updated, services.now())
     return updated
 
 
@@ -119,7 +126,7 @@ def edit_site(services: ServicesDep, ref: str, changes: dict[str, object]) -> Si
 def patch_site(request: Request, site_id: Annotated[str, SITE_REF], body: SiteEditIn, services: ServicesDep,
                _: SitesWriteRole) -> SiteOut:
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    for name in ("title", "passback_minutes", "passback_hard"):
+    for name in ("title", "title_en", "passback_minutes", "passback_hard"):
         if name in changes and changes[name] is None:
             raise IssueError(f"{name} cannot be null")
     updated = edit_site(services, site_id, changes)

@@ -230,7 +230,8 @@ def _fill_bar(fill: float | None) -> Safe:
 
 def city_table(s: Session, rows: list[views.SiteNow]) -> Safe:
     t = words(s.lang)
-    body = [[tag("a", r.site.name, href=f"/console/city?site={r.site.name}"), r.site.title,
+    body = [[tag("a", r.site.name, href=f"/console/city?site={r.site.name}"),
+             (r.site.title_en or r.site.title) if s.lang == "en" else r.site.title,
              (r.inside, "num"), (r.site.capacity if r.site.capacity else "—", "num"), _fill_bar(r.fill),
              (r.entries_today, "num")] for r in rows]
     return tag("div", table([t("site"), t("title"), (t("inside"), "num"), (t("capacity"), "num"), t("fill"),
@@ -290,13 +291,15 @@ def live(request: Request, site: str = "", gate: str = "", product: str = "", de
                    tag("option", d, value=d, selected=q.get("decision") == d) for d in ("allow", "deny")],
                    name="decision")),
                tag("button", t("filter"), type="submit"), method="get", action="/console/live", class_="card")
+    sites = services.store.sites()
+    offset = sites[0].utc_offset_minutes if sites else 480  # the city's sites share one time zone
     stream = "/console/live/stream?" + urlencode({k: q[k] for k in ("site", "gate", "product", "decision")
                                                   if q.get(k)})
     headers = [t("time"), t("site"), t("gate"), t("product"), t("decision"), t("reason"), t("persons"),
                t("credential")]
     return layout(request, s, s.lang, "live", t("live"), form,
                   tag("p", f"{t('taps_seen')}: ", tag("span", "0", id="live-count")),
-                  table(headers, [], id="live-taps", data_stream=stream))
+                  table(headers, [], id="live-taps", data_stream=stream, data_utc_offset=offset))
 
 
 @router.get("/console/live/stream")
@@ -474,6 +477,7 @@ def venues(request: Request, notice: str = "") -> Response:
         edit = tag("form", _hidden(s), tag("strong", f"{site.number} {site.name} ({site.kind.value})"),
                    tag("br", void=True),
                    _field(t("title"), "title", site.title, maxlength=100),
+                   _field(t("title_en"), "title_en", site.title_en, maxlength=100),
                    _field(t("capacity"), "capacity", site.capacity, type="number", min=1),
                    _field(t("opens"), "opens", site.opens, pattern=r"\d\d:\d\d", size=5),
                    _field(t("closes"), "closes", site.closes, pattern=r"\d\d:\d\d", size=5),
@@ -537,7 +541,7 @@ async def edit_site_form(request: Request, name: str) -> Response:
     def act(s: Session, form: dict[str, str]) -> Response:
         services = _services(request)
         changes: dict[str, object] = {
-            "title": form.get("title", ""),
+            "title": form.get("title", ""), "title_en": form.get("title_en", "")[:100],
             "capacity": int(form["capacity"]) if form.get("capacity") else None,
             "opens": form.get("opens") or None, "closes": form.get("closes") or None,
             "passback_minutes": int(form.get("passback_minutes") or 0),

@@ -20,6 +20,7 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "bad_token": ("令牌无效、已吊销或没有 operator 角色。", "Invalid or revoked token, or not of the operator role."),
     "site": ("景点", "Site"),
     "title": ("名称", "Title"),
+    "title_en": ("英文名称", "English title"),
     "inside": ("在园人数", "Inside now"),
     "capacity": ("容量", "Capacity"),
     "fill": ("饱和度", "Fill"),

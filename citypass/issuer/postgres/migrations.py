@@ -25,10 +25,13 @@ three differences made for a city's volume:
 
 Version 2 adds the control room's tables (issue 16; the SQLite store's ``_control_room`` migration, column for
 column): ``incidents`` found at ingest, ``site_quarters`` tallies, ``tour_groups`` and ``group_stops``, and the
-``(received_at, tap_id)`` index the live stream reads.
+``(received_at, tap_id)`` index the live stream reads. Version 3 adds ``benefit_uses``, the benefit card's
+city-wide count (issue 18; SQLite's v6).
 """
 
 from __future__ import annotations
+
+from psycopg import errors as pg_errors
 
 from citypass.issuer.postgres.connection import PgBase
 from citypass.issuer.sqlite.migrations import StoreSchemaError
@@ -128,8 +131,14 @@ INSERT INTO site_quarters (site, quarter, entries, exits) SELECT site, at / 900 
     FROM taps WHERE decision = 'allow' AND kind IN ('entry', 'exit') GROUP BY 1, 2;
 """
 
+_V3_BENEFIT_USES = """
+CREATE TABLE benefit_uses (ref text PRIMARY KEY, credential_id text NOT NULL, period_start bigint NOT NULL,
+    at bigint NOT NULL, source text NOT NULL, gate_id text, site integer, quota integer NOT NULL);
+CREATE INDEX benefit_uses_card ON benefit_uses (credential_id, period_start);
+"""
+
 #: Each entry is one migration's SQL (several statements); version = its position, from 1.
-MIGRATIONS: list[str] = [_V1, _V2_CONTROL_ROOM]
+MIGRATIONS: list[str] = [_V1, _V2_CONTROL_ROOM, _V3_BENEFIT_USES]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -147,13 +156,26 @@ def migrate(base: PgBase) -> int:
         raise StoreSchemaError(f"the database has schema version {before}, newer than this software's "
                                f"{SCHEMA_VERSION}: upgrade citypass")
     for index, sql in enumerate(MIGRATIONS, start=1):
-        if index <= before:
-            continue
-        with base.write() as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
-            if current_version(base) >= index:  # another node got there first
-                continue
-            conn.execute(sql)
-            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s) ON CONFLICT (key) DO UPDATE"
-                         " SET value = excluded.value", [str(index)])
+        if index > before:
+            _apply(base, index, sql)
     return before
+
+
+def _apply(base: PgBase, index: int, sql: str) -> None:
+    """Run migration ``index`` unless another node has (re-checked under the lock). A backend that looked for
+    ``meta`` before another node created it may still have "no such table" cached when it gets the lock (an
+    advisory lock does not make PostgreSQL read the catalog changes others committed; a new transaction does):
+    it then fails on a table that exists, and the migration is checked again in a new transaction."""
+    for attempt in range(3):
+        try:
+            with base.write() as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+                if current_version(base) >= index:  # another node got there first
+                    return
+                conn.execute(sql)
+                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', %s) ON CONFLICT (key)"
+                             " DO UPDATE SET value = excluded.value", [str(index)])
+                return
+        except (pg_errors.DuplicateTable, pg_errors.DuplicateObject):
+            if attempt == 2:
+                raise

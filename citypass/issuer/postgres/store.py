@@ -8,6 +8,7 @@ number of nodes open it at the same moment.
 from __future__ import annotations
 
 from citypass.issuer.postgres.access import AccessTables
+from citypass.issuer.postgres.benefits import BenefitTables
 from citypass.issuer.postgres.bookings import BookingTables
 from citypass.issuer.postgres.connection import POOL_MAX
 from citypass.issuer.postgres.control import ControlTables
@@ -20,7 +21,8 @@ from citypass.issuer.postgres.wallet import WalletTables
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
 
-class PostgresStore(ControlTables, LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables):
+class PostgresStore(ControlTables, BenefitTables, LedgerTables, BookingTables, FleetTables, TapTables, AccessTables,
+                    WalletTables):
     """The issuer's repository over one PostgreSQL database (safe to share between threads)."""
 
     def __init__(self, url: str, *, pool_max: int = POOL_MAX, migrate_schema: bool = True) -> None:

@@ -29,10 +29,11 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 ``wallet_claims``    passes ordered for a phone wallet: the unsigned order, the hashed one-time claim
                      secret, expiry, and once claimed the holder id and the signed code (v4)
 ``incidents``        incidents found at ingest, by id, with the scope they were computed from and
-                     the operator's acknowledgement (control room, issue 16)
-``site_quarters``    persons in and out per site and quarter hour, recounted at ingest (issue 16)
-``tour_groups``      tour groups: agency, guide, party, price, where the gates last saw them (issue 16)
-``group_stops``      a group's itinerary: site, planned window, the group pass, persons admitted (issue 16)
+                     the operator's acknowledgement (control room, v5)
+``site_quarters``    persons in and out per site and quarter hour, recounted at ingest (v5)
+``tour_groups``      tour groups: agency, guide, party, price, where the gates last saw them (v5)
+``group_stops``      a group's itinerary: site, planned window, the group pass, persons admitted (v5)
+``benefit_uses``     the benefit card's city-wide count: one row per use (tap or booking), by ref (v6)
 ===================  ====================================================================
 """
 
@@ -158,8 +159,8 @@ def _v4_wallet(db: Database) -> None:
     )
 
 
-def _control_room(db: Database) -> None:
-    """The control room (issue 16): incidents kept at ingest, quarter-hour tallies, tour groups. Plain SQL
+def _v5_control_room(db: Database) -> None:
+    """The control room: incidents kept at ingest, quarter-hour tallies, tour groups. Plain SQL
     (no sqlite-utils helpers) so the PostgreSQL twin can run the same statements."""
     for statement in (
         "CREATE TABLE incidents (id TEXT PRIMARY KEY, kind TEXT NOT NULL, scope TEXT NOT NULL, credential_id TEXT,"
@@ -192,7 +193,20 @@ def _control_room(db: Database) -> None:
                " FROM taps WHERE decision = 'allow' AND kind IN ('entry', 'exit') GROUP BY site, at / 900 * 900")
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet, _control_room]
+
+def _v6_benefit_uses(db: Database) -> None:
+    """The benefit card's central count (citypass.issuer.benefits): one row per use (an admitted tap or a booking),
+    keyed by ``tap:<tap id>`` / ``booking:<reservation id>`` so that a use is counted once."""
+    db.table("benefit_uses").create(
+        {"ref": str, "credential_id": str, "period_start": int, "at": int, "source": str, "gate_id": str,
+         "site": int, "quota": int},
+        pk="ref", not_null={"credential_id", "period_start", "at", "source", "quota"},
+    )
+    db.table("benefit_uses").create_index(["credential_id", "period_start"])
+
+
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet, _v5_control_room,
+                             _v6_benefit_uses]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -31,13 +31,14 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from citypass.credential.claims import Annual, Credential, Group, HolderKey, Reservation, Transit
+from citypass.credential.claims import Annual, Benefit, Credential, Group, HolderKey, Reservation, Transit
 from citypass.credential.codes import decode_text, parse
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor
 from citypass.credential.keys import VerifyKey
 from citypass.credential.policy import VerifyPolicy
 from citypass.credential.walletclaim import PassDisplay, WalletPass, verify_claim_proof
 from citypass.errors import InvalidInput, NotFound
+from citypass.issuer import benefits
 from citypass.issuer.records import WalletClaimRecord
 from citypass.issuer.service import Issuer, Order
 from citypass.issuer.tokens import WALLET_CLAIM_PREFIX, hash_secret, new_secret, parse_secret
@@ -68,7 +69,7 @@ def _order_bytes(order: Order) -> bytes:
 
 
 def _order(data: bytes) -> Order:
-    cred = Credential.from_claims(decode_cbor(data))
+    cred = Credential.from_claims(decode_cbor(data), order=True)
     return Order(cred.terms, cred.valid_from, cred.valid_to)
 
 
@@ -100,23 +101,23 @@ def claim(issuer: Issuer, token: str, holder: VerifyKey, proof: bytes, now: int)
         code = issuer.mint_order(order, now, holder)
         issuer.store.complete_wallet_claim(ident, parse(code).credential.id.hex(), code)
         code = issuer.store.wallet_claim(ident).code or code  # a concurrent retry's code wins, consistently
-    return wallet_pass(issuer, ident, code)
+    return wallet_pass(issuer, ident, code, now)
 
 
-def wallet_pass(issuer: Issuer, claim_id: str, code: str) -> WalletPass:
+def wallet_pass(issuer: Issuer, claim_id: str, code: str, now: int | None = None) -> WalletPass:
     cred = parse(code).credential
     return WalletPass(
         claim_id=claim_id,
         credential_id=cred.id.hex(),
         code=code,
         credential=base64.urlsafe_b64encode(decode_text(code)).rstrip(b"=").decode(),
-        display=display(issuer, cred),
+        display=display(issuer, cred, now),
         refresh_s=REFRESH_S,
         window_s=VerifyPolicy().window_s,
     )
 
 
-def display(issuer: Issuer, cred: Credential) -> PassDisplay:
+def display(issuer: Issuer, cred: Credential, now: int | None = None) -> PassDisplay:
     """What the wallet shows beside the code: product, the sites' display names or the modes, party, validity."""
     titles = {s.number: s.title or s.name for s in issuer.store.sites()}
     t = cred.terms
@@ -131,5 +132,10 @@ def display(issuer: Issuer, cred: Credential) -> PassDisplay:
         sites, party = [titles.get(t.site, str(t.site))], t.party
     elif isinstance(t, Transit):
         modes = t.modes.names()
+    left = period = None
+    if isinstance(t, Benefit):
+        sites = [titles.get(n, str(n)) for n in sorted(t.sites)]
+        status = benefits.remaining(issuer.store, cred.id.hex(), now if now is not None else cred.valid_from or 0)
+        left, period = (status[0], t.period.name.lower()) if status is not None else (t.quota, t.period.name.lower())
     return PassDisplay(product=cred.product_name, sites=sites, modes=modes, party=party,
-                       valid_from=cred.valid_from, valid_to=cred.valid_to)
+                       valid_from=cred.valid_from, valid_to=cred.valid_to, benefit_left=left, benefit_period=period)

@@ -1,0 +1,100 @@
+"""Room for every stop: site numbers beyond 1,023, and what that does (not) cost the QR codes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from citypass.credential import Annual, Credential, Group, HolderKey, Reservation, SiteKind, SiteSettings, issue, parse
+from citypass.credential import qr as qrmod
+from citypass.credential.claims import BITMAP_SITES, MAX_SITE_NUMBER, decode_sites, encode_sites
+from citypass.credential.codes import present
+from citypass.credential.cose import FormatError, decode_cbor, encode_cbor
+from citypass.credential.verifier import verify
+from tests.helpers.codes import ANNUAL_SITES, NOW, World
+
+KINDS = (SiteKind.SCENIC, SiteKind.MUSEUM, SiteKind.METRO, SiteKind.BUS, SiteKind.WATER_BUS)
+
+
+class NoRevocations:
+    def is_revoked(self, credential_id: bytes) -> bool:
+        return False
+
+    def is_holder_revoked(self, holder_id: bytes) -> bool:
+        return False
+
+    def presentation_seen(self, presentation_id: bytes) -> bool:
+        return False
+
+
+def city_of_70000() -> list[SiteSettings]:
+    """70,000 sites numbered the way the issuer numbers them: the 18 scenic spots first (1..18), then
+    museums, then thousands of stations and bus routes of every kind."""
+    sites = [SiteSettings(number=n, name=f"spot-{n}", kind=SiteKind.SCENIC, title=f"景点{n}", title_en=f"Spot {n}")
+             for n in range(1, 19)]
+    for n in range(19, 70_001):
+        sites.append(SiteSettings(number=n, name=f"site-{n}", kind=KINDS[n % len(KINDS)]))
+    return sites
+
+
+def test_70000_sites_are_numbered_and_the_qr_goals_still_hold() -> None:
+    world = World()
+    sites = city_of_70000()
+    assert len({s.number for s in sites}) == 70_000 and max(s.number for s in sites) == 70_000
+    # the 18-site static annual pass of the scenic spots: still ≤ version 7
+    static = world.annual()
+    assert parse(static).credential.terms == Annual(ANNUAL_SITES, 30)
+    assert qrmod.version(static) <= 7
+    # dynamic codes for the far end of the numbering: ≤ version 11
+    far = sites[-1].number
+    for terms in (Reservation(far, 2, 15), Group(far, 3), Annual(ANNUAL_SITES | {far}, 30)):
+        cred = Credential(os.urandom(8), terms, NOW - 600, NOW + 3000, HolderKey(world.holder.public))
+        code = issue(cred, world.issuer)
+        assert parse(code).credential == cred
+        shown = present(code, world.holder, NOW)
+        assert qrmod.version(shown) <= 11, (terms, qrmod.version(shown))
+    # and a gate at site 70,000 admits its own code and refuses one for site 69,999
+    here = sites[-1]
+    assert verify(world.code(Group(far, 3)), world.trust(), NoRevocations(), here, NOW).allowed
+    wrong = verify(world.code(Group(far - 1, 3)), world.trust(), NoRevocations(), here, NOW)
+    assert not wrong.allowed and wrong.reason == "wrong_site"
+
+
+def test_65536_of_each_kind_fit_the_number_space() -> None:
+    assert 65_536 * len(KINDS) <= MAX_SITE_NUMBER
+    SiteSettings(number=MAX_SITE_NUMBER, name="last", kind=SiteKind.BUS)
+    with pytest.raises(ValueError):
+        SiteSettings(number=MAX_SITE_NUMBER + 1, name="beyond", kind=SiteKind.BUS)
+
+
+def test_annual_sites_keep_the_old_bitmap_and_list_the_rest() -> None:
+    # every pass whose sites are below 1,024 encodes exactly as before (old codes verify unchanged)
+    assert encode_sites(frozenset({0, 7, 8, 1023})) == bytes([0x81, 0x01]) + bytes(125) + bytes([0x80])
+    both = frozenset({1, 2, 1024, 70_000, MAX_SITE_NUMBER})
+    assert encode_sites(both) == [b"\x06", [1024, 70_000, MAX_SITE_NUMBER]]
+    assert decode_sites(encode_sites(both)) == both
+    assert decode_sites([b"", [5000]]) == {5000}
+
+
+@pytest.mark.parametrize("bad", [
+    [b"\x02", []],                      # array form with nothing above the bitmap: the bitmap form is the one
+    [b"\x02", [1023]],                  # a small site listed instead of set in the bitmap
+    [b"\x02", [2000, 1500]],            # not ascending
+    [b"\x02", [2000, 2000]],            # repeated
+    [b"\x02", [MAX_SITE_NUMBER + 1]],   # beyond the number space
+    [b"\x02", [True]],
+    [b"\x02"],
+    b"",
+    bytes(129),
+    "sites",
+])
+def test_malformed_site_sets_are_refused(bad: object) -> None:
+    with pytest.raises(FormatError):
+        decode_sites(bad)
+
+
+def test_a_code_with_a_large_site_survives_the_cbor_round_trip() -> None:
+    cred = Credential(bytes(8), Annual(frozenset({3, 123_456})), NOW, NOW + 10)
+    assert Credential.from_claims(decode_cbor(encode_cbor(cred.to_claims()))) == cred
+    assert BITMAP_SITES == 1024
