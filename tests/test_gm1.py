@@ -146,3 +146,17 @@ def test_formats_come_from_the_entry_point_group() -> None:
     assert verify("hello", World().trust(), Clean(), World().sites["scenic"], NOW).reason == Reason.NOT_CITYPASS
     assert verify("CP2:ABC", World().trust(), Clean(), World().sites["scenic"], NOW).reason == \
         Reason.UNSUPPORTED_VERSION
+
+
+def test_code_inspect_reads_gm1_codes() -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from citypass.cli import cli
+
+    result = CliRunner().invoke(cli, ["code", "inspect", partners.ride()])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.output)
+    assert (shown["format"], shown["platform"], shown["product"], shown["verified"]) == ("gm1", 7, "transit", False)
+    assert CliRunner().invoke(cli, ["code", "inspect", "GM1:AAAA"]).exit_code != 0
