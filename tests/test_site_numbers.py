@@ -11,21 +11,11 @@ from citypass.credential import qr as qrmod
 from citypass.credential.claims import BITMAP_SITES, MAX_SITE_NUMBER, decode_sites, encode_sites
 from citypass.credential.codes import present
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor
+from citypass.credential.revocations import NO_REVOCATIONS
 from citypass.credential.verifier import verify
 from tests.helpers.codes import ANNUAL_SITES, NOW, World
 
 KINDS = (SiteKind.SCENIC, SiteKind.MUSEUM, SiteKind.METRO, SiteKind.BUS, SiteKind.WATER_BUS)
-
-
-class NoRevocations:
-    def is_revoked(self, credential_id: bytes) -> bool:
-        return False
-
-    def is_holder_revoked(self, holder_id: bytes) -> bool:
-        return False
-
-    def presentation_seen(self, presentation_id: bytes) -> bool:
-        return False
 
 
 def city_of_70000() -> list[SiteSettings]:
@@ -56,8 +46,8 @@ def test_70000_sites_are_numbered_and_the_qr_goals_still_hold() -> None:
         assert qrmod.version(shown) <= 11, (terms, qrmod.version(shown))
     # and a gate at site 70,000 admits its own code and refuses one for site 69,999
     here = sites[-1]
-    assert verify(world.code(Group(far, 3)), world.trust(), NoRevocations(), here, NOW).allowed
-    wrong = verify(world.code(Group(far - 1, 3)), world.trust(), NoRevocations(), here, NOW)
+    assert verify(world.code(Group(far, 3)), world.trust(), NO_REVOCATIONS, here, NOW).allowed
+    wrong = verify(world.code(Group(far - 1, 3)), world.trust(), NO_REVOCATIONS, here, NOW)
     assert not wrong.allowed and wrong.reason == "wrong_site"
 
 
