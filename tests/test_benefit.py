@@ -221,7 +221,7 @@ def test_the_screen_shows_the_uses_left() -> None:
 
 def test_the_api_signs_benefit_cards_bound_to_a_holder_and_the_wallet_shows_the_uses_left(
         served: ServedIssuer) -> None:
-    from tests.test_wallet_api import claim_body
+    from tests.helpers.wallet import claim_body
 
     holder = SigningKey.generate()
     body = {"product": "benefit", "sites": ["zhejiang-museum", "lingyin"], "quota": 4, "category": "student",
