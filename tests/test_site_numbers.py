@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,22 @@ def test_a_code_with_a_large_site_survives_the_cbor_round_trip() -> None:
     cred = Credential(bytes(8), Annual(frozenset({3, 123_456})), NOW, NOW + 10)
     assert Credential.from_claims(decode_cbor(encode_cbor(cred.to_claims()))) == cred
     assert BITMAP_SITES == 1024
+
+
+def test_a_gate_ledger_installs_a_70000_site_snapshot_and_finds_its_site(tmp_path: Path) -> None:
+    from citypass.credential.snapshot import LedgerSnapshot
+    from citypass.gate.decision import GateContext, decide
+    from citypass.gate.ledger import GateLedger
+
+    world = World()
+    sites = tuple(city_of_70000())
+    trust = world.trust()
+    data = LedgerSnapshot(1, NOW - 60, trust, trust.sign(world.root), sites, frozenset(), frozenset(),
+                          world.root.public).sign(world.ledger)
+    with GateLedger.open(tmp_path / "gate.sqlite3", root=world.root.public) as ledger:
+        ledger.load_snapshot(data)
+        here = ledger.site(70_000)
+        assert here is not None and here.name == "site-70000" and ledger.site("site-69999").number == 69_999
+        assert ledger.site("spot-3").title_en == "Spot 3" and ledger.site(70_001) is None
+        decision = decide(world.code(Group(70_000, 2)), ledger, GateContext("g", here), NOW)
+        assert decision.allowed and decision.persons == 2
