@@ -31,7 +31,8 @@ COMMANDS = {
 #: Commands of the wiring layer that join a subsystem's group: group → {name: ``module:attribute``}.
 COMPOSED = {
     "gate": {"run": "citypass.wiring.gate:run"},
-    "issuer": {"serve": "citypass.wiring.issuer:serve"},
+    "issuer": {"serve": "citypass.wiring.issuer:serve",
+               "console-screenshots": "citypass.city.console_shots:console_screenshots"},
 }
 
 

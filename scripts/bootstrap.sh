@@ -45,3 +45,16 @@ if [ ! -x .venv/bin/python ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wa
     fi
     echo "$want" > "$stamp"
 fi
+
+# promtool (tests/test_deploy.py checks the alert rules in deploy/ with it): the binary from Debian's `prometheus`
+# package, extracted into the venv — the package itself is not installed, so no Prometheus server runs here.
+if [ ! -x .venv/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+    tmp="$(mktemp -d)"
+    if (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) && dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"; then
+        install -m 755 "$tmp/x/usr/bin/promtool" .venv/bin/promtool
+        echo "bootstrap: promtool from Debian's prometheus package in .venv/bin" >&2
+    else
+        echo "bootstrap: could not fetch promtool (apt-get download prometheus); tests/test_deploy.py will say so" >&2
+    fi
+    rm -rf "$tmp"
+fi

@@ -171,3 +171,46 @@ def test_modules_stay_small() -> None:
     for path in (ROOT / "sync").glob("*.py"):
         if path.name != "__init__.py":
             assert len(path.read_text().splitlines()) <= 400, path
+
+
+def test_a_group_shared_broker_home_lets_the_issuer_act_as_its_ca(tmp_path: Path) -> None:
+    """citypass-broker.service makes its home 2770 and the issuer is in its group: the CA's files must stay usable
+    by both accounts (subdirectories 2770, keys 0640), and a running broker must pick up an ACL the issuer
+    rewrote although the issuer cannot signal a process of another user (ProtectProc=invisible, other uid)."""
+    from citypass.provisioning.selftest import _Probe
+
+    shared = tmp_path / "broker"
+    shared.mkdir()
+    shared.chmod(0o2770)
+    home = BrokerHome(shared).init()
+    for sub in ("ca", "server", "data", "log", "run"):
+        assert stat.S_IMODE((shared / sub).stat().st_mode) == 0o2770, sub
+    assert stat.S_IMODE(home.ca.key_path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(home.server_key.stat().st_mode) == 0o640
+    private = BrokerHome(tmp_path / "private").init()  # not shared: as before
+    assert stat.S_IMODE(private.ca.key_path.stat().st_mode) == 0o600
+
+    files = home.add_device_with_key("gate-shared", 1, tmp_path / "gate")
+    (tmp_path / "gate" / "tls").mkdir()
+    for name, src in (("ca.pem", files.ca), ("device.pem", files.cert), ("device.key", files.key)):
+        (tmp_path / "gate" / "tls" / name).write_bytes(src.read_bytes())
+
+    def connects() -> bool:
+        probe = _Probe(tmp_path / "gate", "gate-shared")
+        try:
+            return probe.connect("127.0.0.1", port, 3.0) is None
+        finally:
+            probe.close()
+
+    proc, port = _serve(shared)
+    try:
+        assert connects()
+        home.pid_path.unlink()  # as the issuer sees it: no broker it could signal
+        assert home.revoke("gate-shared") == 1
+        deadline = time.monotonic() + 10
+        while connects() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not connects(), "the broker never reloaded the CRL the issuer rewrote"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

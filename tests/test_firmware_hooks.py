@@ -466,7 +466,9 @@ def test_health_check_says_mark_bad(tmp_path: Path, healthz: FakeHealthz, code: 
                                     failing: str) -> None:
     GateLedger.open(tmp_path / "ledger.sqlite3").close()
     healthz.code, healthz.body = code, body
-    result = hooks("health-check", "--config", str(gate_config(tmp_path)), "--url", healthz.url, "--grace", "0")
+    config = with_sync(gate_config(tmp_path)) if failing == "broker" else gate_config(tmp_path)
+    result = hooks("health-check", "--config", str(config), "--url", healthz.url, "--grace", "0",
+                   "--broker-within", "0")
     assert result.returncode == 1 and result.stdout.rstrip().endswith("mark-bad")
     failed = [line.split()[0] for line in result.stdout.splitlines()[1:-1] if "FAIL" in line.split()[1:2]]
     assert failed == [failing]
@@ -477,12 +479,44 @@ def test_health_check_fails_without_a_daemon_or_a_ledger(tmp_path: Path) -> None
     assert [s.name for s in steps if not s.ok] == ["daemon", "frames", "ledger", "broker"]
 
 
-def test_health_check_accepts_connected_or_buffering(tmp_path: Path, healthz: FakeHealthz) -> None:
-    GateLedger.open(tmp_path / "ledger.sqlite3").close()
-    for sync in ({"state": "connected"}, {"connected": False}, None):
+def test_health_check_wants_a_configured_broker_connected(tmp_path: Path, healthz: FakeHealthz) -> None:
+    """A gate whose [sync] names a broker must be connected: buffering (the finding: a build that never reaches
+    its broker passed) or no sync state fails; a gate without [sync] is offline by configuration."""
+    ledger = tmp_path / "ledger.sqlite3"
+    GateLedger.open(ledger).close()
+    for sync, ok in (({"state": "connected"}, True), ({"connected": True}, True), ({"connected": False}, False),
+                     ({"state": "buffering"}, False), (None, False)):
         healthz.body = {**DECIDING, **({"sync": sync} if sync else {})}
-        assert all(s.ok for s in check_health(healthz.url, tmp_path / "ledger.sqlite3"))
-    assert "counted as buffering" in judge_status(DECIDING)[2].detail
+        steps = check_health(healthz.url, ledger)
+        assert all(s.ok for s in steps) is ok, (sync, steps)
+        assert all(s.ok for s in check_health(healthz.url, ledger, broker_configured=False))
+    assert "no sync state" in judge_status(DECIDING)[2].detail
+
+
+def with_sync(config: Path) -> Path:
+    """``config`` with a [sync] section naming a broker (files need not exist: only the health check reads it)."""
+    config.write_text(config.read_text() + textwrap.dedent("""
+        [sync]
+        broker_host = "127.0.0.1"
+        broker_port = 1
+        ca = "ca.pem"
+        cert = "c.pem"
+        key = "c.key"
+        """))
+    return config
+
+
+def test_health_check_waits_broker_within_for_the_broker(tmp_path: Path, healthz: FakeHealthz) -> None:
+    GateLedger.open(tmp_path / "ledger.sqlite3").close()
+    config = with_sync(gate_config(tmp_path))
+    healthz.body = {**DECIDING, "sync": {"state": "buffering"}}
+    started = time.monotonic()
+    result = hooks("health-check", "--config", str(config), "--url", healthz.url, "--grace", "0",
+                   "--broker-within", "2")
+    assert result.returncode == 1 and result.stdout.rstrip().endswith("mark-bad"), result.stdout
+    assert time.monotonic() - started >= 1.5, "gave up on the broker before --broker-within"
+    healthz.body = {**DECIDING, "sync": {"state": "connected"}}
+    assert hooks("health-check", "--config", str(config), "--url", healthz.url, "--grace", "0").returncode == 0
 
 
 def test_health_check_of_a_real_daemon_says_mark_good_then_shutdown_stops_it(scene: Scene, tmp_path: Path) -> None:
@@ -504,3 +538,17 @@ def test_health_check_of_a_real_daemon_says_mark_good_then_shutdown_stops_it(sce
     finally:
         gate.close()
 
+
+
+def test_every_hook_answers_json_for_an_update_agent(tmp_path: Path, healthz: FakeHealthz) -> None:
+    GateLedger.open(tmp_path / "ledger.sqlite3").close()
+    healthz.body = {**DECIDING, "sync": {"state": "buffering"}}
+    result = hooks("health-check", "--json", "--config", str(with_sync(gate_config(tmp_path))), "--url", healthz.url,
+                   "--grace", "0", "--broker-within", "0")
+    body = json.loads(result.stdout)
+    assert result.returncode == 1 and body["ok"] is False and body["result"] == "mark-bad"
+    assert [s["name"] for s in body["steps"] if not s["ok"]] == ["broker"]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    boot = hooks("boot", "--json", "--config", str(gate_config(plain)))
+    assert boot.returncode == 0 and json.loads(boot.stdout)["ok"] is True, boot.stdout + boot.stderr

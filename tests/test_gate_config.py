@@ -188,3 +188,33 @@ def test_relative_camera_folder_resolves_against_the_files_folder(
     folder.mkdir()
     cfg = load_config(write(folder, BASE + '[camera]\nsource = "dir:frames"\n'))
     assert Path(cfg.camera.target) == folder / "frames"
+
+
+def test_the_example_config_under_mock_pins_admits_without_a_phantom_fire_alarm() -> None:
+    """examples/gate.toml wires the fire panel normally closed (fire_alarm_active_low = false) with a pull-up;
+    gpiozero's MockFactory leaves the pin at the pull's level, which reads as an alarm, so every grant ended in
+    fire_alarm. The gate's mock pins rest at the not-asserted level."""
+    import time as _time
+
+    from citypass.gate.barrier.gpio import Barrier
+    from citypass.gate.barrier.mockpins import resting_mock_pins
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "examples" / "gate.toml")
+    assert cfg.pins == "mock" and cfg.barrier.fire_alarm_active_low is False
+    with Barrier(cfg.barrier, pin_factory=resting_mock_pins(cfg.barrier)) as barrier:
+        barrier.start()
+        assert barrier.state.mode.value == "idle"
+        assert barrier.grant(1, "example")
+        deadline = _time.monotonic() + 2
+        while barrier.relay_energised_at("example") is None and _time.monotonic() < deadline:
+            _time.sleep(0.01)
+        assert barrier.relay_energised_at("example") is not None
+        assert barrier.state.mode.value == "open"
+        factory = resting_mock_pins(cfg.barrier)
+    with Barrier(cfg.barrier, pin_factory=factory) as barrier:  # the alarm still works: the contact opens
+        barrier.start()
+        factory.pin(cfg.barrier.fire_alarm_pin).drive_high()
+        deadline = _time.monotonic() + 2
+        while barrier.state.mode.value != "fire_alarm" and _time.monotonic() < deadline:
+            _time.sleep(0.01)
+        assert barrier.state.mode.value == "fire_alarm"

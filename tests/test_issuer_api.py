@@ -23,7 +23,8 @@ from citypass.issuer.testing import ServedIssuer, served_issuer
 NOW = 1_800_000_000
 HOUR = 3600
 #: Called with a one-time secret in the body instead of a bearer token (enrollment, wallet claim).
-TOKENLESS = ("/v1/enrollments/redeem", "/v1/wallet/claims", "/v1/trust-list")  # the trust list is public
+TOKENLESS = ("/v1/enrollments/redeem", "/v1/enrollments/check", "/v1/wallet/claims",
+             "/v1/trust-list")  # the trust list is public
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,8 @@ def test_every_endpoint_checks_its_documented_role(served: ServedIssuer) -> None
             for role in roles:
                 device = "gate-api-1" if path.endswith("/health") else "no-such-device"  # never retire ours
                 url = path.format(device_id=device, venue_id="zhejiang-museum", site_id="west-lake",
-                                  reservation_id="r_" + "0" * 16, credential_id="00" * 8)
+                                  reservation_id="r_" + "0" * 16, credential_id="00" * 8,
+                                  incident_id="double_use-" + "0" * 24, group_id="g_" + "0" * 12)
                 kwargs = {"json": {"unknown_field": 1}} if method in ("post", "put") else {}
                 status = clients[role].request(method.upper(), url, **kwargs).status_code  # type: ignore[arg-type]
                 if role in (None, "bogus"):

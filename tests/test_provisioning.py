@@ -8,6 +8,7 @@ subprocess for ``gate run``). Failures must say what happened and leave no half-
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -108,7 +109,7 @@ def run(*args: str) -> Result:
 def enroll_args(world: World, name: str, token: str, *extra: str) -> list[str]:
     return ["provision", "enroll", "--issuer", world.url, "--token", token, "--gate", name,
             "--home", str(world.home(name)), "--camera", f"dir:{world.frames}", "--pins", "mock",
-            "--health-port", "0", *extra]
+            "--health-port", "0", "--root-kid", world.issuer.root_key().kid.hex(), *extra]
 
 
 def assert_nothing_written(world: World, name: str) -> None:
@@ -127,8 +128,12 @@ def enrolled(world: World) -> tuple[Path, Result]:
 def test_enroll_writes_a_home_that_loads_and_gate_run_starts(world: World, enrolled: tuple[Path, Result]) -> None:
     home, result = enrolled
     assert result.exit_code == 0, result.output
-    for step in ("home", "disk", "issuer", "key", "redeem", "cert", "snapshot", "ledger", "config", "commit"):
+    for step in ("request", "home", "disk", "issuer", "check", "key", "redeem", "cert", "snapshot", "ledger", "config",
+                 "commit", "network"):
         assert f"✓ {step}" in result.output
+    # The gate unit may reach exactly the broker and the issuer (a drop-in under $CITYPASS_UNIT_DIR, never /etc).
+    dropin = Path(os.environ["CITYPASS_UNIT_DIR"]) / "citypass-gate.service.d" / "50-citypass-network.conf"
+    assert "\nIPAddressAllow=127.0.0.1\n" in dropin.read_text()
     assert oct((home / layout.KEY).stat().st_mode & 0o777) == "0o600"
     assert oct((home / layout.DEVICE).stat().st_mode & 0o777) == "0o600"
     cfg = load_config(home / layout.CONFIG)
@@ -242,7 +247,7 @@ def test_a_skewed_clock_is_refused_before_the_token_is_spent(world: World) -> No
 
 def _request(world: World, name: str, token: str) -> EnrollRequest:
     return EnrollRequest(issuer=world.url, token=token, home=world.home(name), device_id=name, pins="mock",
-                         camera=f"dir:{world.frames}", health_port=0)
+                         camera=f"dir:{world.frames}", health_port=0, root_kid=world.issuer.root_key().kid.hex())
 
 
 def test_too_little_free_space_is_refused_before_anything(world: World) -> None:
@@ -252,7 +257,9 @@ def test_too_little_free_space_is_refused_before_anything(world: World) -> None:
     assert_nothing_written(world, "gate-full")
 
 
-def test_a_disk_filling_up_mid_way_leaves_nothing(world: World) -> None:
+def test_a_disk_filling_up_mid_way_leaves_nothing_and_gives_the_enrollment_back(world: World) -> None:
+    """A failure after the redeem: the issuer takes the enrollment back (device registered, certificate and
+    token revoked), and the same token works once the cause is fixed."""
     token = world.enrollment("gate-enospc")
 
     def write(path: Path, data: bytes, mode: int) -> None:
@@ -263,7 +270,135 @@ def test_a_disk_filling_up_mid_way_leaves_nothing(world: World) -> None:
     with pytest.raises(ProvisionError, match=r"the disk is full \(writing gate.toml\)") as caught:
         enroll(_request(world, "gate-enospc", token), Environment(write=write))
     assert caught.value.step == "config"
+    assert caught.value.recovery and "took the enrollment back" in caught.value.recovery
     assert_nothing_written(world, "gate-enospc")
+    with world.api() as api:
+        assert api.get("/v1/devices/gate-enospc").json()["status"] == "registered"
+    assert "gate-enospc" not in CertificateAuthority(world.broker_home.ca_dir).active("device")
+    assert not [t for t in world.issuer.store.tokens() if t.device_id == "gate-enospc" and t.revoked_at is None]
+    again = run(*enroll_args(world, "gate-enospc", token))
+    assert again.exit_code == 0, again.output
+    with world.api() as api:
+        assert api.get("/v1/devices/gate-enospc").json()["status"] == "enrolled"
+
+
+def test_a_failure_after_the_redeem_says_how_to_recover_when_the_issuer_cannot_take_it_back(world: World) -> None:
+    token = world.enrollment("gate-late")
+    with httpx.Client(base_url=world.url) as anon:
+        api_token = anon.post("/v1/enrollments/redeem", json={"token": token}).json()["api_token"]
+        # Too late: the release window is over (the issuer's clock moved on).
+        world.clock.offset += 16 * 60
+        try:
+            late = anon.post("/v1/enrollments/release", json={"token": token},
+                             headers={"Authorization": f"Bearer {api_token}"})
+        finally:
+            world.clock.offset -= 16 * 60
+        assert late.status_code == 409 and "too late" in late.json()["detail"]
+        # Another device's token cannot give it back.
+        other = world.enrollment("gate-late-2")
+        other_api = anon.post("/v1/enrollments/redeem", json={"token": other}).json()["api_token"]
+        stranger = anon.post("/v1/enrollments/release", json={"token": token},
+                             headers={"Authorization": f"Bearer {other_api}"})
+        assert stranger.status_code == 404
+
+
+def test_a_token_of_the_wrong_kind_is_refused_before_a_key_is_made(world: World) -> None:
+    result = run(*enroll_args(world, "gate-kind", "cpt_0123456789ab_" + "A" * 43))
+    assert result.exit_code == 1
+    assert "✗ request" in result.output and "not an enrollment token" in result.output
+    assert "✓ key" not in result.output
+    assert_nothing_written(world, "gate-kind")
+
+
+def test_an_issuer_url_without_scheme_is_named_as_such(world: World) -> None:
+    args = enroll_args(world, "gate-scheme", world.enrollment("gate-scheme"))
+    args[args.index("--issuer") + 1] = world.url.removeprefix("http://")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "has no http:// or https://" in result.output and "cannot reach" not in result.output
+
+
+def test_plain_http_needs_a_pinned_root_key_or_insecure_tofu(world: World) -> None:
+    token = world.enrollment("gate-tofu")
+    args = enroll_args(world, "gate-tofu", token)
+    at = args.index("--root-kid")
+    del args[at:at + 2]
+    refused = run(*args)
+    assert refused.exit_code == 1 and "--insecure-tofu" in refused.output and "plain HTTP" in refused.output
+    assert_nothing_written(world, "gate-tofu")
+    accepted = run(*args, "--insecure-tofu")
+    assert accepted.exit_code == 0, accepted.output
+    assert "trusted on first use" in accepted.output
+
+
+def test_a_wrong_root_key_is_refused_before_the_token_is_spent(world: World) -> None:
+    token = world.enrollment("gate-kid")
+    args = enroll_args(world, "gate-kid", token)
+    args[args.index("--root-kid") + 1] = "00" * 8
+    result = run(*args)
+    assert result.exit_code == 1 and "is pinned" in result.output and "✗ check" in result.output
+    assert "✓ redeem" not in result.output
+    assert run(*enroll_args(world, "gate-kid", token)).exit_code == 0
+
+
+def test_a_wrong_site_or_gate_is_refused_before_the_token_is_spent(world: World) -> None:
+    token = world.enrollment("gate-site")
+    wrong_site = run(*enroll_args(world, "gate-site", token, "--site", "city-museum"))
+    assert wrong_site.exit_code == 1 and "not city-museum" in wrong_site.output
+    assert "✗ check" in wrong_site.output and "nothing was written" in wrong_site.output
+    assert _status(world, "gate-site") == "registered"
+    world.enrollment("gate-sitf")  # another registered gate: the token is not for it
+    wrong_gate = run(*enroll_args(world, "gate-sitf", token))
+    assert wrong_gate.exit_code == 1 and "this token enrolls 'gate-site'" in wrong_gate.output
+    assert run(*enroll_args(world, "gate-site", token, "--site", "1")).exit_code == 0
+    assert _status(world, "gate-site") == "enrolled"
+
+
+def _status(world: World, device_id: str) -> str:
+    with world.api() as api:
+        status: str = api.get(f"/v1/devices/{device_id}").json()["status"]
+        return status
+
+
+def test_devices_are_registered_by_site_name_or_number_under_the_one_id_rule(world: World) -> None:
+    with world.api() as api:
+        by_name = api.post("/v1/devices", json={"id": "gate-slug", "site": "city-museum"})
+        assert by_name.status_code == 201 and by_name.json()["site"] == 2
+        assert api.post("/v1/devices", json={"id": "gate-num", "site": 1}).json()["site"] == 1
+        unknown = api.post("/v1/devices", json={"id": "gate-nosite", "site": "lost-lake"})
+        assert unknown.status_code == 422 and "west-lake (#1)" in unknown.text
+        # An id the certificate cannot carry is refused where it is first given, not at enrollment.
+        for bad in ("Gate-WL:E3", "gate wl", "gate/1", "-gate"):
+            assert api.post("/v1/devices", json={"id": bad, "site": 1}).status_code == 422, bad
+
+
+def test_issuer_device_add_registers_without_curl(world: World) -> None:
+    home = str(world.issuer_home)
+    added = run("issuer", "device", "add", "--home", home, "gate-cli", "--site", "west-lake",
+                "--description", "north lane")
+    assert added.exit_code == 0, added.output
+    assert "enrollment-qr" in added.output
+    assert _status(world, "gate-cli") == "registered"
+    bad = CliRunner().invoke(cli, ["issuer", "device", "add", "--home", home, "Gate:CLI", "--site", "1"])
+    assert bad.exit_code == 2 and "unsafe device id" in bad.output
+    listed = run("issuer", "device", "list", "--home", home, "--json")
+    rows = {row["id"]: row for row in json.loads(listed.output)}
+    assert rows["gate-cli"]["site"] == 1 and rows["gate-cli"]["description"] == "north lane"
+
+
+def test_an_issuer_behind_a_private_ca_needs_issuer_ca(world: World) -> None:
+    token = world.enrollment("gate-tls")
+    tls = (str(world.broker_home.server_cert), str(world.broker_home.server_key))
+    app = create_app(world.issuer, clock=world.clock,
+                     authority=BrokerAuthority(world.broker_home, f"{world.broker.host}:{world.broker.port}"))
+    with BackgroundServer(app, tls=tls) as server:
+        args = enroll_args(world, "gate-tls", token)
+        args[args.index("--issuer") + 1] = server.url
+        untrusted = run(*args)
+        assert untrusted.exit_code == 1 and "--issuer-ca" in untrusted.output, untrusted.output
+        trusted = run(*args, "--issuer-ca", str(world.broker_home.ca_cert))
+        assert trusted.exit_code == 0, trusted.output
+        assert "HTTPS (private CA" in trusted.output
 
 
 def _connects(tls_dir: Path, device_id: str, world: World) -> bool:
@@ -475,3 +610,61 @@ def test_the_enrolled_home_is_private_whatever_the_umask(world: World) -> None:
     modes = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in [home, *home.rglob("*")]}
     assert modes.pop(".") == "0o700" and modes.pop(layout.TLS) == "0o700"
     assert modes and set(modes.values()) == {"0o600"}, modes  # gate.toml, ledger, keys, certificates, …
+
+
+def test_enroll_writes_the_board_profile_and_explicit_pins(world: World) -> None:
+    default = world.home("gate-wl-e1")  # the module's first enrollment: no --board given
+    barrier = load_config(default / layout.CONFIG).barrier
+    assert (barrier.relay_pin, barrier.relay_active_high, barrier.fire_alarm_active_low) == (17, False, False)
+    assert barrier.fail_mode == "fail_secure"
+    token = world.enrollment("gate-board")
+    result = run(*enroll_args(world, "gate-board", token, "--board", "waveshare-rpi-relay", "--relay-active-high",
+                              "--sensor-pin", "5", "--fire-alarm-contact", "no", "--fail-mode", "fail_safe"))
+    assert result.exit_code == 0, result.output
+    barrier = load_config(world.home("gate-board") / layout.CONFIG).barrier
+    assert (barrier.relay_pin, barrier.relay_active_high, barrier.sensor_pin) == (26, True, 5)
+    assert (barrier.fire_alarm_active_low, barrier.fail_mode) == (True, "fail_safe")
+    clash = CliRunner().invoke(cli, enroll_args(world, "gate-board2", token, "--relay-pin", "27"))
+    assert clash.exit_code == 2 and "board generic-active-low" in clash.output  # the sensor's pin: refused at once
+
+
+def test_selftest_warns_about_mock_pins_and_names_lgpio_when_pins_cannot_load(world: World,
+                                                                             enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    result = run("selftest", "--config", str(home / layout.CONFIG))
+    assert result.exit_code == 0 and "MOCK pins" in result.output and "WARN" in result.output
+    from citypass.provisioning.selftest import check_gpio
+
+    native = load_config(home / layout.CONFIG).model_copy(update={"pins": "native"})
+    row = check_gpio(native)  # this machine is no Raspberry Pi and has no lgpio
+    import importlib.util
+
+    hint = "install lgpio" if importlib.util.find_spec("lgpio") is None else "lgpio is installed but"
+    assert row.status == "fail" and hint in row.detail and "BadPinFactory" in row.detail, row.detail
+    assert "Falling back" not in row.detail
+
+
+def test_enroll_and_selftest_answer_json(world: World, enrolled: tuple[Path, Result]) -> None:
+    home, _ = enrolled
+    selftest = run("selftest", "--json", "--config", str(home / layout.CONFIG))
+    body = json.loads(selftest.output)
+    assert selftest.exit_code == 0 and body["ok"] is True and body["gate_id"] == "gate-wl-e1"
+    assert {c["name"]: c["status"] for c in body["checks"]}["gpio"] == "warn"
+    refused = CliRunner().invoke(cli, enroll_args(world, "gate-json", "cpt_0123456789ab_" + "A" * 43, "--json"))
+    failure = json.loads(refused.stdout)  # the ✗ lines went to stderr
+    assert refused.exit_code == 1 and failure["failed_step"] == "request"
+    assert "nothing was written" in failure["recovery"]
+    token = world.enrollment("gate-json")
+    done = run(*enroll_args(world, "gate-json", token, "--json"))
+    success = json.loads(done.output)
+    assert success["ok"] and success["device_id"] == "gate-json" and success["network_dropin"]["written"]
+    assert [s["step"] for s in success["steps"]][:3] == ["request", "home", "disk"]
+
+
+def test_list_commands_answer_json(world: World) -> None:
+    tokens = json.loads(run("issuer", "token", "list", "--home", str(world.issuer_home), "--json").output)
+    assert any(t["role"] == "technician" for t in tokens) and all("secret" not in t for t in tokens)
+    keys = json.loads(run("issuer", "keys", "--home", str(world.issuer_home), "--json").output)
+    assert {k["role"] for k in keys} >= {"issuer", "ledger"} and all(k["kid"] for k in keys)
+    identities = json.loads(run("broker", "list", "--home", str(world.broker_home.path), "--json").output)
+    assert any(i["cn"] == "gate-wl-e1" and i["kind"] == "device" and i["site"] == 1 for i in identities)

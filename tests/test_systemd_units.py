@@ -23,6 +23,7 @@ import click
 import pytest
 
 from citypass.cli import cli
+from citypass.gate.paths import GATE_CONFIG, STATE_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = sorted((ROOT / "systemd").glob("*.service"))
@@ -93,12 +94,12 @@ def test_the_gate_unit_says_what_the_issue_requires() -> None:
         return service[key][-1]
 
     assert one("Type") == "notify" and one("NotifyAccess") == "main"
-    assert one("ExecStart").endswith("citypass gate run --config /etc/citypass/gate.toml")
+    assert one("ExecStart").endswith(f"citypass gate run --config {GATE_CONFIG}")
     assert "citypass hooks safe-state" in one("ExecStopPost")
     assert 1 <= int(one("WatchdogSec").removesuffix("s")) <= 30
     assert one("Restart") == "always" and one("RestartSec")
     assert {"StartLimitIntervalSec", "StartLimitBurst"} <= set(unit["Unit"])
-    assert one("StateDirectory") == "citypass" and one("ConfigurationDirectory") == "citypass"
+    assert one("StateDirectory") == "citypass" and "ConfigurationDirectory" not in service
     assert one("RuntimeDirectory") == "citypass"
     assert one("User") == "citypass" and "DynamicUser" not in service
     assert one("SupplementaryGroups").split() == ["gpio", "video"]
@@ -113,6 +114,27 @@ def test_the_gate_unit_says_what_the_issue_requires() -> None:
                  "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname"):
         assert one(flag) == "yes", flag
     assert one("IPAddressDeny") == "any" and one("IPAddressAllow") == "localhost"
+
+
+def test_every_gate_unit_reads_the_config_where_enroll_writes_it() -> None:
+    """The finding: enroll wrote /var/lib/citypass/gate.toml while the units waited for /etc/citypass/gate.toml,
+    so `systemctl start citypass-gate` was skipped silently. Units, enroll's default home, the hooks' and
+    selftest's default --config are one path now."""
+    from citypass.firmware_hooks.cli import DEFAULT_CONFIG
+    from citypass.gate.cli import DEFAULT_GATE_CONFIG
+    from citypass.provisioning import device as layout
+    from citypass.provisioning.cli import DEFAULT_HOME
+
+    assert DEFAULT_HOME / layout.CONFIG == GATE_CONFIG == DEFAULT_CONFIG == DEFAULT_GATE_CONFIG
+    assert GATE_CONFIG.parent == STATE_DIR
+    for name in ("citypass-gate.service", "citypass-barrier-safe.service", "citypass-power-fail.service"):
+        unit = parse_unit(ROOT / "systemd" / name)
+        assert unit["Service"]["StateDirectory"] == [STATE_DIR.name], name
+        configs = [v.split("--config ")[1].split()[0] for vs in unit["Service"].values() for v in vs
+                   if "--config " in v]
+        assert configs and set(configs) == {str(GATE_CONFIG)}, name
+        if "ConditionPathExists" in unit["Unit"]:
+            assert unit["Unit"]["ConditionPathExists"] == [str(GATE_CONFIG)], name
 
 
 def test_the_barrier_is_parked_before_the_gate_starts_and_after_it_stops() -> None:
@@ -161,6 +183,35 @@ def test_exposure_is_low(installed: Path, unit: str) -> None:
     score = exposure(installed, unit)
     print(f"{unit}: exposure {score}")
     assert score <= MAX_EXPOSURE
+
+
+def test_the_enrolled_network_dropin_opens_exactly_broker_and_issuer_and_keeps_the_score(installed: Path,
+                                                                                       tmp_path: Path) -> None:
+    """`citypass provision enroll` writes citypass-gate.service.d/50-citypass-network.conf (the finding: the unit
+    allowed only localhost, so the broker and issuer that enroll wrote into [sync] were unreachable)."""
+    from citypass.provisioning.device import DeviceRecord
+    from citypass.provisioning.network import write_dropin
+
+    record = DeviceRecord(device_id="gate-wl-e1", site=1, site_name="west-lake", direction="entry",
+                          issuer="https://issuer.example:8443", broker="broker.example:8883", api_token="x",
+                          enrolled_at=0, certificate_serial="1")
+    names = {"broker.example": ["192.0.2.10"], "issuer.example": ["192.0.2.11", "2001:db8::11"]}
+    units = tmp_path / "units"
+    units.mkdir()
+    shutil.copy(installed / "citypass-gate.service", units)
+    path, summary = write_dropin(record, units, resolver=names.__getitem__)
+    assert path == units / "citypass-gate.service.d" / "50-citypass-network.conf"
+    dropin = parse_unit(path)
+    assert dropin["Service"]["IPAddressAllow"] == ["192.0.2.10 192.0.2.11 2001:db8::11"]
+    assert "daemon-reload" in summary
+    verify = subprocess.run([systemd_analyze(), "verify", str(units / "citypass-gate.service")], capture_output=True,
+                            text=True, timeout=60)
+    assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stdout + verify.stderr
+    result = subprocess.run([systemd_analyze(), "security", "--offline=yes", str(units / "citypass-gate.service")],
+                            capture_output=True, text=True, timeout=60)
+    assert "allow list with non-localhost entries" in result.stdout, "the drop-in was not read"
+    match = re.search(r"Overall exposure level for citypass-gate.service: (\d+\.\d+)", result.stdout)
+    assert match and float(match.group(1)) <= 2.0, result.stdout
 
 
 def test_operations_doc_quotes_the_gate_units_exposure(installed: Path) -> None:

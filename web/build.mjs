@@ -2,6 +2,8 @@
 //
 //   wallet/ → citypass/issuer/wallet/static/   served by the issuer at /wallet/ (an installable web app)
 //   screen/ → citypass/gate/screen/static/     served by the gate daemon at /screen
+//   console/ → citypass/issuer/console/static/ served by the issuer at /console/static/ (script and style of the
+//              operators' server-rendered pages: htmx, the live tap stream)
 //
 // File names carry no hashes (the service worker lists them) and the output depends only on the sources and
 // the locked package versions, so `node build.mjs --check` can rebuild into a temporary folder and compare
@@ -17,7 +19,9 @@ const here = resolve(import.meta.dirname)
 const pkg = resolve(here, '..', 'citypass')
 const TARGETS = [
   { name: 'wallet', root: join(here, 'wallet'), out: join(pkg, 'issuer', 'wallet', 'static'), base: './', sw: true },
-  { name: 'screen', root: join(here, 'screen'), out: join(pkg, 'gate', 'screen', 'static'), base: '/screen/', sw: false }
+  { name: 'screen', root: join(here, 'screen'), out: join(pkg, 'gate', 'screen', 'static'), base: '/screen/', sw: false },
+  { name: 'console', root: join(here, 'console'), out: join(pkg, 'issuer', 'console', 'static'), base: '/console/static/',
+    sw: false, entry: 'main.js' }
 ]
 
 /** Vite plugin: stamp the service worker with a hash of everything else it caches. */
@@ -38,7 +42,7 @@ function stampServiceWorker () {
 }
 
 async function buildTarget (target, outDir) {
-  const input = { index: join(target.root, 'index.html') }
+  const input = { index: join(target.root, target.entry || 'index.html') }
   if (target.sw) input.sw = join(target.root, 'sw.js')
   await build({
     root: target.root,

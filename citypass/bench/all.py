@@ -23,6 +23,7 @@ from typing import TypeVar
 import click
 from rich.console import Console
 
+from citypass.bench import console as console_bench
 from citypass.bench import decode as decode_bench
 from citypass.bench import decode_figures
 from citypass.bench import gate as gate_bench
@@ -110,6 +111,10 @@ def run_all(sizes: Sizes, console: Console) -> Results:
 
     results.ingest_rows = step("ingest", f"{s.ingest_taps:,} taps, {s.clients} × {s.reservations} reservations",
                                ingest) or []
+    results.console_rows = step(
+        "console", f"{s.console_taps:,} taps, {s.console_groups:,} groups, {s.console_sites} sites",
+        lambda: console_bench.run(s.console_taps, s.console_groups, s.console_sites, s.console_samples, 2000,
+                                  s.console_seconds)) or []
     results.sync_rows = step("sync", f"{s.sync_gates} gates × {s.sync_taps:,} taps, {s.backlog:,} backlog",
                              lambda: sync_bench.run(s.sync_gates, s.sync_taps, s.backlog, s.sync_workers)) or []
     results.site = step("site", f"lanes of one site, N = {', '.join(str(n) for n in s.site_lanes)}, with and "

@@ -116,7 +116,7 @@ def bench_repository(path: Path, taps: int) -> list[Row]:
     ]
 
 
-def _serve(home: str, sock_fd: int, cpu: int | None, limits: RateLimits | None) -> None:
+def serve_home(home: str, sock_fd: int, cpu: int | None, limits: RateLimits | None) -> None:
     """The served issuer, in its own process, pinned to one core (multiprocessing target)."""
     import socket
 
@@ -158,7 +158,8 @@ class ServedHome:
         self.sock.set_inheritable(True)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         context = multiprocessing.get_context("fork")  # the child inherits the bound socket
-        self.process = context.Process(target=_serve, args=(str(path), self.sock.fileno(), cpu, limits), daemon=True)
+        self.process = context.Process(target=serve_home, args=(str(path), self.sock.fileno(), cpu, limits),
+                                       daemon=True)
 
     def __enter__(self) -> ServedHome:
         self.process.start()

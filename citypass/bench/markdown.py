@@ -85,6 +85,7 @@ def render(results: Results) -> str:
     lines += _gate_section(results, cmd["gate"])
     lines += _ledger_section(results, cmd["ledger"])
     lines += _ingest_section(results, cmd["ingest"])
+    lines += _console_section(results, cmd["console"])
     lines += _sync_section(results, cmd["sync"])
     lines += _site_section(results, cmd["site"])
     lines += _startup_section(results, cmd["startup"])
@@ -203,6 +204,16 @@ def _ingest_section(results: Results, command: str) -> list[str]:
         f"batches of {ingest_bench.BATCH}, through the repository on one core and over HTTP to a served "
         f"issuer pinned to one core; then reservation requests from {s.clients} concurrent clients "
         "(see docs/issuer.md).")
+
+
+def _console_section(results: Results, command: str) -> list[str]:
+    s = results.sizes
+    return _rows_section(
+        results, "## Console — `citypass bench console`", "console", command, results.console_rows,
+        f"A simulated city day ({s.console_taps:,} taps, {s.console_groups:,} tour groups, {s.console_sites} sites "
+        "with two gates each) ingested through `ingest()` with the control room's upkeep (incidents, quarter-hour "
+        "tallies, group positions); each console page fetched by a logged-in operator from a served issuer; the "
+        "live stream read while taps are ingested at 2,000/s (see docs/console.md; `--full` for 1,000,000 taps).")
 
 
 def _sync_section(results: Results, command: str) -> list[str]:

@@ -48,6 +48,11 @@ class Sizes:
     site_taps: int = 100
     site_every_ms: int = 100
     startup_runs: int = 15
+    console_taps: int = 200_000  # `citypass bench console --full` measures the 1,000,000
+    console_groups: int = 1000
+    console_sites: int = 150
+    console_samples: int = 20
+    console_seconds: float = 10.0
     video_clips: int = 8  # per kind of clip
     video_size: tuple[int, int] = (1280, 720)
     video_frames: int = 45
@@ -67,7 +72,8 @@ QUICK = Sizes(decode_frames=1, decode_sizes=((640, 480), (1280, 720)), verify_se
               gate_sizes=((1280, 720),), gate_frames=30, revocations=20_000, lookups=2000, updates=2000,
               ledger_taps=20, ingest_taps=500, clients=2, reservations=5, sync_gates=1, sync_taps=200,
               backlog=1000, startup_runs=3, video_clips=1, video_size=(640, 480), video_frames=24, site_lanes=(2,),
-              site_taps=10, site_every_ms=50)
+              site_taps=10, site_every_ms=50, console_taps=3000, console_groups=20, console_sites=20,
+              console_samples=3, console_seconds=2.0)
 
 
 def size_label(s: tuple[int, int]) -> str:
@@ -90,6 +96,7 @@ class Results:
     gate: list[gate_figures.SizeResult] = field(default_factory=list)
     ledger_rows: list[Row] = field(default_factory=list)
     ingest_rows: list[Row] = field(default_factory=list)
+    console_rows: list[Row] = field(default_factory=list)
     sync_rows: list[Row] = field(default_factory=list)
     startup_rows: list[Row] = field(default_factory=list)
     site: list[site_bench.Propagation] = field(default_factory=list)
@@ -113,6 +120,8 @@ def commands(s: Sizes) -> dict[str, str]:
                   f"--updates {s.updates} --taps {s.ledger_taps}",
         "ingest": f"citypass bench ingest --taps {s.ingest_taps} --clients {s.clients} "
                   f"--reservations {s.reservations}",
+        "console": f"citypass bench console --taps {s.console_taps} --groups {s.console_groups} "
+                   f"--sites {s.console_sites} --samples {s.console_samples} --seconds {s.console_seconds:g}",
         "sync": f"citypass bench sync --gates {s.sync_gates} --taps {s.sync_taps} --backlog {s.backlog} "
                 f"--workers {s.sync_workers}",
         "startup": f"citypass bench startup --runs {s.startup_runs}",

@@ -24,9 +24,11 @@ def enrol_gate(fleet: httpx.Client, home: Path, spec: GateSpec, site: int) -> tu
     ok(fleet.post("/v1/devices", json={"id": spec.gate_id, "site": site, "direction": spec.direction,
                                        "description": spec.label}))
     enrollment = ok(fleet.post("/v1/enrollments", json={"device_id": spec.gate_id, "ttl_s": 600}))
+    # The root key id the setup code would carry (the operator's side knows it; plain HTTP needs it pinned).
+    root_kid = ok(fleet.post("/v1/enrollments/check", json={"token": enrollment["token"]}))["root_kid"]
     steps: list[str] = []
     enroll(EnrollRequest(issuer=str(fleet.base_url), token=enrollment["token"], home=home, device_id=spec.gate_id,
-                         camera=f"memory:city-{spec.gate_id}", pins="mock", health_port=0),
+                         camera=f"memory:city-{spec.gate_id}", pins="mock", health_port=0, root_kid=root_kid),
            on_step=lambda step, detail: steps.append(step))
     cfg = load_config(home / "gate.toml")
     assert cfg.sync is not None, "an enrolled gate has a [sync] section"

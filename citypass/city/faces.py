@@ -4,8 +4,10 @@ browser signed."""
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 
 import httpx
 from rich.console import Console
@@ -33,6 +35,16 @@ def print_addresses(console: Console, api: httpx.Client, lane: Lane) -> None:
     console.print(f"visitors' pages: the wallet at [bold]{wallet}[/] (claim links from POST /v1/passes with "
                   f"\"holder\": \"wallet\"); {lane.gate_id}'s screen at "
                   f"[bold]http://127.0.0.1:{lane.health_port}/screen[/] (open it in a browser while the city runs)")
+
+
+def print_console_address(console: Console, operator: httpx.Client, out: Path) -> None:
+    """Where the operators' console is, and where the operator token to log in with was written (0600)."""
+    token_file = out / "operator-token.txt"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(operator.headers["Authorization"].removeprefix("Bearer ") + "\n")
+    console.print(f"operators' console: [bold]{operator.base_url.join('/console/')}[/] (log in with the operator "
+                  f"token in {token_file}; tour groups, live taps, incidents while the city runs)")
 
 
 def add_wallet_visitor(console: Console, api: httpx.Client, stack: ExitStack, phases: list[Phase]) -> bool:

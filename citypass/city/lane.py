@@ -21,11 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gpiozero.pins.mock import MockFactory
-
 from citypass.bench.frames import synth_frame
 from citypass.city.http import DemoError
 from citypass.city.script import Visit
+from citypass.gate.barrier.mockpins import resting_mock_pins
 from citypass.gate.camera import forget_feed, memory_feed
 from citypass.gate.camera.base import Image
 from citypass.gate.config import GateConfig
@@ -75,7 +74,7 @@ class Lane:
         self.cfg = cfg
         self.report = report
         self.ready = ready  # whether a visitor may come yet (one who waits for a visit at another gate)
-        self.pins = MockFactory()
+        self.pins = resting_mock_pins(cfg.barrier)  # an enrolled gate's wiring: NC fire contact, at rest
         self.feed_name = cfg.camera.source.split(":", 1)[1]
         self.feed = memory_feed(self.feed_name, maxsize=2)
         self.daemon: GateDaemon | None = None
@@ -254,8 +253,13 @@ class Lane:
         walked = 0
         if outcome is not None and outcome.decision.allowed:
             relay, beam = self.pins.pin(self.cfg.barrier.relay_pin), self.pins.pin(self.cfg.barrier.sensor_pin)
+            active_high = self.cfg.barrier.relay_active_high  # enrolled boards are mostly active-low
+
+            def energised() -> bool:
+                return bool(relay.state) == active_high
+
             for _ in range(visit.walkers):  # the camera keeps running while people walk through
-                if not relay.state:
+                if not energised():
                     break
                 beam.drive_low()
                 self._show(blank, lambda: False, frames=1)
@@ -263,7 +267,7 @@ class Lane:
                 walked += 1
                 self._show(blank, lambda: False, frames=1)
             closes = self.cfg.barrier.passage_timeout_s + 2  # the rest turn back; the barrier times out
-            if not self._show(blank, lambda: not relay.state, frames=int(closes * FPS)):
+            if not self._show(blank, lambda: not energised(), frames=int(closes * FPS)):
                 raise DemoError(f"gate {self.gate_id}: the barrier did not close within {closes:.1f} s")
         self._show(blank, lambda: False, frames=int(self.cfg.decision.leave_after_s * FPS) + 3)  # the phone leaves
         return VisitResult(self.gate_id, phase, visit, outcome, walked)

@@ -27,7 +27,7 @@ from citypass.bench.syncworld import backlog
 from citypass.city.cast import mint_cast
 from citypass.city.checks import Check, Facts, run_checks
 from citypass.city.enrol import enrol_gate
-from citypass.city.faces import add_wallet_visitor, print_addresses, with_screen
+from citypass.city.faces import add_wallet_visitor, print_addresses, print_console_address, with_screen
 from citypass.city.http import DemoError, ok, ok_list
 from citypass.city.lane import Lane, VisitResult
 from citypass.city.script import (
@@ -47,6 +47,7 @@ from citypass.city.script import (
     crowd,
 )
 from citypass.city.summary import fetch_reports, print_summary
+from citypass.city.tours import Tours, check_tours, print_tours, register_tours, tour_visits
 from citypass.city.view import CityView
 from citypass.sync.broker import Broker
 from citypass.sync.home import BrokerHome
@@ -114,6 +115,7 @@ class City:
         self.console, self.out, self.clients, self.options = console, out, clients, options
         self.broker, self.issuer_sync, self.broker_home = broker, issuer_sync, broker_home
         self.results: list[VisitResult] = []
+        self.tours: Tours | None = None
         self.lanes: dict[str, Lane] = {}
         self.relay: LinkRelay | None = None  # museum lane 1's link to the museum's broker
         self.site_broker_pid: int | None = None
@@ -128,7 +130,11 @@ class City:
         sites = {s["name"]: s["number"] for s in ok_list(self.clients.api.get("/v1/sites"))}
         ok(self.clients.reports.put("/v1/fares", json={"default_fare": 300,
                                                        "pairs": [[sites["longxiangqiao"], sites["fengqi"], FARE]]}))
-        phases = build_script(cast, self.options.duration_s)
+        self.tours = register_tours(self.clients.api, now)
+        self.console.print(f"two agencies registered a tour group each (POST /v1/groups): {self.tours.on_time} for "
+                           f"West Lake then the museum; {self.tours.late} due at Lingyin 45 min ago — the issuer "
+                           f"warned: {self.tours.warning}")
+        phases = build_script(cast, self.options.duration_s, tour_visits(self.tours))
         visits = sum(len(p.visits) for p in phases)
         self.console.print(f"\n[bold]The city[/] — {len(cast.crowd)} visitors in the crowd and {visits} visits at "
                            f"{len(GATES)} gates over four phases (cards issued over HTTP by the issuer)")
@@ -157,6 +163,7 @@ class City:
             self.console.print(f"all {len(self.lanes)} gates running and connected to the broker over TLS "
                                f"({took:.1f} s)")
             print_addresses(self.console, self.clients.api, self.lanes[SCENIC])
+            print_console_address(self.console, self.clients.reports, self.out)
             add_wallet_visitor(self.console, self.clients.api, stack, phases)
             with self._live():
                 for phase in phases:
@@ -290,6 +297,10 @@ class City:
             double_use_before_reconnect=self.double_use_before,
             lane_counters={g: lane.counters for g, lane in self.lanes.items()},
         )
-        checks = run_checks(facts)
+        names = reports.site_names
+        assert self.tours is not None  # registered at the start of run()
+        tours = [ok(self.clients.reports.get(f"/v1/groups/{g}")) for g in (self.tours.on_time, self.tours.late)]
+        print_tours(self.console, tours, names)
+        checks = [*run_checks(facts), check_tours(tours, self.tours, names)]
         print_summary(self.console, facts, reports, checks, {g: lane.relay_s for g, lane in self.lanes.items()})
         return checks

@@ -255,10 +255,13 @@ def _crowd_visits(members: tuple[tuple[Member, Card], ...]) -> list[list[Visit]]
     return phases
 
 
-def build_script(cast: Cast, duration_s: float) -> list[Phase]:
+def build_script(cast: Cast, duration_s: float, more: list[list[Visit]] | None = None) -> list[Phase]:
     """The day in four phases. Each gate's visits in a phase arrive evenly over ``duration_s / 4``;
-    a gate that is slower than that simply falls behind (its queue never drops anyone)."""
+    a gate that is slower than that simply falls behind (its queue never drops anyone). ``more``: further visits
+    per phase (the tour groups, :mod:`citypass.city.tours`)."""
     core, extra = _core(cast), _crowd_visits(cast.crowd)
+    for n, visits in enumerate(more or []):
+        extra[n] = extra[n] + visits
     span = duration_s / len(PHASES)
     before: list[tuple[Action, ...]] = [
         (),

@@ -9,6 +9,7 @@ command maps onto systemd units, RAUC handlers and Mender state scripts.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,11 +20,12 @@ import click
 from citypass.firmware_hooks.lifecycle import GATE_UNIT, Step, render
 from citypass.gate.barrier.config import BarrierConfig
 from citypass.gate.configfile import ConfigError, Pins, read_barrier
+from citypass.gate.paths import GATE_CONFIG
 
 if TYPE_CHECKING:
     from citypass.gate.config import GateConfig
 
-DEFAULT_CONFIG = Path("/etc/citypass/gate.toml")
+DEFAULT_CONFIG = GATE_CONFIG
 REFUSED_EXIT = 10
 
 CONFIG_OPTION = click.option(
@@ -70,11 +72,29 @@ def _barrier(path: Path) -> tuple[Pins, BarrierConfig]:
 
 
 def _finish(steps: Sequence[Step], good: str = "ok", bad: str = "failed") -> None:
-    click.echo(render(steps))
     ok = all(s.ok for s in steps)
-    click.echo(good if ok else bad)
+    if click.get_current_context().meta.get(JSON_META):
+        click.echo(json.dumps({"ok": ok, "result": good if ok else bad,
+                               "steps": [{"name": s.name, "ok": s.ok, "detail": s.detail} for s in steps]}))
+    else:
+        click.echo(render(steps))
+        click.echo(good if ok else bad)
     if not ok:
         raise SystemExit(1)
+
+
+JSON_META = "citypass.hooks.json"
+
+
+def _json_option() -> click.Option:
+    """``--json`` on every hook: one JSON object ({"ok", "result", "steps": [{"name", "ok", "detail"}]}) instead of
+    the table, for an update agent or a fleet tool to parse; the exit status is the same."""
+    def remember(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        ctx.meta[JSON_META] = value
+        return value
+
+    return click.Option(["--json"], is_flag=True, expose_value=False, callback=remember,
+                        help="Print one JSON object instead of the table.")
 
 
 @click.group()
@@ -212,15 +232,19 @@ def rollback(config_path: Path, pid_file: Path | None, unit: str, timeout: float
 @click.option("--url", help="The daemon's /healthz (default: from the config's health section).")
 @click.option("--grace", type=click.FloatRange(0, 600), default=60.0, show_default=True,
               help="Seconds to keep retrying while the daemon starts.")
-def health_check(config_path: Path, url: str | None, grace: float) -> None:
-    """After an update's reboot: daemon READY, fresh frames, ledger intact, broker connected or buffering.
+@click.option("--broker-within", type=click.FloatRange(0, 3600), default=120.0, show_default=True,
+              help="Seconds a gate with a [sync] broker has to be connected to it (buffering longer fails).")
+def health_check(config_path: Path, url: str | None, grace: float, broker_within: float) -> None:
+    """After an update's reboot: daemon READY, fresh frames, ledger intact, broker connected (a gate with a
+    [sync] broker must reach it within --broker-within seconds; one without [sync] passes that row).
 
     Prints a table and `mark-good` (exit 0) or `mark-bad` (exit 1).
     """
     from citypass.firmware_hooks.health import healthz_url, wait_for_health
 
     cfg = _config(config_path)
-    steps = wait_for_health(url or healthz_url(cfg), cfg.ledger.path, grace_s=grace)
+    steps = wait_for_health(url or healthz_url(cfg), cfg.ledger.path, grace_s=grace,
+                            broker_configured=cfg.sync is not None, broker_within_s=broker_within)
     _finish(steps, good="mark-good", bad="mark-bad")
 
 
@@ -249,3 +273,8 @@ def make_bundle(out: Path, bundle_version: str, release_key: Path, trust_list: P
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wrote {out}: version {manifest.version}, {len(manifest.files)} files, kid {key.kid.hex()}")
+
+
+for _command in hooks.commands.values():
+    if _command.name != "make-bundle":
+        _command.params.append(_json_option())

@@ -10,8 +10,10 @@ daemon        ``/healthz`` answers and the daemon is ``deciding`` (it sent READY
 frames        the camera is ``ok`` and delivers frames (``fps > 0``): a new OpenCV that cannot open the
               camera is the classic failed update
 ledger        the ledger file opens with this software and ``PRAGMA integrity_check`` says ``ok``
-broker        the sync link is ``connected`` or ``buffering`` (offline is normal for a gate: taps wait
-              in the outbox). A daemon that does not report a sync state counts as ``buffering``.
+broker        a gate configured with a broker (``[sync]``) has reached it: the sync link is ``connected``
+              within ``--broker-within`` seconds (default 120). ``buffering`` for longer fails: a new
+              build that cannot talk TLS to the broker would otherwise pass and strand every tap in
+              the outbox. A gate with no ``[sync]`` is offline by configuration and passes this row.
 ============  ================================================================================
 
 After a reboot the daemon needs a few seconds to become READY, so :func:`wait_for_health` repeats the
@@ -19,8 +21,10 @@ checks until they all pass or the grace period ends, and returns the last round.
 
 Example, against a status dictionary instead of HTTP::
 
-    >>> status = {"state": "deciding", "camera": {"state": "ok", "fps": 29.8}}
+    >>> status = {"state": "deciding", "camera": {"state": "ok", "fps": 29.8}, "sync": {"state": "buffering"}}
     >>> [s.ok for s in judge_status(status)]
+    [True, True, False]
+    >>> [s.ok for s in judge_status(status, broker_configured=False)]
     [True, True, True]
 """
 
@@ -40,7 +44,7 @@ from citypass.gate.config import GateConfig
 from citypass.gate.ledger import GateLedger
 from citypass.gate.ledger.connection import LedgerError
 
-SYNC_OK = ("connected", "buffering")
+SYNC_OK = ("connected",)
 
 
 def healthz_url(cfg: GateConfig) -> str:
@@ -67,15 +71,16 @@ def fetch_status(url: str, timeout: float = 2.0) -> dict[str, Any]:
 def _sync_state(status: Mapping[str, Any]) -> tuple[str, str]:
     sync = status.get("sync")
     if sync is None:
-        return "buffering", "the daemon reports no sync state: counted as buffering"
+        return "unknown", "the daemon reports no sync state although [sync] names a broker"
     state = sync.get("state") if isinstance(sync, Mapping) else sync
     if isinstance(sync, Mapping) and state is None and "connected" in sync:
         state = "connected" if sync["connected"] else "buffering"
     return str(state), f"sync {state}"
 
 
-def judge_status(status: Mapping[str, Any]) -> list[Step]:
-    """The daemon, frames and broker checks from one /healthz body."""
+def judge_status(status: Mapping[str, Any], *, broker_configured: bool = True) -> list[Step]:
+    """The daemon, frames and broker checks from one /healthz body (``broker_configured``: the config has a
+    ``[sync]`` section, so the gate must be connected)."""
     state = status.get("state")
     steps = [Step("daemon", state == "deciding", f"state {state}")]
     raw = status.get("camera")
@@ -84,6 +89,9 @@ def judge_status(status: Mapping[str, Any]) -> list[Step]:
     fresh = camera.get("state") == "ok" and isinstance(fps, int | float) and fps > 0
     error = f", {camera['last_error']}" if camera.get("last_error") else ""
     steps.append(Step("frames", fresh, f"camera {camera.get('state')}, {fps} fps{error}"))
+    if not broker_configured:
+        steps.append(Step("broker", True, "no [sync] in the config: offline by configuration"))
+        return steps
     sync, detail = _sync_state(status)
     steps.append(Step("broker", sync in SYNC_OK, detail))
     return steps
@@ -104,11 +112,11 @@ def check_ledger(path: Path) -> Step:
     return Step("ledger", True, f"integrity ok, snapshot seq {seq}")
 
 
-def check_health(url: str, ledger_path: Path,
-                 fetch: Callable[[str], dict[str, Any]] = fetch_status) -> list[Step]:
+def check_health(url: str, ledger_path: Path, fetch: Callable[[str], dict[str, Any]] = fetch_status, *,
+                 broker_configured: bool = True) -> list[Step]:
     """One round of all four checks."""
     try:
-        steps = judge_status(fetch(url))
+        steps = judge_status(fetch(url), broker_configured=broker_configured)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         steps = [Step("daemon", False, f"{url} does not answer: {reason}"),
@@ -119,11 +127,19 @@ def check_health(url: str, ledger_path: Path,
 
 
 def wait_for_health(url: str, ledger_path: Path, *, grace_s: float = 60.0, interval_s: float = 1.0,
-                    fetch: Callable[[str], dict[str, Any]] = fetch_status) -> list[Step]:
-    """Repeat :func:`check_health` until every check passes or ``grace_s`` has passed; the last round."""
-    deadline = time.monotonic() + grace_s
+                    fetch: Callable[[str], dict[str, Any]] = fetch_status, broker_configured: bool = True,
+                    broker_within_s: float | None = None) -> list[Step]:
+    """Repeat :func:`check_health` until every check passes or the time is up; the last round. The daemon,
+    frames and ledger must pass within ``grace_s``; the broker within ``broker_within_s`` (default
+    ``grace_s``): while only the broker is missing, the wait goes on until then."""
+    started = time.monotonic()
+    broker_deadline = started + (grace_s if broker_within_s is None else broker_within_s)
+    deadline = started + grace_s
     while True:
-        steps = check_health(url, ledger_path, fetch)
-        if all(s.ok for s in steps) or time.monotonic() + interval_s > deadline:
+        steps = check_health(url, ledger_path, fetch, broker_configured=broker_configured)
+        if all(s.ok for s in steps):
+            return steps
+        only_broker = all(s.ok for s in steps if s.name != "broker")
+        if time.monotonic() + interval_s > (broker_deadline if only_broker else deadline):
             return steps
         time.sleep(interval_s)

@@ -251,9 +251,9 @@ def park_barrier(config: BarrierConfig, *, pins: str = "native", pin_factory: ob
     from citypass.gate.barrier.gpio import Barrier  # gpiozero is imported only by the hooks that touch pins
 
     if pin_factory is None and pins == "mock":
-        from gpiozero.pins.mock import MockFactory
+        from citypass.gate.barrier.mockpins import resting_mock_pins
 
-        pin_factory = MockFactory()
+        pin_factory = resting_mock_pins(config)
     what = "fail_safe: barrier free" if config.fail_mode == "fail_safe" else "fail_secure: barrier closed"
     try:
         barrier = Barrier(config, pin_factory=pin_factory)

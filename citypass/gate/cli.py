@@ -14,10 +14,11 @@ from citypass.credential.timefmt import utc_now
 from citypass.gate.check import CheckInput, check_inputs
 from citypass.gate.decision import GateContext
 from citypass.gate.memory_ledger import MemoryLedger
+from citypass.gate.paths import GATE_CONFIG
 from citypass.gate.policy import Direction
 
 #: Where the gate's own config lives on an installed gate (systemd/citypass-gate.service).
-DEFAULT_GATE_CONFIG = Path("/etc/citypass/gate.toml")
+DEFAULT_GATE_CONFIG = GATE_CONFIG
 UNPINNED = ("the snapshot is not pinned to a root key: it vouches for itself, so a forged one would verify too "
             "(give --root-key, --issuer-home or --config)")
 

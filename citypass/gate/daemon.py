@@ -344,7 +344,7 @@ class GateDaemon:
         status = self.camera.status()
         ok = status.state == "ok"
         self.metrics.fps.set(status.fps)
-        self.metrics.camera_restarts.set(status.restarts)
+        self.metrics.camera_restarted(status.restarts)
         self.metrics.camera_ok.set(1 if ok else 0)
         if ok != self._camera_ok and status.state != "starting":
             self._camera_ok = ok
@@ -387,9 +387,11 @@ class GateDaemon:
             "ledger": {"seq": self.ledger.seq, "age_s": age, "outbox_backlog": self._backlog},
             "barrier": self.barrier.state.mode,
         }
+        self.metrics.fire_alarm.set(1 if self.barrier.state.mode == "fire_alarm" else 0)
         if self.sync_state is not None:
             state = self.sync_state()
             self._status["sync"] = state | {"state": "connected" if state.get("connected") else "buffering"}
+            self.metrics.observe_sync(state, self.wall())
         if self.display is not None:
             self.display.show_status(self._status)
 

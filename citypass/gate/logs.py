@@ -7,18 +7,27 @@ carries one JSON object per line and nothing else. A record may name its event a
 (``extra={"event": "sync_disconnected", "fields": {...}}``); otherwise it becomes a ``library_log`` event
 with the logger's name and the message.
 
+Every line carries its ``level``; under systemd (``JOURNAL_STREAM`` set: stderr is the journal) each line also
+starts with the syslog priority in journald's ``<N>`` form (``<6>`` info, ``<4>`` warning, ``<3>`` error,
+``<7>`` debug), so ``journalctl -p warning -u citypass-gate`` shows exactly the warnings and errors.
+
     >>> import io
     >>> out = io.StringIO()
     >>> log = EventLog(out, gate_id="wl-e1", clock=lambda: 1800000000.5)
-    >>> log.event("decision", decision="allow", reason=None)
+    >>> log.event("decision", decision="allow")
     >>> out.getvalue()
-    '{"ts": 1800000000.5, "gate": "wl-e1", "event": "decision", "decision": "allow", "reason": null}\\n'
+    '{"ts": 1800000000.5, "gate": "wl-e1", "event": "decision", "level": "info", "decision": "allow"}\\n'
+    >>> journal = io.StringIO()
+    >>> EventLog(journal, gate_id="wl-e1", clock=lambda: 0.0, journald=True).event("camera", "warning", state="lost")
+    >>> journal.getvalue()
+    '<4>{"ts": 0.0, "gate": "wl-e1", "event": "camera", "level": "warning", "state": "lost"}\\n'
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,14 +36,22 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+#: syslog priorities, as journald reads them from a ``<N>`` line prefix (sd-daemon(3)).
+PRIORITIES = {"debug": 7, "info": 6, "warning": 4, "error": 3}
+
+
+def under_journald() -> bool:
+    """Whether stderr is systemd's journal stream (systemd sets ``JOURNAL_STREAM`` for a unit's output)."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
 
 
 class EventLog:
     """Thread-safe JSON-lines event log."""
 
     def __init__(self, stream: TextIO | None = None, *, gate_id: str = "", level: str = "info",
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, journald: bool | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
+        self.journald = under_journald() if journald is None else journald
         self.gate_id = gate_id
         self.threshold = LEVELS[level]
         self.clock = clock
@@ -43,11 +60,11 @@ class EventLog:
     def event(self, name: str, level: str = "info", **fields: Any) -> None:
         if LEVELS[level] < self.threshold:
             return
-        record: dict[str, Any] = {"ts": round(self.clock(), 6), "gate": self.gate_id, "event": name}
-        if level != "info":
-            record["level"] = level
+        record: dict[str, Any] = {"ts": round(self.clock(), 6), "gate": self.gate_id, "event": name, "level": level}
         record.update(fields)
         line = json.dumps(record, ensure_ascii=False, default=str)
+        if self.journald:
+            line = f"<{PRIORITIES[level]}>{line}"
         with self._lock:
             try:
                 self.stream.write(line + "\n")

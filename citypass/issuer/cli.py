@@ -205,9 +205,18 @@ def require_dynamic(home: Path, products: str) -> None:
 
 @issuer.command()
 @HOME_OPTION
-def keys(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def keys(home: Path, as_json: bool) -> None:
     """List the keys in the trust list."""
-    for k in Issuer.open(open_home(home)).store.keys():
+    listed = Issuer.open(open_home(home)).store.keys()
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"role": k.entry.role, "kid": k.entry.kid.hex(), "alg": k.entry.key.alg.label,
+                                "valid_from": k.entry.valid_from, "valid_to": k.entry.valid_to, "active": k.active}
+                               for k in listed], indent=1, default=str))
+        return
+    for k in listed:
         click.echo(f"{k.entry.role:8} {k.entry.kid.hex()} {k.entry.key.alg.label:7} "
                    f"from {format_time(k.entry.valid_from)} to {format_time(k.entry.valid_to) or '-'}"
                    f"{'  (active)' if k.active else ''}")
@@ -261,6 +270,58 @@ def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, exi
 
 
 @issuer.group()
+def device() -> None:
+    """The device registry: gates and readers that may be enrolled (no curl needed)."""
+
+
+@device.command("add")
+@HOME_OPTION
+@click.argument("device_id")
+@click.option("--site", required=True, help="The site it stands at: name (slug) or number.")
+@click.option("--direction", type=click.Choice(["entry", "exit"]), default="entry", show_default=True)
+@click.option("--description", default="", help="Where it stands (e.g. 'north gate, lane 1').")
+def device_add(home: Path, device_id: str, site: str, direction: str, description: str) -> None:
+    """Register DEVICE_ID at SITE, ready for an enrollment (`citypass issuer enrollment-qr --device ID`).
+
+    DEVICE_ID follows the one rule for gate ids (1-64 of a-z 0-9 . _ -): it also names the device's
+    certificate, its MQTT user and its topics.
+    """
+    from citypass.credential.devices import check_device_id
+    from citypass.errors import InvalidInput
+    from citypass.issuer.records import Device
+
+    try:
+        check_device_id(device_id)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="DEVICE_ID") from None
+    iss = Issuer.open(open_home(home))
+    sites = iss.store.sites()
+    found = next((s for s in sites if site in (s.name, str(s.number))), None)
+    if found is None:
+        raise click.BadParameter(f"no site {site!r}: known sites are "
+                                 + ", ".join(f"{s.name} (#{s.number})" for s in sites), param_hint="--site")
+    iss.store.add_device(Device(device_id, found.number, direction, description, "registered", utc_now()))
+    click.echo(f"registered {device_id} at {found.name} (#{found.number}, {direction}); next: citypass issuer "
+               f"enrollment-qr --home {home} --device {device_id} --url URL --out setup.png")
+
+
+@device.command("list")
+@HOME_OPTION
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def device_list(home: Path, as_json: bool) -> None:
+    """List registered devices: id, site, direction, status."""
+    import json
+    from dataclasses import asdict
+
+    devices = Issuer.open(open_home(home)).store.devices(limit=100_000)
+    if as_json:
+        click.echo(json.dumps([asdict(d) for d in devices], indent=1))
+        return
+    for d in devices:
+        click.echo(f"{d.id:24} site {d.site:<4} {d.direction:5} {d.status:10} {d.description}")
+
+
+@issuer.group()
 def token() -> None:
     """API tokens for `citypass issuer serve` (shown once, stored hashed)."""
 
@@ -278,9 +339,17 @@ def token_create(home: Path, role: str, label: str) -> None:
 
 @token.command("list")
 @HOME_OPTION
-def token_list(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def token_list(home: Path, as_json: bool) -> None:
     """List tokens: id, role, device, label, created, revoked (never the secrets)."""
-    for t in Issuer.open(open_home(home)).store.tokens():
+    tokens = Issuer.open(open_home(home)).store.tokens()
+    if as_json:
+        import json
+
+        click.echo(json.dumps([{"id": t.id, "role": t.role, "device_id": t.device_id, "label": t.label,
+                                "created_at": t.created_at, "revoked_at": t.revoked_at} for t in tokens], indent=1))
+        return
+    for t in tokens:
         click.echo(f"{t.id} {t.role:10} {t.device_id or '-':20} {format_time(t.created_at)} "
                    f"{'revoked ' + (format_time(t.revoked_at) or '') if t.revoked_at else 'live'}  {t.label}")
 

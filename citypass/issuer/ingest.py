@@ -33,15 +33,24 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER, Product
 from citypass.credential.devices import check_outbox_id
+from citypass.issuer import watch
 from citypass.issuer.benefits import count_taps
 from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
 from citypass.issuer.tap_records import ANNUAL, TRANSIT, TapRecord
 
 if TYPE_CHECKING:
-    from citypass.issuer.repository import BenefitRepository, FleetRepository, LedgerRepository, TapRepository
+    from citypass.issuer.repository import (
+        BenefitRepository,
+        ControlRoomRepository,
+        FleetRepository,
+        LedgerRepository,
+        TapRepository,
+    )
 
-    class IngestStore(TapRepository, FleetRepository, LedgerRepository, BenefitRepository, Protocol):
-        """What ingest reads and writes: taps, the device registry, issued credentials, benefit-card uses."""
+    class IngestStore(TapRepository, FleetRepository, LedgerRepository, ControlRoomRepository, BenefitRepository,
+                      Protocol):
+        """What ingest reads and writes: taps, the device registry, issued credentials, the control room's
+        tables, benefit-card uses."""
 
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
 
@@ -137,8 +146,10 @@ def ingest(store: IngestStore, raw: Iterable[RawEvent], device_id: str | None, r
         except NotFound:  # not registered (a worker told not to require it): the gate id is all there is to check
             uploader = Uploader(device_id)
     batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid))
-    result = store.store_batch(batch, device_id, received_at)
-    count_taps(store, (p.tap for p in batch.events if p.tap is not None))  # the benefit card's city-wide count
+    with store.exclusive():  # the taps and the control room's tables in one transaction (see ControlRoomRepository)
+        result = store.store_batch(batch, device_id, received_at)
+        count_taps(store, (p.tap for p in batch.events if p.tap is not None))  # the benefit card's city-wide count
+        watch.after_batch(store, batch, received_at)  # incidents, tallies, groups: recomputed, a resend is harmless
     return result
 
 

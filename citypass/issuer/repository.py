@@ -12,11 +12,14 @@ Records are the dataclasses of :mod:`citypass.issuer.records`; taps are :class:`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from citypass.credential.sites import SiteSettings
 from citypass.credential.trustlist import TrustedKey
+from citypass.issuer.control_records import GroupStop, QuarterTally, StoredIncident, TourGroup
+from citypass.issuer.incidents import Incident
 from citypass.issuer.ingest import PreparedBatch
 from citypass.issuer.records import (
     AuditEntry,
@@ -134,6 +137,13 @@ class FleetRepository(Protocol):
         """Mark an enrollment used, once. NotFound for an unknown id or a wrong secret (compared in
         constant time); Conflict when it was used already or has expired."""
         ...
+    def release_enrollment(self, enrollment_id: str, secret_hash: bytes, device_id: str, at: int,
+                           window_s: int) -> Enrollment:
+        """Give back an enrollment ``device_id`` redeemed less than ``window_s`` ago (the device found a problem
+        after the redeem): it may be redeemed again until it expires, and the device is ``registered`` again
+        (not enrolled). NotFound for a wrong secret or another device's enrollment; Conflict when it is not
+        redeemed, was redeemed too long ago, or the device is retired."""
+        ...
 
     def record_health(self, health: DeviceHealth) -> None: ...
     def health(self, device_id: str) -> DeviceHealth | None: ...
@@ -189,6 +199,104 @@ class WalletRepository(Protocol):
         ...
 
 
+class ControlRoomRepository(Protocol):
+    """The control room (console and group API): site updates, incidents kept at ingest, quarter-hour tallies,
+    tour groups, and taps read by page. Filled by :mod:`citypass.issuer.watch` after every stored batch."""
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        """One write transaction around the block; the repository's own writes inside it join it. Ingest stores a
+        batch and brings the control room's tables up to date in one (:func:`citypass.issuer.ingest.ingest`), so two
+        ingest workers cannot overwrite each other's incidents with ones computed from fewer taps, and a crash
+        leaves both or neither. (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: a transaction holding an advisory lock.)"""
+        ...
+    def update_site(self, settings: SiteSettings, at: int) -> None:
+        """Replace a site's settings (same number and name) and log a ``site`` ledger change, in one transaction:
+        gates get the new settings with their next delta. NotFound for an unknown number; Conflict for a new name."""
+        ...
+    def change_seq(self, kind: str, ref: str) -> int | None:
+        """The latest ledger sequence number of a change of ``kind`` about ``ref`` (None: never logged)."""
+        ...
+
+    def credential_revocation(self, credential_id: str) -> RevocationRecord | None:
+        """The revocation in force for a credential id (hex), if any."""
+        ...
+    def credentials_for_account(self, account: str, limit: int = 20) -> list[str]:
+        """Ids of the transit credentials issued for ``account``, newest first."""
+        ...
+    def all_health(self) -> dict[str, DeviceHealth]:
+        """Every device's last health report, by device id."""
+        ...
+
+    def recount_quarters(self, keys: Iterable[tuple[int, int]]) -> None:
+        """Recount the tallies of these (site, quarter start) pairs from the stored taps (idempotent: allowed
+        ``entry``/``exit`` taps' persons minus annulled ones)."""
+        ...
+    def quarter_tallies(self, since: int, until: int, site: int | None = None) -> list[QuarterTally]:
+        """Tallies of quarters starting in ``[since, until)`` (of one site, when given), by site then quarter."""
+        ...
+
+    def taps_of_credentials(self, credential_ids: Iterable[str], since: int, until: int) -> list[TapRecord]:
+        """Every tap of these credentials decided in ``[since, until)``, in no particular order."""
+        ...
+    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
+        """Of these credentials, the ones whose taps in ``[since, until)`` could hold an incident: a refusal or
+        a flag, admissions at two places, two admissions of a reservation or group ticket (products 2, 4), more
+        ride ends than starts. A cheap filter (one grouped query) before the incidents are computed."""
+        ...
+    def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
+        """A gate's refused or flagged taps decided in ``[since, until)`` (what incidents grouped by gate are
+        made of), ``site`` being the gate's site."""
+        ...
+    def taps_by_id(self, tap_ids: Iterable[str]) -> list[TapRecord]:
+        """The stored taps with these ids (unknown ids are left out)."""
+        ...
+    def taps_page(self, *, since: int, until: int, after: tuple[int, str] | None = None, site: int | None = None,
+                  limit: int = 1000) -> list[TapRecord]:
+        """Keyset paging: taps in ``[since, until)`` ordered by ``(at, tap_id)``, strictly after ``after``."""
+        ...
+    def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
+        """(received_at, tap_id) of the taps received at or after ``since``, in that order (an index-only read:
+        the live stream's way to find what is new, including a batch committed late with an earlier time)."""
+        ...
+
+    def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],
+                       found_at: int) -> int:
+        """Replace the unacknowledged incidents of ``scopes`` that began at or after ``since`` by ``incidents``
+        ((scope, incident) pairs), in one transaction; an incident already stored (same id) is kept as it is,
+        acknowledgement included. Returns how many were new."""
+        ...
+    def stored_incidents(self, *, since: int | None = None, until: int | None = None, kind: str | None = None,
+                         open_only: bool = False, after: tuple[int, str] | None = None,
+                         limit: int = 100) -> list[StoredIncident]:
+        """Incidents overlapping ``[since, until)``, ordered by ``(first_at, id)``, strictly after ``after``."""
+        ...
+    def stored_incident(self, incident_id: str) -> StoredIncident: ...
+    def ack_incident(self, incident_id: str, at: int, actor: str, note: str) -> tuple[StoredIncident, bool]:
+        """Acknowledge once; the bool is False when it already was (the first acknowledgement stays)."""
+        ...
+    def open_incident_count(self) -> int: ...
+
+    def add_group(self, group: TourGroup) -> None:
+        """Store a group and its stops (position empty). Conflict when the id exists."""
+        ...
+    def group(self, group_id: str) -> TourGroup: ...
+    def groups(self, *, site: int | None = None, inside: bool | None = None, after: str | None = None,
+               limit: int = 200) -> list[TourGroup]:
+        """Groups by id (keyset: ids after ``after``); ``site``/``inside`` filter on the last known position."""
+        ...
+    def groups_due(self, *, planned_before: int, limit: int = 1000) -> list[TourGroup]:
+        """Groups with a stop planned to start before ``planned_before`` where nobody has been admitted yet."""
+        ...
+    def group_count(self) -> int: ...
+    def group_stops_of(self, credential_ids: Iterable[str]) -> dict[str, tuple[str, GroupStop]]:
+        """The (group id, stop) each of these credentials was issued for; others are left out."""
+        ...
+    def track_groups(self, credential_ids: Sequence[str], moves: Sequence[tuple[str, int, int, bool]]) -> None:
+        """Recount the stops of these group passes from the stored taps (persons admitted, first admission), and
+        move groups: (group id, site, at, inside) applied only when ``at`` is not older than the last position."""
+        ...
+
+
 class BenefitRepository(Protocol):
     """The benefit card's central count (:mod:`citypass.issuer.benefits`): one row per use, keyed by its ref."""
 
@@ -207,13 +315,13 @@ class BenefitRepository(Protocol):
 
 
 class IssuerRepository(LedgerRepository, BookingRepository, FleetRepository, TapRepository, AccessRepository,
-                       WalletRepository, BenefitRepository, Protocol):
+                       WalletRepository, ControlRoomRepository, BenefitRepository, Protocol):
     """Everything the issuer stores. ``close()`` releases connections."""
 
     def close(self) -> None: ...
 
 
 __all__ = [
-    "AccessRepository", "BookingRepository", "FleetRepository", "IssuerRepository", "LedgerRepository",
-    "TapRepository", "WalletRepository",
+    "AccessRepository", "BookingRepository", "ControlRoomRepository", "FleetRepository", "IssuerRepository",
+    "LedgerRepository", "TapRepository", "WalletRepository",
 ]

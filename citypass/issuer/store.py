@@ -21,6 +21,7 @@ from citypass.issuer.records import StorageFull, StoredKey
 from citypass.issuer.sqlite.access import AccessTables
 from citypass.issuer.sqlite.benefits import BenefitTables
 from citypass.issuer.sqlite.bookings import BookingTables
+from citypass.issuer.sqlite.control import ControlTables
 from citypass.issuer.sqlite.fleet import FleetTables
 from citypass.issuer.sqlite.ledger import LedgerTables
 from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, StoreSchemaError, migrate
@@ -30,7 +31,8 @@ from citypass.issuer.sqlite.wallet import WalletTables
 __all__ = ["SCHEMA_VERSION", "IssuerStore", "StorageFull", "StoreSchemaError", "StoredKey"]
 
 
-class IssuerStore(LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables, BenefitTables):
+class IssuerStore(ControlTables, LedgerTables, BookingTables, FleetTables, TapTables, AccessTables, WalletTables,
+                  BenefitTables):
     """The issuer's repository over one SQLite file (safe to share between threads)."""
 
     def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:

@@ -2,12 +2,18 @@
 
 The steps, each reported on one line as it completes::
 
+    request    before anything: the token has an enrollment token's shape, the issuer URL is http(s) (plain
+               http only with a pinned root key, or --insecure-tofu), the gate id is a safe device id
     home       HOME is free (or already enrolled: say so and stop, unless --force; and --force refuses while
                the old ledger's outbox holds taps not yet uploaded, unless --discard-outbox)
     disk       enough free space for key, config, snapshot and ledger
     issuer     the issuer answers, and its clock agrees with ours (refuse beyond 5 minutes)
+    check      the token is asked about without spending it: it is for this gate id, at --site, from the
+               pinned root key, and the issuer signs device certificates
     key        a fresh EC P-256 key made here (0600) and a CSR for the device id
-    redeem     the one-time token and the CSR go to the issuer; the certificate and the rest come back
+    redeem     the one-time token and the CSR go to the issuer; the certificate and the rest come back.
+               A failure from here on gives the enrollment back (``/v1/enrollments/release``): the issuer
+               revokes what it just issued, shows the device as registered, and the same token works again
     cert       the certificate chains to the CA, names this device, holds our key, is valid now
     snapshot   the root key is the pinned one; the snapshot verifies against it; the site matches
     ledger     the snapshot is installed in the gate's ledger; PRAGMA integrity_check is ok
@@ -32,7 +38,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,11 +48,13 @@ import httpx
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from citypass.credential.enrollment import EnrollmentGrant
+from citypass.credential.enrollment import EnrollmentGrant, EnrollmentPreview, looks_like_enrollment_token
 from citypass.credential.filemodes import private_dir
 from citypass.credential.keys import VerifyKey
 from citypass.credential.snapshot import SnapshotError, load_snapshot
+from citypass.gate.barrier.boards import DEFAULT_BOARD, board_settings
 from citypass.gate.camera import classify_source
 from citypass.gate.config import ConfigError, load_config
 from citypass.gate.decoders import DEFAULT_DECODER
@@ -54,7 +62,13 @@ from citypass.gate.ledger import GateLedger, LedgerError
 from citypass.gate.ledger.outbox import read_backlog
 from citypass.gate.policy import Direction
 from citypass.provisioning import device as layout
-from citypass.provisioning.issuerclient import MAX_CLOCK_OFFSET_S, IssuerClient, ProvisionError, describe_offset
+from citypass.provisioning.issuerclient import (
+    MAX_CLOCK_OFFSET_S,
+    IssuerClient,
+    ProvisionError,
+    check_issuer_url,
+    describe_offset,
+)
 from citypass.sync.ca import CAError, check_common_name, common_name, make_csr, new_key
 
 #: Refuse to start below this much free space: key, certs and config are tiny, but the ledger grows with
@@ -86,6 +100,10 @@ class EnrollRequest:
     health_port: int = 9120
     force: bool = False
     discard_outbox: bool = False  # with force: replace a home whose outbox still holds un-uploaded events
+    insecure_tofu: bool = False  # allow plain http:// with no pinned root key (trust on first use)
+    #: The [barrier] settings (:func:`citypass.gate.barrier.boards.board_settings`); empty: the default board.
+    barrier: Mapping[str, Any] = field(default_factory=dict)
+    issuer_ca: Path | None = None  # verify the issuer's TLS certificate against this CA only
 
 
 @dataclass(frozen=True)
@@ -138,12 +156,31 @@ class _Enrollment:
                                      "again; nothing was kept") from None
             raise ProvisionError(f"cannot write {self.tmp / name}: {exc.strerror or exc}") from None
 
-    def run(self) -> EnrollResult:
+    def _check_request(self) -> str:
+        """Everything that can be checked before touching the disk or the network."""
         req = self.req
+        if not looks_like_enrollment_token(req.token):
+            raise ProvisionError("--token is not an enrollment token (cpe_ followed by 12 hex digits, _ and 43 "
+                                 "characters; or the whole setup code CPENROLL:1|…): check it was copied whole")
+        url = check_issuer_url(req.issuer)
         try:
             check_common_name(req.device_id)
         except CAError as exc:
             raise ProvisionError(f"--gate: {exc}") from None
+        if url.startswith("http://"):
+            if not req.root_kid and not req.insecure_tofu:
+                raise ProvisionError(
+                    f"{url} is plain HTTP and no root key is pinned: anybody on the path could hand this device a "
+                    "ledger of their own. Use https://, or pin the root key (--root-kid HEX, or the setup code, "
+                    "which carries it), or accept the risk with --insecure-tofu")
+            return f"{url}: plain HTTP, " + (f"root key {req.root_kid} pinned" if req.root_kid
+                                              else "--insecure-tofu: the root key is trusted on first use")
+        return f"{url}: HTTPS" + (f" (private CA {req.issuer_ca})" if req.issuer_ca else "")
+
+    def run(self) -> EnrollResult:
+        req = self.req
+        with self.step("request") as d:
+            d.append(self._check_request())
         with self.step("home") as d:
             if layout.is_enrolled(self.home) and not req.force:
                 record = layout.read_record(self.home)
@@ -163,7 +200,8 @@ class _Enrollment:
                                      f"enrollment needs {self.env.min_free_bytes // 2**20} MB (ledger, "
                                      "taps buffered offline); free some space and enroll again")
             d.append(f"{free // 2**20} MB free")
-        client = IssuerClient(req.issuer, transport=self.env.transport, clock=self.env.clock)
+        client = IssuerClient(req.issuer, transport=self.env.transport, clock=self.env.clock,
+                              issuer_ca=req.issuer_ca)
         try:
             return self._with_issuer(client)
         finally:
@@ -176,6 +214,9 @@ class _Enrollment:
         with self.step("issuer") as d:
             reading = client.check_clock(self.env.max_clock_offset_s)
             d.append(f"{client.url} answers; clock {describe_offset(reading.offset_s)}")
+        with self.step("check") as d:
+            preview = client.check(req.token)
+            d.append(self._check_preview(preview))
         if self.tmp.exists():  # left by an enrollment that was killed: it was never committed
             shutil.rmtree(self.tmp)
         try:
@@ -194,6 +235,44 @@ class _Enrollment:
         with self.step("redeem") as d:
             answer = client.redeem(req.token, csr)
             d.append(f"enrolled as {answer.device_id} at site {answer.site} ({answer.direction})")
+        try:
+            return self._after_redeem(client, key, answer, reading.offset_s)
+        except ProvisionError as exc:
+            exc.recovery = self._give_back(client, answer, exc)
+            raise
+
+    def _give_back(self, client: IssuerClient, answer: EnrollmentGrant, exc: ProvisionError) -> str:
+        """After a redeemed token, a failure here: hand the enrollment back, and say what that means."""
+        problem = client.release(self.req.token, answer.api_token)
+        if problem is None:
+            return ("nothing was kept here, and the issuer took the enrollment back (the device is registered, "
+                    "not enrolled; what it had just issued is revoked): fix the cause and run the same command "
+                    "again, with the same token")
+        return (f"nothing was kept here, but the issuer could not take the enrollment back ({problem}): it shows "
+                f"{self.req.device_id} as enrolled and the token is spent. Ask the operator to retire the device "
+                f"(citypass provision decommission or DELETE /v1/devices/{self.req.device_id}), register it again "
+                "and make a new enrollment (citypass issuer enrollment-qr)")
+
+    def _check_preview(self, preview: EnrollmentPreview) -> str:
+        req = self.req
+        if preview.device_id != req.device_id:
+            raise ProvisionError(f"this token enrolls {preview.device_id!r}, not --gate {req.device_id!r}: use the "
+                                 "token made for this gate (or --gate as the operator registered it)")
+        if req.site is not None and req.site not in (preview.site_name, str(preview.site)):
+            raise ProvisionError(f"this device is registered at site {preview.site_name} (#{preview.site}), not "
+                                 f"{req.site}: check the enrollment (or --site)")
+        if req.root_kid and preview.root_kid != req.root_kid.lower():
+            raise ProvisionError(f"the issuer's root key is {preview.root_kid}, but {req.root_kid} is pinned: "
+                                 "this is not the issuer the setup code came from")
+        if not preview.signs_certificates:
+            raise ProvisionError("the issuer signs no device certificates: it must run with --broker-home "
+                                 "(and --broker), see docs/provisioning.md")
+        return (f"token for {preview.device_id} at {preview.site_name} (#{preview.site}, {preview.direction}), "
+                f"root key {preview.root_kid}, still unspent")
+
+    def _after_redeem(self, client: IssuerClient, key: ec.EllipticCurvePrivateKey, answer: EnrollmentGrant,
+                      offset_s: float) -> EnrollResult:
+        req = self.req
         cert_pem, ca_pem = answer.certificate, answer.ca_certificate
         if cert_pem is None or ca_pem is None:
             raise ProvisionError("the issuer returned no device certificate: it must run with --broker-home")
@@ -216,7 +295,7 @@ class _Enrollment:
             record = layout.DeviceRecord(
                 device_id=req.device_id, site=answer.site, site_name=site_name, direction=answer.direction,
                 issuer=client.url, broker=answer.broker, api_token=answer.api_token,
-                enrolled_at=int(self.env.clock() - reading.offset_s), certificate_serial=f"{cert.serial_number:x}")
+                enrolled_at=int(self.env.clock() - offset_s), certificate_serial=f"{cert.serial_number:x}")
             self.write(layout.DEVICE, record.model_dump_json(indent=1).encode(), 0o600)
             self.write(layout.TOKEN, answer.api_token.encode(), 0o600)
             self.write(layout.CONFIG, self._gate_toml(site_name, answer.direction, record.broker,
@@ -320,6 +399,9 @@ class _Enrollment:
             "[health]",
             f"port = {req.health_port}",
             "",
+            "[barrier]  # board profile and pins: docs/provisioning.md, \"Boards\"",
+            *(f"{key} = {_toml_value(value)}" for key, value in (req.barrier or board_settings(DEFAULT_BOARD)).items()),
+            "",
             *self._sync_toml(broker, issuer_url),
         ])
 
@@ -370,6 +452,15 @@ class _Enrollment:
         layout.fsync_dir(self.home.parent)
         if old is not None:
             layout.wipe(old)
+
+
+def _toml_value(value: object) -> str:
+    """A TOML value for a [barrier] setting (a bool, a number or a string; None is "floating" there)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return json.dumps("floating")
+    return str(value) if isinstance(value, int | float) else json.dumps(str(value))
 
 
 def ca_name(ca_pem: str) -> str:

@@ -9,15 +9,18 @@ tests talk to a served issuer over real HTTP and nothing is patched.
 from __future__ import annotations
 
 import email.utils
+import ssl
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 
-from citypass.credential.enrollment import EnrollmentGrant, EnrollmentRedeem
+from citypass.credential.enrollment import EnrollmentCheck, EnrollmentGrant, EnrollmentPreview, EnrollmentRedeem
 from citypass.errors import CityPassError
 
 #: Refuse to enroll (and fail the self-test) when the local clock is further than this from the issuer's.
@@ -28,6 +31,9 @@ class ProvisionError(CityPassError):
     """A provisioning step failed; the message says why and what to do. The CLI exits 1 with it."""
 
     step: str | None = None  # which step failed, when known
+    #: What to do next, when it is not "nothing was written: fix the cause and run the same command again"
+    #: (a failure after the token was redeemed says whether the issuer took the enrollment back).
+    recovery: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,46 @@ def describe_offset(offset: float) -> str:
     return f"{abs(offset):.0f} s {ahead} the issuer"
 
 
+def check_issuer_url(url: str) -> str:
+    """``url`` without a trailing slash if it is an absolute http(s) URL, else a :class:`ProvisionError` saying
+    what is wrong with it (rather than "cannot reach the issuer" for a URL that was never a URL).
+
+    >>> check_issuer_url("https://issuer.example/")
+    'https://issuer.example'
+    >>> try:
+    ...     check_issuer_url("issuer.example:8080")
+    ... except ProvisionError as exc:
+    ...     print(str(exc).partition(": ")[2])
+    give it whole, e.g. https://issuer.example:8080
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        bare = url.split("://", 1)[-1]
+        raise ProvisionError(f"the issuer URL {url!r} has no http:// or https:// in front: give it whole, e.g. "
+                             f"https://{bare}")
+    if parts.query or parts.fragment:
+        raise ProvisionError(f"the issuer URL {url!r} carries a query or fragment: give only scheme, host and path")
+    return url.rstrip("/")
+
+
+def tls_verify(issuer_ca: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the issuer's certificate with: the system's CAs, or only ``issuer_ca`` (an issuer
+    behind a private CA)."""
+    if issuer_ca is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(issuer_ca))
+    except (OSError, ssl.SSLError) as exc:
+        raise ProvisionError(f"--issuer-ca {issuer_ca}: cannot load it as PEM CA certificates ({exc})") from None
+
+
 class IssuerClient:
     def __init__(self, url: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, issuer_ca: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.clock = clock
-        self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport,
+                                 verify=tls_verify(issuer_ca))
 
     def close(self) -> None:
         self.http.close()
@@ -63,6 +103,13 @@ class IssuerClient:
         except httpx.TimeoutException:
             raise ProvisionError(f"the issuer at {self.url} did not answer in time: check the network "
                                  "(cable, VPN, firewall) and try again") from None
+        except httpx.ConnectError as exc:
+            if isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ProvisionError(f"the issuer at {self.url} has a TLS certificate this device does not trust "
+                                     f"({exc}): behind a private CA, give its certificate with --issuer-ca FILE"
+                                     ) from None
+            raise ProvisionError(f"cannot reach the issuer at {self.url} ({type(exc).__name__}: {exc}): "
+                                 "check the URL, the network and that the issuer is running") from None
         except httpx.TransportError as exc:
             raise ProvisionError(f"cannot reach the issuer at {self.url} ({type(exc).__name__}: {exc}): "
                                  "check the URL, the network and that the issuer is running") from None
@@ -102,9 +149,7 @@ class IssuerClient:
                 "dynamic codes depend on it")
         return reading
 
-    def redeem(self, token: str, csr_pem: bytes) -> EnrollmentGrant:
-        request = EnrollmentRedeem(token=token, csr=csr_pem.decode())
-        resp = self._call("POST", "/v1/enrollments/redeem", json=request.model_dump())
+    def _token_refused(self, resp: httpx.Response) -> None:
         detail = self._detail(resp)
         if resp.status_code == 410:
             raise ProvisionError(f"the enrollment token cannot be used: {detail}. Ask the operator for a new "
@@ -112,6 +157,38 @@ class IssuerClient:
         if resp.status_code == 401:
             raise ProvisionError(f"the issuer does not know this enrollment token ({detail}): check it was "
                                  "copied whole, and that this is the issuer that created it")
+
+    def check(self, token: str) -> EnrollmentPreview:
+        """What redeeming ``token`` would give, without spending it (``POST /v1/enrollments/check``)."""
+        resp = self._call("POST", "/v1/enrollments/check", json=EnrollmentCheck(token=token).model_dump())
+        self._token_refused(resp)
+        if resp.status_code == 404:
+            raise ProvisionError(f"{self.url} cannot check an enrollment before redeeming it (no "
+                                 "/v1/enrollments/check): update the issuer first")
+        if resp.status_code != 200:
+            raise ProvisionError(f"the issuer refused to check the token (HTTP {resp.status_code}): "
+                                 f"{self._detail(resp)}")
+        try:
+            return EnrollmentPreview.model_validate_json(resp.content)
+        except ValidationError as exc:
+            raise ProvisionError(f"the issuer's answer to a token check does not parse: {exc.errors()[0]['msg']}"
+                                 ) from None
+
+    def release(self, token: str, api_token: str) -> str | None:
+        """Give a just-redeemed enrollment back (``POST /v1/enrollments/release``, as the device): None when the
+        issuer took it back, else why not."""
+        try:
+            resp = self._call("POST", "/v1/enrollments/release", json=EnrollmentCheck(token=token).model_dump(),
+                              headers={"Authorization": f"Bearer {api_token}"})
+        except ProvisionError as exc:
+            return str(exc)
+        return None if resp.status_code == 200 else f"HTTP {resp.status_code}: {self._detail(resp)}"
+
+    def redeem(self, token: str, csr_pem: bytes) -> EnrollmentGrant:
+        request = EnrollmentRedeem(token=token, csr=csr_pem.decode())
+        resp = self._call("POST", "/v1/enrollments/redeem", json=request.model_dump())
+        detail = self._detail(resp)
+        self._token_refused(resp)
         if resp.status_code == 503:
             raise ProvisionError(f"the issuer cannot enroll devices now: {detail}")
         if resp.status_code != 201:

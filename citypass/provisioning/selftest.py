@@ -21,10 +21,12 @@ command exits 1 when any check fails. Stop the gate service first: the self-test
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,29 +97,52 @@ def check_decoder(cfg: GateConfig) -> CheckResult:
     return CheckResult("decoder", "ok", f"{cfg.decoder} read the test code in {ms:.1f} ms")
 
 
+def _pin_problem(exc: Exception, pins: str) -> str:
+    """What a technician should read when the pins cannot be claimed: BadPinFactory (gpiozero found no library
+    that drives this board's pins) names the package to install, not gpiozero's fallback chain."""
+    name = type(exc).__name__
+    if name == "BadPinFactory" or "pin factory" in str(exc).lower():
+        if importlib.util.find_spec("lgpio") is None:
+            return (f"{pins} pins: no GPIO library could drive this board's pins ({name}): install lgpio "
+                    "(pip install 'citypass[gate]' in the venv, or apt install python3-lgpio)")
+        return (f"{pins} pins: lgpio is installed but could not drive the pins ({name}): no /dev/gpiochip0 here, "
+                "or this user is not in the gpio group (the udev rule 60-citypass-gpio.rules)")
+    return f"{pins} pins: {name}: {exc}"
+
+
 def check_gpio(cfg: GateConfig, pin_factory: Any = None) -> CheckResult:
     if pin_factory is None and cfg.pins == "mock":
-        from gpiozero.pins.mock import MockFactory
+        from citypass.gate.barrier.mockpins import resting_mock_pins
 
-        pin_factory = MockFactory()
+        pin_factory = resting_mock_pins(cfg.barrier)
     try:
-        with Barrier(cfg.barrier, pin_factory=pin_factory) as barrier:
-            barrier.start()
-            barrier.grant(1, "selftest")
-            deadline = time.monotonic() + 1.0
-            while barrier.relay_energised_at("selftest") is None and time.monotonic() < deadline:
-                time.sleep(0.01)
-            clicked = barrier.relay_energised_at("selftest") is not None
-            beam = barrier.state.beam_broken
-            barrier.safe_state()
+        with warnings.catch_warnings():  # gpiozero's PinFactoryFallback warnings: the detail below says it
+            warnings.simplefilter("ignore")
+            with Barrier(cfg.barrier, pin_factory=pin_factory) as barrier:
+                barrier.start()
+                barrier.grant(1, "selftest")
+                deadline = time.monotonic() + 1.0
+                while barrier.relay_energised_at("selftest") is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                clicked = barrier.relay_energised_at("selftest") is not None
+                beam = barrier.state.beam_broken
+                fire = barrier.state.mode.value == "fire_alarm"
+                barrier.safe_state()
     except Exception as exc:  # gpiozero raises many kinds (no pin factory, pin in use, permission)
-        return CheckResult("gpio", "fail", f"{cfg.pins} pins: {type(exc).__name__}: {exc}")
+        return CheckResult("gpio", "fail", _pin_problem(exc, cfg.pins))
     where = f"{cfg.pins} pins, relay {cfg.barrier.relay_pin}, sensor {cfg.barrier.sensor_pin}"
+    if fire:
+        return CheckResult("gpio", "warn", f"{where}: the fire-alarm input reads ALARM (pin "
+                                           f"{cfg.barrier.fire_alarm_pin}): check the panel contact and "
+                                           "barrier.fire_alarm_active_low (--fire-alarm-contact)")
     if not clicked:
         return CheckResult("gpio", "fail", f"{where}: the relay was not energised for a test grant")
     if beam:
         return CheckResult("gpio", "warn", f"{where}: relay clicked; the passage sensor reads BROKEN "
                                            "(something in the lane, or the beam is misaligned)")
+    if cfg.pins == "mock":
+        return CheckResult("gpio", "warn", f"{where}: MOCK pins: nothing physical was switched or read; on a "
+                                           "gate set pins = \"native\" (enroll --pins native)")
     return CheckResult("gpio", "ok", f"{where}: relay clicked and returned to safe; sensor reads clear")
 
 

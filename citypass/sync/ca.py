@@ -40,6 +40,7 @@ import fcntl
 import ipaddress
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,11 +112,31 @@ def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def shared_with_group(directory: Path) -> bool:
+    """Whether ``directory`` is one its group may write: a broker home made by systemd with
+    ``StateDirectoryMode=2770`` (citypass-broker.service), shared with the issuer, which is in the broker's group
+    so that it can act as the device CA. Its keys are then 0640 and its subdirectories 2770; otherwise 0600 and
+    as the umask says."""
+    try:
+        return bool(directory.stat().st_mode & stat.S_IWGRP)
+    except OSError:
+        return False
+
+
+def make_dir(directory: Path) -> None:
+    """``mkdir -p``; a new directory inside a group-shared one is group-shared too (2770, the group inherited)."""
+    existed = directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    if not existed and shared_with_group(directory.parent):
+        os.chmod(directory, 0o2770)
+
+
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """Write a private key as unencrypted PKCS#8 PEM, mode 0600 (the broker and paho read it unattended)."""
+    """Write a private key as unencrypted PKCS#8 PEM, mode 0600 (the broker and paho read it unattended), or
+    0640 in a group-shared directory (:func:`shared_with_group`)."""
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    write_atomic(path, pem, 0o600)
+    write_atomic(path, pem, 0o640 if shared_with_group(path.parent) else 0o600)
 
 
 def make_csr(key: ec.EllipticCurvePrivateKey, cn: str) -> bytes:
@@ -188,7 +209,7 @@ class CertificateAuthority:
         """Create the CA key, its self-signed certificate, an empty index and an empty CRL."""
         if cls.exists(directory):
             raise CAError(f"{directory} already holds a CA: refusing to overwrite")
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dir(directory)
         now = now or _now()
         key = new_key()
         subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "City Pass"),
@@ -217,6 +238,8 @@ class CertificateAuthority:
     def _locked(self) -> Iterator[None]:
         """Serialise read-modify-write of the index and CRL (the CLI and the issuer may enrol at once)."""
         with open(self.dir / ".lock", "a") as lock:
+            if shared_with_group(self.dir) and os.fstat(lock.fileno()).st_uid == os.geteuid():
+                os.fchmod(lock.fileno(), 0o660)  # the broker's and the issuer's accounts both take this lock
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -126,14 +127,18 @@ def revoke_device(home: Path, device_id: str) -> None:
 
 @broker.command("list")
 @HOME_OPTION
-def list_identities(home: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
+def list_identities(home: Path, as_json: bool) -> None:
     """List enrolled identities: CN, kind (device/service/revoked), site and certificate expiry."""
     bh = BrokerHome(home)
     active = bh.ca.active()
-    for ident in bh.identities():
-        expiry = active[ident.cn].not_after if ident.cn in active else "-"
-        site = "-" if ident.site is None else str(ident.site)
-        click.echo(f"{ident.cn}\t{ident.kind}\t{site}\t{expiry}")
+    rows = [(i.cn, i.kind, i.site, active[i.cn].not_after if i.cn in active else None) for i in bh.identities()]
+    if as_json:
+        click.echo(json.dumps([{"cn": cn, "kind": kind, "site": site, "not_after": expiry}
+                               for cn, kind, site, expiry in rows], indent=1))
+        return
+    for cn, kind, site, expiry in rows:
+        click.echo(f"{cn}\t{kind}\t{'-' if site is None else site}\t{expiry or '-'}")
 
 
 @broker.command("site")
@@ -162,6 +167,10 @@ def site(home: Path, site: int, out: Path, central: str, hosts: tuple[str, ...])
                f"{len(gates)} gate(s): {', '.join(gates) or 'none yet'}")
     if sh.running_pid():
         click.echo("reloaded the running site broker")
+
+
+def _stamp(paths: list[Path]) -> tuple[int, ...]:
+    return tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in paths)
 
 
 @broker.command()
@@ -197,7 +206,14 @@ def run(home: Path, port: int, bind: str, dev_insecure: bool) -> None:
         mode = "PLAINTEXT (insecure)" if dev_insecure else "TLS, client certificates required"
         click.echo(f"broker listening on {bind if not dev_insecure else '127.0.0.1'}:{port} ({mode}); "
                    f"pid {proc.pid}; log {bh.log_path}", err=True)
+        # Another account (the issuer, acting as the device CA) rewrites the ACL and the CRL without being able
+        # to signal this process: a change of either file reloads mosquitto just as SIGHUP does.
+        watched = [bh.acl_path, bh.ca_dir / "crl.pem"]
+        stamp = _stamp(watched)
         while not done.wait(0.2):
+            if (now := _stamp(watched)) != stamp:
+                stamp = now
+                proc.reload()
             if hup.is_set():
                 hup.clear()
                 if not dev_insecure:

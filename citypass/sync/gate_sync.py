@@ -100,6 +100,7 @@ class SyncState:
     issuer_seq: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
     central: bool | None = None  # a site broker's link to the central broker (None: no site broker)
+    last_ack_at: float | None = None  # wall clock of the issuer's last acknowledgement of an upload
 
 
 class GateSync:
@@ -120,6 +121,7 @@ class GateSync:
                                               report=self._event, clock=clock)
                       if config.lanes and site is not None and tls is not None else None)
         self._central: bool | None = None
+        self._last_ack_at: float | None = None
         self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._state = SyncState()
         self._lock = threading.Lock()
@@ -287,6 +289,7 @@ class GateSync:
             ids, self._acked_ids = self._acked_ids, []
             try:
                 self.counters["acked"] += ledger.mark_uploaded(ids, int(self.clock()))
+                self._last_ack_at = self.clock()
             except LedgerError as exc:  # not marked: the rows are sent again and acked as duplicates
                 self._event("mark_failed", "warning", error=str(exc), events=len(ids))
 
@@ -336,7 +339,7 @@ class GateSync:
         with self._lock:
             self._state = SyncState(self._connected, ledger.seq, self._state.backlog, self.estimator.offset,
                                     self.estimator.alarm, self.follower.issuer_seq, self._counters(),
-                                    self._central)
+                                    self._central, self._last_ack_at)
 
     def _counters(self) -> dict[str, int]:
         return dict(self.counters) | (dict(self.lanes.counters) if self.lanes is not None else {})

@@ -58,6 +58,7 @@ from citypass.sync.ca import (
     check_common_name,
     make_csr,
     make_device_key,
+    make_dir,
     write_atomic,
 )
 from citypass.sync.endpoint import ClientFiles
@@ -101,7 +102,7 @@ class BrokerHome:
         e.g. to add a hostname.
         """
         for sub in ("data", "log", "run", "server"):
-            (self.path / sub).mkdir(parents=True, exist_ok=True)
+            make_dir(self.path / sub)
         ca = self.ca if CertificateAuthority.exists(self.ca_dir) else CertificateAuthority.create(self.ca_dir)
         ca.issue_server(self.server_key, self.server_cert, hostnames)
         if not self.registry_path.exists():

@@ -89,9 +89,9 @@ def build_daemon(cfg: GateConfig, *, log: EventLog | None = None, pin_factory: o
         raise ConfigError(f"site_not_configured: site {cfg.site!r} is not in the ledger (known: {known})")
     ledger.set_identity(cfg.gate_id, site.number, cfg.direction)
     if pin_factory is None and cfg.pins == "mock":
-        from gpiozero.pins.mock import MockFactory
+        from citypass.gate.barrier.mockpins import resting_mock_pins
 
-        pin_factory = MockFactory()
+        pin_factory = resting_mock_pins(cfg.barrier)
     barrier = Barrier(cfg.barrier, pin_factory=pin_factory)  # claims pins straight into the safe state
     camera = open_camera(cfg.camera)
     policy = cfg.policy.to_policy()

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from citypass.issuer.api import create_app
 from citypass.issuer.api.limits import CapLength
+from citypass.issuer.api.logjson import JsonFormatter
 from citypass.issuer.authority import AuthorityError
 from citypass.issuer.cli import HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
@@ -124,9 +125,11 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
 
 
 def _log_config() -> dict[str, Any]:
-    """uvicorn's own logging config, with every line's arguments cut to a bounded length (CapLength): the
-    access line carries the path as the client sent it."""
+    """uvicorn's own logging config as JSON lines (:class:`~citypass.issuer.api.logjson.JsonFormatter`), with every
+    line's arguments cut to a bounded length (CapLength): the access line carries the path as the client sent it."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    for name in config["formatters"]:  # JSON lines with level (and journald's <N> prefix under systemd)
+        config["formatters"][name] = {"()": JsonFormatter}
     config.setdefault("filters", {})["cap"] = {"()": CapLength}
     for handler in config["handlers"].values():
         handler.setdefault("filters", []).append("cap")

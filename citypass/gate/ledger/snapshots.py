@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from sqlite_utils import Database
@@ -265,7 +266,7 @@ def _stage(conn: sqlite3.Connection, transaction: Transaction, table: str, ids: 
             first = False
             rows = pace.rows
             chunk = blob[offset:offset + rows * width]
-            added += pace.timed(rows, lambda: _in_turn(transaction, False, _insert(table, chunk, width), sleep))
+            added += pace.timed(rows, partial(_in_turn, transaction, False, _insert(table, chunk, width), sleep))
             offset += rows * width
     return added
 
@@ -315,7 +316,7 @@ def _purge(conn: sqlite3.Connection, transaction: Transaction, table: str, batch
 
     while True:
         rows = pace.rows
-        if not pace.timed(rows, lambda: _in_turn(transaction, False, lambda c: one_batch(c, rows), sleep)):
+        if not pace.timed(rows, partial(_in_turn, transaction, False, partial(one_batch, rows=rows), sleep)):
             return
         _yield(conn, pause_s, sleep)
 

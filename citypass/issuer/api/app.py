@@ -26,13 +26,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from citypass.credential.timefmt import utc_now
 from citypass.errors import Conflict, InvalidInput, NotFound, Unavailable
-from citypass.issuer.api import fleet, ledger, passes, reports, taps, venues, wallet
+from citypass.issuer import console
+from citypass.issuer.api import fleet, groups, ledger, passes, reports, taps, venues, wallet
 from citypass.issuer.api.common import ErrorOut, FieldError
 from citypass.issuer.api.deps import (
     Clock,
     Services,
 )
+from citypass.issuer.api.docs import mount_docs
 from citypass.issuer.api.limits import Limits, RateLimits
+from citypass.issuer.api.metrics import mount_metrics
 from citypass.issuer.api.middleware import AuditLog, BodyLimit, InternalErrors
 from citypass.issuer.authority import DeviceAuthority
 from citypass.issuer.records import StorageFull
@@ -98,17 +101,20 @@ def create_app(issuer: Issuer, *, clock: Clock = utc_now, max_body: int = MAX_BO
     time; None turns them off (a benchmark measuring the service itself). ``wallet_url`` is the wallet
     page's public address for claim links (default: the request's own origin + ``/wallet/``)."""
     app = FastAPI(title="City Pass issuer", version="1", description=DESCRIPTION,
-                  dependencies=[Depends(refuse_unknown_query)],
+                  dependencies=[Depends(refuse_unknown_query)], docs_url=None, redoc_url=None,
                   openapi_tags=[{"name": t} for t in (
                       "service", "passes and revocations", "sites, venues and reservations", "ledger and keys",
-                      "devices and enrollments", "taps", "reports")])
+                      "devices and enrollments", "taps", "reports", "tour groups")])
     services = Services(issuer, clock)
     app.state.services = services
     app.state.device_authority = authority
     app.state.wallet_url = wallet_url
-    for module in (passes, venues, ledger, fleet, taps, reports):
+    for module in (passes, venues, ledger, fleet, taps, reports, groups):
         app.include_router(module.router)
     wallet.mount(app)  # /v1/wallet/claims and the wallet page at /wallet/
+    mount_docs(app)  # /docs with Swagger UI served from the package, no CDN
+    mount_metrics(app, issuer)  # /metrics for Prometheus
+    console.mount(app)  # the operators' pages at /console/
 
     @app.get("/healthz", response_model=HealthzOut, tags=["service"], summary="Liveness",
              description="No token needed. Answers when the store is readable; never rate-limited.")

@@ -20,6 +20,10 @@ Role groups (``admin`` is implied in each):
 ``FARES_WRITE``        operator
 ``AUDIT``              auditor — the audit log, key list
 ``ADMIN``              admin only — key rotation, lifting revocations
+``SITES_WRITE``        issuer, operator — edit sites (hours, capacity, titles, anti-passback)
+``GROUPS_WRITE``       issuer, operator — register tour groups, set the group thresholds
+``GROUPS_READ``        issuer, operator, auditor — tour groups, where they are
+``CONTROL``            operator — the console, acknowledging incidents
 =====================  ===========================================================
 """
 
@@ -52,6 +56,10 @@ HOLDS = ("issuer", "operator", "auditor")
 FARES_WRITE = ("operator",)
 AUDIT = ("auditor",)
 ADMIN: tuple[str, ...] = ()
+SITES_WRITE = ("issuer", "operator")
+GROUPS_WRITE = ("issuer", "operator")
+GROUPS_READ = ("issuer", "operator", "auditor")
+CONTROL = ("operator",)
 
 bearer = HTTPBearer(auto_error=False, scheme_name="ApiToken", bearerFormat="cpt_<id>_<secret>",
                     description="An API token from `citypass issuer token create` (or, for a device, from "
@@ -129,6 +137,10 @@ FaresWriteRole = Annotated[Principal, require(FARES_WRITE)]
 AuditRole = Annotated[Principal, require(AUDIT)]
 KeysRole = Annotated[Principal, require(("issuer", *AUDIT))]
 AdminRole = Annotated[Principal, require(ADMIN)]
+SitesWriteRole = Annotated[Principal, require(SITES_WRITE)]
+GroupsWriteRole = Annotated[Principal, require(GROUPS_WRITE)]
+GroupsReadRole = Annotated[Principal, require(GROUPS_READ)]
+ControlRole = Annotated[Principal, require(CONTROL)]
 
 
 def note(request: Request, detail: str) -> None:

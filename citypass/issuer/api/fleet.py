@@ -19,9 +19,14 @@ from cryptography.x509.oid import NameOID
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from citypass.credential.claims import MAX_SITE_NUMBER
-from citypass.credential.devices import check_device_id
-from citypass.credential.enrollment import EnrollmentGrant, EnrollmentRedeem
+from citypass.credential.devices import DEVICE_ID_PATTERN, check_device_id
+from citypass.credential.enrollment import (
+    RELEASE_WINDOW_S,
+    EnrollmentCheck,
+    EnrollmentGrant,
+    EnrollmentPreview,
+    EnrollmentRedeem,
+)
 from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_INT, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
@@ -54,8 +59,12 @@ STALE_AFTER_S = 15 * 60
 
 
 class DeviceIn(Strict):
-    id: str = Field(pattern=ID_PATTERN, description="The gate id the device will use.", examples=["gate-west-lake-01"])
-    site: int = Field(ge=0, le=MAX_SITE_NUMBER, description="Site number it stands at.", examples=[1])
+    id: str = Field(pattern=DEVICE_ID_PATTERN, max_length=64,
+                    description="The gate id the device will use: also its certificate's name, MQTT user and "
+                                "topic level, so 1-64 of a-z 0-9 . _ - (citypass.credential.devices).",
+                    examples=["gate-west-lake-01"])
+    site: int | str = Field(description="The site it stands at: its number or its name (slug).",
+                            examples=[1, "west-lake"])
     direction: Literal["entry", "exit"] = "entry"
     description: str = Field("", max_length=200, examples=["north gate, lane 1"])
 
@@ -80,9 +89,12 @@ class DeviceOut(BaseModel):
 @router.post("/v1/devices", status_code=201, response_model=DeviceOut, summary="Register a device",
              description=roles_doc(FLEET_WRITE), responses=errors(*AUTH_ERRORS, 409, 422))
 def register(request: Request, body: DeviceIn, services: ServicesDep, _: FleetWriteRole) -> DeviceOut:
-    if not any(s.number == body.site for s in services.store.sites()):
-        raise HTTPException(422, f"no site number {body.site}")
-    device = Device(body.id, body.site, body.direction, body.description, "registered", services.now())
+    sites = services.store.sites()
+    site = next((s for s in sites if body.site in (s.number, s.name, str(s.number))), None)
+    if site is None:
+        known = ", ".join(f"{s.name} (#{s.number})" for s in sites)
+        raise HTTPException(422, f"no site {body.site!r}: known sites are {known}")
+    device = Device(body.id, site.number, body.direction, body.description, "registered", services.now())
     services.store.add_device(device)
     note(request, f"registered device {device.id} at site {device.site}")
     return DeviceOut.of(device)
@@ -192,7 +204,9 @@ def show_health(device_id: Annotated[str, DEVICE_ID], services: ServicesDep,
 
 
 class EnrollmentIn(Strict):
-    device_id: str = Field(pattern=ID_PATTERN, examples=["gate-west-lake-01"])
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN, max_length=64, examples=["gate-west-lake-01"],
+                           description="A registered device (older ids that are no safe certificate name cannot "
+                                       "be enrolled: register the device again under a safe id).")
     ttl_s: int = Field(3600, ge=60, le=7 * 86_400, description="How long the token may be redeemed.")
 
 
@@ -243,23 +257,78 @@ def _check_csr(text: str, device_id: str) -> bytes:
     return pem
 
 
+def _pending(services: ServicesDep, token: str) -> tuple[str, Enrollment]:
+    """The enrollment ``token`` names, still redeemable (401 unknown, 410 used, expired or retired)."""
+    ident = parse_secret(token, ENROLLMENT_PREFIX)
+    if ident is None:
+        raise HTTPException(401, "not an enrollment token")
+    try:
+        return ident, services.store.enrollment(ident, hash_secret(token), services.now())
+    except NotFound:
+        raise HTTPException(401, "unknown enrollment token") from None
+    except Conflict as exc:
+        raise HTTPException(410, str(exc)) from None
+
+
+@router.post("/v1/enrollments/check", response_model=EnrollmentPreview, summary="Check an enrollment token",
+             description="What redeeming the token would give (device, site, root key id, whether certificates "
+                         "are signed), without spending it: a device checks all of it before it redeems. No "
+                         "bearer token: the enrollment token is the credential.",
+             responses=errors(401, 422) | {410: {"description": "Used already, expired, or the device was retired."}})
+def check_enrollment(request: Request, body: EnrollmentCheck, services: ServicesDep) -> EnrollmentPreview:
+    ident, pending = _pending(services, body.token)
+    request.state.actor = f"enrollment:{ident}"
+    device = services.store.device(pending.device_id)
+    site = next((s for s in services.store.sites() if s.number == device.site), None)
+    authority = device_authority(request)
+    return EnrollmentPreview(device_id=device.id, site=device.site, site_name=site.name if site else None,
+                             direction=device.direction, expires_at=pending.expires_at,
+                             root_kid=services.issuer.root_key().kid.hex(),
+                             signs_certificates=authority is not None,
+                             broker=authority.broker if authority is not None else None)
+
+
+@router.post("/v1/enrollments/release", response_model=DeviceOut, summary="Give an enrollment back",
+             description="Called by a device that redeemed an enrollment and then found a problem on its side "
+                         f"(within {RELEASE_WINDOW_S // 60} minutes): its new API token and certificate are "
+                         "revoked, the device is `registered` again, and the same enrollment token may be "
+                         "redeemed once more until it expires. " + roles_doc(UPLOAD),
+             responses=errors(*AUTH_ERRORS, 404, 409, 422))
+def release_enrollment(request: Request, body: EnrollmentCheck, services: ServicesDep,
+                       principal: UploadRole) -> DeviceOut:
+    ident = parse_secret(body.token, ENROLLMENT_PREFIX)
+    if ident is None or principal.device_id is None:
+        raise HTTPException(404, "unknown enrollment token")
+    now = services.now()
+    try:
+        services.store.release_enrollment(ident, hash_secret(body.token), principal.device_id, now, RELEASE_WINDOW_S)
+    except NotFound:
+        raise HTTPException(404, "unknown enrollment token (or another device's)") from None
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    revoked = services.store.revoke_device_tokens(principal.device_id, now)
+    authority = device_authority(request)
+    certs = 0
+    if authority is not None and authority.has_certificate(principal.device_id):
+        try:
+            certs = authority.revoke(principal.device_id)
+        except AuthorityError:
+            certs = 0
+    note(request, f"device {principal.device_id} gave enrollment {ident} back: {revoked} token(s) and "
+                  f"{certs} certificate(s) revoked")
+    return DeviceOut.of(services.store.device(principal.device_id))
+
+
 @router.post("/v1/enrollments/redeem", status_code=201, response_model=EnrollmentGrant, summary="Redeem an enrollment",
              description="Called by the device being provisioned, with no bearer token: the enrollment token is "
                          "the credential. Works once, before it expires (410 after).",
              responses=errors(401, 422) | {410: {"description": "Used already, expired, or the device was retired."}})
 def redeem(request: Request, body: EnrollmentRedeem, services: ServicesDep) -> EnrollmentGrant:
-    ident = parse_secret(body.token, ENROLLMENT_PREFIX)
-    request.state.actor = f"enrollment:{ident or '?'}"
-    if ident is None:
-        raise HTTPException(401, "not an enrollment token")
+    request.state.actor = f"enrollment:{parse_secret(body.token, ENROLLMENT_PREFIX) or '?'}"
     authority = device_authority(request)
+    # who the token is for, checked (secret, expiry, retirement) without spending it
+    ident, pending = _pending(services, body.token)
     now = services.now()
-    try:  # who the token is for, checked (secret, expiry, retirement) without spending it
-        pending = services.store.enrollment(ident, hash_secret(body.token), now)
-    except NotFound:
-        raise HTTPException(401, "unknown enrollment token") from None
-    except Conflict as exc:
-        raise HTTPException(410, str(exc)) from None
     csr_pem = None
     if body.csr is not None:
         if authority is None:

@@ -15,9 +15,11 @@ from citypass.errors import InvalidInput
 from citypass.issuer.api.common import AUTH_ERRORS, ID_PATTERN, MAX_TIME, Strict, errors
 from citypass.issuer.api.deps import (
     AUDIT,
+    CONTROL,
     FARES_WRITE,
     REPORTS,
     AuditRole,
+    ControlRole,
     FaresWriteRole,
     ReportsRole,
     ServicesDep,
@@ -29,7 +31,6 @@ from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.reconcile import (
     FareTable,
     TapRecord,
-    find_incidents,
     gate_activity,
     journeys,
     local_midnight,
@@ -68,6 +69,9 @@ def _taps(services: ServicesDep, **query: Any) -> list[TapRecord]:
     return taps
 
 
+QUARANTINE_KINDS = ("quarantined_upload", "id_collision")
+
+
 class IncidentOut(BaseModel):
     incident_id: str = Field(examples=["double_use-0123456789abcdef01234567"])
     kind: str = Field(description="double_use, passback, forged_code, replayed_code, revoked_code, "
@@ -80,37 +84,93 @@ class IncidentOut(BaseModel):
     first_at: int
     last_at: int
     detail: str
+    found_at: int | None = Field(None, description="When ingest found it (null: computed from the quarantine).")
+    acked_at: int | None = None
+    acked_by: str | None = Field(None, description="The token id of the operator who acknowledged it.")
+    ack_note: str | None = None
 
 
 @router.get("/v1/incidents", response_model=list[IncidentOut], summary="Incidents",
             description="Double use of single-use tickets across gates (often both offline), passback violations, "
-                        "forged, replayed or revoked codes seen, untrusted gate clocks, shared passes — found in "
-                        "the taps of the window — and uploads kept aside: taps a device is not registered for or "
-                        "that are implausible (`quarantined_upload`), event ids another device used first "
-                        "(`id_collision`). " + roles_doc(REPORTS), responses=errors(*AUTH_ERRORS, 422))
+                        "forged, replayed or revoked codes seen, untrusted gate clocks, shared passes, gate jumpers "
+                        "(a ride ended with no tap-in) — kept in a table maintained at ingest — and uploads kept "
+                        "aside: taps a device is not registered for or that are implausible (`quarantined_upload`), "
+                        "event ids another device used first (`id_collision`). `open=true`: only the ones no "
+                        "operator has acknowledged. " + roles_doc(REPORTS), responses=errors(*AUTH_ERRORS, 422))
 def incidents(services: ServicesDep, _: ReportsRole, since: Since = None, until: Until = None,
               kind: Annotated[str | None, Query(max_length=40, pattern=r"^[a-z_]+$")] = None,
+              open: Annotated[bool, Query(description="Only unacknowledged incidents.")] = False,
               limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[IncidentOut]:
     start, end = _window(services, since, until, 7 * DAY)
     store = services.store
-    parties: dict[str, int | None] = {}
+    stored = store.stored_incidents(since=start, until=end, kind=kind, open_only=open, limit=limit)
+    found: list[IncidentOut] = [IncidentOut(**i.to_dict()) for i in stored]
+    if kind is None or kind in QUARANTINE_KINDS:
+        # What devices uploaded that the issuer would not believe (by the time it was received).
+        found += [IncidentOut(**i.to_dict()) for i in quarantine_incidents(
+            store.quarantined(since=start, until=end, limit=MAX_REPORT_TAPS)) if kind is None or i.kind == kind]
+    if kind in (None, "benefit_over_quota"):
+        # Benefit cards used beyond their quota, from the city-wide count (taps and online bookings).
+        found += [IncidentOut(**i.to_dict()) for i in over_quota_incidents(store, start) if i.first_at < end]
+    found.sort(key=lambda i: (i.first_at, i.kind, i.incident_id))
+    return found[:limit]
 
-    def party_of(credential_id: str) -> int | None:
-        if credential_id not in parties:
-            details = store.credential_details(bytes.fromhex(credential_id))
-            party = (details or {}).get("party")
-            parties[credential_id] = party if isinstance(party, int) else None
-        return parties[credential_id]
 
-    taps = _taps(services, since=start - DAY, until=end)  # a day before: the passback context of early taps
-    found = [i for i in find_incidents(taps, party_of) if i.last_at >= start]
-    # What devices uploaded that the issuer would not believe (by the time it was received).
-    found += quarantine_incidents(store.quarantined(since=start, until=end, limit=MAX_REPORT_TAPS))
-    # Benefit cards used beyond their quota, from the city-wide count (taps and online bookings).
-    found += [i for i in over_quota_incidents(store, start) if i.first_at < end]
-    found = sorted((i for i in found if kind is None or i.kind == kind),
-                   key=lambda i: (i.first_at, i.kind, i.incident_id))
-    return [IncidentOut(**i.to_dict()) for i in found[:limit]]
+class AckIn(Strict):
+    note: str = Field("", max_length=500, description="What the operator did about it.")
+
+
+@router.post("/v1/incidents/{incident_id}/ack", response_model=IncidentOut, summary="Acknowledge an incident",
+             description="Marks it seen and handled (once: the first acknowledgement stays); audited. "
+                         + roles_doc(CONTROL), responses=errors(*AUTH_ERRORS, 404, 422))
+def ack_incident(request: Request, incident_id: Annotated[str, Path(pattern=r"^[a-z_]+-[0-9a-f]{24}$")],
+                 body: AckIn, services: ServicesDep, principal: ControlRole) -> IncidentOut:
+    stored, changed = services.store.ack_incident(incident_id, services.now(), principal.token_id, body.note)
+    note(request, f"acknowledged {incident_id}" + ("" if changed else " (already)") + f": {body.note}")
+    return IncidentOut(**stored.to_dict())
+
+
+class TapOut(BaseModel):
+    tap_id: str
+    gate_id: str
+    site: int
+    direction: str
+    decision: str
+    reason: str | None
+    flags: list[str]
+    credential_id: str | None
+    product: int | None
+    persons: int
+    kind: str | None
+    at: int
+    annulled: int
+    received_at: int | None
+
+
+class TapPageOut(BaseModel):
+    taps: list[TapOut]
+    next: str | None = Field(description="Pass as `after` for the next page; null: the window is exhausted.")
+
+
+def tap_out(t: TapRecord) -> TapOut:
+    return TapOut(tap_id=t.tap_id, gate_id=t.gate_id, site=t.site, direction=t.direction, decision=t.decision,
+                  reason=t.reason, flags=list(t.flags), credential_id=t.credential_id, product=t.product,
+                  persons=t.persons, kind=t.kind, at=t.at, annulled=t.annulled, received_at=t.received_at)
+
+
+@router.get("/v1/reports/taps", response_model=TapPageOut, summary="Taps, a page at a time",
+            description="Every tap of a window of any size, in `(at, tap_id)` order, by keyset paging: each page "
+                        "ends with a `next` cursor to pass as `after`. " + roles_doc(REPORTS),
+            responses=errors(*AUTH_ERRORS, 422))
+def tap_pages(services: ServicesDep, _: ReportsRole,
+              since: Annotated[int, Query(ge=0, le=MAX_TIME)], until: Annotated[int, Query(ge=0, le=MAX_TIME)],
+              after: Annotated[str | None, Query(pattern=r"^\d{1,13}:[A-Za-z0-9._:-]{1,64}$")] = None,
+              site: Annotated[int | None, Query(ge=0, le=MAX_SITE_NUMBER)] = None,
+              limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> TapPageOut:
+    cursor = None if after is None else (int(after.split(":", 1)[0]), after.split(":", 1)[1])
+    page = services.store.taps_page(since=since, until=until, after=cursor, site=site, limit=limit)
+    last = page[-1] if len(page) == limit else None
+    return TapPageOut(taps=[tap_out(t) for t in page], next=None if last is None else f"{last.at}:{last.tap_id}")
 
 
 class OccupancyPointOut(BaseModel):

@@ -22,9 +22,13 @@ from fastapi import FastAPI
 
 
 class BackgroundServer:
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning") -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
+                 tls: tuple[str, str] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files to serve HTTPS with."""
         self.config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="off",
-                                     access_log=False, timeout_graceful_shutdown=5)
+                                     access_log=False, timeout_graceful_shutdown=5,
+                                     ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
+        self.scheme = "https" if tls else "http"
         self.server = uvicorn.Server(self.config)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -35,7 +39,7 @@ class BackgroundServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         self.thread.start()

@@ -17,14 +17,16 @@ from citypass.issuer.api.deps import (
     CATALOG,
     HOLDS,
     ISSUING,
+    SITES_WRITE,
     CatalogRole,
     HoldsRole,
     IssuingRole,
     ServicesDep,
+    SitesWriteRole,
     note,
     roles_doc,
 )
-from citypass.issuer.records import Conflict, ReservationRecord, Slot
+from citypass.issuer.records import Conflict, NotFound, ReservationRecord, Slot
 from citypass.issuer.service import IssueError
 
 router = APIRouter(tags=["sites, venues and reservations"])
@@ -92,6 +94,46 @@ def list_sites(services: ServicesDep, _: CatalogRole) -> list[SiteOut]:
                          + roles_doc(ISSUING), responses=errors(*AUTH_ERRORS, 409, 422))
 def add_site(request: Request, body: SiteIn, services: ServicesDep, _: IssuingRole) -> SiteOut:
     return _add_site(request, services, body)
+
+
+class SiteEditIn(Strict):
+    """The settings an operator may change once a site exists (its number, name and kind stay)."""
+
+    title: str | None = Field(None, max_length=100, description="Display name (signed: what gates show).")
+    title_en: str | None = Field(None, max_length=100, description="Display name in English.")
+    capacity: int | None = Field(None, ge=1, le=10_000_000, description="Most people inside at once; null: no limit.")
+    opens: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="null: open all day.")
+    closes: str | None = Field(None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    passback_minutes: int | None = Field(None, ge=0, le=1440)
+    passback_hard: bool | None = None
+
+
+def edit_site(services: ServicesDep, ref: str, changes: dict[str, object]) -> SiteSettings:
+    """Apply ``changes`` (field → new value) to a site and log the change: gates get it with their next delta."""
+    site = next((s for s in services.store.sites() if ref in (s.name, str(s.number))), None)
+    if site is None:
+        raise NotFound(f"no site {ref!r}")
+    updated = SiteSettings.model_validate(site.model_dump() | changes)
+    if (updated.opens is None) != (updated.closes is None):
+        raise IssueError("opening hours need both opens and closes (or neither)")
+    if updated != site:
+        services.store.update_site(updated, services.now())
+    return updated
+
+
+@router.patch("/v1/sites/{site_id}", response_model=SiteOut, summary="Edit a site",
+              description="Change hours, capacity, title or anti-passback; fields left out stay as they are (null "
+                          "clears capacity or hours). Signed into the ledger: gates use the new settings from their "
+                          "next delta. " + roles_doc(SITES_WRITE), responses=errors(*AUTH_ERRORS, 404, 422))
+def patch_site(request: Request, site_id: Annotated[str, SITE_REF], body: SiteEditIn, services: ServicesDep,
+               _: SitesWriteRole) -> SiteOut:
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    for name in ("title", "title_en", "passback_minutes", "passback_hard"):
+        if name in changes and changes[name] is None:
+            raise IssueError(f"{name} cannot be null")
+    updated = edit_site(services, site_id, changes)
+    note(request, f"edited site {updated.name}: " + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+    return SiteOut.of(updated)
 
 
 @router.get("/v1/venues", response_model=list[SiteOut], summary="List venues",

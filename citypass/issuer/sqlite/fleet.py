@@ -75,6 +75,26 @@ class FleetTables(SqliteBase):
             conn.execute("UPDATE devices SET status = 'enrolled', enrolled_at = ? WHERE id = ?", [at, device.id])
         return Enrollment(enrollment.id, enrollment.device_id, enrollment.created_at, enrollment.expires_at, at)
 
+    def release_enrollment(self, enrollment_id: str, secret_hash: bytes, device_id: str, at: int,
+                           window_s: int) -> Enrollment:
+        with self.write() as conn:
+            row = conn.execute(
+                "SELECT id, device_id, created_at, expires_at, used_at, secret_hash FROM enrollments WHERE id = ?",
+                [enrollment_id],
+            ).fetchone()
+            if row is None or not hmac.compare_digest(bytes(row[5]), secret_hash) or row[1] != device_id:
+                raise NotFound("unknown enrollment token")
+            enrollment = Enrollment(*row[:5])
+            if enrollment.used_at is None:
+                raise Conflict("this enrollment token has not been redeemed: nothing to give back")
+            if at - enrollment.used_at > window_s:
+                raise Conflict(f"this enrollment was redeemed more than {window_s} s ago: too late to give it back")
+            if self.device(device_id).status == "retired":
+                raise Conflict(f"device {device_id!r} is retired")
+            conn.execute("UPDATE enrollments SET used_at = NULL WHERE id = ?", [enrollment_id])
+            conn.execute("UPDATE devices SET status = 'registered', enrolled_at = NULL WHERE id = ?", [device_id])
+        return Enrollment(enrollment.id, device_id, enrollment.created_at, enrollment.expires_at, None)
+
     # -- health --------------------------------------------------------------------------------------
     def record_health(self, health: DeviceHealth) -> None:
         """Merge a report: fields the report leaves out keep their last known value."""

@@ -28,6 +28,12 @@ Tables (times are Unix seconds; ids text, credential and holder ids lowercase he
 (v3 also)            partial indexes: held reservations by age, quarantined events by time
 ``wallet_claims``    passes ordered for a phone wallet: the unsigned order, the hashed one-time claim
                      secret, expiry, and once claimed the holder id and the signed code (v4)
+``incidents``        incidents found at ingest, by id, with the scope they were computed from and
+                     the operator's acknowledgement (control room, v5)
+``site_quarters``    persons in and out per site and quarter hour, recounted at ingest (v5)
+``tour_groups``      tour groups: agency, guide, party, price, where the gates last saw them (v5)
+``group_stops``      a group's itinerary: site, planned window, the group pass, persons admitted (v5)
+``benefit_uses``     the benefit card's city-wide count: one row per use (tap or booking), by ref (v6)
 ===================  ====================================================================
 """
 
@@ -153,7 +159,42 @@ def _v4_wallet(db: Database) -> None:
     )
 
 
-def _v5_benefit_uses(db: Database) -> None:
+def _v5_control_room(db: Database) -> None:
+    """The control room: incidents kept at ingest, quarter-hour tallies, tour groups. Plain SQL
+    (no sqlite-utils helpers) so the PostgreSQL twin can run the same statements."""
+    for statement in (
+        "CREATE TABLE incidents (id TEXT PRIMARY KEY, kind TEXT NOT NULL, scope TEXT NOT NULL, credential_id TEXT,"
+        " tap_ids TEXT NOT NULL, gate_ids TEXT NOT NULL, sites TEXT NOT NULL, first_at INTEGER NOT NULL,"
+        " last_at INTEGER NOT NULL, detail TEXT NOT NULL, found_at INTEGER NOT NULL, acked_at INTEGER,"
+        " acked_by TEXT, ack_note TEXT)",
+        "CREATE INDEX idx_incidents_scope ON incidents (scope)",
+        "CREATE INDEX idx_incidents_first ON incidents (first_at, id)",
+        "CREATE TABLE site_quarters (site INTEGER NOT NULL, quarter INTEGER NOT NULL, entries INTEGER NOT NULL,"
+        " exits INTEGER NOT NULL, PRIMARY KEY (site, quarter))",
+        "CREATE INDEX idx_site_quarters_quarter ON site_quarters (quarter)",
+        "CREATE TABLE tour_groups (id TEXT PRIMARY KEY, agency TEXT NOT NULL, guide TEXT NOT NULL,"
+        " contact TEXT NOT NULL, party INTEGER NOT NULL, price_fen INTEGER NOT NULL, created_at INTEGER NOT NULL,"
+        " warning TEXT, last_site INTEGER, last_at INTEGER, inside INTEGER NOT NULL DEFAULT 0)",
+        "CREATE INDEX idx_tour_groups_site ON tour_groups (last_site, inside)",
+        "CREATE TABLE group_stops (group_id TEXT NOT NULL, stop INTEGER NOT NULL, site INTEGER NOT NULL,"
+        " planned_from INTEGER NOT NULL, planned_to INTEGER NOT NULL, credential_id TEXT,"
+        " admitted INTEGER NOT NULL DEFAULT 0, first_entry_at INTEGER, PRIMARY KEY (group_id, stop))",
+        "CREATE UNIQUE INDEX idx_group_stops_credential ON group_stops (credential_id)",
+        "CREATE INDEX idx_group_stops_planned ON group_stops (planned_from)",
+        # The live stream and keyset paging read taps in the order the issuer received them.
+        "CREATE INDEX idx_taps_received ON taps (received_at, tap_id)",
+    ):
+        db.execute(statement)
+    # Incidents of taps stored before this migration: computed at the next tap of each credential (or on
+    # `citypass issuer incidents-rebuild`); the tallies are recounted from the taps here, once.
+    db.execute("INSERT INTO site_quarters (site, quarter, entries, exits) SELECT site, at / 900 * 900,"
+               " sum(CASE WHEN kind = 'entry' THEN persons - annulled ELSE 0 END),"
+               " sum(CASE WHEN kind = 'exit' THEN persons - annulled ELSE 0 END)"
+               " FROM taps WHERE decision = 'allow' AND kind IN ('entry', 'exit') GROUP BY site, at / 900 * 900")
+
+
+
+def _v6_benefit_uses(db: Database) -> None:
     """The benefit card's central count (citypass.issuer.benefits): one row per use (an admitted tap or a booking),
     keyed by ``tap:<tap id>`` / ``booking:<reservation id>`` so that a use is counted once."""
     db.table("benefit_uses").create(
@@ -164,7 +205,8 @@ def _v5_benefit_uses(db: Database) -> None:
     db.table("benefit_uses").create_index(["credential_id", "period_start"])
 
 
-MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet, _v5_benefit_uses]
+MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet, _v5_control_room,
+                             _v6_benefit_uses]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -1,0 +1,136 @@
+"""What ingest keeps up to date for the control room, after every stored batch: incidents, quarter-hour
+tallies, and where each tour group is.
+
+:func:`citypass.issuer.ingest.ingest` calls :func:`after_batch` once the batch is durably stored. Everything
+here is *recomputed* from the stored taps rather than added up from the batch, so it is idempotent: a batch
+sent twice, taps arriving out of order, an annulment arriving before its tap — the result is what the
+stored taps say, whichever order they came in.
+
+* **Incidents** (:mod:`citypass.issuer.incidents`, plus ``gate_jumper`` below) are found per *scope*: the
+  credential a tap names (``c:<id>``: double use, passback, refused codes, shared passes, gate jumpers) or,
+  for what is grouped by gate (a forged code with no readable id, an untrusted clock), the gate
+  (``g:<gate>``). Each scope a batch touches is recomputed over its taps of the last :data:`LOOKBACK_S`
+  and its unacknowledged incidents in that span replaced; an acknowledged one stays as it was (if it grew
+  since, the grown incident has a new id and shows up open again, which is what an operator should see).
+* **Tallies**: the (site, quarter hour) pairs the batch touched are recounted (occupancy curves, "inside
+  now" and "entries today" read these, never the raw taps).
+* **Groups**: a tap of a tour group's pass recounts its stop and moves the group (see
+  :mod:`citypass.issuer.groups`).
+
+Kinds added here (stable codes):
+
+=================  ==========================================================================
+``gate_jumper``    a transit ride ended (``tap_out``) with no ``tap_in`` before it: the rider
+                   jumped or tailgated the entry gate
+=================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from citypass.issuer.control_records import QUARTER
+from citypass.issuer.incidents import Incident, find_incidents
+from citypass.issuer.tap_records import ENTRY, EXIT, TAP_IN, TAP_OUT, TapRecord, unique_taps
+
+if TYPE_CHECKING:
+    from citypass.issuer.ingest import PreparedBatch
+    from citypass.issuer.repository import ControlRoomRepository, LedgerRepository
+
+    class WatchStore(ControlRoomRepository, LedgerRepository, Protocol):
+        """What the watch reads and writes."""
+
+DAY = 86_400
+#: How far back a credential's (or gate's) taps are read to recompute its incidents: the widest window any
+#: incident rule looks through (a reservation's entries, a passback's previous entry) with room to spare.
+LOOKBACK_S = 2 * DAY
+#: A metro ride longer than this is not one ride (as in the journeys report).
+MAX_RIDE_S = 4 * 3600
+GATE_JUMPER = "gate_jumper"
+
+
+def after_batch(store: WatchStore, batch: PreparedBatch, now: int) -> None:
+    """Bring incidents, tallies and group positions up to date with what ``batch`` (just stored) touched."""
+    taps = [p.tap for p in batch.events if p.error is None and p.tap is not None]
+    annulled = [p.event.tap_id for p in batch.events if p.error is None and p.event.kind == "annul"]
+    if annulled:  # an annulment changes its tap's counts: recount where that tap was
+        known = {t.tap_id for t in taps}
+        taps += store.taps_by_id(t for t in annulled if t not in known)
+    if not taps:
+        return
+    store.recount_quarters({(t.site, t.at // QUARTER * QUARTER) for t in taps if t.kind in (ENTRY, EXIT)})
+    update_incidents(store, taps, now)
+    track_groups(store, taps)
+
+
+def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> None:
+    """Recompute the incidents of every credential and gate scope these taps belong to."""
+    start = min(t.at for t in taps) - LOOKBACK_S
+    end = max(t.at for t in taps) + DAY
+    parties: dict[str, int | None] = {}
+
+    def party_of(credential_id: str) -> int | None:
+        if credential_id not in parties:
+            details = store.credential_details(bytes.fromhex(credential_id)) or {}
+            party = details.get("party")
+            parties[credential_id] = party if isinstance(party, int) and not isinstance(party, bool) else None
+        return parties[credential_id]
+
+    touched = sorted({t.credential_id for t in taps if t.credential_id})
+    # Only a credential whose taps could hold an incident is recomputed; the filter only ever grows with more
+    # taps, so a credential that has an incident stays a candidate and its incidents are kept current.
+    credentials = store.incident_candidates(touched, start, end) if touched else []
+    found: list[tuple[str, Incident]] = []
+    if credentials:
+        theirs = store.taps_of_credentials(credentials, start, end)
+        found += [(f"c:{i.credential_id}", i) for i in [*find_incidents(theirs, party_of), *gate_jumpers(theirs)]
+                  if i.credential_id]
+    gates = sorted({t.gate_id for t in taps if _gate_scoped(t)})
+    for gate in gates:
+        site = next(t.site for t in taps if t.gate_id == gate)
+        theirs = store.gate_taps_of_note(site, gate, start, end)
+        found += [(f"g:{gate}", i) for i in find_incidents(theirs, party_of) if i.credential_id is None]
+    store.save_incidents([f"c:{c}" for c in credentials] + [f"g:{g}" for g in gates], start, found, now)
+
+
+def _gate_scoped(tap: TapRecord) -> bool:
+    """Whether a tap can be part of an incident grouped by gate rather than by credential."""
+    return "clock_untrusted" in tap.flags or tap.reason == "clock_untrusted" or (
+        tap.credential_id is None and not tap.allowed)
+
+
+def gate_jumpers(taps: Iterable[TapRecord]) -> list[Incident]:
+    """``gate_jumper`` incidents: allowed ``tap_out`` taps with no allowed ``tap_in`` of the same credential in
+    the :data:`MAX_RIDE_S` before them (and after the previous ``tap_out``). One incident per such tap."""
+    trails: dict[str, list[TapRecord]] = defaultdict(list)
+    for tap in unique_taps(taps):
+        if tap.allowed and tap.credential_id and tap.kind in (TAP_IN, TAP_OUT):
+            trails[tap.credential_id].append(tap)
+    out = []
+    for credential_id in sorted(trails):
+        open_in: TapRecord | None = None
+        for tap in trails[credential_id]:
+            if tap.kind == TAP_IN:
+                open_in = tap
+                continue
+            if open_in is None or tap.at - open_in.at > MAX_RIDE_S:
+                out.append(Incident(GATE_JUMPER, credential_id, (tap.tap_id,), (tap.gate_id,), (tap.site,), tap.at,
+                                    tap.at, f"ride ended at {tap.gate_id} with no tap-in before it: the rider "
+                                            "jumped or tailgated the entry gate"))
+            open_in = None
+    return out
+
+
+def track_groups(store: WatchStore, taps: Sequence[TapRecord]) -> None:
+    """Recount the stops of group passes among ``taps`` and move their groups to where they were last seen."""
+    stops = store.group_stops_of({t.credential_id for t in taps if t.credential_id})
+    if not stops:
+        return
+    moves = []
+    for tap in sorted(taps, key=lambda t: t.order):
+        if tap.credential_id in stops and tap.allowed and tap.kind in (ENTRY, EXIT):
+            group_id, _ = stops[tap.credential_id]
+            moves.append((group_id, tap.site, tap.at, tap.kind == ENTRY and tap.net_persons > 0))
+    store.track_groups(sorted(stops), moves)

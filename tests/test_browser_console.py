@@ -1,0 +1,212 @@
+"""The operators' console in a real browser (Debian's Chromium, headless, driven by Playwright) against the issuer
+served for real (uvicorn), with real gate ledgers uploading their outbox over HTTP and deciding with their own
+decision core: log in, watch a tap arrive live, acknowledge an incident, revoke a pass and see the gate's decision
+change, edit a site's capacity and see the gate's next decision use it, register a group and follow it across two
+sites, find it with the emergency query; a token without the operator role sees and does nothing; a form posted
+from another site is refused."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from citypass.credential.delta import load_delta
+from citypass.credential.reasons import Reason
+from citypass.gate.decision import decide
+from citypass.issuer.testing import ServedIssuer
+from tests.helpers.browser import browser, wait_js
+from tests.helpers.issuer_gates import NOW, Gate, gates, served
+from tests.helpers.issuer_gates import mint_code as _code
+
+__all__ = ["browser", "gates", "served"]  # fixtures
+
+pytestmark = pytest.mark.slow
+
+DESKTOP = {"viewport": {"width": 1280, "height": 900}}
+
+
+def login(browser: Any, served: ServedIssuer, role: str = "operator") -> Any:
+    page = browser.page(DESKTOP)
+    page.goto(served.url + "/console/login")
+    page.fill("input[name=token]", served.tokens[role])
+    page.click("form.login button[type=submit]")
+    return page
+
+
+def sync(served: ServedIssuer, gate: Gate) -> None:
+    """What the gate's sync does: fetch the delta since its sequence, apply it (sites too), report its health."""
+    with served.client(token=gate.token) as client:
+        answer = client.get("/v1/ledger/deltas", params={"since": gate.ledger.seq})
+        if answer.status_code == 200:
+            delta = load_delta(answer.content, gate.ledger.trust)
+            gate.ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
+        health = client.post(f"/v1/devices/{gate.gate_id}/health", json={"ledger_seq": gate.ledger.seq})
+        assert health.status_code == 204, health.text
+
+
+def test_log_in_and_see_a_gate_tap_appear_live(browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:
+    page = login(browser, served)
+    assert page.url.endswith("/console/city") and page.locator("#city-table").count() == 1
+    cookie = next(c for c in page.context.cookies() if c["name"] == "cp_console")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
+    assert page.evaluate("document.cookie").find("cpt_") == -1  # no script can read the token
+    page.goto(served.url + "/console/live?site=1")
+    wait_js(page, "document.body.dataset.stream === 'open'", what="the live stream to open")
+    other = gates["museum-a"].tap(_code(served, product="annual", sites=["zhejiang-museum"]), NOW + 5)
+    gates["museum-a"].upload()  # another site: filtered out
+    tap = gates["lake-in"].tap(_code(served, product="annual", sites=["west-lake"]), NOW + 10)
+    gates["lake-in"].upload()
+    started = time.monotonic()
+    wait_js(page, f"!!document.querySelector('tr[data-tap-id=\"{tap}\"]')", timeout=5, what="the tap to appear")
+    waited = time.monotonic() - started
+    assert page.locator(f"tr[data-tap-id='{other}']").count() == 0
+    assert "lake-in" in page.locator(f"tr[data-tap-id='{tap}']").inner_text()
+    print(f"tap shown {waited:.2f} s after its upload was acknowledged")
+
+
+def test_acknowledge_an_incident(browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:
+    with served.client("issuer") as issuer:
+        slot = issuer.post("/v1/venues/zhejiang-museum/slots",
+                           json={"starts_at": NOW, "ends_at": NOW + 7200, "capacity": 10}).json()
+        code = issuer.post("/v1/reservations", json={"slot_id": slot["id"], "party": 1}).json()["code"]
+    gates["museum-a"].tap(code, NOW + 100)
+    gates["museum-b"].tap(code, NOW + 150)
+    gates["museum-a"].upload()
+    gates["museum-b"].upload()
+    page = login(browser, served)
+    page.goto(served.url + "/console/incidents")
+    row = page.locator("#incidents tbody tr", has_text="double_use")
+    assert row.count() == 1 and "museum-a, museum-b" in row.inner_text()
+    row.locator("input[name=note]").fill("guard sent to gate B")
+    row.locator("button").click()
+    page.wait_for_url("**/console/incidents?notice=*")
+    assert page.locator("#incidents tbody tr", has_text="double_use").count() == 0  # open only
+    page.goto(served.url + "/console/incidents?all=1")
+    assert "guard sent to gate B" in page.locator("#incidents").inner_text()
+    [stored] = served.issuer.store.stored_incidents()
+    operator_id = served.tokens["operator"].split("_")[1]
+    assert stored.acked_by == operator_id and stored.ack_note == "guard sent to gate B"
+    assert any(e.path.endswith("/ack") and e.actor == operator_id and e.status == 303
+               for e in served.issuer.store.audit_log(limit=20))
+
+
+def test_revoke_a_pass_and_see_the_gate_decide_otherwise(browser: Any, served: ServedIssuer,
+                                                         gates: dict[str, Gate]) -> None:
+    gate = gates["lake-in"]
+    code = _code(served, product="annual", sites=["west-lake"])
+    credential = decide(code, gate.ledger, gate.ledger.context(), NOW).credential
+    assert credential is not None and decide(code, gate.ledger, gate.ledger.context(), NOW).allowed
+    sync(served, gate)
+    page = login(browser, served)
+    page.goto(served.url + f"/console/passes?q={credential.id.hex()}")
+    page.locator("#revoke-form input[name=reason]").fill("reported stolen")
+    page.locator("#revoke-form button").click()
+    page.wait_for_url("**/console/passes?q=*")
+    assert "reported stolen" in page.locator("#pass-status").inner_text()
+    def receipt() -> str:
+        row = page.locator("#receipts tbody tr").filter(has=page.get_by_text("lake-in", exact=True))
+        return str(row.inner_text())
+
+    assert "尚未收到" in receipt()  # not yet: the gate is still at its old ledger sequence
+    sync(served, gate)  # the gate fetches its delta and reports its new ledger sequence
+    page.reload()
+    assert "已收到吊销" in receipt()
+    refused = decide(code, gate.ledger, gate.ledger.context(), NOW + 60)
+    assert not refused.allowed and refused.reason == Reason.REVOKED
+
+
+def test_edit_a_sites_capacity_and_the_gates_next_decision_uses_it(browser: Any, served: ServedIssuer,
+                                                                  gates: dict[str, Gate]) -> None:
+    gate = gates["lake-in"]
+    codes = [_code(served, product="annual", sites=["west-lake"]) for _ in range(2)]
+    gate.tap(codes[0], NOW)
+    page = login(browser, served)
+    page.goto(served.url + "/console/venues")
+    form = page.locator("#site-west-lake")
+    form.locator("input[name=capacity]").fill("1")
+    form.locator("button").click()
+    page.wait_for_url("**/console/venues?notice=*")
+    assert page.locator("#site-west-lake input[name=capacity]").input_value() == "1"
+    sync(served, gate)
+    assert gate.ledger.context().site.capacity == 1
+    refused = decide(codes[1], gate.ledger, gate.ledger.context(), NOW + 30)
+    assert not refused.allowed and refused.reason == Reason.SITE_FULL
+
+
+def test_register_a_group_follow_it_across_two_sites_and_find_it_in_an_emergency(
+        browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:
+    page = login(browser, served)
+    page.goto(served.url + "/console/groups")
+    form = page.locator("#register-group")
+    for name, value in (("agency", "钱塘旅行社"), ("guide", "李导"), ("contact", "+86 139 0000 0000"),
+                        ("party", "15"), ("price", "30")):
+        form.locator(f"input[name={name}]").fill(value)
+    form.locator("select[name=stop0_site]").select_option("west-lake")
+    form.locator("input[name=stop0_from]").fill("2027-01-15T16:00")
+    form.locator("input[name=stop0_to]").fill("2027-01-15T17:00")
+    form.locator("select[name=stop1_site]").select_option("zhejiang-museum")
+    form.locator("input[name=stop1_from]").fill("2027-01-15T17:30")
+    form.locator("input[name=stop1_to]").fill("2027-01-15T18:30")
+    form.locator("button").click()
+    page.wait_for_load_state()
+    assert "below the threshold" in page.locator("p.notice").inner_text()  # 30 yuan: an unreasonably cheap tour
+    [group] = served.issuer.store.groups()
+    assert [s.planned_from for s in group.stops] == [NOW, NOW + 5400] and group.party == 15
+    codes = page.locator("#group-codes code").all_inner_texts()  # shown once, for the agency to hand out
+    assert len(codes) == 2 and all(c.startswith("CP") for c in codes)
+
+    gates["lake-in"].tap(codes[0], NOW + 300)
+    gates["lake-in"].upload()
+    page.goto(served.url + f"/console/groups/{group.id}")
+    assert "west-lake" in page.locator("#group-where").inner_text()
+    gates["museum-a"].tap(codes[1], NOW + 5500)
+    gates["museum-a"].upload()
+    page.reload()
+    assert "zhejiang-museum" in page.locator("#group-where").inner_text()
+    timeline = page.locator("#timeline tbody tr").all_inner_texts()
+    assert len(timeline) == 2 and "lake-in" in timeline[0] and "museum-a" in timeline[1]
+    assert "15/15" in page.locator("#stops").inner_text()
+
+    # The emergency question: which groups are inside the museum now?
+    page.goto(served.url + "/console/groups")
+    page.locator("#emergency select[name=site]").select_option("zhejiang-museum")
+    page.locator("#emergency button").click()
+    page.wait_for_url("**/console/groups?site=zhejiang-museum")
+    assert page.locator("#groups tbody tr").all_inner_texts()[0].startswith(group.id)
+    page.locator("#emergency select[name=site]").select_option("west-lake")
+    page.locator("#emergency button").click()
+    page.wait_for_url("**/console/groups?site=west-lake")
+    assert page.locator("#groups tbody tr").count() == 0
+
+
+def test_a_token_without_the_operator_role_sees_and_does_nothing(browser: Any, served: ServedIssuer) -> None:
+    for role in ("auditor", "issuer", "technician"):
+        page = login(browser, served, role)
+        assert page.url.endswith("/console/login") and page.locator(".notice.error").count() == 1
+        page.context.add_cookies([{"name": "cp_console", "value": served.tokens[role],
+                                   "url": served.url + "/console/"}])
+        for path in ("city", "live", "incidents", "devices", "passes", "venues", "groups"):
+            answer = page.goto(served.url + f"/console/{path}")
+            assert answer is not None and answer.status == 403, (role, path)
+            assert page.locator("#city-table, #incidents, #devices, #groups").count() == 0
+    assert served.issuer.store.sites()[0].capacity is None
+
+
+def test_a_form_posted_from_another_site_is_refused(browser: Any, served: ServedIssuer) -> None:
+    page = login(browser, served)  # the operator is logged in, in this browser
+    evil = "http://evil.example/"
+    page.route(evil, lambda route: route.fulfill(status=200, content_type="text/html", body=(
+        f'<form id="f" method="post" action="{served.url}/console/sites/west-lake">'
+        '<input name="capacity" value="1"><input name="title" value="pwned"><input name="csrf" value="guess">'
+        '</form><script>document.getElementById("f").submit()</script>')))
+    page.goto(evil)
+    deadline = time.monotonic() + 15  # the forged post arrives once the evil page has run its script
+    while not (refused := [e for e in served.issuer.store.audit_log(limit=20)
+                           if e.path == "/console/sites/west-lake"]):
+        assert time.monotonic() < deadline, "the forged post never reached the issuer"
+        time.sleep(0.05)
+    assert all(e.status in (303, 403) for e in refused), refused  # no session (SameSite) or no CSRF token
+    site = served.issuer.store.sites()[0]
+    assert site.capacity is None and site.title != "pwned"

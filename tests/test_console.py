@@ -1,0 +1,109 @@
+"""The console over plain HTTP (the issuer served for real): the session cookie's flags, the CSRF token and the
+Origin check on every form, refusals for other roles and revoked tokens, every page answering, and zh/en."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from citypass.issuer.testing import ServedIssuer, served_issuer
+
+NOW = 1_800_000_000
+PAGES = ("city", "live", "incidents", "devices", "passes?q=0011", "venues", "groups")
+
+
+OPEN: list[httpx.Client] = []
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path / "issuer", now=NOW) as s:
+        yield s
+        while OPEN:
+            OPEN.pop().close()
+
+
+def login(served: ServedIssuer, role: str = "operator") -> tuple[httpx.Client, httpx.Response]:
+    """A browser-like client (closed with the fixture) that has posted the login form with ``role``'s token."""
+    client = httpx.Client(base_url=served.url)
+    OPEN.append(client)
+    form = client.get("/console/login")
+    nonce = re.search(r'name="nonce" value="([0-9a-f]+)"', form.text)
+    assert nonce is not None
+    return client, client.post("/console/login", data={"nonce": nonce.group(1), "token": served.tokens[role]})
+
+
+def csrf(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_login_sets_a_strict_httponly_cookie_and_every_page_answers(served: ServedIssuer) -> None:
+    client, answer = login(served)
+    assert answer.status_code == 303 and answer.headers["location"] == "/console/city"
+    cookie = answer.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/console" in cookie
+    for path in PAGES:
+        page = client.get(f"/console/{path}")
+        assert page.status_code == 200, (path, page.text[:300])
+        assert "script-src 'self'" in page.headers["content-security-policy"] and "<script>" not in page.text
+        assert 'src="/console/static/assets/console.js"' in page.text
+    assert client.get("/console/static/assets/console.js").status_code == 200
+    zh = client.get("/console/city").text
+    en = client.get("/console/lang", params={"to": "en", "back": "/console/city"}, follow_redirects=True).text
+    assert "全城概况" in zh and "City now" in en and "全城概况" not in en
+    with httpx.Client(base_url=served.url) as anonymous:
+        assert anonymous.get("/console/city").headers["location"] == "/console/login"
+
+
+def test_every_form_needs_the_sessions_csrf_token_and_this_origin(served: ServedIssuer) -> None:
+    client, _ = login(served)
+    token = csrf(client.get("/console/venues"))
+    body = {"title": "西湖", "capacity": "9", "passback_minutes": "30", "passback_hard": "1"}
+    assert client.post("/console/sites/west-lake", data=body).status_code == 403  # no token
+    assert client.post("/console/sites/west-lake", data={**body, "csrf": token[:-1] + "0"}).status_code == 403
+    foreign = client.post("/console/sites/west-lake", data={**body, "csrf": token},
+                          headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    assert served.issuer.store.sites()[0].capacity is None
+    done = client.post("/console/sites/west-lake", data={**body, "csrf": token}, headers={"Origin": served.url})
+    assert done.status_code == 303 and served.issuer.store.sites()[0].capacity == 9
+    other, _ = login(served, "admin")  # another session's token is not this one's
+    assert csrf(other.get("/console/venues")) != token
+    log = served.issuer.store.audit_log(limit=10)
+    assert [e.status for e in log if e.path == "/console/sites/west-lake"] == [303, 403, 403, 403]
+    assert all("cpt_" not in e.detail for e in log)
+
+
+def test_other_roles_and_revoked_tokens_are_refused(served: ServedIssuer) -> None:
+    for role in ("auditor", "issuer", "technician"):
+        client, answer = login(served, role)
+        assert answer.status_code == 403 and "cp_console=" not in answer.headers.get("set-cookie", "")
+        client.cookies.set("cp_console", served.tokens[role], path="/console")
+        for path in PAGES:
+            assert client.get(f"/console/{path}").status_code == 403, (role, path)
+    client, _ = login(served)
+    assert served.issuer.store.revoke_token(served.tokens["operator"].split("_")[1], NOW)  # `token revoke` does this
+    assert client.get("/console/city").headers["location"] == "/console/login"
+
+
+def test_the_groups_page_names_overdue_groups_and_pages_by_id(served: ServedIssuer) -> None:
+    with served.client("operator") as operator:
+        late = operator.post("/v1/groups", json={
+            "agency": "A", "guide": "G", "contact": "C", "party": 3, "price_per_person_fen": 9000,
+            "itinerary": [{"site": "lingyin", "planned_from": NOW - 3600, "planned_to": NOW}]}).json()
+        fine = operator.post("/v1/groups", json={
+            "agency": "B", "guide": "H", "contact": "D", "party": 3, "price_per_person_fen": 9000,
+            "itinerary": [{"site": "lingyin", "planned_from": NOW + 3600, "planned_to": NOW + 7200}]}).json()
+    client, _ = login(served)
+    page = client.get("/console/groups").text
+    overdue = re.search(r'id="overdue-groups">(.*?)</p>', page)
+    assert overdue is not None and late["id"] in overdue.group(1) and fine["id"] not in overdue.group(1)
+    first = min(late["id"], fine["id"])
+    rest = re.search(r'<table id="groups">(.*?)</table>', client.get("/console/groups", params={"after": first}).text)
+    assert rest is not None and max(late["id"], fine["id"]) in rest.group(1) and first not in rest.group(1)
