@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from citypass.issuer.api.server import BackgroundServer
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 from citypass.issuer.testing import ServedIssuer, served_issuer
+from tests.helpers.databases import Databases, query
 from tests.helpers.wallet import b64url, claim_body, public_raw
 
 NOW = 1_800_000_000
@@ -44,8 +44,8 @@ def gate_decides(served: ServedIssuer, text: str, site: str, at: int) -> tuple[b
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path_factory.mktemp("wallet") / "issuer", now=NOW) as s:
+def served(tmp_path_factory: pytest.TempPathFactory, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path_factory.mktemp("wallet") / "issuer", now=NOW, database=issuer_database()) as s:
         yield s
 
 
@@ -140,10 +140,8 @@ def test_what_a_claim_is_refused_for(served: ServedIssuer, issuer_api: httpx.Cli
 def test_only_a_hash_of_the_claim_secret_is_stored(served: ServedIssuer, issuer_api: httpx.Client) -> None:
     token = order(issuer_api, product="annual", sites=["west-lake"])
     db = served.issuer.home.path / "issuer.db"
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT secret_hash, holder_id, code FROM wallet_claims WHERE id = ?",
-                           [token.split("_")[1]]).fetchone()
-    conn.close()
+    [row] = query(served.issuer.store, "SELECT secret_hash, holder_id, code FROM wallet_claims WHERE id = ?",
+                  [token.split("_")[1]])
     assert bytes(row[0]) == hashlib.sha256(token.encode()).digest() and row[1] is None and row[2] is None
     secret = token.rsplit("_", 1)[1].encode()
     for path in db.parent.glob("issuer.db*"):
