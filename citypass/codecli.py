@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from citypass.credential import qr
+from citypass.credential import gm1, qr
 from citypass.credential.codes import CodeError, parse
 
 
@@ -19,7 +19,19 @@ def code() -> None:
 @code.command()
 @click.argument("text")
 def inspect(text: str) -> None:
-    """Print the decoded, UNVERIFIED contents of code TEXT as JSON (signatures are not checked)."""
+    """Print the decoded, UNVERIFIED contents of code TEXT as JSON (signatures are not checked). CP1 codes and
+    partners' GM1 codes."""
+    if text.startswith(gm1.PREFIX):
+        try:
+            fields = gm1.decode(text)
+        except gm1.GM1Error as exc:
+            raise click.ClickException(f"malformed_code: {exc}") from None
+        out = fields.credential().describe() | {
+            "verified": False, "format": "gm1", "platform": fields.platform, "kid": fields.kid.hex(), "alg": "SM2",
+            "text_length": len(text), "qr_version": qr.version(text),
+        }
+        click.echo(json.dumps(out, ensure_ascii=False))
+        return
     try:
         parsed = parse(text)
     except CodeError as exc:

@@ -128,7 +128,11 @@ def _steps(iss: Issuer, phone: SigningKey, now: int) -> list[Step]:
 @click.option("--screens", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Instead: write screenshots of the lane's screen in each state and of the wallet into this "
                    "directory, taken in a real browser (Chromium), and exit.")
-def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None, screens: Path | None) -> None:
+@click.option("--database", default=None, metavar="URL",
+              help="Keep the issuer's store in this empty PostgreSQL database (postgresql://USER@HOST:PORT/NAME) "
+                   "instead of the embedded SQLite file: the demo on the city's backend (docs/issuer.md).")
+def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None, screens: Path | None,
+         database: str | None) -> None:
     """Issue, show and check City Pass codes of every kind; then run a city of gates end to end.
 
     Act 1 decides a code of every kind at the right kind of gate from a signed snapshot. Act 2 starts
@@ -147,8 +151,10 @@ def demo(out: Path, visitors: int, duration: float, seed: int, live: bool | None
     if out.exists():
         shutil.rmtree(out)
     now = utc_now()
-    iss = Issuer.init(IssuerHome(out / "issuer"), SITES, now - 86_400)
-    console.print(f"[bold]City Pass demo[/] — issuer initialised in {out / 'issuer'} at {format_time(now)}")
+    iss = Issuer.init(IssuerHome(out / "issuer"), SITES, now - 86_400, database=database)
+    click.get_current_context().call_on_close(iss.close)
+    console.print(f"[bold]City Pass demo[/] — issuer initialised in {out / 'issuer'} at {format_time(now)}"
+                  + (" (store: PostgreSQL)" if database else ""))
     phone = SigningKey.generate()
     steps = _steps(iss, phone, now) + _partner_steps(iss, phone, out / "partners", now)
     snapshot_path = out / "snapshot.cbor"

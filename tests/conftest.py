@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.helpers.codes import World
+from tests.helpers.databases import BACKENDS, Databases
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +18,30 @@ def world() -> World:
 @pytest.fixture
 def fresh_world() -> World:
     return World()
+
+
+def _databases(backend: str) -> Iterator[Databases]:
+    databases = Databases(backend)
+    reason = databases.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        yield databases
+    finally:
+        databases.drop_all()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def issuer_database(request: pytest.FixtureRequest) -> Iterator[Databases]:
+    """Run the test on each issuer backend: call it for a store location (None: SQLite; else a fresh PostgreSQL
+    database's URL, dropped after the module)."""
+    yield from _databases(request.param)
+
+
+@pytest.fixture
+def pg_databases() -> Iterator[Databases]:
+    """PostgreSQL databases of the test's own (skipped, with the reason, where no server answers)."""
+    yield from _databases("postgresql")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -221,7 +221,7 @@ def test_the_screen_shows_the_uses_left() -> None:
 
 def test_the_api_signs_benefit_cards_bound_to_a_holder_and_the_wallet_shows_the_uses_left(
         served: ServedIssuer) -> None:
-    from tests.test_wallet_api import claim_body
+    from tests.helpers.wallet import claim_body
 
     holder = SigningKey.generate()
     body = {"product": "benefit", "sites": ["zhejiang-museum", "lingyin"], "quota": 4, "category": "student",
@@ -243,3 +243,25 @@ def test_the_api_signs_benefit_cards_bound_to_a_holder_and_the_wallet_shows_the_
     assert got.status_code == 201, got.text
     display = got.json()["display"]
     assert display["product"] == "benefit" and display["benefit_left"] == 4 and display["benefit_period"] == "month"
+
+
+def test_booking_a_benefit_slot_over_the_api_uses_the_quota_online(served: ServedIssuer) -> None:
+    holder = SigningKey.generate()
+    code = card(served, holder, quota=1)
+    with served.client("issuer") as issuer, served.client("auditor") as auditor:
+        slot = issuer.post("/v1/venues/zhejiang-museum/slots",
+                           json={"starts_at": NOW + 3600, "ends_at": NOW + 7200, "capacity": 5}).json()
+        booked = issuer.post("/v1/reservations", json={"slot_id": slot["id"], "benefit_code": code})
+        assert booked.status_code == 201, booked.text
+        assert booked.json()["benefit_left"] == 0
+        again = issuer.post("/v1/reservations", json={"slot_id": slot["id"], "benefit_code": code})
+        assert again.status_code == 409 and "no benefit uses left" in again.text
+        assert issuer.post("/v1/reservations", json={"slot_id": slot["id"], "benefit_code": code,
+                                                     "party": 2}).status_code == 422
+        assert issuer.post("/v1/reservations", json={"slot_id": slot["id"],
+                                                     "benefit_code": "CP1:NOT A CODE"}).status_code == 422
+        [listed] = auditor.get("/v1/venues/zhejiang-museum/slots").json()
+        assert listed["booked"] == 1  # the refused bookings gave their places back
+    cid = parse(code).credential.id.hex()
+    assert benefits.status_text(served.issuer.store, cid, NOW) == \
+        ("惠民卡 · 本月剩余 0 次", "Benefit card · 0 uses left this month")

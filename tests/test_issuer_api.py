@@ -19,6 +19,7 @@ from citypass.credential.codes import parse
 from citypass.credential.keys import Alg, SigningKey
 from citypass.issuer.records import ROLES
 from citypass.issuer.testing import ServedIssuer, served_issuer
+from tests.helpers.databases import Databases
 
 NOW = 1_800_000_000
 HOUR = 3600
@@ -28,8 +29,8 @@ TOKENLESS = ("/v1/enrollments/redeem", "/v1/enrollments/check", "/v1/wallet/clai
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path_factory.mktemp("api") / "issuer", now=NOW) as s:
+def served(tmp_path_factory: pytest.TempPathFactory, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path_factory.mktemp("api") / "issuer", now=NOW, database=issuer_database()) as s:
         with s.client("technician") as tech:
             assert tech.post("/v1/devices", json={"id": "gate-api-1", "site": 1}).status_code == 201
             token = tech.post("/v1/enrollments", json={"device_id": "gate-api-1"}).json()["token"]
@@ -369,7 +370,10 @@ def test_cli_token_created_for_a_home_authenticates(served: ServedIssuer, tmp_pa
     assert result.exit_code == 0
     token = result.output.strip()
     assert re.fullmatch(r"cpt_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", token)
-    assert token.encode() not in served.issuer.home.db_path.read_bytes()  # only its hash is stored
+    stored = served.issuer.store.token(token.split("_")[1])
+    assert stored is not None and stored.secret_hash != token.encode()  # only its hash is stored
+    if served.issuer.home.database_url() is None:  # and the SQLite file holds nothing more
+        assert token.encode() not in served.issuer.home.db_path.read_bytes()
     with served.client(token=token) as auditor:
         assert auditor.get("/v1/audit").status_code == 200
         listed = CliRunner().invoke(cli, ["issuer", "token", "list", "--home", home]).output

@@ -10,13 +10,14 @@ import pytest
 
 from citypass.issuer.bookings import HOLD_TTL_S
 from citypass.issuer.testing import ServedIssuer, served_issuer
+from tests.helpers.databases import Databases
 
 NOW = 1_800_000_000
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path / "issuer", now=NOW) as s:
+def served(tmp_path: Path, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path / "issuer", now=NOW, database=issuer_database()) as s:
         yield s
 
 

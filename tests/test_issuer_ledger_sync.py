@@ -14,13 +14,14 @@ from citypass.credential.snapshot import load_snapshot
 from citypass.credential.trustlist import TrustList
 from citypass.gate.ledger import GateLedger, SnapshotRefused
 from citypass.issuer.testing import ServedIssuer, served_issuer
+from tests.helpers.databases import Databases
 
 NOW = 1_800_000_000
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path / "issuer", now=NOW) as s:
+def served(tmp_path: Path, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path / "issuer", now=NOW, database=issuer_database()) as s:
         yield s
 
 

@@ -1,5 +1,5 @@
-"""The issuer's SQLite repository: schema versions and upgrades, the change log behind deltas, booking
-under contention from two stores (two processes), tokens stored hashed, and the delta wire format."""
+"""The issuer's repository: SQLite schema versions and upgrades; on both backends the change log behind deltas,
+booking under contention from two stores (two processes), tokens stored hashed; and the delta wire format."""
 
 from __future__ import annotations
 
@@ -15,13 +15,16 @@ from citypass.credential.delta import DeltaError, LedgerDelta, load_delta, parse
 from citypass.credential.keys import SigningKey
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.trustlist import TrustedKey, TrustList
+from citypass.issuer.backends import open_store
 from citypass.issuer.deltas import SnapshotRequired, build_delta
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import Conflict, NotFound, Slot, SlotFull
+from citypass.issuer.repository import IssuerRepository
 from citypass.issuer.service import Issuer
 from citypass.issuer.sqlite.migrations import MIGRATIONS, SCHEMA_VERSION, StoreSchemaError
 from citypass.issuer.store import IssuerStore
 from citypass.issuer.tokens import authenticate, create_token, hash_secret
+from tests.helpers.databases import Databases
 
 NOW = 1_800_000_000
 
@@ -69,8 +72,10 @@ def test_a_store_from_newer_software_is_refused(tmp_path: Path) -> None:
         IssuerStore(path)
 
 
-def test_an_issuer_home_from_init_serves_and_every_ledger_change_is_logged(tmp_path: Path) -> None:
-    issuer = Issuer.init(IssuerHome(tmp_path / "home"), [("west-lake", "scenic")], now=NOW)
+def test_an_issuer_home_from_init_serves_and_every_ledger_change_is_logged(tmp_path: Path,
+                                                                         issuer_database: Databases) -> None:
+    issuer = Issuer.init(IssuerHome(tmp_path / "home"), [("west-lake", "scenic")], now=NOW,
+                         database=issuer_database())
     store = issuer.store
     kinds = [c.kind for c in store.changes_since(0, 100)]
     assert kinds == ["site", "trust", "trust"] and store.ledger_seq() == 3
@@ -85,15 +90,17 @@ def test_an_issuer_home_from_init_serves_and_every_ledger_change_is_logged(tmp_p
     issuer.close()
 
 
-def test_booking_from_two_stores_on_one_file_never_overbooks(tmp_path: Path) -> None:
-    """Two IssuerStore objects are two connections, like two server processes: BEGIN IMMEDIATE holds."""
-    path = tmp_path / "issuer.db"
-    stores = [IssuerStore(path), IssuerStore(path)]
+def test_booking_from_two_stores_on_one_file_never_overbooks(tmp_path: Path, issuer_database: Databases) -> None:
+    """Two stores are two sets of connections, like two server processes: BEGIN IMMEDIATE (SQLite), the slot's row
+    lock (PostgreSQL) holds."""
+    home = IssuerHome(tmp_path)
+    url = issuer_database()
+    stores = [open_store(home, url), open_store(home, url)]
     stores[0].add_slot(Slot("s_000000000001", 1, NOW, NOW + 3600, 10, 0, NOW))
     outcomes: list[str] = []
     lock = threading.Lock()
 
-    def book(store: IssuerStore, n: int) -> None:
+    def book(store: IssuerRepository, n: int) -> None:
         try:
             result = store.hold_places(f"r_{n:016x}", "s_000000000001", 1, NOW).id
         except SlotFull:
@@ -117,8 +124,8 @@ def test_booking_from_two_stores_on_one_file_never_overbooks(tmp_path: Path) -> 
         store.close()
 
 
-def test_tokens_are_stored_hashed_and_compared_whole(tmp_path: Path) -> None:
-    store = IssuerStore(tmp_path / "issuer.db")
+def test_tokens_are_stored_hashed_and_compared_whole(tmp_path: Path, issuer_database: Databases) -> None:
+    store = open_store(IssuerHome(tmp_path), issuer_database())
     issued = create_token(store, "operator", NOW, label="desk 3")
     record = store.token(issued.record.id)
     assert record is not None and record.secret_hash == hash_secret(issued.text) != issued.text.encode()

@@ -17,6 +17,7 @@ from citypass.gate.ledger import GateLedger
 from citypass.gate.policy import Direction
 from citypass.issuer.testing import ServedIssuer, served_issuer
 from citypass.sync import codec
+from tests.helpers.databases import Databases
 
 NOW = 1_800_000_000
 LAYOUT = {"lake-in": (1, Direction.ENTRY), "lingyin-in": (2, Direction.ENTRY), "museum-a": (3, Direction.ENTRY),
@@ -43,8 +44,8 @@ class Gate:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path / "issuer", now=NOW) as s:
+def served(tmp_path: Path, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path / "issuer", now=NOW, database=issuer_database()) as s:
         yield s
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -11,21 +12,11 @@ from citypass.credential import qr as qrmod
 from citypass.credential.claims import BITMAP_SITES, MAX_SITE_NUMBER, decode_sites, encode_sites
 from citypass.credential.codes import present
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor
+from citypass.credential.revocations import NO_REVOCATIONS
 from citypass.credential.verifier import verify
 from tests.helpers.codes import ANNUAL_SITES, NOW, World
 
 KINDS = (SiteKind.SCENIC, SiteKind.MUSEUM, SiteKind.METRO, SiteKind.BUS, SiteKind.WATER_BUS)
-
-
-class NoRevocations:
-    def is_revoked(self, credential_id: bytes) -> bool:
-        return False
-
-    def is_holder_revoked(self, holder_id: bytes) -> bool:
-        return False
-
-    def presentation_seen(self, presentation_id: bytes) -> bool:
-        return False
 
 
 def city_of_70000() -> list[SiteSettings]:
@@ -56,8 +47,8 @@ def test_70000_sites_are_numbered_and_the_qr_goals_still_hold() -> None:
         assert qrmod.version(shown) <= 11, (terms, qrmod.version(shown))
     # and a gate at site 70,000 admits its own code and refuses one for site 69,999
     here = sites[-1]
-    assert verify(world.code(Group(far, 3)), world.trust(), NoRevocations(), here, NOW).allowed
-    wrong = verify(world.code(Group(far - 1, 3)), world.trust(), NoRevocations(), here, NOW)
+    assert verify(world.code(Group(far, 3)), world.trust(), NO_REVOCATIONS, here, NOW).allowed
+    wrong = verify(world.code(Group(far - 1, 3)), world.trust(), NO_REVOCATIONS, here, NOW)
     assert not wrong.allowed and wrong.reason == "wrong_site"
 
 
@@ -98,3 +89,22 @@ def test_a_code_with_a_large_site_survives_the_cbor_round_trip() -> None:
     cred = Credential(bytes(8), Annual(frozenset({3, 123_456})), NOW, NOW + 10)
     assert Credential.from_claims(decode_cbor(encode_cbor(cred.to_claims()))) == cred
     assert BITMAP_SITES == 1024
+
+
+def test_a_gate_ledger_installs_a_70000_site_snapshot_and_finds_its_site(tmp_path: Path) -> None:
+    from citypass.credential.snapshot import LedgerSnapshot
+    from citypass.gate.decision import GateContext, decide
+    from citypass.gate.ledger import GateLedger
+
+    world = World()
+    sites = tuple(city_of_70000())
+    trust = world.trust()
+    data = LedgerSnapshot(1, NOW - 60, trust, trust.sign(world.root), sites, frozenset(), frozenset(),
+                          world.root.public).sign(world.ledger)
+    with GateLedger.open(tmp_path / "gate.sqlite3", root=world.root.public) as ledger:
+        ledger.load_snapshot(data)
+        here = ledger.site(70_000)
+        assert here is not None and here.name == "site-70000" and ledger.site("site-69999").number == 69_999
+        assert ledger.site("spot-3").title_en == "Spot 3" and ledger.site(70_001) is None
+        decision = decide(world.code(Group(70_000, 2)), ledger, GateContext("g", here), NOW)
+        assert decision.allowed and decision.persons == 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,29 +29,10 @@ from citypass.issuer.api.server import BackgroundServer
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 from citypass.issuer.testing import ServedIssuer, served_issuer
+from tests.helpers.databases import Databases, query
+from tests.helpers.wallet import b64url, claim_body, public_raw
 
 NOW = 1_800_000_000
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def public_raw(key: SigningKey) -> bytes:
-    """What WebCrypto exports: 32 raw bytes (Ed25519) or the 65-byte uncompressed point (P-256)."""
-    if key.alg is Alg.EDDSA:
-        return key.public.raw
-    from cryptography.hazmat.primitives import serialization
-
-    return key.key.public_key().public_bytes(serialization.Encoding.X962,
-                                             serialization.PublicFormat.UncompressedPoint)
-
-
-def claim_body(token: str, phone: SigningKey, *, proof_for: str | None = None) -> dict[str, str]:
-    claim_id = token.split("_")[1]
-    return {"token": token, "alg": "Ed25519" if phone.alg is Alg.EDDSA else "ES256",
-            "public_key": b64url(public_raw(phone)), "proof": b64url(phone.sign(claim_proof_message(proof_for or
-                                                                                                   claim_id)))}
 
 
 def gate_decides(served: ServedIssuer, text: str, site: str, at: int) -> tuple[bool, str | None]:
@@ -64,8 +44,8 @@ def gate_decides(served: ServedIssuer, text: str, site: str, at: int) -> tuple[b
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path_factory.mktemp("wallet") / "issuer", now=NOW) as s:
+def served(tmp_path_factory: pytest.TempPathFactory, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path_factory.mktemp("wallet") / "issuer", now=NOW, database=issuer_database()) as s:
         yield s
 
 
@@ -160,10 +140,8 @@ def test_what_a_claim_is_refused_for(served: ServedIssuer, issuer_api: httpx.Cli
 def test_only_a_hash_of_the_claim_secret_is_stored(served: ServedIssuer, issuer_api: httpx.Client) -> None:
     token = order(issuer_api, product="annual", sites=["west-lake"])
     db = served.issuer.home.path / "issuer.db"
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT secret_hash, holder_id, code FROM wallet_claims WHERE id = ?",
-                           [token.split("_")[1]]).fetchone()
-    conn.close()
+    [row] = query(served.issuer.store, "SELECT secret_hash, holder_id, code FROM wallet_claims WHERE id = ?",
+                  [token.split("_")[1]])
     assert bytes(row[0]) == hashlib.sha256(token.encode()).digest() and row[1] is None and row[2] is None
     secret = token.rsplit("_", 1)[1].encode()
     for path in db.parent.glob("issuer.db*"):

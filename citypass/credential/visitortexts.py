@@ -54,6 +54,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "wallet.product.transit": ("交通乘车码", "Transit pass"),
     "wallet.product.group": ("团队票", "Group ticket"),
     "wallet.product.benefit": ("文旅惠民卡", "Culture and tourism benefit card"),
+    "wallet.product.event": ("会议活动证件", "Event badge"),
     "wallet.benefit": ("本期剩余", "Uses left"),
     "wallet.sites": ("适用景点", "Valid at"),
     "wallet.modes": ("适用交通", "Valid on"),

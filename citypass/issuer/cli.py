@@ -12,6 +12,7 @@ from citypass.credential.claims import Mode, Product
 from citypass.credential.keys import Alg, read_public_key
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.timefmt import format_time, utc_now
+from citypass.issuer.backends import schema_versions
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import ROLES, Conflict
 from citypass.issuer.service import Issuer
@@ -22,12 +23,27 @@ HOME_OPTION = click.option(
     help="Issuer home directory (keys and store).",
 )
 PASSPHRASE_ENV = "CITYPASS_KEY_PASSPHRASE"
+DATABASE_OPTION = click.option(
+    "--database", default=None, metavar="URL",
+    help="PostgreSQL database for the store (postgresql://USER@HOST:PORT/NAME; psycopg's URL form, libpq "
+         "environment variables apply). Default: the one HOME records, else the SQLite file HOME/issuer.db.",
+)
 
 
 def open_home(path: Path) -> IssuerHome:
     # The passphrase is read here, at the wiring point, never at import time.
     secret = os.environ.get(PASSPHRASE_ENV)
     return IssuerHome(path, secret.encode() if secret else None)
+
+
+def open_issuer(home: Path, database: str | None = None) -> Issuer:
+    """The issuer of HOME for one command, closed when the command ends (a PostgreSQL store holds a pool of
+    connections and its threads; they are released then, not left to the garbage collector)."""
+    iss = Issuer.open(open_home(home), database=database)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(iss.close)
+    return iss
 
 
 @click.group(cls=LazyGroup)
@@ -44,11 +60,13 @@ def issuer() -> None:
               help="A site to create (repeatable). KIND: scenic (default), museum, metro, bus, water_bus.")
 @click.option("--alg", type=click.Choice(["ed25519", "es256"]), default="ed25519", show_default=True,
               help="Signature algorithm for the new keys.")
-def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
+@DATABASE_OPTION
+def init(home: Path, sites: tuple[str, ...], alg: str, database: str | None) -> None:
     """Create the root, issuer-signing and ledger-signing keys and the store in HOME.
 
     Sites are numbered 1, 2, … in the order given: list annual-pass sites first, so that annual passes
-    stay small. Prints the root key id; pin HOME/root.pub on every gate.
+    stay small. Prints the root key id; pin HOME/root.pub on every gate. With --database, the store is that
+    (empty) PostgreSQL database instead of HOME/issuer.db; HOME records it for every later command.
     """
     pairs = []
     for spec in sites:
@@ -56,9 +74,23 @@ def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
         if kind and kind not in {k.value for k in SiteKind}:
             raise click.BadParameter(f"unknown site kind {kind!r}", param_hint="--site")
         pairs.append((name, kind or "scenic"))
-    result = Issuer.init(open_home(home), pairs, utc_now(), Alg.from_name(alg))
+    result = Issuer.init(open_home(home), pairs, utc_now(), Alg.from_name(alg), database=database)
+    click.get_current_context().call_on_close(result.close)
     click.echo(f"issuer home {home} ready; root key id {result.root_key().kid.hex()}; "
                f"{len(pairs)} site(s); pin {result.home.root_pub_path} on gates")
+
+
+@issuer.command()
+@HOME_OPTION
+@DATABASE_OPTION
+def migrate(home: Path, database: str | None) -> None:
+    """Bring the store's schema up to this software's version (SQLite file or PostgreSQL database).
+
+    Every command migrates when it opens the store; this does only that, for an upgrade run before the
+    nodes are restarted. Safe with other nodes running: one migrates, the others wait and find it done.
+    """
+    before, after = schema_versions(open_issuer(home, database).store)
+    click.echo(f"schema version {after}" + (f" (migrated from {before})" if before != after else " (up to date)"))
 
 
 @issuer.command("add-site")
@@ -75,7 +107,7 @@ def init(home: Path, sites: tuple[str, ...], alg: str) -> None:
 def add_site(home: Path, name: str, kind: str, title: str, title_en: str, capacity: int | None, hours: str | None,
              passback: int, soft_passback: bool) -> None:
     """Add a site NAME (its number is the next free one)."""
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     opens = closes = None
     if hours:
         opens, sep, closes = hours.partition("-")
@@ -127,7 +159,7 @@ def mint(home: Path, product: str, sites: str | None, venue: str | None, site: s
     """
     if wallet and holder_key:
         raise click.UsageError("--wallet and --holder-key exclude each other (the wallet makes its own key)")
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     holder = read_public_key(holder_key) if holder_key else None
     now = utc_now()
     kind = Product.from_name(product)
@@ -164,7 +196,7 @@ def mint(home: Path, product: str, sites: str | None, venue: str | None, site: s
 @click.option("--reason", default="", help="Why (kept in the store).")
 def revoke(home: Path, credential_id: str, reason: str) -> None:
     """Revoke CREDENTIAL_ID (hex, from `citypass code inspect`; a whole code text also works)."""
-    cred_id = Issuer.open(open_home(home)).revoke(credential_id, utc_now(), reason)
+    cred_id = open_issuer(home).revoke(credential_id, utc_now(), reason)
     click.echo(f"revoked {cred_id.hex()}")
 
 
@@ -174,7 +206,7 @@ def revoke(home: Path, credential_id: str, reason: str) -> None:
 @click.option("--reason", default="lost phone", show_default=True)
 def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
     """Revoke every credential bound to a holder PUBLIC_KEY (a lost phone)."""
-    holder_id = Issuer.open(open_home(home)).revoke_holder(read_public_key(public_key), utc_now(), reason)
+    holder_id = open_issuer(home).revoke_holder(read_public_key(public_key), utc_now(), reason)
     click.echo(f"revoked holder {holder_id.hex()}")
 
 
@@ -183,7 +215,7 @@ def revoke_holder(home: Path, public_key: Path, reason: str) -> None:
 @click.option("--retire-old-at", type=ISO_TIME, help="When the current issuer key stops verifying (default +30 d).")
 def rotate(home: Path, retire_old_at: int | None) -> None:
     """Add a new issuer signing key; the old one verifies until --retire-old-at."""
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     old = iss.store.active_key("issuer")
     new = iss.rotate(utc_now(), retire_old_at)
     note = ""
@@ -199,7 +231,7 @@ def rotate(home: Path, retire_old_at: int | None) -> None:
 def require_dynamic(home: Path, products: str) -> None:
     """Require holder-bound dynamic codes for PRODUCTS (comma-separated; empty to clear)."""
     kinds = [Product.from_name(p.strip()) for p in products.split(",") if p.strip()]
-    Issuer.open(open_home(home)).set_require_dynamic(kinds, utc_now())
+    open_issuer(home).set_require_dynamic(kinds, utc_now())
     click.echo("dynamic codes required for: " + (", ".join(p.name.lower() for p in kinds) or "nothing"))
 
 
@@ -208,7 +240,7 @@ def require_dynamic(home: Path, products: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
 def keys(home: Path, as_json: bool) -> None:
     """List the keys in the trust list."""
-    listed = Issuer.open(open_home(home)).store.keys()
+    listed = open_issuer(home).store.keys()
     if as_json:
         import json
 
@@ -241,7 +273,7 @@ def incidents_rebuild(home: Path) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Snapshot file to write.")
 def export(home: Path, out: Path) -> None:
     """Write a signed ledger snapshot (trust list, revocations, site settings) for gates."""
-    data = Issuer.open(open_home(home)).export(utc_now())
+    data = open_issuer(home).export(utc_now())
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)  # a gate never sees half a snapshot
@@ -267,7 +299,7 @@ def enrollment_qr(home: Path, device_id: str, url: str, out: Path, ttl: int, exi
     from citypass.issuer.records import Enrollment
     from citypass.issuer.tokens import ENROLLMENT_PREFIX, new_secret
 
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     device = iss.store.device(device_id)
     if device.status == "retired":
         raise Conflict(f"device {device_id!r} is retired")
@@ -308,7 +340,7 @@ def device_add(home: Path, device_id: str, site: str, direction: str, descriptio
         check_device_id(device_id)
     except InvalidInput as exc:
         raise click.BadParameter(str(exc), param_hint="DEVICE_ID") from None
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     sites = iss.store.sites()
     found = next((s for s in sites if site in (s.name, str(s.number))), None)
     if found is None:
@@ -327,7 +359,7 @@ def device_list(home: Path, as_json: bool) -> None:
     import json
     from dataclasses import asdict
 
-    devices = Issuer.open(open_home(home)).store.devices(limit=100_000)
+    devices = open_issuer(home).store.devices(limit=100_000)
     if as_json:
         click.echo(json.dumps([asdict(d) for d in devices], indent=1))
         return
@@ -346,7 +378,7 @@ def token() -> None:
 @click.option("--label", default="", help="Who or what holds it (kept in the store).")
 def token_create(home: Path, role: str, label: str) -> None:
     """Create an API token and print it (the only time it is shown)."""
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     issued = create_token(iss.store, role, utc_now(), label=label)
     click.echo(issued.text)
 
@@ -356,7 +388,7 @@ def token_create(home: Path, role: str, label: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON array (for scripts).")
 def token_list(home: Path, as_json: bool) -> None:
     """List tokens: id, role, device, label, created, revoked (never the secrets)."""
-    tokens = Issuer.open(open_home(home)).store.tokens()
+    tokens = open_issuer(home).store.tokens()
     if as_json:
         import json
 
@@ -374,7 +406,7 @@ def token_list(home: Path, as_json: bool) -> None:
 def token_revoke(home: Path, token_id: str) -> None:
     """Revoke the token whose id is TOKEN_ID (the 12 hex digits after `cpt_`; a whole token works too)."""
     ident = parse_secret(token_id, TOKEN_PREFIX) or token_id
-    if not Issuer.open(open_home(home)).store.revoke_token(ident, utc_now()):
+    if not open_issuer(home).store.revoke_token(ident, utc_now()):
         raise click.ClickException(f"no live token {ident}")
     click.echo(f"revoked token {ident}")
 
@@ -401,7 +433,7 @@ def partner_add(home: Path, descriptor_path: Path, products: str, sites: str | N
     """Admit a partner platform: its entry reaches gates with the next snapshot."""
     from citypass.issuer import partners
 
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     now = utc_now()
 
     def split(text: str | None) -> list[str] | None:
@@ -423,7 +455,7 @@ def partner_list(home: Path) -> None:
     """List admitted partners and their scope."""
     from citypass.issuer import partners
 
-    for a in partners.admitted(Issuer.open(open_home(home)).store):
+    for a in partners.admitted(open_issuer(home).store):
         p = a.partner
         products = ",".join(Product(x).name.lower() for x in sorted(p.products))
         scope = "all sites" if p.sites is None else f"sites {','.join(str(s) for s in sorted(p.sites))}"
@@ -441,7 +473,7 @@ def partner_revoke(home: Path, partner_id: str, reason: str) -> None:
     """Revoke a partner: the next signed delta carries it to every gate."""
     from citypass.issuer import partners
 
-    rid = partners.revoke(Issuer.open(open_home(home)).store, partner_id, utc_now(), reason)
+    rid = partners.revoke(open_issuer(home).store, partner_id, utc_now(), reason)
     click.echo(f"revoked partner {partner_id} (revocation id {rid.hex()})")
 
 
@@ -466,7 +498,7 @@ def benefit_mint(home: Path, sites: str, quota: int, holder_key: Path, period: s
     from citypass.credential.claims import Category, Period
     from citypass.issuer import benefits
 
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     click.echo(benefits.mint(iss, [s.strip() for s in sites.split(",") if s.strip()], quota,
                              read_public_key(holder_key), utc_now(), period=Period[period.upper()],
                              category=Category.from_name(category), valid_to=valid_to))
@@ -479,7 +511,7 @@ def benefit_status(home: Path, credential_id: str) -> None:
     """The uses left this period on CREDENTIAL_ID (hex, or the card's code), by the central count."""
     from citypass.issuer import benefits
 
-    iss = Issuer.open(open_home(home))
+    iss = open_issuer(home)
     text = benefits.status_text(iss.store, iss.credential_ref(credential_id).hex(), utc_now())
     if text is None:
         raise click.ClickException("not a benefit card issued here")

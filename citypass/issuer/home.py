@@ -3,7 +3,8 @@
 Layout::
 
     HOME/
-      issuer.db              SQLite store (sites, keys, credentials, revocations, meta)
+      issuer.db              SQLite store (sites, keys, credentials, revocations, meta) — the embedded default
+      database.url           or: the PostgreSQL database the store is in (``issuer init --database``)  0600
       root.pub               the root public key — pin this on gates
       keys/root.key          root private key (signs trust lists)            0600
       keys/issuer-KID.key    issuer signing keys (sign credentials)          0600
@@ -17,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from citypass.credential.filemodes import private_file
 from citypass.credential.keys import SigningKey, read_private_key, write_private_key, write_public_key
 from citypass.errors import Unavailable
 
@@ -35,6 +37,21 @@ class IssuerHome:
         return self.path / "issuer.db"
 
     @property
+    def database_url_path(self) -> Path:
+        return self.path / "database.url"
+
+    def database_url(self) -> str | None:
+        """The PostgreSQL URL this home's store is in, or None for the SQLite file."""
+        try:
+            return self.database_url_path.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def save_database_url(self, url: str) -> None:
+        """Record the database (0600: a URL may carry a password)."""
+        private_file(self.database_url_path).write_text(url + "\n", encoding="utf-8")
+
+    @property
     def keys_dir(self) -> Path:
         return self.path / "keys"
 
@@ -48,7 +65,7 @@ class IssuerHome:
         return self.keys_dir / f"{role}-{kid.hex()}.key"
 
     def exists(self) -> bool:
-        return self.db_path.exists()
+        return self.db_path.exists() or self.database_url_path.exists()
 
     def require(self) -> None:
         if not self.exists():

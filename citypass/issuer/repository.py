@@ -88,6 +88,13 @@ class LedgerRepository(Protocol):
     def changes_logged_from(self) -> int:
         """The lowest base sequence a delta can start from (changes before it predate the log)."""
         ...
+    def publication_cursor(self) -> int:
+        """How far the deltas published on MQTT reach, by any node (0: nothing published yet)."""
+        ...
+    def claim_publication(self, base: int, seq: int) -> bool:
+        """Claim publishing the delta ``base`` → ``seq``: atomically move the publication cursor to ``seq`` if it is
+        at or below ``base``. True for exactly one of several nodes claiming the same delta at once."""
+        ...
 
 
 class BookingRepository(Protocol):

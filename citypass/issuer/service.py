@@ -3,7 +3,8 @@
 This is the logic behind ``citypass issuer …`` and the issuer's HTTP API (:mod:`citypass.issuer.api`). Time is
 always an argument, so every operation can be tested at any instant. Storage is any
 :class:`~citypass.issuer.repository.IssuerRepository` (the SQLite :class:`~citypass.issuer.store.IssuerStore` by
-default); keys are files in the :class:`~citypass.issuer.home.IssuerHome`.
+default, or :class:`~citypass.issuer.postgres.store.PostgresStore`: :mod:`citypass.issuer.backends`); keys are
+files in the :class:`~citypass.issuer.home.IssuerHome`.
 
 Example::
 
@@ -40,11 +41,11 @@ from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.credential.trustlist import TrustedKey, TrustList
 from citypass.errors import InvalidInput
+from citypass.issuer.backends import check_database, open_store
 from citypass.issuer.home import HomeError, IssuerHome
 from citypass.issuer.partners import listed as listed_partners
 from citypass.issuer.records import Conflict
 from citypass.issuer.repository import IssuerRepository
-from citypass.issuer.store import IssuerStore
 
 DAY = 86_400
 YEAR = 365 * DAY
@@ -74,12 +75,20 @@ class Issuer:
 
     # -- lifecycle -----------------------------------------------------------------------------------
     @classmethod
-    def init(cls, home: IssuerHome, sites: Sequence[tuple[str, str]], now: int, alg: Alg = Alg.EDDSA) -> Issuer:
-        """Create keys and store in a new home. ``sites`` are (name, kind) pairs, numbered from 1."""
+    def init(cls, home: IssuerHome, sites: Sequence[tuple[str, str]], now: int, alg: Alg = Alg.EDDSA,
+             database: str | None = None) -> Issuer:
+        """Create keys and store in a new home. ``sites`` are (name, kind) pairs, numbered from 1. ``database``: a
+        PostgreSQL URL (an empty database) to keep the store in instead of the home's SQLite file."""
         if home.exists():
             raise HomeError(f"{home.path} already holds an issuer; refusing to overwrite its keys")
+        check_database(database)
         private_dir(home.path)  # 0700 whatever the umask: keys, tokens' hashes, every credential
-        store = IssuerStore(home.db_path)
+        store = open_store(home, database)
+        if database is not None:
+            if store.get_meta("root_kid"):
+                store.close()
+                raise HomeError("that database already holds an issuer; refusing to start another in it")
+            home.save_database_url(database)
         issuer = cls(home, store)
         root = SigningKey.generate(alg)
         home.save_key("root", root)
@@ -92,10 +101,11 @@ class Issuer:
         return issuer
 
     @classmethod
-    def open(cls, home: IssuerHome, repository: IssuerRepository | None = None) -> Issuer:
-        """Open an existing home; ``repository`` replaces the default SQLite store in it."""
+    def open(cls, home: IssuerHome, repository: IssuerRepository | None = None, database: str | None = None) -> Issuer:
+        """Open an existing home; ``repository`` replaces the store the home records (its SQLite file, or its
+        PostgreSQL database), as does ``database`` (a URL)."""
         home.require()
-        return cls(home, repository if repository is not None else IssuerStore(home.db_path))
+        return cls(home, repository if repository is not None else open_store(home, database))
 
     def close(self) -> None:
         self.store.close()

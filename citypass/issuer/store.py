@@ -37,7 +37,8 @@ class IssuerStore(ControlTables, LedgerTables, BookingTables, FleetTables, TapTa
 
     def __init__(self, path: Path, *, max_bytes: int | None = None) -> None:
         super().__init__(path, max_bytes=max_bytes)
-        migrate(self)
+        #: The schema version the file had when this store opened it (before migrating).
+        self.opened_at_version = migrate(self)
 
     def schema_version(self) -> int:
         return int(self.get_meta("schema_version", "0") or 0)

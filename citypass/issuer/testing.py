@@ -58,10 +58,10 @@ class ServedIssuer:
 
 @contextmanager
 def served_issuer(path: Path, *, now: int, sites: Sequence[tuple[str, str]] = SITES,
-                  limits: RateLimits | None = RateLimits()) -> Iterator[ServedIssuer]:
-    """Initialise an issuer home at ``path``, create one token per role, and serve the API (with ``limits``,
-    the production request limits by default)."""
-    issuer = Issuer.init(IssuerHome(path), sites, now=now)
+                  limits: RateLimits | None = RateLimits(), database: str | None = None) -> Iterator[ServedIssuer]:
+    """Initialise an issuer home at ``path`` (its store in the PostgreSQL ``database`` if given), create one token
+    per role, and serve the API (with ``limits``, the production request limits by default)."""
+    issuer = Issuer.init(IssuerHome(path), sites, now=now, database=database)
     clock = FakeClock(now)
     tokens = {role: create_token(issuer.store, role, now, label=f"test {role}").text for role in ROLES}
     try:

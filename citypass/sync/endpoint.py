@@ -4,9 +4,11 @@ and the issuer's ledger over HTTP, which a gate uses to close a gap (:class:`Htt
 Shared by the gate (:mod:`citypass.sync.gate_sync`) and the issuer (:mod:`citypass.sync.issuer_sync`), so both connect
 the same way: the VERSION2 callback API, the certificate's CN as client id (the broker forces it
 anyway, see docs/broker.md), reconnect with exponential backoff (1 s doubling to ``max_backoff_s``: 30 s,
-or a gate's ``sync.reconnect_max_s``), and ``connect_async`` + ``loop_start`` so the network thread does
-the connecting and reconnecting and no socket is opened on the caller's thread (no ``loop()`` before
-``loop_start()``).
+or a gate's ``sync.reconnect_max_s``) with jitter — each client draws its own first delay and ceiling, up
+to ``jitter`` (50 %) above the configured ones, so ten thousand gates that lost one broker at the same
+instant do not all knock again at the same instants when it comes back — and ``connect_async`` +
+``loop_start`` so the network thread does the connecting and reconnecting and no socket is opened on the
+caller's thread (no ``loop()`` before ``loop_start()``).
 
     endpoint = Endpoint("broker.city.example", 8883, tls=ClientFiles(ca, cert, key))
     client = endpoint.client("gate-wl-e1", will=(topics.gate_status("gate-wl-e1"), offline_bytes))
@@ -15,6 +17,7 @@ the connecting and reconnecting and no socket is opened on the caller's thread (
 
 from __future__ import annotations
 
+import random
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -81,8 +84,16 @@ class Endpoint:
     port: int
     tls: ClientFiles | None
     keepalive: int = 30
-    min_backoff_s: int = 1
-    max_backoff_s: int = 30
+    min_backoff_s: float = 1
+    max_backoff_s: float = 30
+    jitter: float = 0.5
+
+    def backoff(self, rng: random.Random | None = None) -> tuple[float, float]:
+        """This client's (first delay, ceiling): the configured ones stretched by a random factor in
+        ``[1, 1 + jitter]`` — the same factor for both, so each client's attempts keep doubling from its own
+        start, and different clients' attempts drift apart from the first one on."""
+        factor = 1 + (rng or random.SystemRandom()).random() * self.jitter
+        return self.min_backoff_s * factor, self.max_backoff_s * factor
 
     def client(self, client_id: str, *, will: tuple[str, bytes] | None = None) -> mqtt.Client:
         """A configured, not yet connected client. ``will`` is a retained QoS 1 Last Will."""
@@ -91,7 +102,9 @@ class Endpoint:
             use_tls(client, self.tls)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
-        client.reconnect_delay_set(self.min_backoff_s, self.max_backoff_s)
+        first, ceiling = self.backoff()
+        # paho annotates the delays as int; it only multiplies, compares and sleeps them, so seconds as floats work.
+        client.reconnect_delay_set(first, ceiling)  # type: ignore[arg-type]
         # A gate's backlog is sent in a window of batches; paho's own queue only ever holds that window.
         client.max_inflight_messages_set(64)
         client.max_queued_messages_set(0)

@@ -10,10 +10,12 @@ Two kinds of client, each with its own broker identity (the broker forces client
   device id comes from the topic, which the broker's ACL lets only that device publish to. Workers
   connect with a clean session: a dead worker's queue would hold its share of taps hostage; without
   one, the broker gives them to the live members and gates resend what nobody acknowledged.
-* :class:`LedgerPublisher` — one per issuer. It polls the ledger sequence and publishes each change as
-  a signed delta on ``all/ledger``, a signed time tick on ``issuer/time`` every ``tick_s``, and keeps
-  the gates' retained statuses (and their Last Wills) in :attr:`LedgerPublisher.statuses` and the
-  store's device health.
+* :class:`LedgerPublisher` — one per issuer node. It polls the ledger sequence and publishes each change as
+  a signed delta on ``all/ledger`` (several nodes on one PostgreSQL database each run one; a delta is claimed
+  in the store before it is sent — :meth:`~citypass.issuer.repository.LedgerRepository.claim_publication` —
+  so each change is published once, by whichever node claims it first), a signed time tick on
+  ``issuer/time`` every ``tick_s``, and keeps the gates' retained statuses (and their Last Wills) in
+  :attr:`LedgerPublisher.statuses` and the store's device health.
 
     issuer = Issuer.open(IssuerHome(path))
     with IssuerSync(issuer, endpoint_for, workers=2, group=secret_group) as sync:
@@ -256,19 +258,30 @@ class LedgerPublisher(_Client):
 
     def publish_changes(self) -> int:
         """Publish deltas up to the current sequence; returns how many. A trust-list change cannot travel
-        as a delta: the publisher skips past it and gates, seeing a gap, fetch a snapshot."""
+        as a delta: the publisher skips past it and gates, seeing a gap, fetch a snapshot.
+
+        Each delta starts where the publication cursor (any node's) or this publisher's own start point is,
+        whichever is later, and is published only if this publisher wins its claim; a node that loses sees the
+        cursor moved and goes on from there. A node killed between claim and publish leaves a gap, which gates
+        close as after any missed delta (a snapshot)."""
+        store = self.issuer.store
         count = 0
-        while self.published_seq < self.issuer.store.ledger_seq():
+        while True:
+            base = max(self.published_seq, store.publication_cursor())
+            if base >= store.ledger_seq():
+                break
             try:
-                delta = build_delta(self.issuer.store, self.published_seq, int(self.clock()), MQTT_DELTA_LIMIT)
+                delta = build_delta(store, base, int(self.clock()), MQTT_DELTA_LIMIT)
             except SnapshotRequired:
-                self.published_seq += 1
+                store.claim_publication(base, base + 1)
+                self.published_seq = base + 1
                 continue
             if delta is None:
                 break
-            self.client.publish(topics.ALL_LEDGER, delta.sign(self.issuer.ledger_key()), qos=1)
-            self.published_seq = delta.seq
-            count += 1
+            if store.claim_publication(base, delta.seq):
+                self.client.publish(topics.ALL_LEDGER, delta.sign(self.issuer.ledger_key()), qos=1)
+                self.published_seq = delta.seq
+                count += 1
         return count
 
 

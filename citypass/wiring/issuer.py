@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from citypass.issuer.api import create_app
 from citypass.issuer.api.limits import CapLength
 from citypass.issuer.api.logjson import JsonFormatter
 from citypass.issuer.authority import AuthorityError
-from citypass.issuer.cli import HOME_OPTION, open_home
+from citypass.issuer.cli import DATABASE_OPTION, HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
 from citypass.sync.ca import CAError
 from citypass.sync.endpoint import Endpoint
 from citypass.sync.home import BrokerError, BrokerHome
 from citypass.sync.issuer_sync import IssuerSync
+
+_NODE = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -84,14 +87,22 @@ class BrokerAuthority:
 @click.option("--wallet-url", default=None, metavar="URL",
               help="The wallet page's public address, for claim links (default: the address a request came to, "
                    "+ /wallet/). Set it behind a reverse proxy (docs/wallet.md).")
+@DATABASE_OPTION
+@click.option("--node", default=None, metavar="NAME",
+              help="This node's name, when several serve one issuer (one PostgreSQL --database): its MQTT identities "
+                   "become issuer-NAME and issuer-NAME-ingest-K, so nodes do not take over each other's sessions.")
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
           broker_address: str | None, mqtt_workers: int, mqtt_group: str | None, tls_cert: Path | None,
-          tls_key: Path | None, insecure_http: bool, wallet_url: str | None) -> None:
+          tls_key: Path | None, insecure_http: bool, wallet_url: str | None, database: str | None,
+          node: str | None) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`. It listens on
     127.0.0.1 by default, for a TLS proxy in front of it; on any other address it serves HTTPS
     (--tls-cert, --tls-key), or plain HTTP only with --insecure-http.
+
+    Several nodes can serve one issuer: give each a copy of HOME's keys and the same PostgreSQL --database
+    (docs/issuer.md, "Several nodes").
     """
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give both --tls-cert and --tls-key, or neither")
@@ -109,10 +120,12 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
             raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
     if mqtt_workers and (bhome is None or broker_address is None):
         raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
-    iss = Issuer.open(open_home(home))
+    iss = Issuer.open(open_home(home), database=database)
     iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
     group = mqtt_group or iss.ingest_group()
-    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home) if mqtt_workers else None
+    if node is not None and not _NODE.fullmatch(node):
+        raise click.BadParameter("use 1-32 letters, digits and dashes", param_hint="--node")
+    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home, node) if mqtt_workers else None
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
         uvicorn.run(create_app(iss, authority=authority, wallet_url=wallet_url), host=host, port=port,
@@ -146,7 +159,7 @@ def _loopback(host: str) -> bool:
 
 
 def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, workers: int, group: str,
-                home: Path) -> IssuerSync:
+                home: Path, node: str | None) -> IssuerSync:
     """Enrol the issuer's MQTT identities — made at the first start, the same key and certificate at every
     later one (renewed when due) — and start the sync beside the API."""
     assert bhome is not None and address is not None
@@ -155,4 +168,6 @@ def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, work
     def endpoint_for(cn: str) -> Endpoint:
         return Endpoint(host, int(port), tls=bhome.service_files(cn, home / "mqtt" / cn))
 
-    return IssuerSync(iss, endpoint_for, workers=workers, group=group).start()
+    publisher = "issuer" if node is None else f"issuer-{node}"
+    return IssuerSync(iss, endpoint_for, workers=workers, group=group, publisher_id=publisher,
+                      worker_prefix=f"{publisher}-ingest-").start()

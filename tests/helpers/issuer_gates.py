@@ -14,6 +14,7 @@ from citypass.gate.decision import decide
 from citypass.gate.ledger import GateLedger, OutboxRow
 from citypass.gate.policy import Direction
 from citypass.issuer.testing import ServedIssuer, served_issuer
+from tests.helpers.databases import Databases
 
 NOW = 1_800_000_000  # 2027-01-15 16:00 local
 MIDNIGHT = 1_800_000_000 - 16 * 3600 + 86_400  # 2027-01-16 00:00 local
@@ -48,8 +49,8 @@ class Gate:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[ServedIssuer]:
-    with served_issuer(tmp_path / "issuer", now=NOW) as s:
+def served(tmp_path: Path, issuer_database: Databases) -> Iterator[ServedIssuer]:
+    with served_issuer(tmp_path / "issuer", now=NOW, database=issuer_database()) as s:
         yield s
 
 

@@ -285,8 +285,17 @@ class GateLedger:
         return [SiteSettings.model_validate_json(r[0]) for r in rows]
 
     def site(self, ref: str | int) -> SiteSettings | None:
-        """A site by number or slug (a numeric string counts as a number)."""
-        return next((s for s in self.sites() if s.name == ref or str(s.number) == str(ref)), None)
+        """A site by number or slug (a numeric string counts as a number; a slug made of digits is found when no
+        site has that number). A primary-key probe for a number, not a read of every site: a city's ledger may
+        hold tens of thousands of them."""
+        text = str(ref)
+        row = None
+        if text.isdigit() and len(text) <= 10:
+            row = self.db.conn.execute("SELECT settings FROM sites WHERE number = ?", (int(text),)).fetchone()
+        if row is None:
+            row = self.db.conn.execute("SELECT settings FROM sites WHERE name = ? ORDER BY number LIMIT 1",
+                                       (text,)).fetchone()
+        return None if row is None else SiteSettings.model_validate_json(row[0])
 
     def set_identity(self, gate_id: str, site: int, direction: Direction = Direction.ENTRY) -> None:
         with self._write():

@@ -8,8 +8,10 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from citypass.credential.claims import MAX_SITE_NUMBER
+from citypass.credential.codes import CodeError
 from citypass.credential.sites import SiteKind, SiteSettings
-from citypass.issuer import bookings
+from citypass.errors import InvalidInput
+from citypass.issuer import benefits, bookings
 from citypass.issuer.api.common import AUTH_ERRORS, MAX_TIME, NAME_PATTERN, Strict, errors, parse_holder_key
 from citypass.issuer.api.deps import (
     CATALOG,
@@ -196,6 +198,10 @@ class ReservationIn(Strict):
     party: int = Field(1, ge=1, le=99, description="Persons on this reservation.", examples=[3])
     grace_minutes: int = Field(15, ge=0, le=1440, description="Entry grace before and after the slot.")
     holder_key: str | None = Field(None, max_length=4000, description="Bind the code to a phone key (PEM or base64).")
+    benefit_code: str | None = Field(
+        None, max_length=1200, description="A benefit card's code (惠民卡, its static text): the booking uses one of "
+                                           "the card's uses this period, counted online; party must be 1. 409 when "
+                                           "none is left.")
 
 
 class ReservationOut(BaseModel):
@@ -208,6 +214,8 @@ class ReservationOut(BaseModel):
     created_at: int
     cancelled_at: int | None
     code: str | None = Field(None, description="The code text (only in the response that created it).")
+    benefit_left: int | None = Field(None, description="With a benefit card: its uses left this period after this "
+                                                       "booking.")
 
     @classmethod
     def of(cls, r: ReservationRecord, code: str | None = None) -> ReservationOut:
@@ -225,10 +233,25 @@ RESERVATION_ID = Path(pattern=r"^r_[0-9a-f]{16}$", examples=["r_0123456789abcdef
 def reserve(request: Request, body: ReservationIn, services: ServicesDep,
             _: IssuingRole) -> ReservationOut:
     holder = None if body.holder_key is None else parse_holder_key(body.holder_key)
-    record, code = bookings.reserve(services.issuer, body.slot_id, body.party, services.now(), holder=holder,
+    now = services.now()
+    if body.benefit_code is not None and body.party != 1:
+        raise InvalidInput("a benefit card books one place: party must be 1")
+    record, code = bookings.reserve(services.issuer, body.slot_id, body.party, now, holder=holder,
                                     grace_minutes=body.grace_minutes)
-    note(request, f"reserved {record.id}: {record.party} at {record.slot_id}, credential {record.credential_id}")
-    return ReservationOut.of(record, code)
+    left = None
+    if body.benefit_code is not None:
+        try:  # counted online against the central count: an online booking never goes beyond the quota
+            left = benefits.book(services.store, body.benefit_code, record.venue, record.id, now)
+        except (benefits.BenefitError, benefits.QuotaExhausted, CodeError) as exc:
+            bookings.cancel(services.issuer, record.id, now)  # give the places back, revoke the code
+            if isinstance(exc, CodeError):
+                raise InvalidInput(f"benefit_code: {exc.reason.value}") from None
+            raise
+    note(request, f"reserved {record.id}: {record.party} at {record.slot_id}, credential {record.credential_id}"
+         + ("" if left is None else f", benefit card ({left} left)"))
+    out = ReservationOut.of(record, code)
+    out.benefit_left = left
+    return out
 
 
 @router.get("/v1/reservations", response_model=list[ReservationOut], summary="List held or expired reservations",

@@ -59,6 +59,16 @@ class LedgerTables(SqliteBase):
     def changes_logged_from(self) -> int:
         return int(self.get_meta("changes_from", "0") or 0)
 
+    def publication_cursor(self) -> int:
+        return int(self.get_meta("published_seq", "0") or 0)
+
+    def claim_publication(self, base: int, seq: int) -> bool:
+        with self.write():
+            if self.publication_cursor() > base:
+                return False
+            self.set_meta("published_seq", str(seq))
+        return True
+
     # -- sites ---------------------------------------------------------------------------------------
     def add_site(self, settings: SiteSettings, at: int = 0) -> None:
         with self.write() as conn:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from citypass.credential.claims import Annual, Benefit, Credential, Group, HolderKey, Reservation, Transit
+from citypass.credential.claims import Annual, Benefit, Credential, Event, Group, HolderKey, Reservation, Transit
 from citypass.credential.codes import decode_text, parse
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor
 from citypass.credential.keys import VerifyKey
@@ -132,6 +132,8 @@ def display(issuer: Issuer, cred: Credential, now: int | None = None) -> PassDis
         sites, party = [titles.get(t.site, str(t.site))], t.party
     elif isinstance(t, Transit):
         modes = t.modes.names()
+    elif isinstance(t, Event):
+        sites = [titles.get(n, str(n)) for n in sorted(t.sessions)]
     left = period = None
     if isinstance(t, Benefit):
         sites = [titles.get(n, str(n)) for n in sorted(t.sites)]
