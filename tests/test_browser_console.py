@@ -88,8 +88,11 @@ def test_acknowledge_an_incident(browser: Any, served: ServedIssuer, gates: dict
     [stored] = served.issuer.store.stored_incidents()
     operator_id = served.tokens["operator"].split("_")[1]
     assert stored.acked_by == operator_id and stored.ack_note == "guard sent to gate B"
-    assert any(e.path.endswith("/ack") and e.actor == operator_id and e.status == 303
-               for e in served.issuer.store.audit_log(limit=20))
+    deadline = time.monotonic() + 10  # the audit row is written once the answer has gone out
+    while not any(e.path.endswith("/ack") and e.actor == operator_id and e.status == 303
+                  for e in served.issuer.store.audit_log(limit=20)):
+        assert time.monotonic() < deadline, "the acknowledgement was not audited"
+        time.sleep(0.05)
 
 
 def test_revoke_a_pass_and_see_the_gate_decide_otherwise(browser: Any, served: ServedIssuer,

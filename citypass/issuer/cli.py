@@ -254,6 +254,20 @@ def keys(home: Path, as_json: bool) -> None:
                    f"{'  (active)' if k.active else ''}")
 
 
+@issuer.command("incidents-rebuild")
+@HOME_OPTION
+def incidents_rebuild(home: Path) -> None:
+    """Recompute the stored incidents from every stored tap (a store from before the control room)."""
+    from citypass.issuer.watch import rebuild_incidents
+
+    issuer_ = Issuer.open(open_home(home))
+    try:
+        read = rebuild_incidents(issuer_.store, utc_now())
+        click.echo(f"{read} taps read; {issuer_.store.open_incident_count()} open incidents")
+    finally:
+        issuer_.close()
+
+
 @issuer.command()
 @HOME_OPTION
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Snapshot file to write.")

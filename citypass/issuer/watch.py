@@ -95,6 +95,22 @@ def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> 
     store.save_incidents([f"c:{c}" for c in credentials] + [f"g:{g}" for g in gates], start, found, now)
 
 
+def rebuild_incidents(store: WatchStore, now: int, *, page: int = 5000) -> int:
+    """Recompute the incidents of every stored tap's scope, a page of taps at a time (each page in one
+    transaction): for a store upgraded from before incidents were kept at ingest, or to apply changed rules.
+    Acknowledged incidents stay. Returns how many taps were read."""
+    read = 0
+    after: tuple[int, str] | None = None
+    while True:
+        taps = store.taps_page(since=0, until=2**40, after=after, limit=page)
+        if not taps:
+            return read
+        with store.exclusive():
+            update_incidents(store, taps, now)
+        read += len(taps)
+        after = (taps[-1].at, taps[-1].tap_id)
+
+
 def _gate_scoped(tap: TapRecord) -> bool:
     """Whether a tap can be part of an incident grouped by gate rather than by credential."""
     return "clock_untrusted" in tap.flags or tap.reason == "clock_untrusted" or (
