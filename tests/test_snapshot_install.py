@@ -1,6 +1,7 @@
 """A full snapshot install does not stall decisions: a gate keeps deciding and recording taps (each committed
-before its barrier would move) while another connection installs half a million revocations, and never gets
-``LedgerBusy``. Before, the install was one transaction holding the write lock for its whole length."""
+before its barrier would move) while its catch-up installs half a million revocations from a child process
+(:mod:`citypass.gate.ledger.installer`), and never gets ``LedgerBusy``. Before, the install was one transaction
+holding the write lock for its whole length."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from citypass.credential.codes import parse
 from citypass.credential.snapshot import LedgerSnapshot
 from citypass.gate.decision import decide
 from citypass.gate.ledger import GateLedger, LedgerBusy, LedgerConfig
+from citypass.gate.ledger.installer import install_in_child
 from citypass.gate.ledger.snapshots import _in_turn
 from citypass.gate.policy import Direction
 from tests.helpers.codes import NOW, World
@@ -48,9 +50,8 @@ def test_decisions_are_recorded_throughout_a_large_snapshot_install(tmp_path: Pa
 
     def install() -> None:
         try:
-            # the sync thread's own connection, with the sync thread's busy timeout (GateSyncConfig)
-            with GateLedger.open(path, root=world.root.public, config=LedgerConfig(busy_timeout_ms=2000)) as installer:
-                installer.load_snapshot(big)
+            # as a running gate's sync catches up: a child process with the sync thread's busy timeout
+            install_in_child(LedgerConfig(path=path, busy_timeout_ms=2000), [big], world.root.public)
         except BaseException as exc:  # reported below
             failures.append(exc)
         finally:

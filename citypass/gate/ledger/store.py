@@ -416,7 +416,8 @@ class GateLedger:
         return Checkpoint(bool(busy), int(log), int(done))
 
     def _best_effort_checkpoint(self) -> None:
-        # After a snapshot install the WAL is as large as the revocation table; reads that must
-        # consult a large WAL index are slower, so fold it in now if no reader is in the way.
-        with suppress(LedgerError):
-            self.checkpoint()
+        # After a snapshot install, fold what is left of the WAL into the database (reads that must consult a
+        # large WAL index are slower). PASSIVE, never TRUNCATE: a TRUNCATE checkpoint blocks new writers while it
+        # copies, and the decision loop may be waiting to record a tap (its busy timeout is 50 ms).
+        with suppress(sqlite3.Error):
+            self.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
