@@ -21,18 +21,15 @@ Example::
 
 from __future__ import annotations
 
-import multiprocessing
 import re
-import socket
 import threading
 import time
 from contextlib import closing
-from pathlib import Path
 
 import click
 import httpx
 
-from citypass.bench.ingest import serve_home
+from citypass.bench.ingest import ServedIssuer
 from citypass.bench.machine import load_average
 from citypass.bench.report import Row, percentile, print_rows, scratch_dir
 from citypass.issuer.console import sample
@@ -43,36 +40,6 @@ from citypass.issuer.tokens import create_token
 
 PAGES = ("city", "live", "incidents", "devices", "passes?q={credential}", "venues", "groups",
          "groups/{group}", "groups?site={site}")
-
-
-class ChildServer:
-    """The issuer of ``home`` served by uvicorn in a forked child process, on a socket bound here."""
-
-    def __init__(self, home: Path) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(256)
-        self.sock.set_inheritable(True)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        context = multiprocessing.get_context("fork")
-        self.process = context.Process(target=serve_home, args=(str(home), self.sock.fileno(), None, None),
-                                       daemon=True)
-
-    def __enter__(self) -> ChildServer:
-        self.process.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RuntimeError("the issuer did not start")
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.terminate()
-        self.process.join(10)
-        self.sock.close()
 
 
 def login(url: str, token: str) -> httpx.Client:
@@ -184,7 +151,7 @@ def run(taps: int, groups: int, sites: int, samples: int, rate: int, seconds: fl
             inside = issuer.store.groups(inside=True, limit=1)
             site = str(inside[0].last_site) if inside else "1"
             credential = next(s.credential_id for s in issuer.store.group(group).stops if s.credential_id)
-            with ChildServer(work / "issuer") as served, closing(login(served.url, token)) as client:
+            with ServedIssuer(work / "issuer") as served, closing(login(served.url, token)) as client:
                 rows += bench_pages(client, samples, {"credential": credential, "group": group, "site": site})
                 rows += bench_stream(issuer, client, rate, seconds)
         finally:

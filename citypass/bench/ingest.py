@@ -33,7 +33,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import click
 import httpx
@@ -133,35 +133,23 @@ def serve_home(home: str, sock_fd: int, cpu: int | None, limits: RateLimits | No
     uvicorn.Server(config).run(sockets=[sock])
 
 
-class ServedHome:
-    """An issuer home with a device, a slot and an admin token, served from a pinned child process. ``fresh=False``
-    serves a home made before (with a new token), e.g. with other ``limits``."""
+class ServedIssuer:
+    """The issuer of the home at ``path`` served by uvicorn in a forked child process (pinned to ``cpu`` when given)
+    on a socket bound here; ``with`` waits until it answers ``/healthz`` and stops it afterwards."""
 
-    def __init__(self, path: Path, capacity: int, cpu: int | None, *, limits: RateLimits | None = None,
-                 fresh: bool = True) -> None:
+    def __init__(self, path: Path, cpu: int | None = None, limits: RateLimits | None = None) -> None:
         import socket
 
-        if fresh:
-            issuer = Issuer.init(IssuerHome(path), SITES, now=NOW)
-            issuer.store.add_device(Device("bench-gate", 1, "entry", "bench", "registered", NOW))
-            for n in range(4):
-                issuer.store.add_device(Device(f"bench-gate-{n}", 1, "entry", "bench", "registered", NOW))
-            issuer.store.add_slot(Slot("s_000000000001", 2, 2_000_000_000, 2_000_003_600, capacity, 0, NOW))
-        else:
-            issuer = Issuer.open(IssuerHome(path))
-        self.slot_id = "s_000000000001"
-        self.token = create_token(issuer.store, "admin", NOW, label="bench").text
-        issuer.close()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
+        self.sock.listen(256)
         self.sock.set_inheritable(True)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         context = multiprocessing.get_context("fork")  # the child inherits the bound socket
         self.process = context.Process(target=serve_home, args=(str(path), self.sock.fileno(), cpu, limits),
                                        daemon=True)
 
-    def __enter__(self) -> ServedHome:
+    def __enter__(self) -> Self:
         self.process.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -176,6 +164,26 @@ class ServedHome:
         self.process.terminate()
         self.process.join(10)
         self.sock.close()
+
+
+class ServedHome(ServedIssuer):
+    """An issuer home with a device, a slot and an admin token, served from a pinned child process. ``fresh=False``
+    serves a home made before (with a new token), e.g. with other ``limits``."""
+
+    def __init__(self, path: Path, capacity: int, cpu: int | None, *, limits: RateLimits | None = None,
+                 fresh: bool = True) -> None:
+        if fresh:
+            issuer = Issuer.init(IssuerHome(path), SITES, now=NOW)
+            issuer.store.add_device(Device("bench-gate", 1, "entry", "bench", "registered", NOW))
+            for n in range(4):
+                issuer.store.add_device(Device(f"bench-gate-{n}", 1, "entry", "bench", "registered", NOW))
+            issuer.store.add_slot(Slot("s_000000000001", 2, 2_000_000_000, 2_000_003_600, capacity, 0, NOW))
+        else:
+            issuer = Issuer.open(IssuerHome(path))
+        self.slot_id = "s_000000000001"
+        self.token = create_token(issuer.store, "admin", NOW, label="bench").text
+        issuer.close()
+        super().__init__(path, cpu, limits)
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
