@@ -140,6 +140,7 @@ def wait_for_health(url: str, ledger_path: Path, *, grace_s: float = 60.0, inter
         if all(s.ok for s in steps):
             return steps
         only_broker = all(s.ok for s in steps if s.name != "broker")
-        if time.monotonic() + interval_s > (broker_deadline if only_broker else deadline):
+        left = (broker_deadline if only_broker else deadline) - time.monotonic()
+        if left <= 0:
             return steps
-        time.sleep(interval_s)
+        time.sleep(min(interval_s, left))  # the last round falls on the deadline itself, not up to a round early
