@@ -180,11 +180,18 @@ def test_three_http_nodes_book_enrol_revoke_and_ingest_as_one_through_a_killed_n
         uploaded_at_kill: list[int] = []
 
         def kill() -> None:
+            # after real progress, not after a fixed time: on a loaded machine one second may be before any upload
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with lock:
+                    if len(sent) >= 600:
+                        break
+                time.sleep(0.02)
             with lock:
                 uploaded_at_kill.append(len(sent))
             cluster.kill(1)
 
-        killer = threading.Timer(1.0, kill)
+        killer = threading.Thread(target=kill)
         killer.start()
         with ThreadPoolExecutor(3) as pool:
             list(pool.map(upload, range(3)))
