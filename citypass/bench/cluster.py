@@ -19,7 +19,7 @@ time, and the exactly-once check (taps stored == distinct tap ids sent, duplicat
 
 Example::
 
-    citypass bench cluster                    # 4 gates × 20,000 taps, 2 ingest workers
+    citypass bench cluster                    # 4 gates × 10,000 taps, 2 ingest workers
     citypass bench cluster --gates 6 --taps 50000 --no-kill
 """
 
@@ -112,8 +112,9 @@ class ClusterRun:
         return self.taps_sent / self.upload_s
 
 
-def run(path: Path, *, gates: int = 4, taps: int = 20_000, workers: int = 2, kill: bool = True, batch: int = 500,
-        timeout: float = 120.0, then: Callable[[ClusterWorld], None] | None = None) -> ClusterRun:
+def run(path: Path, *, gates: int = 4, taps: int = 10_000, workers: int = 2, kill: bool = True, batch: int = 500,
+        ack_timeout_s: float = 30.0, timeout: float = 120.0,
+        then: Callable[[ClusterWorld], None] | None = None) -> ClusterRun:
     """One run in ``path`` (see the module's docstring). Raises :class:`TimeoutError` if the gates do not
     drain or the delta does not arrive within ``timeout`` seconds each. ``then(world)`` runs at the end, with the
     cluster, the issuer's sync (``world.issuer_sync``) and the gates (``world.gates``) still up: a test's checks."""
@@ -133,7 +134,7 @@ def run(path: Path, *, gates: int = 4, taps: int = 20_000, workers: int = 2, kil
         try:
             syncs = [GateSync(world.endpoint(g, i), GateSyncConfig(
                 device_id=g, ledger_path=world.gate_ledger(g), root=world.root, site=1, batch_size=batch,
-                ack_timeout_s=3.0, status_interval_s=1.0, catch_up_interval_s=1.0, lanes=False))
+                ack_timeout_s=ack_timeout_s, status_interval_s=1.0, catch_up_interval_s=1.0, lanes=False))
                 for i, g in enumerate(names)]
             paths = [world.gate_ledger(g) for g in names]
             started = time.perf_counter()
@@ -204,7 +205,7 @@ def _node_of(cn: str, nodes: int) -> int:
 
 @click.command("cluster")
 @click.option("--gates", default=4, show_default=True, type=click.IntRange(1, 32), help="Simulated gates.")
-@click.option("--taps", default=20_000, show_default=True, type=click.IntRange(1), help="Taps per gate.")
+@click.option("--taps", default=10_000, show_default=True, type=click.IntRange(1), help="Taps per gate.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 4),
               help="Issuer ingest workers (plain subscriptions: each gets every batch).")
 @click.option("--kill/--no-kill", default=True, show_default=True, help="SIGKILL node 0 mid-upload.")

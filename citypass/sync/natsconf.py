@@ -133,8 +133,12 @@ class ClusterSettings:
     route_host: str = "127.0.0.1"  # where the nodes reach each other's route ports
     max_file_store: str = "10GB"
     max_memory_store: str = "256MB"
-    # An unacknowledged QoS 1 delivery to a gate or worker is sent again after this long.
-    ack_wait: str = "30s"
+    # An unacknowledged QoS 1 delivery to a gate or worker is sent again after this long, and at most this many
+    # go unacknowledged per subscription. An ingest worker acks a batch after storing it: with the engine's
+    # default (1,024 in flight) a loaded worker falls more than ack_wait behind, the engine sends everything
+    # again and the duplicates snowball (measured: 5 arrivals per tap). The gates resend end to end anyway.
+    ack_wait: str = "60s"
+    max_ack_pending: int = 64
     # A tap batch or ledger delta is kilobytes; as in the Mosquitto config, bigger packets are refused.
     max_payload: str = "1MB"
 
@@ -173,6 +177,7 @@ mqtt {{
   listen: {s.bind}:{node.mqtt_port}
   tls {{ {tls} }}
   ack_wait: "{s.ack_wait}"
+  max_ack_pending: {s.max_ack_pending}
   stream_replicas: {s.replicas}
 }}
 
