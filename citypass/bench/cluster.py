@@ -72,10 +72,13 @@ class ClusterWorld:
         return self.issuer.root_key().public
 
     def endpoint(self, cn: str, node: int) -> Endpoint:
-        """``cn``'s endpoint: ``node`` first, then the others (MQTT 3.1.1, quick reconnects for a test)."""
+        """``cn``'s endpoint: ``node`` first, then the others (MQTT 3.1.1, quick reconnects for a test).
+
+        A keepalive of 5 s: paho abandons a CONNECT that gets no CONNACK only after the keepalive, and a node
+        whose JetStream is electing leaders may leave one unanswered for a while."""
         addresses = self.cluster.addresses
         first = addresses[node % len(addresses)]
-        return Endpoint(*first, tls=self.files[cn], min_backoff_s=0.5, max_backoff_s=1,
+        return Endpoint(*first, tls=self.files[cn], min_backoff_s=0.5, max_backoff_s=1, keepalive=5,
                         fallbacks=tuple(a for a in addresses if a != first), mqtt_version="3.1.1")
 
     def gate_ledger(self, gate: str) -> Path:
