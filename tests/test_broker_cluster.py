@@ -78,10 +78,10 @@ def test_the_cluster_grants_each_identity_what_the_mosquitto_acl_grants() -> Non
 
 def test_a_gate_configured_for_the_degraded_mode_dials_every_node_with_mqtt_3_1_1(tmp_path: Path) -> None:
     files = {"ca": tmp_path / "ca.pem", "cert": tmp_path / "g.pem", "key": tmp_path / "g.key"}
-    sync = SyncConfig(broker_host="n1.city.example", broker_port=8883, mqtt_version="3.1.1",
+    sync = SyncConfig(broker_host="n1.city.example", broker_port=8883, mqtt_version="3.1.1", keepalive_s=10,
                       broker_nodes=["n2.city.example:8883", "n3.city.example:18883"], **files)
     endpoint = sync_endpoint(sync)
-    assert endpoint.mqtt_version == "3.1.1"
+    assert endpoint.mqtt_version == "3.1.1" and endpoint.keepalive == 10
     assert endpoint.addresses == (("n1.city.example", 8883), ("n2.city.example", 8883), ("n3.city.example", 18883))
     assert sync_endpoint(SyncConfig(broker_host="b", **files)).mqtt_version == "5"
     with pytest.raises(ValueError, match="host:port"):

@@ -127,6 +127,13 @@ class SyncConfig(BaseModel):
             "(docs/broker.md, 'A clustered engine')."
         ),
     )
+    keepalive_s: int = Field(
+        30, ge=5, le=600,
+        description=(
+            "MQTT keepalive: a silent connection, or a CONNECT left unanswered, is given up after this long "
+            "(lower it on a clustered engine, docs/broker.md)."
+        ),
+    )
     mqtt_version: Literal["5", "3.1.1"] = Field(
         "5",
         description=(

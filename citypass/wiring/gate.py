@@ -147,7 +147,8 @@ def sync_endpoint(sync: SyncConfig) -> Endpoint:
     """Where the gate's sync client connects: the broker (and a cluster's other nodes), its TLS files, the
     MQTT version."""
     return Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key),
-                    max_backoff_s=sync.reconnect_max_s, fallbacks=sync.node_addresses, mqtt_version=sync.mqtt_version)
+                    max_backoff_s=sync.reconnect_max_s, fallbacks=sync.node_addresses, mqtt_version=sync.mqtt_version,
+                    keepalive=sync.keepalive_s)
 
 
 def build_sync(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:
