@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a Debian machine, idempotently:
-#   - system packages (libzbar0 for pyzbar, mosquitto for the broker, chromium for the browser tests and the
-#     demo's wallet phone, fonts-noto-cjk so that pages show Chinese) with apt-get when missing;
+#   - system packages (libzbar0 for pyzbar, mosquitto for the broker, nats-server for the clustered engine,
+#     chromium for the browser tests and the demo's wallet phone, fonts-noto-cjk so that pages show Chinese) with
+#     apt-get when missing;
 #   - a local virtual environment in .venv with the project and its dev tools.
 # The venv is rebuilt only when pyproject.toml changes (a hash stamp records the last install).
 set -euo pipefail
@@ -13,6 +14,8 @@ need_apt=()
 # "not found" and reinstalls the package on every run.
 ldconfig -p 2>/dev/null | grep 'libzbar\.so\.0' >/dev/null || need_apt+=(libzbar0)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+# the clustered engine of tests/test_broker_cluster.py (three nodes on free ports; never the system's own service)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)

@@ -12,6 +12,7 @@ from citypass.clitools import LazyGroup
 BENCHMARKS = {
     "all": "citypass.bench.all:all_command",
     "city": "citypass.bench.city:city_command",
+    "cluster": "citypass.bench.cluster:cluster_command",
     "console": "citypass.bench.console:console_command",
     "decode": "citypass.bench.decode:decode_command",
     "gate": "citypass.bench.gate:gate_command",

@@ -120,6 +120,27 @@ class SyncConfig(BaseModel):
     enabled: bool = Field(True, description="Run the sync thread (false: buffer taps in the outbox only).")
     broker_host: str = Field(description="The MQTT broker's host name or address.")
     broker_port: int = Field(8883, ge=1, le=65535, description="The broker's TLS port.")
+    broker_nodes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The other nodes of a clustered broker, as host:port: each reconnection attempt dials the next one "
+            "(docs/broker.md, 'A clustered engine')."
+        ),
+    )
+    keepalive_s: int = Field(
+        30, ge=5, le=600,
+        description=(
+            "MQTT keepalive: a silent connection, or a CONNECT left unanswered, is given up after this long "
+            "(lower it on a clustered engine, docs/broker.md)."
+        ),
+    )
+    mqtt_version: Literal["5", "3.1.1"] = Field(
+        "5",
+        description=(
+            "MQTT protocol version: '5', or '3.1.1' for an engine without MQTT 5 such as NATS (the degraded mode "
+            "of docs/mqtt.md: no session expiry, the session kept until a clean connect)."
+        ),
+    )
     ca: Path = Field(description="The device CA certificate (PEM) the broker's certificate must chain to.")
     cert: Path = Field(description="This gate's certificate (PEM); its CN is the gate id.")
     key: Path = Field(description="This gate's private key (PEM, 0600; it never leaves the device).")
@@ -143,6 +164,19 @@ class SyncConfig(BaseModel):
         20.0, gt=0, le=1000,
         description="Most messages per second taken from any one sibling lane; more are dropped and counted.",
     )
+
+    @model_validator(mode="after")
+    def _nodes_are_addresses(self) -> SyncConfig:
+        for node in self.broker_nodes:
+            host, _, port = node.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"broker_nodes: {node!r} is not host:port")
+        return self
+
+    @property
+    def node_addresses(self) -> tuple[tuple[str, int], ...]:
+        """``broker_nodes`` as (host, port) pairs."""
+        return tuple((n.rpartition(":")[0], int(n.rpartition(":")[2])) for n in self.broker_nodes)
 
 
 class GateConfig(BaseModel):

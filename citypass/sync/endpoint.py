@@ -13,15 +13,27 @@ caller's thread (no ``loop()`` before ``loop_start()``).
     endpoint = Endpoint("broker.city.example", 8883, tls=ClientFiles(ca, cert, key))
     client = endpoint.client("gate-wl-e1", will=(topics.gate_status("gate-wl-e1"), offline_bytes))
     endpoint.start(client, clean_start=False, session_expiry=7 * 86_400)
+
+**A cluster of brokers.** ``fallbacks`` names the cluster's other nodes: each connection attempt (the first one
+and every reconnect) dials the next address in turn, so a client whose node died is on another node after its
+next backoff delay. **MQTT 3.1.1.** ``mqtt_version="3.1.1"`` is the degraded mode for an engine without MQTT 5
+(NATS, docs/broker.md "A clustered engine"): the same topics and payloads, but the session is kept until the
+client connects with a clean one (no session expiry), and there are no shared subscriptions (the issuer's
+ingest workers subscribe plainly and the store dedupes, see :mod:`citypass.sync.issuer_sync`).
+
+>>> Endpoint("n1", 8883, None, fallbacks=(("n2", 8883), ("n3", 8883))).addresses
+(('n1', 8883), ('n2', 8883), ('n3', 8883))
 """
 
 from __future__ import annotations
 
 import random
 import ssl
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -72,6 +84,10 @@ def use_tls(client: mqtt.Client, files: ClientFiles) -> None:
     client.tls_insecure_set(False)
 
 
+#: The MQTT protocol versions a client speaks: "5" (the protocol as designed) or "3.1.1" (the degraded mode).
+MqttVersion = Literal["5", "3.1.1"]
+MQTT_VERSIONS: tuple[MqttVersion, ...] = ("5", "3.1.1")
+
 #: A week: a gate offline for up to this long resumes its session (and its queued acks and deltas).
 WEEK_S = 7 * 86_400
 
@@ -87,6 +103,13 @@ class Endpoint:
     min_backoff_s: float = 1
     max_backoff_s: float = 30
     jitter: float = 0.5
+    fallbacks: tuple[tuple[str, int], ...] = ()
+    mqtt_version: MqttVersion = "5"
+
+    @property
+    def addresses(self) -> tuple[tuple[str, int], ...]:
+        """Every node this client may dial, its own first."""
+        return ((self.host, self.port), *self.fallbacks)
 
     def backoff(self, rng: random.Random | None = None) -> tuple[float, float]:
         """This client's (first delay, ceiling): the configured ones stretched by a random factor in
@@ -95,9 +118,15 @@ class Endpoint:
         factor = 1 + (rng or random.SystemRandom()).random() * self.jitter
         return self.min_backoff_s * factor, self.max_backoff_s * factor
 
-    def client(self, client_id: str, *, will: tuple[str, bytes] | None = None) -> mqtt.Client:
-        """A configured, not yet connected client. ``will`` is a retained QoS 1 Last Will."""
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    def client(self, client_id: str, *, will: tuple[str, bytes] | None = None,
+               clean_start: bool = False) -> mqtt.Client:
+        """A configured, not yet connected client. ``will`` is a retained QoS 1 Last Will. ``clean_start`` matters
+        only for MQTT 3.1.1, whose clean-session flag belongs to the client (MQTT 5 takes it in :meth:`start`)."""
+        if self.mqtt_version == "3.1.1":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                                 clean_session=clean_start)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if self.tls is not None:
             use_tls(client, self.tls)
         if will is not None:
@@ -111,12 +140,54 @@ class Endpoint:
         return client
 
     def start(self, client: mqtt.Client, *, clean_start: bool, session_expiry: int) -> None:
-        """Connect in the background (the network thread retries until the broker answers)."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = session_expiry
-        client.connect_async(self.host, self.port, keepalive=self.keepalive, clean_start=clean_start,
-                             properties=props)
+        """Connect in the background (the network thread retries until the broker answers). With MQTT 3.1.1
+        the client's own clean-session flag applies and there is no session expiry: the broker keeps the
+        session until the client next connects clean."""
+        options: dict[str, Any] = {}
+        if self.mqtt_version == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = session_expiry
+            options = {"clean_start": clean_start, "properties": props}
+        client.connect_async(self.host, self.port, keepalive=self.keepalive, **options)
+        if self.fallbacks:
+            client.on_pre_connect = _Rotation(self.addresses, self.keepalive, options)
         client.loop_start()
+
+
+class _Rotation:
+    """paho's ``on_pre_connect``: point the client at the next node before each reconnection attempt.
+
+    paho calls it from its network thread with the socket closed, just before it dials; ``connect_async`` (the
+    public way to change the address, with the same options) is the only call that may change it then."""
+
+    def __init__(self, addresses: tuple[tuple[str, int], ...], keepalive: int, options: dict[str, Any]) -> None:
+        self.addresses = addresses
+        self.keepalive = keepalive
+        self.options = options
+        self.attempts = 0
+
+    def __call__(self, client: mqtt.Client, userdata: Any) -> None:
+        if self.attempts:  # the first attempt goes where connect_async already points
+            host, port = self.addresses[self.attempts % len(self.addresses)]
+            client.connect_async(host, port, keepalive=self.keepalive, **self.options)
+        self.attempts += 1
+
+
+def granted(client: mqtt.Client, subscriptions: list[tuple[str, int]], codes: list[Any], *,
+            retry_s: float = 1.0) -> bool:
+    """True when the broker granted every subscription of a SUBACK; else subscribe to all of them again in
+    ``retry_s`` (from a timer thread: paho's calls are thread-safe) and return False.
+
+    Mosquitto grants what it is asked (it checks deliveries, not subscriptions); a clustered engine may refuse
+    one for a while — NATS answers a failure when the node cannot reach the JetStream leader of the session's
+    consumer, as in the seconds after another node died. A client that took such a SUBACK as success would
+    miss its acks or deltas for the rest of the connection."""
+    if not any(getattr(code, "is_failure", False) for code in codes):
+        return True
+    timer = threading.Timer(retry_s, client.subscribe, args=(subscriptions,))
+    timer.daemon = True
+    timer.start()
+    return False
 
 
 def stop(client: mqtt.Client) -> None:

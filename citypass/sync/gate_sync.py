@@ -56,7 +56,7 @@ from citypass.gate.ledger.config import LedgerConfig
 from citypass.gate.ledger.connection import LedgerError
 from citypass.sync import codec, topics
 from citypass.sync.clock import OffsetEstimator
-from citypass.sync.endpoint import WEEK_S, Endpoint, HttpLedgerSource, stop
+from citypass.sync.endpoint import WEEK_S, Endpoint, HttpLedgerSource, granted, stop
 from citypass.sync.gate_lanes import LaneExchange, LaneSettings
 from citypass.sync.gate_updates import LedgerFollower
 
@@ -136,6 +136,7 @@ class GateSync:
         self.follower = LedgerFollower(config, fetcher, self.counters, self._event, self.estimator)
         self._status_due = 0.0
         self._session_present = False
+        self._subscriptions: list[tuple[str, int]] = []
         self._acked_ids: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -182,7 +183,7 @@ class GateSync:
         client.on_message = self._on_message
         if self.lanes is not None:
             client.on_publish = lambda c, u, mid, rc, p: self.lanes.published(mid) if self.lanes else None
-        client.on_subscribe = lambda c, u, mid, codes, p: self._inbox.put(("connected", self._session_present))
+        client.on_subscribe = self._on_subscribe
         self.endpoint.start(client, clean_start=False, session_expiry=cfg.session_expiry_s)
         self.ready.set()
         try:
@@ -242,7 +243,14 @@ class GateSync:
             subs.append(topics.site_subtree(cfg.site))
         self._session_present = bool(flags.session_present)
         # Uploads start at the SUBACK: by then the acks topic is subscribed even on a brand-new session.
-        client.subscribe([(t, 0 if t == topics.ISSUER_TIME else 1) for t in subs])
+        self._subscriptions = [(t, 0 if t == topics.ISSUER_TIME else 1) for t in subs]
+        client.subscribe(self._subscriptions)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+        if granted(client, self._subscriptions, codes):
+            self._inbox.put(("connected", self._session_present))
+        else:  # not connected for uploads until the acks topic is ours: subscribed again in a second
+            self._event("subscribe_refused", "warning", codes=[str(c) for c in codes])
 
     def _handle(self, client: mqtt.Client, ledger: GateLedger, item: tuple[Any, ...]) -> None:
         kind = item[0]

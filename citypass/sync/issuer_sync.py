@@ -10,6 +10,13 @@ Two kinds of client, each with its own broker identity (the broker forces client
   device id comes from the topic, which the broker's ACL lets only that device publish to. Workers
   connect with a clean session: a dead worker's queue would hold its share of taps hostage; without
   one, the broker gives them to the live members and gates resend what nobody acknowledged.
+
+  **Without shared subscriptions** (MQTT 3.1.1, the degraded mode for an engine such as NATS:
+  ``subscription="plain"``) each worker subscribes to ``citypass/v1/gate/+/taps`` itself, so *every* worker
+  gets *every* batch. Storage stays exactly-once — the store keeps a tap id once and answers a duplicate as
+  such (``duplicates``) — and the gate, acknowledged once per worker, marks its rows once. The cost is one
+  store transaction per batch per worker: run two such workers for redundancy, not for throughput. Plain
+  workers keep a persistent session, so the engine holds what arrives while a worker is between nodes.
 * :class:`LedgerPublisher` — one per issuer node. It polls the ledger sequence and publishes each change as
   a signed delta on ``all/ledger`` (several nodes on one PostgreSQL database each run one; a delta is claimed
   in the store before it is sent — :meth:`~citypass.issuer.repository.LedgerRepository.claim_publication` —
@@ -30,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
@@ -41,29 +48,35 @@ from citypass.issuer.ingest import ingest
 from citypass.issuer.records import DeviceHealth, NotFound
 from citypass.issuer.service import Issuer
 from citypass.sync import codec, topics
-from citypass.sync.endpoint import Endpoint, stop
+from citypass.sync.endpoint import Endpoint, granted, stop
 
 log = logging.getLogger(__name__)
 #: Most changes in a delta sent over MQTT: 20,000 ids of ≤16 bytes stay well under 1 MiB packets.
 MQTT_DELTA_LIMIT = 20_000
 
+#: How ingest workers share the gates' batches: an MQTT 5 shared subscription (each batch to one worker), or a
+#: plain subscription where every worker gets every batch and the store dedupes (MQTT 3.1.1 engines).
+Subscription = Literal["shared", "plain"]
+
 
 class _Client:
     """A paho client with a connected event; subclasses subscribe in :meth:`subscriptions`."""
 
-    def __init__(self, endpoint: Endpoint, client_id: str, clock: Callable[[], float]) -> None:
+    def __init__(self, endpoint: Endpoint, client_id: str, clock: Callable[[], float], *,
+                 clean_start: bool = True) -> None:
         self.endpoint = endpoint
         self.client_id = client_id
         self.clock = clock
+        self.clean_start = clean_start
         self.connected = threading.Event()
         self._started = False
         self._stopping_client = False
-        self.client = endpoint.client(client_id)
+        self.client = endpoint.client(client_id, clean_start=clean_start)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda c, u, f, rc, p: self.connected.clear()
         self.client.on_message = self._on_message
         # Ready once the broker confirmed the subscriptions, not at CONNACK: nothing is missed after start().
-        self.client.on_subscribe = lambda c, u, mid, codes, p: self.connected.set()
+        self.client.on_subscribe = self._on_subscribe
 
     def subscriptions(self) -> list[tuple[str, int]]:
         raise NotImplementedError
@@ -73,6 +86,12 @@ class _Client:
             log.warning("%s refused: %s", self.client_id, rc)
             return
         client.subscribe(self.subscriptions())
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
+        if granted(client, self.subscriptions(), codes):
+            self.connected.set()
+        else:  # e.g. a clustered engine whose consumer leader is being re-elected: subscribed again shortly
+            log.warning("%s: subscription refused (%s), trying again", self.client_id, ", ".join(map(str, codes)))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._stopping_client:
@@ -89,7 +108,8 @@ class _Client:
         if self._started:  # a second loop thread on one client would interleave packets on the socket
             raise RuntimeError(f"{self.client_id} is already started")
         self._started = True
-        self.endpoint.start(self.client, clean_start=True, session_expiry=0)
+        # A persistent session lives a day past a disconnect (MQTT 5); 3.1.1 keeps it until a clean connect.
+        self.endpoint.start(self.client, clean_start=self.clean_start, session_expiry=0 if self.clean_start else 86_400)
 
     def stop(self) -> None:
         self._stopping_client = True
@@ -121,18 +141,24 @@ class IngestWorker(_Client):
     """Stores tap batches from the shared subscription and acks them; answers gates' delta requests.
 
     ``require_registered``: batches from a device the issuer's registry does not know are not stored
-    and not acknowledged (they stay in the gate's outbox until the device is registered)."""
+    and not acknowledged (they stay in the gate's outbox until the device is registered). ``subscription``:
+    ``"shared"`` (MQTT 5, the group splits the batches) or ``"plain"`` (every worker gets every batch; see the
+    module's docstring)."""
 
     def __init__(self, issuer: Issuer, endpoint: Endpoint, client_id: str, group: str, *,
-                 clock: Callable[[], float] = time.time, require_registered: bool = True) -> None:
-        super().__init__(endpoint, client_id, clock)
+                 clock: Callable[[], float] = time.time, require_registered: bool = True,
+                 subscription: Subscription = "shared") -> None:
+        super().__init__(endpoint, client_id, clock, clean_start=subscription == "shared")
         self.issuer = issuer
         self.group = group
+        self.subscription = subscription
         self.require_registered = require_registered
         self.stats = {"batches": 0, "events": 0, "new_taps": 0, "duplicates": 0, "refused": 0}
         self.complaints = Complaints()
 
     def subscriptions(self) -> list[tuple[str, int]]:
+        if self.subscription == "plain":
+            return [(topics.ALL_TAPS, 1), (topics.ALL_REQUESTS, 1)]
         return [(topics.shared(self.group, topics.ALL_TAPS), 1), (topics.shared(self.group, topics.ALL_REQUESTS), 1)]
 
     def handle(self, topic: str, payload: bytes) -> None:
@@ -286,15 +312,17 @@ class LedgerPublisher(_Client):
 
 
 class IssuerSync:
-    """A publisher and ``workers`` ingest workers; ``endpoint_for(cn)`` gives each identity's endpoint."""
+    """A publisher and ``workers`` ingest workers; ``endpoint_for(cn)`` gives each identity's endpoint.
+    ``subscription="plain"`` for an engine without shared subscriptions (see :class:`IngestWorker`)."""
 
     def __init__(self, issuer: Issuer, endpoint_for: Callable[[str], Endpoint], *, workers: int = 1,
                  group: str = "ingest", publisher_id: str = "issuer", worker_prefix: str = "issuer-ingest-",
-                 tick_s: float = 10.0, poll_s: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+                 tick_s: float = 10.0, poll_s: float = 0.5, clock: Callable[[], float] = time.time,
+                 subscription: Subscription = "shared") -> None:
         self.publisher = LedgerPublisher(issuer, endpoint_for(publisher_id), publisher_id, clock=clock,
                                          tick_s=tick_s, poll_s=poll_s)
         self.workers = [IngestWorker(issuer, endpoint_for(f"{worker_prefix}{i}"), f"{worker_prefix}{i}", group,
-                                     clock=clock) for i in range(1, workers + 1)]
+                                     clock=clock, subscription=subscription) for i in range(1, workers + 1)]
 
     def start(self, timeout: float = 10.0) -> IssuerSync:
         for part in (self.publisher, *self.workers):

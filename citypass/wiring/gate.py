@@ -21,7 +21,7 @@ import click
 from citypass.credential.keys import VerifyKey, read_public_key
 from citypass.gate.barrier.gpio import Barrier
 from citypass.gate.camera import open_camera
-from citypass.gate.config import ConfigError, GateConfig, load_config
+from citypass.gate.config import ConfigError, GateConfig, SyncConfig, load_config
 from citypass.gate.daemon import GateDaemon, Outcome
 from citypass.gate.decision import GateContext
 from citypass.gate.decoders import make_decoder
@@ -143,6 +143,14 @@ def serving(daemon: GateDaemon, *, signals: bool = True) -> Iterator[HealthServe
             server.close()
 
 
+def sync_endpoint(sync: SyncConfig) -> Endpoint:
+    """Where the gate's sync client connects: the broker (and a cluster's other nodes), its TLS files, the
+    MQTT version."""
+    return Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key),
+                    max_backoff_s=sync.reconnect_max_s, fallbacks=sync.node_addresses, mqtt_version=sync.mqtt_version,
+                    keepalive=sync.keepalive_s)
+
+
 def build_sync(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:
     """The MQTT sync thread for this gate, or None when the config has no enabled ``[sync]``."""
     sync = cfg.sync
@@ -155,8 +163,7 @@ def build_sync(cfg: GateConfig, daemon: GateDaemon) -> GateSync | None:
         except OSError as exc:
             raise ConfigError(f"cannot read sync.token_file {sync.token_file}: {exc.strerror}") from None
         fetcher = HttpLedgerSource(sync.issuer_url, token)
-    endpoint = Endpoint(sync.broker_host, sync.broker_port, tls=ClientFiles(sync.ca, sync.cert, sync.key),
-                        max_backoff_s=sync.reconnect_max_s)
+    endpoint = sync_endpoint(sync)
     settings = GateSyncConfig(
         device_id=cfg.gate_id, ledger_path=cfg.ledger.path, root=read_public_key(cfg.root_key),
         site=daemon.ctx.site.number, batch_size=sync.batch_size, ack_timeout_s=sync.ack_timeout_s,

@@ -26,7 +26,7 @@ from citypass.issuer.authority import AuthorityError
 from citypass.issuer.cli import DATABASE_OPTION, HOME_OPTION, open_home
 from citypass.issuer.service import Issuer
 from citypass.sync.ca import CAError
-from citypass.sync.endpoint import Endpoint
+from citypass.sync.endpoint import MQTT_VERSIONS, Endpoint, MqttVersion
 from citypass.sync.home import BrokerError, BrokerHome
 from citypass.sync.issuer_sync import IssuerSync
 
@@ -78,6 +78,11 @@ class BrokerAuthority:
 @click.option("--mqtt-group", default=None,
               help="The shared-subscription group name; keep it a deployment secret (see docs/broker.md). "
                    "Default: the random one `issuer init` made for HOME.")
+@click.option("--mqtt-version", type=click.Choice(MQTT_VERSIONS), default="5", show_default=True,
+              help="MQTT 3.1.1 for an engine without MQTT 5 (a NATS cluster, docs/broker.md 'A clustered engine'): "
+                   "the ingest workers then subscribe plainly; each gets every batch, the store keeps each tap once.")
+@click.option("--broker-node", "broker_nodes", metavar="HOST:PORT", multiple=True,
+              help="Another node of a clustered broker (repeat for each): every reconnection dials the next one.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -94,7 +99,7 @@ class BrokerAuthority:
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
           broker_address: str | None, mqtt_workers: int, mqtt_group: str | None, tls_cert: Path | None,
           tls_key: Path | None, insecure_http: bool, wallet_url: str | None, database: str | None,
-          node: str | None) -> None:
+          node: str | None, mqtt_version: MqttVersion, broker_nodes: tuple[str, ...]) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`. It listens on
@@ -125,7 +130,9 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     group = mqtt_group or iss.ingest_group()
     if node is not None and not _NODE.fullmatch(node):
         raise click.BadParameter("use 1-32 letters, digits and dashes", param_hint="--node")
-    mqtt = _start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home, node) if mqtt_workers else None
+    fallbacks = tuple(_address(a, "--broker-node") for a in broker_nodes)
+    mqtt = (_start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home, node, mqtt_version, fallbacks)
+            if mqtt_workers else None)
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
         uvicorn.run(create_app(iss, authority=authority, wallet_url=wallet_url), host=host, port=port,
@@ -158,16 +165,26 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _address(value: str, option: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r} is not HOST:PORT", param_hint=option)
+    return host, int(port)
+
+
 def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, workers: int, group: str,
-                home: Path, node: str | None) -> IssuerSync:
+                home: Path, node: str | None, mqtt_version: MqttVersion = "5",
+                fallbacks: tuple[tuple[str, int], ...] = ()) -> IssuerSync:
     """Enrol the issuer's MQTT identities — made at the first start, the same key and certificate at every
     later one (renewed when due) — and start the sync beside the API."""
     assert bhome is not None and address is not None
     host, _, port = address.rpartition(":")
 
     def endpoint_for(cn: str) -> Endpoint:
-        return Endpoint(host, int(port), tls=bhome.service_files(cn, home / "mqtt" / cn))
+        return Endpoint(host, int(port), tls=bhome.service_files(cn, home / "mqtt" / cn), fallbacks=fallbacks,
+                        mqtt_version=mqtt_version)
 
     publisher = "issuer" if node is None else f"issuer-{node}"
     return IssuerSync(iss, endpoint_for, workers=workers, group=group, publisher_id=publisher,
-                      worker_prefix=f"{publisher}-ingest-").start()
+                      worker_prefix=f"{publisher}-ingest-",
+                      subscription="plain" if mqtt_version == "3.1.1" else "shared").start()
