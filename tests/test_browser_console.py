@@ -41,7 +41,7 @@ def sync(served: ServedIssuer, gate: Gate) -> None:
         answer = client.get("/v1/ledger/deltas", params={"since": gate.ledger.seq})
         if answer.status_code == 200:
             delta = load_delta(answer.content, gate.ledger.trust)
-            gate.ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
+            gate.ledger.apply_delta(**delta.ledger_arguments())
         health = client.post(f"/v1/devices/{gate.gate_id}/health", json={"ledger_seq": gate.ledger.seq})
         assert health.status_code == 204, health.text
 

@@ -12,7 +12,7 @@ Records are the dataclasses of :mod:`citypass.issuer.records`; taps are :class:`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -53,6 +53,9 @@ class LedgerRepository(Protocol):
 
     def add_site(self, settings: SiteSettings, at: int = 0) -> None: ...
     def sites(self) -> list[SiteSettings]: ...
+    def sites_named(self, names: Collection[str]) -> list[SiteSettings]:
+        """The sites with these names (unknown names left out), by number: a probe, not a read of every site."""
+        ...
     def next_site_number(self) -> int: ...
 
     def add_key(self, entry: TrustedKey, active: bool) -> None: ...
