@@ -277,8 +277,9 @@ class ControlRoomRepository(Protocol):
         ...
     def stored_incidents(self, *, since: int | None = None, until: int | None = None, kind: str | None = None,
                          open_only: bool = False, after: tuple[int, str] | None = None,
-                         limit: int = 100) -> list[StoredIncident]:
-        """Incidents overlapping ``[since, until)``, ordered by ``(first_at, id)``, strictly after ``after``."""
+                         limit: int = 100, latest_first: bool = False) -> list[StoredIncident]:
+        """Incidents overlapping ``[since, until)``, ordered by ``(first_at, id)``, strictly after ``after``;
+        ``latest_first``: the ``limit`` most recently active ones instead, by ``last_at`` descending (the console)."""
         ...
     def stored_incident(self, incident_id: str) -> StoredIncident: ...
     def ack_incident(self, incident_id: str, at: int, actor: str, note: str) -> tuple[StoredIncident, bool]:
