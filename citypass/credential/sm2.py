@@ -2,7 +2,8 @@
 
 Chinese transport and government code platforms sign with SM2. The arithmetic is Tongsuo's (the
 Ant Group fork of OpenSSL with the Chinese algorithms), reached through its maintained Python binding
-``tongsuopy``; nothing here is our own cryptography. This module only converts between the encodings:
+``tongsuopy``; nothing here is our own cryptography. This module converts between the encodings and
+assembles the standard's inputs:
 
 * a signature on the wire is the raw 64-byte ``r || s`` (as in the national transport QR formats);
   Tongsuo speaks DER, so we convert with the generic DSS helpers;
@@ -15,7 +16,10 @@ Ant Group fork of OpenSSL with the Chinese algorithms), reached through its main
 it once, when the key is loaded (:func:`z_value`), and each verification hashes just ``Z_A || M`` (SM3 from
 ``cryptography``, whose OpenSSL has it) and hands the 32-byte ``e`` to Tongsuo's SM2 verification
 (``EVP_PKEY_verify`` on an SM2 key: the curve arithmetic and the ``r, s`` range checks stay Tongsuo's). The
-``EVP_PKEY_CTX`` is made once per key and thread. ``tongsuopy``'s own ``verify()`` instead builds a digest
+``EVP_PKEY_CTX`` is made once per key and thread. These two calls come from the binding's low-level
+``backend._lib`` (the OpenSSL functions it exposes), not from its high-level API, which has no prehashed SM2
+verification; tests/test_sm2.py runs both paths side by side, so a binding that changed them would fail there
+first. ``tongsuopy``'s own ``verify()`` instead builds a digest
 context, recomputes ``Z_A`` and re-initialises everything on every call: about 12 µs of a ~350 µs
 verification here; the rest is the native arithmetic, which no Python path changes
 (``citypass bench verify`` times both paths beside Ed25519; docs/benchmarks.md).
