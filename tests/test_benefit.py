@@ -265,3 +265,30 @@ def test_booking_a_benefit_slot_over_the_api_uses_the_quota_online(served: Serve
     cid = parse(code).credential.id.hex()
     assert benefits.status_text(served.issuer.store, cid, NOW) == \
         ("惠民卡 · 本月剩余 0 次", "Benefit card · 0 uses left this month")
+
+
+def test_the_wallet_asks_for_the_uses_left_with_a_fresh_presentation(
+        served: ServedIssuer, gates: tuple[Gate, Gate]) -> None:
+    museum, _ = gates
+    holder = SigningKey.generate()
+    code = card(served, holder, quota=3)
+    served.clock.now = NOW + 100
+    museum.use(code, holder, NOW + 90)
+    museum.upload(served)  # the centre counts the use
+    with served.client() as phone:  # no bearer token: the presentation is the authority
+        asked = phone.post("/v1/wallet/benefit", json={"presentation": present(code, holder, NOW + 95)})
+        assert asked.status_code == 200, asked.text
+        assert asked.json() == {"credential_id": parse(code).credential.id.hex(), "benefit_left": 2, "quota": 3,
+                                "benefit_period": "month", "as_of": NOW + 100}
+        refused = {
+            "the card itself": code,
+            "an old screenshot": present(code, holder, NOW + 100 - 60),
+            "a tampered presentation": present(code, holder, NOW + 95)[:-20] + "0" * 20,
+            "not a code": "CP1:NOT A CODE",
+            "another issuer's card": present(issue(parse(code).credential, SigningKey.generate()), holder, NOW + 95),
+        }
+        for what, text in refused.items():
+            answer = phone.post("/v1/wallet/benefit", json={"presentation": text})
+            assert answer.status_code == 422, (what, answer.status_code, answer.text)
+        texts = phone.get("/wallet/i18n.json").json()["texts"]
+    assert texts["zh"]["benefit.left.month"] == "惠民卡 · 本月剩余 {n} 次" and "wallet.as_of" in texts["en"]

@@ -41,7 +41,7 @@ def sync(served: ServedIssuer, gate: Gate) -> None:
         answer = client.get("/v1/ledger/deltas", params={"since": gate.ledger.seq})
         if answer.status_code == 200:
             delta = load_delta(answer.content, gate.ledger.trust)
-            gate.ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
+            gate.ledger.apply_delta(**delta.ledger_arguments())
         health = client.post(f"/v1/devices/{gate.gate_id}/health", json={"ledger_seq": gate.ledger.seq})
         assert health.status_code == 204, health.text
 
@@ -76,13 +76,19 @@ def test_acknowledge_an_incident(browser: Any, served: ServedIssuer, gates: dict
     gates["museum-a"].upload()
     gates["museum-b"].upload()
     page = login(browser, served)
-    page.goto(served.url + "/console/incidents")
-    row = page.locator("#incidents tbody tr", has_text="double_use")
+    page.goto(served.url + "/console/lang?to=zh&back=/console/incidents")  # an operator working in Chinese
+    row = page.locator("#incidents tbody tr", has=page.locator("[data-kind=double_use]"))
     assert row.count() == 1 and "museum-a, museum-b" in row.inner_text()
+    assert "重复使用" in row.inner_text() and "单次票证被多次使用：入场 2 次" in row.inner_text()
+    assert page.locator("#incidents th").first.inner_text() == "最近一次"  # the order the rows are in
+    button = row.locator("button")
+    assert button.inner_text() == "确认" and button.bounding_box()["height"] < 40  # one line, not 确/认
+    page.goto(served.url + "/console/lang?to=en&back=/console/incidents")
+    assert "Double use" in row.inner_text() and "persons admitted on a party of 1" in row.inner_text()
     row.locator("input[name=note]").fill("guard sent to gate B")
     row.locator("button").click()
     page.wait_for_url("**/console/incidents?notice=*")
-    assert page.locator("#incidents tbody tr", has_text="double_use").count() == 0  # open only
+    assert page.locator("#incidents [data-kind=double_use]").count() == 0  # open only
     page.goto(served.url + "/console/incidents?all=1")
     assert "guard sent to gate B" in page.locator("#incidents").inner_text()
     [stored] = served.issuer.store.stored_incidents()

@@ -125,6 +125,15 @@ def test_the_screen_shows_every_outcome_within_100_ms_of_the_relay_and_survives_
     assert "3 人通行" in page.evaluate(READ)["text"] and "3 people may pass" in page.evaluate(READ)["text"]
     gate.walk(3)
 
+    seq = logged(page)  # a benefit card (惠民卡): admitted, with the uses it has left this month
+    card = gate.present(scene.benefit_code(int(time.time())))
+    assert card.decision.allowed and card.decision.benefit_left == 3
+    shown(page, seq, "allow")
+    benefit = page.evaluate(READ)
+    assert "惠民卡 · 本月剩余 3 次" in benefit["text"] and "Benefit card · 3 uses left this month" in benefit["text"]
+    check_readable(benefit)
+    gate.walk(1)
+
     seq = logged(page)
     forged = gate.present(scene.forged)
     assert not forged.decision.allowed

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from citypass.city.browser import PHONE, Browser
+from citypass.credential.claims import Period
 from citypass.credential.codes import parse
 from citypass.credential.keys import Alg
 from citypass.credential.snapshot import load_snapshot
@@ -24,6 +25,7 @@ from citypass.gate.decision import GateContext, decide
 from citypass.gate.decoders import DEFAULT_DECODER
 from citypass.gate.imagefile import read_image_file
 from citypass.gate.memory_ledger import MemoryLedger
+from citypass.issuer import benefits
 from citypass.issuer.testing import ServedIssuer, served_issuer
 from tests.helpers.browser import browser, wait_js
 
@@ -150,16 +152,46 @@ def served_p256(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedIssu
         yield s
 
 
-def test_a_browser_without_ed25519_makes_a_p256_key_whose_codes_the_gate_accepts(
+def test_a_browser_without_ed25519_makes_a_p256_key_and_a_benefit_cards_uses_left_stay_live(
         served_p256: ServedIssuer, browser: Browser, tmp_path: Path) -> None:
-    link = claim_link(served_p256, product="annual", sites=["west-lake"])
+    """P-256 where the browser lacks Ed25519; and a benefit card (惠民卡) whose uses left the page asks the issuer
+    for with a fresh presentation whenever it is online, and shows with the time of that count when offline."""
+    served_p256.clock.now = int(time.time())  # the issuer judges the page's presentations by its clock
+    link = claim_link(served_p256, product="benefit", sites=["zhejiang-museum", "lingyin"], quota=4)
     phone = browser.context(PHONE)
     phone.add_init_script(NO_ED25519)
     page = phone.new_page()
     page.goto(link)
     at = wait_js(page, LIVE, timeout=5, what="a live code")
     code = read_code(page, tmp_path, "p256")
-    holder = parse(code).credential.holder
-    assert holder is not None and holder.key.alg is Alg.ES256  # WebCrypto's r || s is COSE's ES256 signature
+    cred = parse(code).credential
+    assert cred.holder is not None and cred.holder.key.alg is Alg.ES256  # WebCrypto's r || s is COSE's ES256
     assert page.evaluate(STORED_KEYS)["alg"] == "ES256"
-    assert at_gate(served_p256, code, "west-lake", at + 1) == (True, None)
+    assert at_gate(served_p256, code, "zhejiang-museum", at + 1) == (True, None)
+
+    live = "document.body.dataset.benefitLive === 'true' && document.body.dataset.benefitLeft === '{n}'"
+    wait_js(page, live.format(n=4), what="the uses left, counted by the issuer")
+    details = page.inner_text("#details")
+    assert "惠民卡 · 本月剩余 4 次" in details and "Benefit card · 4 uses left this month" in details
+    assert "截至" not in details
+    # a gate's upload reaches the centre: back online, the page asks again and shows the new count
+    served_p256.clock.now = int(time.time())
+    benefits.count_use(served_p256.issuer.store, cred.id.hex(), 4, Period.MONTH, served_p256.clock.now,
+                       "tap:museum-in:1", "tap", "museum-in", 3)
+    page.evaluate("window.dispatchEvent(new Event('online'))")
+    wait_js(page, live.format(n=3), what="the new count after a use")
+    counted_at = served_p256.clock.now
+    assert "惠民卡 · 本月剩余 3 次" in page.inner_text("#details")
+
+    # offline (the page reloaded from its service worker): the last count, with when the issuer made it
+    wait_js(page, "navigator.serviceWorker.controller !== null", what="the service worker to take the page")
+    phone.set_offline(True)
+    page.reload()
+    wait_js(page, LIVE, what="a live code offline")
+    wait_js(page, "document.body.dataset.benefitLive === 'false' && document.body.dataset.benefitLeft === '3'",
+            what="the last count, shown offline")
+    assert page.evaluate("document.body.dataset.benefitAsOf") == str(counted_at)
+    offline = page.inner_text("#details")
+    assert "惠民卡 · 本月剩余 3 次 · 截至" in offline and "（离线）" in offline
+    assert "Benefit card · 3 uses left this month · as of" in offline and "(offline)" in offline
+    page.screenshot(path=str(tmp_path / "benefit-offline.png"))

@@ -151,8 +151,8 @@ def test_a_site_edit_reaches_the_gate_and_its_next_decision_uses_it(served: Serv
                            gate.ledger.trust)
     with served.client("auditor") as auditor:
         assert auditor.patch("/v1/sites/west-lake", json={"capacity": 5}).status_code == 403
-    assert delta.sites is not None and next(s for s in delta.sites if s.name == "west-lake").capacity == 1
-    gate.ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)  # as the sync module applies it
+    assert delta.sites is None and [(s.name, s.capacity) for s in delta.site_updates] == [("west-lake", 1)]
+    gate.ledger.apply_delta(**delta.ledger_arguments())  # as the sync module applies it
     assert gate.ledger.context().site.capacity == 1 and gate.ledger.occupancy(1) == 1
     refused = decide(codes[1], gate.ledger, gate.ledger.context(), NOW + 20)
     assert not refused.allowed and refused.reason == Reason.SITE_FULL
@@ -223,3 +223,22 @@ def test_a_ride_end_uploaded_before_its_start_is_no_gate_jumper_once_the_start_a
     assert [s.incident.kind for s in served.issuer.store.stored_incidents(open_only=True)] == ["gate_jumper"]
     gates["metro-a-in"].upload()  # then its start
     assert served.issuer.store.stored_incidents(open_only=True) == []
+
+
+def test_every_incident_kind_has_a_name_and_a_chinese_description_in_the_console() -> None:
+    from citypass.issuer.console import incidenttexts
+    from citypass.issuer.incidents import Incident
+    from citypass.issuer.quarantine import KINDS as QUARANTINE_KINDS
+    from citypass.issuer.watch import GATE_JUMPER
+
+    found_by_the_issuer = {"double_use", "passback_flagged", "passback_denied", "forged_code", "replayed_code",
+                           "revoked_presented", "clock_untrusted", "shared_pass", "benefit_over_quota",
+                           GATE_JUMPER, *QUARANTINE_KINDS}
+    assert set(incidenttexts.KIND_NAMES) == found_by_the_issuer == set(incidenttexts.ZH_DETAILS)
+    for kind in found_by_the_issuer:
+        incident = Incident(kind, "c0ffee", ("t1", "t2"), ("gate-a", "gate-b"), (3, 7), 0, 60, "English sentence")
+        words = incidenttexts.describe(incident, "zh").replace("gate-a", "").replace("gate-b", "")
+        assert not any(c.isascii() and c.isalpha() for c in words), words  # Chinese, but for the gates' names
+        assert incidenttexts.describe(incident, "en") == "English sentence"
+        assert incidenttexts.kind_name(kind, "zh") != kind and incidenttexts.kind_name(kind, "en") != kind
+    assert incidenttexts.kind_name("something_new", "zh") == "something_new"

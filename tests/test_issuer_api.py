@@ -24,7 +24,7 @@ from tests.helpers.databases import Databases
 NOW = 1_800_000_000
 HOUR = 3600
 #: Called with a one-time secret in the body instead of a bearer token (enrollment, wallet claim).
-TOKENLESS = ("/v1/enrollments/redeem", "/v1/enrollments/check", "/v1/wallet/claims",
+TOKENLESS = ("/v1/enrollments/redeem", "/v1/enrollments/check", "/v1/wallet/claims", "/v1/wallet/benefit",
              "/v1/trust-list")  # the trust list is public
 
 

@@ -156,8 +156,12 @@ def test_delta_round_trip_and_gate_arguments() -> None:
     assert parse_delta(data) == (delta, key.kid)
     assert delta.ledger_arguments() == {
         "base_seq": 3, "seq": 7, "issued_at": NOW, "revoked": [b"\x01" * 8], "unrevoked": [b"\x02"],
-        "revoked_holders": [b"\x03" * 16], "unrevoked_holders": []}
+        "revoked_holders": [b"\x03" * 16], "unrevoked_holders": [], "sites": sites, "site_updates": ()}
     assert data == delta.sign(key) or key.public.alg != -8  # Ed25519 and canonical CBOR: deterministic
+    updates = (sites[0], SiteSettings(number=9, name="stop-9", kind=SiteKind.BUS))
+    incremental = LedgerDelta(7, 8, NOW, site_updates=updates)
+    assert load_delta(incremental.sign(key), _trust(key)) == incremental and not incremental.empty
+    assert incremental.ledger_arguments()["site_updates"] == updates and "sites" not in incremental.payload()
 
 
 @pytest.mark.parametrize("payload, message", [
@@ -177,6 +181,14 @@ def test_delta_round_trip_and_gate_arguments() -> None:
       "unrevoked_holders": [], "keys": []}, "unknown"),
     ({"v": 1, "base_seq": 1, "seq": 2, "issued_at": NOW, "revoked": [], "unrevoked": [], "revoked_holders": [],
       "unrevoked_holders": [], "sites": [{"number": 1}]}, "sites"),
+    ({"v": 1, "base_seq": 1, "seq": 2, "issued_at": NOW, "revoked": [], "unrevoked": [], "revoked_holders": [],
+      "unrevoked_holders": [], "site_updates": {"number": 1}}, "lists"),
+    ({"v": 1, "base_seq": 1, "seq": 2, "issued_at": NOW, "revoked": [], "unrevoked": [], "revoked_holders": [],
+      "unrevoked_holders": [], "site_updates": [{"number": 2, "name": "b"}, {"number": 1, "name": "a"}]}, "ascending"),
+    ({"v": 1, "base_seq": 1, "seq": 2, "issued_at": NOW, "revoked": [], "unrevoked": [], "revoked_holders": [],
+      "unrevoked_holders": [], "site_updates": [{"number": 1, "name": "a"}, {"number": 1, "name": "a"}]}, "once"),
+    ({"v": 1, "base_seq": 1, "seq": 2, "issued_at": NOW, "revoked": [], "unrevoked": [], "revoked_holders": [],
+      "unrevoked_holders": [], "sites": [], "site_updates": [{"number": 1, "name": "a"}]}, "not both"),
 ])
 def test_malformed_deltas_are_refused_with_a_reason(payload: dict[object, object], message: str) -> None:
     key = SigningKey.generate()

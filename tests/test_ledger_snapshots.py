@@ -121,6 +121,20 @@ def test_apply_delta_needs_its_base(issued: Issued) -> None:
         assert ledger.seq == seq + 2 and ledger.synced_at == NOW + 9 and ledger.clock_floor == NOW + 9
 
 
+def test_site_updates_are_upserted_and_an_older_issuers_full_list_replaces(issued: Issued) -> None:
+    from citypass.credential.sites import SiteKind, SiteSettings
+
+    with issued.ledger() as ledger:
+        ledger.load_snapshot(issued.export())
+        seq, before = ledger.seq or 0, ledger.sites()
+        first = before[0].model_copy(update={"capacity": 7})
+        added = SiteSettings(number=500, name="stop-500", kind=SiteKind.BUS)
+        assert ledger.apply_delta(base_seq=seq, seq=seq + 1, issued_at=NOW, site_updates=[first, added]) == 2
+        assert ledger.sites() == [first, *before[1:], added]
+        ledger.apply_delta(base_seq=seq + 1, seq=seq + 2, issued_at=NOW, sites=[added])  # the complete list
+        assert ledger.sites() == [added]
+
+
 def test_a_stored_trust_list_is_rechecked_against_the_pinned_root(issued: Issued) -> None:
     with issued.ledger() as ledger:
         ledger.load_snapshot(issued.export())

@@ -48,6 +48,46 @@ def test_the_reference_reproduces_the_standards_worked_signature() -> None:
     assert not c.verify(pub, b"message digest", r, s, b"1234567812345678")  # the ID is part of what is signed
 
 
+def test_the_prehashed_paths_z_and_e_match_the_standards_worked_example() -> None:
+    """The gate's own Z_A (computed once per key, then e = SM3(Z_A || M) per code) on the Annex A.2 values."""
+    c = sm2ref.TEST_CURVE
+    pub = sm2ref.point_to_raw((0x0AE4C7798AA0F119471BEE11825BE46202BB79E2A5844495E97C04FF4DF2548A,
+                               0x7C0240F88F1CD4E16352A73C17B7F16F07353E53A176D684A9FE0C6BB798E857))
+    z = sm2.z_value(pub, b"ALICE123@YAHOO.COM", sm2.CurveParams(c.a, c.b, c.gx, c.gy))
+    assert z.hex().upper() == "F4A38489E32B45B6F876E3AC2168CA392362DC8F23459C1D1146FC3DBFB7BC9A"
+    assert sm2.sm3(z + b"message digest").hex().upper() == \
+        "B524F552CD82B8B028476E005C377FB19A87E6FC682D48BB5D42E3D9B9EFFE76"
+    ref = sm2ref.SM2P256V1
+    assert (ref.a, ref.b, ref.gx, ref.gy) == (sm2.SM2P256V1.a, sm2.SM2P256V1.b, sm2.SM2P256V1.gx, sm2.SM2P256V1.gy)
+    for _ in range(3):
+        raw = sm2.SM2SigningKey.generate().public.raw
+        assert sm2.z_value(raw) == ref.z(sm2.DEFAULT_ID, sm2ref.point_from_raw(raw))
+
+
+def test_prehashed_and_tongsuo_one_call_verification_agree() -> None:
+    key = sm2.SM2SigningKey.generate()
+    loaded = sm2.SM2VerifyKey.from_raw(key.public.raw)
+    for n in (0, 1, 63, 64, 65, 200):
+        message = os.urandom(n)
+        sig = key.sign(message)
+        for k in (key.public, loaded):
+            assert k.verify(sig, message) and k.verify_unprepared(sig, message)
+            assert not k.verify(sig, message + b"x") and not k.verify_unprepared(sig, message + b"x")
+
+
+def test_prehashed_verification_is_right_from_many_threads_at_once() -> None:
+    """Each thread has its own native context: concurrent good and bad signatures never mix up."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = sm2.SM2SigningKey.generate()
+    pub = sm2.SM2VerifyKey.from_raw(key.public.raw)
+    good = [(os.urandom(40), i % 2 == 0) for i in range(64)]
+    cases = [(m, key.sign(m) if ok else key.sign(m + b"!"), ok) for m, ok in good]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: pub.verify(c[1], c[0]) == c[2], cases * 2))
+    assert all(results)
+
+
 def test_native_signatures_verify_in_the_reference_and_back() -> None:
     c = sm2ref.SM2P256V1
     for _ in range(3):
@@ -74,6 +114,7 @@ def test_native_verify_refuses_tampering_and_never_raises() -> None:
         flipped = bytearray(sig)
         flipped[i] ^= 0x01
         assert not key.public.verify(bytes(flipped), message), i
+        assert not key.public.verify_unprepared(bytes(flipped), message), i
     other = sm2.SM2SigningKey.generate().public
     n = sm2ref.SM2P256V1.n
     for bad in (b"", sig[:63], sig + b"\0", bytes(64), b"\xff" * 64, n.to_bytes(32, "big") + sig[32:]):

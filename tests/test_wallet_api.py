@@ -162,7 +162,7 @@ def test_the_wallet_page_is_served_with_its_assets_texts_and_a_policy_that_allow
     assert "http" not in anonymous.get("/wallet/assets/wallet.js").text.replace("http://www.w3.org", "")
     texts = anonymous.get("/wallet/i18n.json").json()
     assert {"zh", "en"} <= set(texts["languages"])
-    wanted = {k for k in SOURCE if k.startswith(("wallet.", "reason."))}
+    wanted = {k for k in SOURCE if k.startswith(("wallet.", "reason.", "benefit."))}
     for lang in ("zh", "en"):
         table = texts["texts"][lang]
         assert set(table) == wanted and all(table[k] and table[k] != k for k in wanted)

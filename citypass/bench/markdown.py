@@ -127,7 +127,13 @@ def _verify_section(results: Results, command: str) -> list[str]:
             f"{ratio:.2f}× a raw Ed25519 one on this machine (the two timed in turns, best round of each) — the "
             "goal is at most 3× ("
             f"{'met' if ratio <= 3 else 'not met'}); the partner rows are judged under the partner's scope in the "
-            "trust list (docs/partners.md).", ""]
+            "trust list (docs/partners.md)."]
+        one_call = verify_rate(results, "raw SM2 through tongsuopy")
+        if one_call is not None:
+            lines[-1] += (f" The gate verifies prehashed (Z_A once per key, one native context per key and thread); "
+                          f"through `tongsuopy`'s one-call `verify()` the same check costs "
+                          f"{one_call.us_each / ed_i.us_each:.2f}× in the same turns.")
+        lines += [""]
     return lines
 
 

@@ -7,7 +7,8 @@ point (:func:`citypass.wiring.gate.build_daemon`), served by :func:`citypass.wir
 ``MockFactory`` pins, so a visitor can walk through the beam and a fire panel can raise its alarm.
 
 :func:`lane_scene` makes what such a lane needs: an issuer with a scenic spot (soft anti-passback, so that a
-second entry is *allowed and flagged*), the snapshot, and codes of each kind.
+second entry is *allowed and flagged*), the snapshot, and codes of each kind (a benefit card among them, whose
+admission the screen shows with the uses left).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from gpiozero.pins.mock import MockFactory
 
 from citypass.bench.frames import synth_frame
 from citypass.city.http import DemoError
+from citypass.credential.codes import present
+from citypass.credential.keys import SigningKey
 from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.gate.camera import forget_feed, memory_feed
 from citypass.gate.camera.base import Image
@@ -31,6 +34,7 @@ from citypass.gate.config import GateConfig
 from citypass.gate.daemon import GateDaemon, Outcome
 from citypass.gate.health import HealthServer
 from citypass.gate.logs import EventLog
+from citypass.issuer import benefits
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.service import Issuer
 from citypass.wiring.gate import build_daemon, serving
@@ -49,6 +53,12 @@ class LaneScene:
     annual: str          # allowed once, then allowed and flagged (soft passback)
     party: str           # a group ticket for three
     forged: str          # another issuer's code: unknown_key
+    benefit: str         # a benefit card (惠民卡) with 4 uses a month, bound to ``holder``: shown as a live code
+    holder: SigningKey   # the benefit card holder's phone key
+
+    def benefit_code(self, at: int) -> str:
+        """The benefit card as its phone shows it at ``at``: a fresh presentation."""
+        return present(self.benefit, self.holder, at)
 
 
 def lane_scene(home: Path, now: int) -> LaneScene:
@@ -58,10 +68,12 @@ def lane_scene(home: Path, now: int) -> LaneScene:
     issuer.add_site(SiteSettings(number=2, name="longxiangqiao", kind=SiteKind.METRO, title="龙翔桥 Longxiangqiao"),
                     now - 86_400)
     forger = Issuer.init(IssuerHome(home / "forger"), [(SITE, "scenic")], now - 86_400)
+    holder = SigningKey.generate()
+    card = benefits.mint(issuer, [SITE], 4, holder.public, now - 86_400)
     snapshot = home / "snapshot.cpls"
     snapshot.write_bytes(issuer.export(now))
     return LaneScene(issuer, snapshot, issuer.mint_annual([SITE], now), issuer.mint_group(SITE, 3, now),
-                     forger.mint_annual([SITE], now))
+                     forger.mint_annual([SITE], now), card, holder)
 
 
 def lane_config(home: Path, scene: LaneScene, *, gate_id: str = "west-lake-east-1", port: int = 0,

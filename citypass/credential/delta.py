@@ -11,13 +11,18 @@ Wire form: an untagged COSE_Sign1 (the profile of :mod:`citypass.credential.cose
     {"v": 1, "base_seq": uint, "seq": uint (> base_seq), "issued_at": uint,
      "revoked": [cti, …], "unrevoked": [cti, …],
      "revoked_holders": [holder_id, …], "unrevoked_holders": [holder_id, …],
-     "sites": [ site settings … ]}          ; optional: present only when site settings changed
+     "site_updates": [ site settings … ],   ; optional: the sites added or changed in the range
+     "sites": [ site settings … ]}          ; optional, older issuers only: the complete site list
 
 Ids are byte strings (credential ids 1..16 bytes, holder ids 16 bytes), each list sorted, no id in
-two lists of one kind. ``sites``, when present, is the complete new site list (it replaces the
-gate's). A delta applies only on top of exactly ``base_seq``; a gate at any other sequence fetches a
-snapshot instead, so it can never silently skip a change. Trust-list changes (keys, rotation,
-required dynamic codes) never travel in a delta: they need the root-signed list of a snapshot.
+two lists of one kind. ``site_updates`` carries only the sites that changed, by ascending number, each
+with its complete settings: the gate upserts them by number and keeps every other site. A city has tens
+of thousands of sites (70,000 settings are 2.5 MB even untitled, beyond an MQTT broker's 1 MiB packet), so the issuer
+never sends the whole table in a delta; ``sites`` (the complete list, replacing the gate's) is still read
+from issuers that predate ``site_updates``, and a delta may not carry both. A delta applies only on top
+of exactly ``base_seq``; a gate at any other sequence fetches a snapshot instead, so it can never
+silently skip a change. Trust-list changes (keys, rotation, required dynamic codes) never travel in a
+delta: they need the root-signed list of a snapshot.
 
 Example::
 
@@ -51,7 +56,7 @@ FORMAT_VERSION = 1
 MAX_IDS = 1_000_000
 MAX_ID_LENGTH = 16
 _KEYS = frozenset({"v", "base_seq", "seq", "issued_at", "revoked", "unrevoked", "revoked_holders",
-                   "unrevoked_holders", "sites"})
+                   "unrevoked_holders", "sites", "site_updates"})
 
 
 class DeltaError(InvalidInput):
@@ -69,7 +74,8 @@ class LedgerDelta:
     unrevoked: frozenset[bytes] = frozenset()
     revoked_holders: frozenset[bytes] = frozenset()
     unrevoked_holders: frozenset[bytes] = frozenset()
-    sites: tuple[SiteSettings, ...] | None = None
+    sites: tuple[SiteSettings, ...] | None = None  # the complete list (older issuers); None: unchanged
+    site_updates: tuple[SiteSettings, ...] = ()  # sites added or changed, upserted by number
 
     def __post_init__(self) -> None:
         for name in ("base_seq", "seq", "issued_at"):
@@ -87,11 +93,16 @@ class LedgerDelta:
             for item in ids:
                 if not isinstance(item, bytes) or not 1 <= len(item) <= MAX_ID_LENGTH:
                     raise DeltaError("ids must be byte strings of 1..16 bytes")
+        if self.sites is not None and self.site_updates:
+            raise DeltaError("a delta carries either the complete site list or site updates, not both")
+        numbers = [s.number for s in self.site_updates]
+        if numbers != sorted(set(numbers)):
+            raise DeltaError("site updates must be in ascending number order, each site once")
 
     @property
     def empty(self) -> bool:
         return not (self.revoked or self.unrevoked or self.revoked_holders or self.unrevoked_holders
-                    or self.sites is not None)
+                    or self.sites is not None or bool(self.site_updates))
 
     def payload(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -101,6 +112,8 @@ class LedgerDelta:
         }
         if self.sites is not None:
             out["sites"] = [s.to_cbor() for s in self.sites]
+        if self.site_updates:
+            out["site_updates"] = [s.to_cbor() for s in self.site_updates]
         return out
 
     def sign(self, ledger_key: SigningKey) -> bytes:
@@ -108,8 +121,9 @@ class LedgerDelta:
         return sign1(ledger_key, encode_cbor(self.payload()))
 
     def ledger_arguments(self) -> dict[str, Any]:
-        """Keyword arguments for ``citypass.gate.ledger.GateLedger.apply_delta`` (revocations; sites separately)."""
+        """Keyword arguments for ``citypass.gate.ledger.GateLedger.apply_delta``: revocations and sites."""
         return {
+            "sites": self.sites, "site_updates": self.site_updates,
             "base_seq": self.base_seq, "seq": self.seq, "issued_at": self.issued_at,
             "revoked": sorted(self.revoked), "unrevoked": sorted(self.unrevoked),
             "revoked_holders": sorted(self.revoked_holders), "unrevoked_holders": sorted(self.unrevoked_holders),
@@ -153,14 +167,15 @@ def _from_payload(payload: Any) -> LedgerDelta:
     if unknown:
         raise DeltaError(f"unknown delta field(s): {sorted(map(str, unknown))}")
     try:
-        sites = payload.get("sites")
-        if sites is not None and not isinstance(sites, list):
-            raise DeltaError("sites must be a list")
+        sites, updates = payload.get("sites"), payload.get("site_updates", [])
+        if (sites is not None and not isinstance(sites, list)) or not isinstance(updates, list):
+            raise DeltaError("sites and site_updates must be lists")
         return LedgerDelta(
             base_seq=_uint(payload, "base_seq"), seq=_uint(payload, "seq"), issued_at=_uint(payload, "issued_at"),
             revoked=_ids(payload, "revoked"), unrevoked=_ids(payload, "unrevoked"),
             revoked_holders=_ids(payload, "revoked_holders"), unrevoked_holders=_ids(payload, "unrevoked_holders"),
             sites=None if sites is None else tuple(SiteSettings.model_validate(s) for s in sites),
+            site_updates=tuple(SiteSettings.model_validate(s) for s in updates),
         )
     except ValidationError as exc:
         raise DeltaError(f"malformed delta sites: {exc.error_count()} error(s)") from None

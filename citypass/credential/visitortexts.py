@@ -56,6 +56,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "wallet.product.benefit": ("文旅惠民卡", "Culture and tourism benefit card"),
     "wallet.product.event": ("会议活动证件", "Event badge"),
     "wallet.benefit": ("本期剩余", "Uses left"),
+    "wallet.as_of": ("截至 {time}（离线）", "as of {time} (offline)"),
     "wallet.sites": ("适用景点", "Valid at"),
     "wallet.modes": ("适用交通", "Valid on"),
     "wallet.mode.metro": ("地铁", "Metro"),

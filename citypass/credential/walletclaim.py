@@ -80,3 +80,25 @@ class WalletPass(BaseModel):
     display: PassDisplay
     refresh_s: int = Field(description="How often the wallet makes a new presentation.")
     window_s: int = Field(description="How long gates accept a presentation (their default policy).")
+
+
+class BenefitQuery(BaseModel):
+    """``POST /v1/wallet/benefit``: the wallet asks how many uses its benefit card has left, with no bearer token.
+
+    Its authority is a fresh presentation of the card — the same signed code the wallet shows at a gate — so only
+    the phone holding the card's key can ask, and only within the presentation's window."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    presentation: str = Field(min_length=4, max_length=2000, description="A dynamic presentation (`CP1:…`) of the "
+                                                                         "card, made now with its holder key.")
+
+
+class BenefitUses(BaseModel):
+    """The central count of a benefit card's uses this period, as the wallet shows it (with ``as_of`` offline)."""
+
+    credential_id: str = Field(description="Hex id of the card.")
+    benefit_left: int = Field(description="Uses left this period by the central count.", examples=[2])
+    quota: int = Field(description="Uses per period.", examples=[4])
+    benefit_period: str = Field(description="month, week or year.", examples=["month"])
+    as_of: int = Field(description="Unix seconds: when the issuer counted.")

@@ -12,7 +12,7 @@ Records are the dataclasses of :mod:`citypass.issuer.records`; taps are :class:`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -53,6 +53,9 @@ class LedgerRepository(Protocol):
 
     def add_site(self, settings: SiteSettings, at: int = 0) -> None: ...
     def sites(self) -> list[SiteSettings]: ...
+    def sites_named(self, names: Collection[str]) -> list[SiteSettings]:
+        """The sites with these names (unknown names left out), by number: a probe, not a read of every site."""
+        ...
     def next_site_number(self) -> int: ...
 
     def add_key(self, entry: TrustedKey, active: bool) -> None: ...
@@ -274,8 +277,9 @@ class ControlRoomRepository(Protocol):
         ...
     def stored_incidents(self, *, since: int | None = None, until: int | None = None, kind: str | None = None,
                          open_only: bool = False, after: tuple[int, str] | None = None,
-                         limit: int = 100) -> list[StoredIncident]:
-        """Incidents overlapping ``[since, until)``, ordered by ``(first_at, id)``, strictly after ``after``."""
+                         limit: int = 100, latest_first: bool = False) -> list[StoredIncident]:
+        """Incidents overlapping ``[since, until)``, ordered by ``(first_at, id)``, strictly after ``after``;
+        ``latest_first``: the ``limit`` most recently active ones instead, by ``last_at`` descending (the console)."""
         ...
     def stored_incident(self, incident_id: str) -> StoredIncident: ...
     def ack_incident(self, incident_id: str, at: int, actor: str, note: str) -> tuple[StoredIncident, bool]:

@@ -142,7 +142,7 @@ class Issuer:
         return entry
 
     def add_site(self, settings: SiteSettings, now: int = 0) -> None:
-        if any(s.name == settings.name for s in self.store.sites()):
+        if self.store.sites_named([settings.name]):  # a probe by name: a city has tens of thousands of sites
             raise IssueError(f"site {settings.name!r} already exists")
         try:
             self.store.add_site(settings, now)
@@ -174,6 +174,9 @@ class Issuer:
 
     # -- minting -------------------------------------------------------------------------------------
     def site_number(self, ref: str) -> int:
+        named = self.store.sites_named([ref])
+        if named:
+            return named[0].number
         for s in self.store.sites():
             if s.name == ref or str(s.number) == ref:
                 return s.number

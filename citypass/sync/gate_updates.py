@@ -63,10 +63,11 @@ class LedgerFollower:
             self.report("delta_gap", "warning", base_seq=delta.base_seq, seq=delta.seq, ledger_seq=current)
             self.catch_up(client, ledger, force=True)
             return
-        ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
+        ledger.apply_delta(**delta.ledger_arguments())
         self.counters["deltas"] += 1
         self.report("delta_applied", base_seq=delta.base_seq, seq=delta.seq, revoked=len(delta.revoked),
-                    unrevoked=len(delta.unrevoked), sites=delta.sites is not None)
+                    unrevoked=len(delta.unrevoked), sites=delta.sites is not None,
+                    site_updates=len(delta.site_updates))
 
     def tick(self, client: mqtt.Client, ledger: GateLedger, payload: bytes, received: float) -> None:
         try:
@@ -122,7 +123,7 @@ class LedgerFollower:
             if data is None:
                 return
             delta = load_delta(data, ledger.trust)
-            ledger.apply_delta(**delta.ledger_arguments(), sites=delta.sites)
+            ledger.apply_delta(**delta.ledger_arguments())
             self.counters["deltas"] += 1
 
     def fetch_snapshot(self, ledger: GateLedger) -> None:

@@ -9,6 +9,8 @@ import { claimProof, fromBase64Url, makeHolderKey, present, toBase64Url } from '
 import * as store from './store.js'
 
 const CLAIM_API = new URL('../v1/wallet/claims', location.href)
+const BENEFIT_API = new URL('../v1/wallet/benefit', location.href)
+const BENEFIT_EVERY_MS = 60_000 // a benefit card's uses left are asked for this often while the page is open
 const CLAIM_PATTERN = /^cpw_([0-9a-f]{12})_[A-Za-z0-9_-]{43}$/
 const ZONE = 'Asia/Shanghai' // the city's time zone: validity is shown as the gates judge it
 const $ = (id) => document.getElementById(id)
@@ -16,6 +18,9 @@ const $ = (id) => document.getElementById(id)
 let catalog = { languages: ['en', 'zh'], texts: {} }
 let langs = ['zh', 'en']
 let ticker = null
+let benefitTimer = null
+let benefitLive = false // whether the uses left shown were counted by the issuer since this page started
+let benefitPass = null // the benefit card being shown, asked about again when the phone comes back online
 
 // -- texts ------------------------------------------------------------------------------------------
 function t (key, lang, values = {}) {
@@ -100,7 +105,8 @@ async function redeem (claim) {
     windowS: grant.window_s,
     alg: key.alg,
     keys: key.keys,
-    claimedAt: Date.now()
+    claimedAt: Date.now(),
+    benefitAsOf: Math.floor(Date.now() / 1000) // the claim's answer counted the uses left
   }
   await store.savePass(record)
   return record
@@ -135,7 +141,13 @@ function describe (pass) {
   if (d.modes.length) detail(dl, 'wallet.modes', (lang) => d.modes.map((m) => t(`wallet.mode.${m}`, lang)).join(' · '))
   if (d.party > 1) detail(dl, 'wallet.party', (lang) => t('wallet.party', lang, { n: d.party }))
   if (d.benefit_period && d.benefit_left != null) {
-    detail(dl, 'wallet.benefit', (lang) => t(`benefit.left.${d.benefit_period}`, lang, { n: d.benefit_left }))
+    // offline, the last count the issuer gave, with when it counted: uses at gates since then are not in it
+    const asOf = pass.benefitAsOf ?? Math.floor(pass.claimedAt / 1000)
+    detail(dl, 'wallet.benefit', (lang) => t(`benefit.left.${d.benefit_period}`, lang, { n: d.benefit_left }) +
+      (benefitLive ? '' : ` · ${t('wallet.as_of', lang, { time: formatTime(asOf, lang) })}`))
+    document.body.dataset.benefitLeft = String(d.benefit_left)
+    document.body.dataset.benefitAsOf = String(asOf)
+    document.body.dataset.benefitLive = String(benefitLive)
   }
   if (d.valid_from) detail(dl, 'wallet.valid_from', (lang) => formatTime(d.valid_from, lang))
   if (d.valid_to) detail(dl, 'wallet.valid_to', (lang) => formatTime(d.valid_to, lang))
@@ -180,6 +192,38 @@ function show (pass) {
   tick()
   ticker = setInterval(tick, 1000)
   keepScreenOn()
+  followBenefit(pass)
+}
+
+// -- a benefit card's uses left: live from the issuer when online, the last count offline ----------------
+async function refreshBenefit (pass) {
+  try {
+    const now = Math.floor(Date.now() / 1000)
+    const presentation = await present(pass.alg, pass.keys.privateKey, pass.credential, now) // proves the phone holds it
+    const res = await fetch(BENEFIT_API, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ presentation })
+    })
+    if (!res.ok) throw new Error(`status ${res.status}`)
+    const uses = await res.json()
+    pass.display = { ...pass.display, benefit_left: uses.benefit_left, benefit_period: uses.benefit_period }
+    pass.benefitAsOf = uses.as_of
+    benefitLive = true
+    await store.savePass(pass)
+  } catch (err) {
+    benefitLive = false // offline or refused: keep showing the last count, with its time
+  }
+  if (document.body.dataset.state === 'live') describe(pass)
+}
+
+function followBenefit (pass) {
+  if (benefitTimer) clearInterval(benefitTimer)
+  benefitTimer = null
+  benefitPass = pass.display.benefit_period ? pass : null
+  if (!benefitPass) return
+  refreshBenefit(pass)
+  benefitTimer = setInterval(() => refreshBenefit(pass), BENEFIT_EVERY_MS)
 }
 
 async function keepScreenOn () {
@@ -191,6 +235,9 @@ async function keepScreenOn () {
 }
 
 // -- start ----------------------------------------------------------------------------------------
+window.addEventListener('online', () => benefitPass && refreshBenefit(benefitPass))
+document.addEventListener('visibilitychange', () => !document.hidden && benefitPass && refreshBenefit(benefitPass))
+
 async function main () {
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('./sw.js').catch(() => {})

@@ -56,7 +56,7 @@ from citypass.gate.ledger.revocations import (
 )
 
 __all__ = ["LedgerState", "apply_delta", "install", "install_paced", "pinned_root", "raise_floor", "read_state",
-           "replace_sites", "verify"]
+           "replace_sites", "upsert_sites", "verify"]
 
 #: Rows in the first staging (or clean-up) transaction; later ones are sized by :class:`Pace`.
 BATCH = 1024
@@ -349,13 +349,23 @@ def replace_sites(db: Database, sites: Iterable[SiteSettings]) -> None:
     )
 
 
+def upsert_sites(db: Database, sites: Iterable[SiteSettings]) -> int:
+    """Add or replace the given sites by number, keeping every other one (inside the caller's transaction)."""
+    rows = [(s.number, s.name, s.model_dump_json()) for s in sites]
+    db.conn.executemany("INSERT INTO sites (number, name, settings) VALUES (?, ?, ?) ON CONFLICT (number) DO UPDATE "
+                        "SET name = excluded.name, settings = excluded.settings", rows)
+    return len(rows)
+
+
 def apply_delta(db: Database, base_seq: int, seq: int, issued_at: int, revoked: Iterable[bytes],
                 unrevoked: Iterable[bytes], revoked_holders: Iterable[bytes],
-                unrevoked_holders: Iterable[bytes], sites: Iterable[SiteSettings] | None = None) -> int:
+                unrevoked_holders: Iterable[bytes], sites: Iterable[SiteSettings] | None = None,
+                site_updates: Iterable[SiteSettings] = ()) -> int:
     """Apply a verified delta from ``base_seq`` to ``seq`` (inside a transaction); return rows changed.
 
     A delta only applies on top of exactly the state it was computed from: a gate that missed one
-    must fetch a snapshot instead of silently skipping a revocation."""
+    must fetch a snapshot instead of silently skipping a revocation. ``site_updates`` are upserted by
+    number; ``sites`` (an older issuer's complete list) replaces the table."""
     conn = db.conn
     current = get_meta(conn, "snapshot_seq")
     if current != base_seq or seq <= base_seq:
@@ -372,6 +382,7 @@ def apply_delta(db: Database, base_seq: int, seq: int, issued_at: int, revoked: 
         site_list = list(sites)
         replace_sites(db, site_list)
         changes += len(site_list)
+    changes += upsert_sites(db, site_updates)
     set_meta(conn, "snapshot_seq", seq)
     set_meta(conn, "synced_at", max(issued_at, get_meta(conn, "synced_at") or 0))
     raise_floor(conn, issued_at)

@@ -263,14 +263,16 @@ class GateLedger:
 
     def apply_delta(self, *, base_seq: int, seq: int, issued_at: int, revoked: Iterable[bytes] = (),
                     unrevoked: Iterable[bytes] = (), revoked_holders: Iterable[bytes] = (),
-                    unrevoked_holders: Iterable[bytes] = (), sites: Iterable[SiteSettings] | None = None) -> int:
-        """Apply a revocation delta *whose signature the caller has verified* (the sync module checks
-        it against a ``ledger`` key of :attr:`trust`). Refused unless the ledger is at ``base_seq``.
-        ``sites``, when given (a delta that carries site settings), replaces the whole site list in the
-        same transaction. Returns the number of rows changed."""
+                    unrevoked_holders: Iterable[bytes] = (), sites: Iterable[SiteSettings] | None = None,
+                    site_updates: Iterable[SiteSettings] = ()) -> int:
+        """Apply a delta *whose signature the caller has verified* (the sync module checks it against a
+        ``ledger`` key of :attr:`trust`). Refused unless the ledger is at ``base_seq``. ``site_updates``
+        (the sites a delta says were added or changed) are upserted by number, every other site kept;
+        ``sites``, when given (an older issuer's delta with the complete list), replaces the whole site
+        list. Both in the same transaction as the revocations. Returns the number of rows changed."""
         with self._write():
             return snapshots.apply_delta(self.db, base_seq, seq, issued_at, revoked, unrevoked,
-                                         revoked_holders, unrevoked_holders, sites)
+                                         revoked_holders, unrevoked_holders, sites, site_updates)
 
     def raise_clock_floor(self, at: int) -> bool:
         """Raise the clock floor to ``at`` (an issuer-signed time the caller has verified); never lowers it.

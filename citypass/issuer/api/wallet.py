@@ -22,19 +22,21 @@ from starlette.types import Scope
 
 from citypass.credential import catalog
 from citypass.credential.keys import Alg, VerifyKey
-from citypass.credential.walletclaim import WalletClaim, WalletPass
+from citypass.credential.walletclaim import BenefitQuery, BenefitUses, WalletClaim, WalletPass
 from citypass.errors import InvalidInput
 from citypass.issuer.api.common import errors
 from citypass.issuer.api.deps import ServicesDep, note
 from citypass.issuer.wallet import STATIC_DIR, claims
+from citypass.issuer.wallet.benefit import uses_left
 
 router = APIRouter(tags=["passes and revocations"])
 
 #: The wallet page may load and connect to its own origin only (no CDN, no third party, no inline script).
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "worker-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-#: Texts the wallet page uses: its own and the reasons' (it names an expired pass like a gate does).
-TEXT_PREFIXES = ("wallet.", "reason.")
+#: Texts the wallet page uses: its own, the reasons' (it names an expired pass like a gate does) and a benefit
+#: card's uses left.
+TEXT_PREFIXES = ("wallet.", "reason.", "benefit.")
 
 
 def _raw(text: str, what: str) -> bytes:
@@ -72,6 +74,17 @@ def claim_pass(request: Request, body: WalletClaim, services: ServicesDep) -> Wa
     granted = claims.claim(services.issuer, body.token, key, proof, services.now())
     note(request, f"wallet claim {granted.claim_id}: {granted.display.product} {granted.credential_id}")
     return granted
+
+
+@router.post("/v1/wallet/benefit", response_model=BenefitUses, summary="A benefit card's uses left",
+             description="Called by the wallet page whenever it is online, with no bearer token: a fresh "
+                         "presentation of the card (signed by the phone's holder key, within a gate's window) is "
+                         "the authority. Answers the central count of uses left this period and when it was counted.",
+             responses=errors(404, 422))
+def benefit_uses(request: Request, body: BenefitQuery, services: ServicesDep) -> BenefitUses:
+    uses = uses_left(services.issuer, body.presentation, services.now())
+    request.state.actor = f"wallet:{uses.credential_id}"
+    return uses
 
 
 class _WalletFiles(StaticFiles):

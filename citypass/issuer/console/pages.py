@@ -26,8 +26,8 @@ from citypass.errors import CityPassError, Conflict, InvalidInput, NotFound
 from citypass.issuer import bookings, groups
 from citypass.issuer.api.deps import Principal, Services, get_services, note
 from citypass.issuer.api.venues import edit_site
+from citypass.issuer.console import incidenttexts, views
 from citypass.issuer.console import session as sessions
-from citypass.issuer.console import views
 from citypass.issuer.console.charts import occupancy_svg
 from citypass.issuer.console.markup import Child, Safe, esc, join, raw, table, tag
 from citypass.issuer.console.session import ConsoleDenied, Session
@@ -343,8 +343,7 @@ def incidents(request: Request, all: int = 0, notice: str = "") -> Response:
     s = _need(request)
     t = words(s.lang)
     store = _services(request).store
-    found = store.stored_incidents(open_only=not all, limit=500)
-    found.sort(key=lambda i: -i.incident.last_at)
+    found = store.stored_incidents(open_only=not all, limit=500, latest_first=True)  # the 500 most recently active
     rows = []
     for item in found:
         i = item.incident
@@ -354,11 +353,18 @@ def incidents(request: Request, all: int = 0, notice: str = "") -> Response:
                                 action=f"/console/incidents/{i.incident_id}/ack", class_="inline")
         else:
             action = tag("span", f"{t('acked')} {_time(item.acked_at)} {item.ack_note or ''}", class_="ok")
-        rows.append([_time(i.first_at), tag("code", i.kind), i.credential_id or "—", ", ".join(i.gate_ids),
-                     tag("span", i.detail, title=", ".join(i.tap_ids)), action])
+        when: list[Child] = [_time(i.last_at)]
+        if i.first_at != i.last_at:
+            when += [tag("br", void=True), tag("span", f"{t('since')} {_time(i.first_at)}", class_="muted")]
+        detail = incidenttexts.describe(i, s.lang)
+        rows.append([when, tag("span", incidenttexts.kind_name(i.kind, s.lang), class_="kind", title=i.kind,
+                               data_kind=i.kind),
+                     i.credential_id or "—", ", ".join(i.gate_ids),
+                     tag("span", detail, title="\n".join(x for x in (i.detail if detail != i.detail else "",
+                                                                    ", ".join(i.tap_ids)) if x)), action])
     toggle = tag("a", t("show_open") if all else t("show_all"), href="/console/incidents" + ("" if all else "?all=1"))
     return layout(request, s, s.lang, "incidents", t("incidents"), tag("p", toggle),
-                  table([t("first"), t("kind"), t("credential"), t("gates"), t("detail"), ""], rows, id="incidents"))
+                  table([t("latest"), t("kind"), t("credential"), t("gates"), t("detail"), ""], rows, id="incidents"))
 
 
 @router.post("/console/incidents/{incident_id}/ack")

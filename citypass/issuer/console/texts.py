@@ -41,6 +41,8 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "detail": ("说明", "Detail"),
     "gates": ("闸机", "Gates"),
     "first": ("开始", "First"),
+    "latest": ("最近一次", "Latest"),
+    "since": ("开始于", "since"),
     "ack": ("确认", "Acknowledge"),
     "acked": ("已确认", "Acknowledged"),
     "note": ("备注", "Note"),

@@ -188,7 +188,7 @@ class ControlTables(LedgerTables):
 
     def stored_incidents(self, *, since: int | None = None, until: int | None = None, kind: str | None = None,
                          open_only: bool = False, after: tuple[int, str] | None = None,
-                         limit: int = 100) -> list[StoredIncident]:
+                         limit: int = 100, latest_first: bool = False) -> list[StoredIncident]:
         where, params = ["true"], []
         for clause, value in (("last_at >= %s", since), ("first_at < %s", until), ("kind = %s", kind)):
             if value is not None:
@@ -200,7 +200,8 @@ class ControlTables(LedgerTables):
             where.append("(first_at, id) > (%s, %s)")
             params += [after[0], after[1]]
         rows = self.fetchall(f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {' AND '.join(where)}"
-                             " ORDER BY first_at, id LIMIT %s", [*params, limit])
+                             f" ORDER BY {'last_at DESC, id DESC' if latest_first else 'first_at, id'} LIMIT %s",
+                             [*params, limit])
         return [_incident(r) for r in rows]
 
     def stored_incident(self, incident_id: str) -> StoredIncident:

@@ -10,7 +10,7 @@ the next number — sequence numbers are gap-free and commit in order.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from citypass.credential.keys import Alg, VerifyKey
@@ -91,6 +91,10 @@ class LedgerTables(PgBase):
 
     def sites(self) -> list[SiteSettings]:
         rows = self.fetchall("SELECT settings FROM sites ORDER BY number")
+        return [SiteSettings.model_validate_json(r[0]) for r in rows]
+
+    def sites_named(self, names: Collection[str]) -> list[SiteSettings]:
+        rows = self.fetchall("SELECT settings FROM sites WHERE name = ANY(%s) ORDER BY number", [sorted(set(names))])
         return [SiteSettings.model_validate_json(r[0]) for r in rows]
 
     def next_site_number(self) -> int:

@@ -157,7 +157,7 @@ class ControlTables(LedgerTables):
 
     def stored_incidents(self, *, since: int | None = None, until: int | None = None, kind: str | None = None,
                          open_only: bool = False, after: tuple[int, str] | None = None,
-                         limit: int = 100) -> list[StoredIncident]:
+                         limit: int = 100, latest_first: bool = False) -> list[StoredIncident]:
         where, params = ["1 = 1"], []
         for clause, value in (("last_at >= ?", since), ("first_at < ?", until), ("kind = ?", kind)):
             if value is not None:
@@ -169,8 +169,8 @@ class ControlTables(LedgerTables):
             where.append("(first_at > ? OR (first_at = ? AND id > ?))")
             params += [after[0], after[0], after[1]]
         rows = self.conn.execute(
-            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {' AND '.join(where)} ORDER BY first_at, id LIMIT ?",
-            [*params, limit]).fetchall()
+            f"SELECT {_INCIDENT_COLUMNS} FROM incidents WHERE {' AND '.join(where)} ORDER BY "
+            f"{'last_at DESC, id DESC' if latest_first else 'first_at, id'} LIMIT ?", [*params, limit]).fetchall()
         return [_incident(r) for r in rows]
 
     def stored_incident(self, incident_id: str) -> StoredIncident:

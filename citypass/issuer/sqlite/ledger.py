@@ -9,7 +9,7 @@ snapshot sequence numbers are monotonic, and a delta from any logged sequence ca
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 from citypass.credential.keys import Alg, VerifyKey
@@ -82,6 +82,11 @@ class LedgerTables(SqliteBase):
 
     def sites(self) -> list[SiteSettings]:
         rows = self.conn.execute("SELECT settings FROM sites ORDER BY number").fetchall()
+        return [SiteSettings.model_validate_json(r[0]) for r in rows]
+
+    def sites_named(self, names: Collection[str]) -> list[SiteSettings]:
+        rows = self.conn.execute("SELECT settings FROM sites WHERE name IN (SELECT value FROM json_each(?)) "
+                                 "ORDER BY number", [json.dumps(sorted(set(names)))]).fetchall()
         return [SiteSettings.model_validate_json(r[0]) for r in rows]
 
     def next_site_number(self) -> int:
