@@ -44,7 +44,7 @@ from pathlib import Path
 import click
 from cryptography.hazmat.primitives import serialization
 
-from citypass.bench.fleet import Fleet, Receipts, raise_nofile, split
+from citypass.bench.fleet import Connected, Fleet, Receipts, raise_nofile, split
 from citypass.bench.machine import load_average
 from citypass.bench.report import Progress, Row, percentile, print_rows, scratch_dir
 from citypass.bench.syncworld import SITES
@@ -107,6 +107,12 @@ class SizeResult:
     reconnect: list[float] = field(default_factory=list)  # seconds from the broker ready again to each SUBACK
     sessions_present: int = 0
     reconnect_attempts: int = 0
+    first_phases: dict[str, list[float]] = field(default_factory=dict)
+    reconnect_phases: dict[str, list[float]] = field(default_factory=dict)
+    overflows_connect: int = 0
+    fleet_cpu_connect_s: float = 0.0
+    fleet_cpu_reconnect_s: float = 0.0
+    overflows_reconnect: int = 0
     broker_cpu_reconnect_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -123,6 +129,33 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _unused(fleet_cpu: float, broker_cpu: float, wall: float) -> str:
+    """CPU seconds of the fleet and the broker against what two cores could give in ``wall``."""
+    return f"{fleet_cpu:.1f} s clients + {broker_cpu:.1f} s broker in {wall:.1f} s (2 cores: {2 * wall:.1f} s)"
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (``ListenOverflows`` in
+    ``/proc/net/netstat``, the whole machine: Mosquitto listens with a backlog of 100)."""
+    lines = [line.split() for line in Path("/proc/net/netstat").read_text().splitlines() if line.startswith("TcpExt:")]
+    if len(lines) < 2 or "ListenOverflows" not in lines[0]:
+        return 0
+    return int(lines[1][lines[0].index("ListenOverflows")])
+
+
+def phases(connections: list[Connected]) -> dict[str, list[float]]:
+    """How long each step of the connections took (seconds), by step."""
+    out: dict[str, list[float]] = {"backoff": [], "tcp": [], "tls": [], "connack": [], "suback": []}
+    for c in connections:
+        if c.lost is not None:
+            out["backoff"].append(c.began - c.lost)
+        out["tcp"].append(c.tcp - c.began)
+        out["tls"].append(c.tls - c.tcp)
+        out["connack"].append(c.connack - c.tls)
+        out["suback"].append(c.subscribed - c.connack)
+    return out
 
 
 def open_files_limit(pid: int) -> str:
@@ -211,14 +244,17 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
         result.prepare_s = max(fleet.call("prepare"))
         log(f"TLS contexts ready ({result.prepare_s:.1f} s in the slowest process)")
 
-        cpu = cpu_seconds(broker.pid)
+        cpu, overflows, fleet_cpu = cpu_seconds(broker.pid), listen_overflows(), fleet.cpu_seconds()
         began = time.monotonic()
         fleet.call("connect")
         connected = _wait_count(fleet, began, 0, gates, 60 + gates * 0.02)
-        firsts = [t for answer in fleet.call("connects", began) for t, _ in answer if t is not None]
+        firsts = [c for answer in fleet.call("connects", began) for c in answer if c is not None]
         result.connected = connected
-        result.connect_s = max(firsts) - began if firsts else 0.0
+        result.connect_s = max(c.subscribed for c in firsts) - began if firsts else 0.0
+        result.first_phases = phases(firsts)
+        result.overflows_connect = listen_overflows() - overflows
         result.broker_cpu_connect_s = cpu_seconds(broker.pid) - cpu
+        result.fleet_cpu_connect_s = fleet.cpu_seconds() - fleet_cpu
         state = fleet.state()
         result.attempts, result.refusals = state["attempts"], state["refusals"]
         log(f"{connected:,} of {gates:,} sessions connected in {result.connect_s:.1f} s")
@@ -234,6 +270,7 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
             result.fanouts.append(fan_out(f"revocation {i + 1}", issuer, publisher, fleet, held, timeout))
             log(f"fan-out {i + 1}: p99 {percentile(result.fanouts[-1].latencies, 0.99):.2f} s")
 
+        overflows, fleet_cpu = listen_overflows(), fleet.cpu_seconds()
         stopping = time.monotonic()
         broker.stop()
         stopped = time.monotonic()
@@ -242,9 +279,12 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
         assert broker.pid is not None
         result.stop_s, result.down_s = stopped - stopping, ready - stopping
         reconnected = _wait_count(fleet, stopping, 0, held, 120 + gates * 0.02)
-        answers = [pair for answer in fleet.call("connects", stopping) for pair in answer]
-        result.reconnect = [t - ready for t, _ in answers if t is not None]
-        result.sessions_present = sum(1 for _, present in answers if present)
+        answers = [c for answer in fleet.call("connects", stopping) for c in answer if c is not None]
+        result.overflows_reconnect = listen_overflows() - overflows
+        result.fleet_cpu_reconnect_s = fleet.cpu_seconds() - fleet_cpu
+        result.reconnect = [c.subscribed - ready for c in answers]
+        result.sessions_present = sum(c.session_present for c in answers)
+        result.reconnect_phases = phases(answers)
         result.reconnect_attempts = fleet.state()["attempts"] - result.attempts
         result.broker_cpu_reconnect_s = cpu_seconds(broker.pid)  # a new process: all of it since it started
         result.rss_restored_kb = proc_status(broker.pid, "VmRSS")
@@ -280,7 +320,12 @@ def table(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
         ("sessions held", lambda r: f"{r.connected:,} of {r.gates:,}"),
         ("first connection of all (32 handshakes at once per process)",
          lambda r: f"{r.connect_s:.1f} s ({r.connected / r.connect_s:,.0f}/s)" if r.connect_s else "—"),
-        ("broker CPU for those handshakes", lambda r: f"{r.broker_cpu_connect_s:.1f} s"),
+        ("CPU used for them: clients, broker; the 2 cores' seconds",
+         lambda r: _unused(r.fleet_cpu_connect_s, r.broker_cpu_connect_s, r.connect_s)),
+        ("broker CPU per connection", lambda r: _ms(r.broker_cpu_connect_s / max(1, r.connected))),
+        ("first connection, p50/p99 of: TCP connect, TLS handshake, CONNACK, SUBACK",
+         lambda r: _phases(r.first_phases)),
+        ("connections dropped by a full listen queue (kernel)", lambda r: f"{r.overflows_connect:,}"),
         ("broker RSS idle → holding them", lambda r: f"{r.rss_idle_kb / 1024:,.1f} → {r.rss_held_kb / 1024:,.1f} MB"),
         ("broker memory per session",
          lambda r: f"{(r.rss_held_kb - r.rss_idle_kb) / max(1, r.connected):,.1f} kB"),
@@ -299,7 +344,12 @@ def table(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
         ("reconnect after the broker is back, p50 / p90 / p99 / max",
          lambda r: " / ".join(f"{percentile(r.reconnect, q):.1f} s" for q in (0.5, 0.9, 0.99, 1.0))
          if r.reconnect else "—"),
-        ("broker CPU, restart and reconnection", lambda r: f"{r.broker_cpu_reconnect_s:.1f} s"),
+        ("reconnection, p50/p99 of: backoff, TCP connect, TLS handshake, CONNACK, SUBACK",
+         lambda r: _phases(r.reconnect_phases)),
+        ("connections dropped by a full listen queue during the reconnection",
+         lambda r: f"{r.overflows_reconnect:,}"),
+        ("CPU used for the restart and reconnection: clients, broker; the 2 cores' seconds",
+         lambda r: _unused(r.fleet_cpu_reconnect_s, r.broker_cpu_reconnect_s, max(r.reconnect, default=0) + r.down_s)),
         ("broker RSS after the reconnection", lambda r: f"{r.rss_restored_kb / 1024:,.1f} MB"),
         ("TLS contexts made (slowest process)", lambda r: f"{r.prepare_s:.1f} s"),
         ("enrolment: keys, CSRs, one CA batch, files", lambda r: f"{r.enrol_s:.1f} s"),
@@ -307,6 +357,10 @@ def table(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
         ("load average before → after", lambda r: f"{r.load_before.split(' (')[0]} → {r.load_after.split(' (')[0]}"),
     ]
     return [(name, [cell(r) for r in results]) for name, cell in rows]
+
+
+def _phases(steps: dict[str, list[float]]) -> str:
+    return "; ".join(f"{percentile(v, 0.5):.2f}/{percentile(v, 0.99):.2f} s" for v in steps.values() if v) or "—"
 
 
 def _fan_out_cell(i: int, show: Callable[[FanOut], str]) -> Callable[[SizeResult], str]:

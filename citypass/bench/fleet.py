@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import random
 import resource
 import ssl
@@ -72,6 +73,19 @@ class Receipts:
     identical: int     # payloads byte-identical to one that was verified
     bad: int           # payloads that failed verification or did not carry the expected revocation
     verify_s: float    # time spent in load_delta
+
+
+@dataclass(frozen=True)
+class Connected:
+    """One usable connection of a session: when each step of it happened (``time.monotonic()``)."""
+
+    subscribed: float           # SUBACK: the gate hears deltas again
+    session_present: bool       # the broker still had the session (after a restart: from its persistence)
+    began: float                # the attempt started (after the backoff delay)
+    tcp: float                  # TCP connected
+    tls: float                  # TLS handshake finished
+    connack: float
+    lost: float | None          # the previous connection was lost (None: the first connection)
 
 
 class _Worker:
@@ -142,14 +156,15 @@ class _Worker:
         return (sum(1 for s in self.sessions if s.record.connects and s.record.connects[-1] >= since),
                 sum(1 for s in self.sessions if s.record.ledger and s.record.ledger[-1][0] >= since))
 
-    def cmd_connects(self, since: float) -> list[tuple[float | None, bool | None]]:
-        """Per session: its first connection (SUBACK) at or after ``since`` and whether the broker still had
-        its session then."""
-        out: list[tuple[float | None, bool | None]] = []
+    def cmd_connects(self, since: float) -> list[Connected | None]:
+        """Per session: its first usable connection (SUBACK) at or after ``since`` (``None``: not yet)."""
+        out: list[Connected | None] = []
         for s in self.sessions:
-            hit = next(((t, p) for t, p in zip(s.record.connects, s.record.sessions_present, strict=True)
-                        if t >= since), None)
-            out.append(hit if hit else (None, None))
+            r = s.record
+            i = next((i for i, t in enumerate(r.connects) if t >= since), None)
+            losses = [t for t in r.losses if t <= r.phases[i][0]] if i is not None else []
+            out.append(None if i is None else Connected(r.connects[i], r.sessions_present[i], *r.phases[i],
+                                                           losses[-1] if losses else None))
         return out
 
     def cmd_receipts(self, since: float, trust_signed: bytes, root_pem: bytes, revoked: bytes, sample: int,
@@ -225,6 +240,14 @@ class Fleet:
         states = self.call("state")
         total = {key: sum(s[key] for s in states) for key in states[0]}
         total["nofile"] = min(s["nofile"] for s in states)
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the worker processes have used so far, together."""
+        total = 0.0
+        for process in self.processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return total
 
     def wait(self, predicate: Callable[[dict[str, int]], bool], timeout: float, interval: float = 0.1) -> bool:

@@ -122,6 +122,8 @@ class SessionRecord:
     """What one session saw, in ``time.monotonic()`` seconds (one clock for every process of the machine)."""
 
     connects: list[float] = field(default_factory=list)       # each SUBACK: the session is usable
+    #: per usable connection, when its attempt began, TCP connected, TLS finished, CONNACK came (SUBACK: connects)
+    phases: list[tuple[float, float, float, float]] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)         # each connection lost after it was usable
     sessions_present: list[bool] = field(default_factory=list)
     attempts: int = 0
@@ -186,15 +188,19 @@ class GateSession:
         loop = asyncio.get_running_loop()
         self._reader = mp.PacketReader()
         self._connack, self._suback = loop.create_future(), loop.create_future()
+        began = time.monotonic()
         _, link = await asyncio.wait_for(
             loop.create_connection(lambda: TlsLink(self.context, self.host, self._on_data), self.host, self.port),
             CONNECT_TIMEOUT_S)
         self._link = link
+        tcp = time.monotonic()
         await asyncio.wait_for(link.handshake, CONNECT_TIMEOUT_S)
+        tls = time.monotonic()
         will = codec.encode_status(codec.Status(online=False, at=int(time.time())))
         link.write(mp.connect(self.device_id, keepalive=self.keepalive, clean_start=False,
                               session_expiry=WEEK_S, will=(topics.gate_status(self.device_id), will)))
         present, reason = await self._wait(self._connack)
+        connack = time.monotonic()
         if reason >= 0x80:
             self.record.refusals.append(reason)
             raise ConnectionError(f"CONNACK refused: 0x{reason:02x}")
@@ -204,6 +210,7 @@ class GateSession:
             raise ConnectionError(f"SUBACK refused: {codes.hex()}")
         self.record.sessions_present.append(present)
         self.record.connects.append(time.monotonic())
+        self.record.phases.append((began, tcp, tls, connack))
         self.connected = True
         status = codec.encode_status(codec.Status(online=True, at=int(time.time())))
         link.write(mp.publish(topics.gate_status(self.device_id), status, qos=1, packet_id=self._next_id(),
