@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from citypass.sync.broker import Broker
-from citypass.sync.ca import write_atomic
 from citypass.sync.endpoint import ClientFiles
+from citypass.sync.files import write_atomic
 from citypass.sync.home import BrokerError, BrokerHome, bridge_cn
 from citypass.sync.sitebroker import SiteBrokerHome
 

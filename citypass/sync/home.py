@@ -59,10 +59,9 @@ from citypass.sync.ca import (
     check_common_name,
     make_csr,
     make_device_key,
-    make_dir,
-    write_atomic,
 )
 from citypass.sync.endpoint import ClientFiles
+from citypass.sync.files import make_dir, write_atomic
 
 
 def bridge_cn(site: int) -> str:
