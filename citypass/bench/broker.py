@@ -230,7 +230,8 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
     result.enrol_s = time.perf_counter() - started
     log(f"{gates:,} gates enrolled in {result.enrol_s:.1f} s")
     issuer = Issuer.init(IssuerHome(work / "issuer"), SITES, now=int(time.time()) - 60)
-    broker = Broker(home, port=free_port())
+    # Mosquitto restores 10,000 sessions from its persistence file before it listens: give it time.
+    broker = Broker(home, port=free_port(), startup_timeout=300)
     fleet: Fleet | None = None
     publisher: TimedPublisher | None = None
     try:

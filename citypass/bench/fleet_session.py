@@ -47,6 +47,8 @@ class TlsLink(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         loop = asyncio.get_running_loop()
         self.handshake: asyncio.Future[None] = loop.create_future()
+        # A handshake that fails after its session gave up waiting (a timeout) is nobody's news: retrieve it.
+        self.handshake.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.lost: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
