@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from citypass.bench import mqtt_packets as mp
-from citypass.bench.broker import markdown, run_size
+from citypass.bench.broker import run_size
+from citypass.bench.broker_figures import markdown
 from citypass.bench.cli import bench
 from citypass.bench.fleet_session import GateSession
 from citypass.sync import topics

@@ -163,17 +163,17 @@ class GateSession:
         self._packet_ids = self._packet_ids % 65_535 + 1
         return self._packet_ids
 
-    async def run(self, gate: asyncio.Semaphore | None = None) -> None:
-        """Connect, stay connected, reconnect with backoff, until :meth:`stop`. ``gate`` (for the first
-        connection only) bounds how many sessions of this loop are in their handshake at once."""
+    async def run(self, handshakes: asyncio.Semaphore | None = None) -> None:
+        """Connect, stay connected, reconnect with backoff, until :meth:`stop`. ``handshakes`` (for the first
+        connection only) bounds how many sessions of this loop connect at once: gates switched on in waves."""
         delay: float | None = None
         while not self._stopping:
             self.record.attempts += 1
             try:
-                if gate is not None:
-                    async with gate:
+                if handshakes is not None:
+                    async with handshakes:
                         await self._connect()
-                    gate = None
+                    handshakes = None
                 else:
                     await self._connect()
             except (TimeoutError, OSError, mp.ProtocolError):  # ssl.SSLError and ConnectionError are OSErrors
