@@ -169,3 +169,18 @@ def test_concurrent_enrolments_all_land_in_the_index(ca: CertificateAuthority) -
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda pem: ca.sign_csr(pem, kind="device"), csrs))
     assert sorted(row.cn for row in ca.issued()) == sorted(f"gate-{n}" for n in range(12))
+
+
+def test_a_fleet_is_signed_in_one_batch_and_one_bad_csr_signs_none_of_it(ca: CertificateAuthority) -> None:
+    certs = ca.sign_csrs([_csr(f"gate-{i}") for i in range(3)], kind="device",
+                         expect_cns=["gate-0", "gate-1", "gate-2"])
+    assert [common_name(c) for c in certs] == ["gate-0", "gate-1", "gate-2"]
+    assert sorted(ca.active("device")) == ["gate-0", "gate-1", "gate-2"]
+    ca.sign_csr(_csr("issuer"), kind="service")
+    with pytest.raises(CAError, match="not a PEM"):
+        ca.sign_csrs([_csr("gate-3"), b"not a csr"], kind="device")
+    with pytest.raises(CAError, match="not 'gate-5'"):
+        ca.sign_csrs([_csr("gate-4")], kind="device", expect_cns=["gate-5"])
+    with pytest.raises(CAError, match="already a service identity"):  # names are one namespace, in a batch too
+        ca.sign_csrs([_csr("gate-6"), _csr("issuer")], kind="device")
+    assert [r.cn for r in ca.issued()] == ["gate-0", "gate-1", "gate-2", "issuer"]

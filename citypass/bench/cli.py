@@ -11,6 +11,7 @@ from citypass.clitools import LazyGroup
 
 BENCHMARKS = {
     "all": "citypass.bench.all:all_command",
+    "broker": "citypass.bench.broker:broker_command",
     "city": "citypass.bench.city:city_command",
     "cluster": "citypass.bench.cluster:cluster_command",
     "console": "citypass.bench.console:console_command",

@@ -13,11 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from citypass.sync.broker import Broker
-from citypass.sync.ca import write_atomic
 from citypass.sync.endpoint import ClientFiles
+from citypass.sync.files import write_atomic
 from citypass.sync.home import BrokerError, BrokerHome, bridge_cn
 from citypass.sync.sitebroker import SiteBrokerHome
 
+#: How long `broker run` waits for Mosquitto to accept TLS after starting it.
+STARTUP_TIMEOUT_S = 120.0
 HOME_OPTION = click.option("--home", "home", required=True, type=click.Path(file_okay=False, path_type=Path),
                            help="Broker home directory (CA, server certificate, ACL, config, data, log).")
 ID_HELP = "Certificate common name: a-z 0-9 . _ - (it becomes the MQTT username and client id)."
@@ -200,7 +202,9 @@ def run(home: Path, port: int, bind: str, dev_insecure: bool) -> None:
 
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
-    proc = Broker(bh, port=port, bind=bind, dev_insecure=dev_insecure)
+    # Mosquitto restores every persisted session before it listens: with 10,000 gates that took 15 s on a loaded
+    # 2-core machine (docs/broker.md, "One Mosquitto at fleet size"); Broker's default 10 s would kill it.
+    proc = Broker(bh, port=port, bind=bind, dev_insecure=dev_insecure, startup_timeout=STARTUP_TIMEOUT_S)
     try:
         proc.start()
         mode = "PLAINTEXT (insecure)" if dev_insecure else "TLS, client certificates required"

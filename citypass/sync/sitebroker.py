@@ -35,7 +35,8 @@ import shutil
 from pathlib import Path
 
 from citypass.sync.brokerconf import BridgeSettings, BrokerSettings, Identity, render_bridge, render_config
-from citypass.sync.ca import CertificateAuthority, write_atomic
+from citypass.sync.ca import CertificateAuthority
+from citypass.sync.files import write_atomic
 from citypass.sync.home import BrokerError, BrokerHome, bridge_cn
 
 
