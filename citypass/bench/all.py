@@ -34,6 +34,7 @@ from citypass.bench import startup as startup_bench
 from citypass.bench import sync as sync_bench
 from citypass.bench import verify as verify_bench
 from citypass.bench import video as video_bench
+from citypass.bench.handsections import keep_hand_sections
 from citypass.bench.machine import Machine, load_average
 from citypass.bench.markdown import render
 from citypass.bench.report import Row, scratch_dir
@@ -135,7 +136,10 @@ def all_command(out: Path, quick: bool) -> None:
     console = Console()
     results = run_all(QUICK if quick else FULL, console)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(results), encoding="utf-8")
+    report = render(results)
+    if out.exists():  # the sections measured on their own (bench broker, city, cluster) are kept, not dropped
+        report = keep_hand_sections(out.read_text(encoding="utf-8"), report)
+    out.write_text(report, encoding="utf-8")
     for row in summary(results):
         console.print(f"• {row.goal}: {row.measured} → {row.verdict}", highlight=False)
     console.print(f"[bold]wrote {out}[/bold]")
