@@ -59,7 +59,8 @@ def day_start(now: float) -> int:
 
 def write_day(day: CityDay, work: Path, batch: int, progress: Progress) -> list[Path]:
     """The day's batches, as pickled ``(device id, rows)`` records, in :data:`FILES` files (made in parallel)."""
-    paths = [work / f"day-{day.taps}-{day.seed}-v2-{k}.pickle" for k in range(FILES)]  # v2: tap-outs flagged
+    # v2: tap-outs flagged not_tapped_in; v3: refusals as a gate records them (no kind, no persons)
+    paths = [work / f"day-{day.taps}-{day.seed}-v3-{k}.pickle" for k in range(FILES)]
     if all(p.exists() for p in paths):  # --rows-dir: made by an earlier run (same size, same seed)
         progress(f"reusing the rows of {day.taps:,} taps in {work}")
         return paths

@@ -21,6 +21,7 @@ from citypass.credential.trustlist import TrustedKey
 from citypass.issuer.control_records import GroupStop, QuarterTally, StoredIncident, TourGroup
 from citypass.issuer.incidents import Incident
 from citypass.issuer.ingest import PreparedBatch
+from citypass.issuer.journeys import Leg
 from citypass.issuer.records import (
     AuditEntry,
     BenefitUse,
@@ -247,8 +248,11 @@ class ControlRoomRepository(Protocol):
         ...
     def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
         """Of these credentials, the ones whose taps in ``[since, until)`` could hold an incident: a refusal or
-        a flag, admissions at two places, two admissions of a reservation or group ticket (products 2, 4), more
-        ride ends than starts. A cheap filter (one grouped query) before the incidents are computed."""
+        a flag (other than a metro exit's ``not_tapped_in``), admissions at two places, two admissions of a reservation
+        or group ticket (products 2, 4), more ride ends than starts — and the ones with an unacknowledged incident
+        beginning in the window, whatever their taps now say (a ride end uploaded before its start made a
+        ``gate_jumper`` that the start, arriving later, must clear). A cheap filter (one grouped query) before the
+        incidents are computed."""
         ...
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
         """A gate's refused or flagged taps decided in ``[since, until)`` (what incidents grouped by gate are
@@ -264,6 +268,16 @@ class ControlRoomRepository(Protocol):
     def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
         """(received_at, tap_id) of the taps received at or after ``since``, in that order (an index-only read:
         the live stream's way to find what is new, including a batch committed late with an earlier time)."""
+        ...
+
+    def replace_journeys(self, credential_ids: Sequence[str], since: int, legs: Sequence[Leg]) -> None:
+        """Replace the kept journeys of these credentials whose last tap is at or after ``since`` by ``legs``
+        (recomputed from their taps; see :func:`citypass.issuer.watch.update_journeys`)."""
+        ...
+    def journey_legs(self, since: int, until: int, *, credential_id: str | None = None,
+                     limit: int = 1_000_000) -> list[Leg]:
+        """The kept journeys starting in ``[since, until)`` (of one credential, when given), by start, at most
+        ``limit``: what :func:`citypass.issuer.journeys.window_journeys` makes the journeys report of."""
         ...
 
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],

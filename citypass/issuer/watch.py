@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from citypass.issuer.control_records import QUARTER
 from citypass.issuer.incidents import Incident, find_incidents
-from citypass.issuer.tap_records import ENTRY, EXIT, TAP_IN, TAP_OUT, TapRecord, unique_taps
+from citypass.issuer.journeys import legs
+from citypass.issuer.tap_records import ENTRY, EXIT, TAP, TAP_IN, TAP_OUT, TapRecord, unique_taps
 
 if TYPE_CHECKING:
     from citypass.issuer.ingest import PreparedBatch
@@ -49,6 +50,8 @@ LOOKBACK_S = 2 * DAY
 #: A metro ride longer than this is not one ride (as in the journeys report).
 MAX_RIDE_S = 4 * 3600
 GATE_JUMPER = "gate_jumper"
+#: "No upper bound" for a read of taps by time.
+FAR = 2**62
 
 
 def after_batch(store: WatchStore, batch: PreparedBatch, now: int) -> None:
@@ -61,12 +64,13 @@ def after_batch(store: WatchStore, batch: PreparedBatch, now: int) -> None:
     if not taps:
         return
     store.recount_quarters({(t.site, t.at // QUARTER * QUARTER) for t in taps if t.kind in (ENTRY, EXIT)})
-    update_incidents(store, taps, now)
+    update_incidents(store, taps, now, keep_journeys=True)
     track_groups(store, taps)
 
 
-def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> None:
-    """Recompute the incidents of every credential and gate scope these taps belong to."""
+def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int, *, keep_journeys: bool = False) -> None:
+    """Recompute the incidents of every credential and gate scope these taps belong to (and, with
+    ``keep_journeys``, the kept journeys of their transit credentials: :func:`update_journeys`)."""
     start = min(t.at for t in taps) - LOOKBACK_S
     end = max(t.at for t in taps) + DAY
     parties: dict[str, int | None] = {}
@@ -79,14 +83,21 @@ def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> 
         return parties[credential_id]
 
     touched = sorted({t.credential_id for t in taps if t.credential_id})
-    # Only a credential whose taps could hold an incident is recomputed; the filter only ever grows with more
-    # taps, so a credential that has an incident stays a candidate and its incidents are kept current.
+    # Only a credential whose taps could hold an incident is recomputed — and one that has an open incident,
+    # which its newer taps may have made wrong (a ride's end uploaded before its start, say).
     credentials = store.incident_candidates(touched, start, end) if touched else []
+    riders = _riders(taps) if keep_journeys else []
     found: list[tuple[str, Incident]] = []
-    if credentials:
-        theirs = store.taps_of_credentials(credentials, start, end)
+    if credentials or riders:
+        # One read for both: the candidates' taps of the window, the riders' taps from a ride before it on.
+        read = store.taps_of_credentials(sorted({*credentials, *riders}), start - MAX_RIDE_S,
+                                         end if not riders else FAR)
+        wanted = set(credentials)
+        theirs = [t for t in read if t.credential_id in wanted and start <= t.at < end]
         found += [(f"c:{i.credential_id}", i) for i in [*find_incidents(theirs, party_of), *gate_jumpers(theirs)]
                   if i.credential_id]
+        if riders:
+            _replace_journeys(store, riders, start, read)
     gates = sorted({t.gate_id for t in taps if _gate_scoped(t)})
     for gate in gates:
         site = next(t.site for t in taps if t.gate_id == gate)
@@ -109,6 +120,45 @@ def rebuild_incidents(store: WatchStore, now: int, *, page: int = 5000) -> int:
             update_incidents(store, taps, now)
         read += len(taps)
         after = (taps[-1].at, taps[-1].tap_id)
+
+
+def update_journeys(store: WatchStore, taps: Sequence[TapRecord]) -> None:
+    """Recompute the kept journeys (:class:`~citypass.issuer.journeys.Leg`) of the transit credentials these taps
+    belong to: their taps from :data:`LOOKBACK_S` before the earliest of ``taps`` on are paired again, and their
+    legs whose last tap is in that span replaced. Pairing walks a credential's taps in time order, so a tap that
+    arrives late (a ride's end before its start) changes the legs around it, never more than a ride before it:
+    a leg that ended before the span cannot pair with a tap in it."""
+    riders = _riders(taps)
+    if riders:
+        start = min(t.at for t in taps) - LOOKBACK_S
+        _replace_journeys(store, riders, start, store.taps_of_credentials(riders, start - MAX_RIDE_S, FAR))
+
+
+def rebuild_journeys(store: WatchStore, *, page: int = 5000) -> int:
+    """Recompute the kept journeys of every stored tap's transit credential, a page of taps at a time: for a
+    store upgraded from before journeys were kept. Returns how many taps were read."""
+    read = 0
+    after: tuple[int, str] | None = None
+    while True:
+        taps = store.taps_page(since=0, until=2**40, after=after, limit=page)
+        if not taps:
+            return read
+        with store.exclusive():
+            update_journeys(store, taps)
+        read += len(taps)
+        after = (taps[-1].at, taps[-1].tap_id)
+
+
+def _riders(taps: Iterable[TapRecord]) -> list[str]:
+    """The credentials of these taps that ride (a tap-in, tap-out or single tap, whatever its decision)."""
+    return sorted({t.credential_id for t in taps if t.credential_id and t.kind in (TAP_IN, TAP_OUT, TAP)})
+
+
+def _replace_journeys(store: WatchStore, riders: Sequence[str], start: int, read: Iterable[TapRecord]) -> None:
+    mine = set(riders)
+    kept = [leg for leg in legs((t for t in read if t.credential_id in mine), max_journey_s=MAX_RIDE_S)
+            if leg.last_at >= start]
+    store.replace_journeys(riders, start, kept)
 
 
 def _gate_scoped(tap: TapRecord) -> bool:

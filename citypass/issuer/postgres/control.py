@@ -24,10 +24,11 @@ import psycopg
 from citypass.credential.sites import SiteSettings
 from citypass.issuer.control_records import QUARTER, GroupStop, QuarterTally, StoredIncident, TourGroup
 from citypass.issuer.incidents import Incident
+from citypass.issuer.journeys import LEG_COLUMNS, Leg
 from citypass.issuer.postgres.ledger import LedgerTables
 from citypass.issuer.postgres.taps import _TAP_COLUMNS
 from citypass.issuer.records import Conflict, DeviceHealth, NotFound, RevocationRecord
-from citypass.issuer.sqlite.control import _incident  # row decoders: the same columns on both backends
+from citypass.issuer.sqlite.control import CANDIDATE_RULES, _incident  # row decoders: the same columns on both backends
 from citypass.issuer.sqlite.taps import _record
 from citypass.issuer.tap_records import TapRecord
 
@@ -115,8 +116,8 @@ class ControlTables(LedgerTables):
         ids = sorted(set(credential_ids))
         if not ids:
             return []
-        rows = self.fetchall(f"SELECT {_TAP_COLUMNS} FROM taps WHERE credential_id = ANY(%b::text[]) AND at >= %s"
-                             " AND at < %s", [ids, since, until])
+        rows = self.fetchall(f"SELECT t.{_TAP_COLUMNS.replace(', ', ', t.')} FROM unnest(%b::text[]) AS u(id)"
+                             " JOIN taps t ON t.credential_id = u.id AND t.at >= %s AND t.at < %s", [ids, since, until])
         return [_record(r) for r in rows]
 
     def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
@@ -126,14 +127,11 @@ class ControlTables(LedgerTables):
         with self.write() as conn:  # inside ingest's transaction: the locks last until it commits
             lock_keys(conn, LOCK_CREDENTIAL, ids)
             rows = conn.execute(
-                "SELECT credential_id FROM taps WHERE credential_id = ANY(%b::text[]) AND at >= %s AND at < %s"
-                " GROUP BY credential_id HAVING"
-                " sum(CASE WHEN decision = 'deny' OR flags <> '[]' THEN 1 ELSE 0 END) > 0"
-                " OR count(DISTINCT CASE WHEN decision = 'allow' AND kind IN ('entry', 'tap_in') THEN site END) > 1"
-                " OR sum(CASE WHEN decision = 'allow' AND kind = 'entry' AND product IN (2, 4) THEN 1 ELSE 0 END) > 1"
-                " OR sum(CASE WHEN decision = 'allow' AND kind = 'tap_out' THEN 1 ELSE 0 END)"
-                " > sum(CASE WHEN decision = 'allow' AND kind = 'tap_in' THEN 1 ELSE 0 END)",
-                [ids, since, until]).fetchall()
+                "SELECT t.credential_id FROM unnest(%b::text[]) AS u(id) JOIN taps t ON t.credential_id = u.id"
+                " AND t.at >= %s AND t.at < %s GROUP BY t.credential_id HAVING" + CANDIDATE_RULES +
+                " UNION SELECT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) JOIN incidents i ON i.scope = u.s"
+                " AND i.acked_at IS NULL AND i.first_at >= %s",
+                [ids, since, until, [f"c:{c}" for c in ids], since]).fetchall()
         return [r[0] for r in rows]
 
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
@@ -166,6 +164,27 @@ class ControlTables(LedgerTables):
         rows = self.fetchall("SELECT received_at, tap_id FROM taps WHERE received_at >= %s"
                              " ORDER BY received_at, tap_id LIMIT %s", [since, limit])
         return [(int(r[0]), str(r[1])) for r in rows]
+
+    # -- journeys --------------------------------------------------------------------------------------
+    def replace_journeys(self, credential_ids: Sequence[str], since: int, legs: Sequence[Leg]) -> None:
+        ids = sorted(set(credential_ids))
+        if not ids:
+            return
+        with self.write() as conn:
+            lock_keys(conn, LOCK_CREDENTIAL, ids)  # held already when ingest looked for incidents
+            conn.execute("DELETE FROM journeys j USING unnest(%b::text[]) AS u(id) WHERE j.credential_id = u.id"
+                         " AND coalesce(j.ended_at, j.at) >= %s", [ids, since])
+            if legs:
+                conn.execute(f"INSERT INTO journeys ({LEG_COLUMNS}) SELECT * FROM unnest(%b::text[], %b::text[],"
+                             " %b::text[], %b::text[], %b::int[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],"
+                             " %b::bigint[])", [list(c) for c in zip(*[leg.as_row() for leg in legs], strict=True)])
+
+    def journey_legs(self, since: int, until: int, *, credential_id: str | None = None,
+                     limit: int = 1_000_000) -> list[Leg]:
+        only = "" if credential_id is None else " AND credential_id = %s"
+        rows = self.fetchall(f"SELECT {LEG_COLUMNS} FROM journeys WHERE at >= %s AND at < %s{only} ORDER BY at"
+                             " LIMIT %s", [since, until, *([] if credential_id is None else [credential_id]), limit])
+        return [Leg(*r[:-1]) for r in rows]
 
     # -- incidents -------------------------------------------------------------------------------------
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],
