@@ -65,19 +65,20 @@ def test_a_shuffled_city_day_keeps_what_recomputing_its_taps_finds(store: Any, u
     ride whose end came first a candidate again); PostgreSQL runs the harder case only (its batches are slower)."""
     if not unflag and type(store).__name__ == "PostgresStore":
         pytest.skip("PostgreSQL runs the exits-flag-nothing case (the ingest path is the same; each case costs ~10 s)")
-    day = CityDay(2000, START, seed=3)
+    day = CityDay(1200, START, seed=3)
     for gate in day.gates():
         store.add_device(Device(gate.id, gate.site, gate.direction, "test", "enrolled", START))
     for device, rows in day_batches(day, 40, unflag):
         ingest(store, rows, device, START + DAY + HOUR)
     taps = store.taps(since=START - DAY, until=START + 3 * DAY)
-    assert len(taps) > 1500
+    assert len(taps) > 1000
 
     kept = {(s.incident.kind, s.incident.incident_id) for s in store.stored_incidents(limit=100_000)}
     found = {(i.kind, i.incident_id) for i in [*find_incidents(taps, lambda _c: None), *gate_jumpers(taps)]}
     assert kept == found
     assert {k for k, _ in kept} == {"revoked_presented"}  # the day's riders all tapped in: no gate jumper
 
+    under_way = 0
     for since, until, now in [(START, START + DAY, START + 2 * DAY), (START + 8 * HOUR, START + 9 * HOUR,
                               START + 9 * HOUR), (START + 17 * HOUR, START + 18 * HOUR + 600, START + 30 * DAY)]:
         window = [t for t in taps if since - LIMIT <= t.at < until]
@@ -85,8 +86,9 @@ def test_a_shuffled_city_day_keeps_what_recomputing_its_taps_finds(store: Any, u
                if max(j.started_at or 0, j.ended_at or 0) >= since]
         new = window_journeys(store.journey_legs(since - LIMIT, until), FARES, since=since, until=until,
                               now=min(until, now), max_journey_s=LIMIT)
-        assert new == old and len(new) > 50
-        assert any(j.flag is None and not j.complete for j in new)  # rides under way at the window's end
+        assert new == old and len(new) > 20
+        under_way += sum(j.flag is None and not j.complete for j in new)  # rides under way at the window's end
+    assert under_way > 0
 
     legs = sorted(store.journey_legs(0, 2**40), key=lambda leg: leg.as_row())
     with store.write() as conn:

@@ -22,7 +22,8 @@ databases this bench creates and drops):
    window's taps read, then :func:`~citypass.issuer.incidents.find_incidents` /
    :func:`~citypass.issuer.journeys.journeys`) for the evening peak hour — the whole day's 10 M taps would not
    fit the API's 1 M-tap report window — and the day's journeys counted in SQL (tap-in/tap-out pairs by a
-   window function over the day's transit taps).
+   window function over the day's transit taps); then the day's journeys as ``/v1/journeys`` makes them now,
+   from the legs kept at ingest (:func:`~citypass.issuer.journeys.window_journeys`).
 
 Example::
 
@@ -175,7 +176,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def report_rows(store: Any, day: CityDay) -> list[Row]:
     from citypass.issuer.incidents import find_incidents
-    from citypass.issuer.journeys import FareTable, journeys
+    from citypass.issuer.journeys import FareTable, journeys, window_journeys
     from citypass.issuer.occupancy import occupancy
 
     start, end = day.day_start, day.day_start + DAY
@@ -212,9 +213,16 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
     rows.append(Row("incidents, evening peak hour, recomputed", f"{read_s + find_s:,.1f} s",
                     f"{len(taps):,} taps read in {read_s:.1f} s + {find_s:.1f} s to find {len(found):,} incidents; "
                     f"the day ≈ {(read_s + find_s) * day.taps / max(len(taps), 1):,.0f} s"))
-    made, pair_s = _timed(lambda: journeys(taps, FareTable.from_dict({"default_fare": 200}), now=end))
-    rows.append(Row("journeys, evening peak hour (API path)", f"{read_s + pair_s:,.1f} s",
-                    f"{len(made):,} journeys paired in {pair_s:.1f} s after the {read_s:.1f} s read"))
+    fares = FareTable.from_dict({"default_fare": 200})
+    made, pair_s = _timed(lambda: journeys(taps, fares, now=end))
+    rows.append(Row("journeys, evening peak hour, paired from its taps", f"{read_s + pair_s:,.1f} s",
+                    f"{len(made):,} journeys paired in {pair_s:.1f} s after the {read_s:.1f} s read (the API's way "
+                    "before journeys were kept)"))
+    kept, kept_s = _timed(lambda: window_journeys(store.journey_legs(start - 4 * HOUR, end), fares, since=start,
+                                                  until=end, now=end, max_journey_s=4 * HOUR))
+    rows.append(Row("journeys, the day (kept at ingest: /v1/journeys)", f"{kept_s:,.1f} s",
+                    f"{len(kept):,} journeys, {sum(j.complete for j in kept):,} complete: the day's legs read from "
+                    "the journeys table and priced"))
     counted, took = _timed(lambda: store.scalar(
         "SELECT count(*) FROM (SELECT kind, lead(kind) OVER w AS next_kind, lead(at) OVER w - at AS gap"
         " FROM taps WHERE at >= %s AND at < %s AND product = 3 AND decision = 'allow' AND kind IN ('tap_in',"

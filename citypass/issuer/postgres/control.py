@@ -116,8 +116,9 @@ class ControlTables(LedgerTables):
         ids = sorted(set(credential_ids))
         if not ids:
             return []
-        rows = self.fetchall(f"SELECT t.{_TAP_COLUMNS.replace(', ', ', t.')} FROM unnest(%b::text[]) AS u(id)"
-                             " JOIN taps t ON t.credential_id = u.id AND t.at >= %s AND t.at < %s", [ids, since, until])
+        rows = self.fetchall(f"SELECT t.* FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL (SELECT {_TAP_COLUMNS}"
+                             " FROM taps WHERE credential_id = u.id AND at >= %s AND at < %s OFFSET 0) t",
+                             [ids, since, until])
         return [_record(r) for r in rows]
 
     def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
@@ -127,10 +128,12 @@ class ControlTables(LedgerTables):
         with self.write() as conn:  # inside ingest's transaction: the locks last until it commits
             lock_keys(conn, LOCK_CREDENTIAL, ids)
             rows = conn.execute(
-                "SELECT t.credential_id FROM unnest(%b::text[]) AS u(id) JOIN taps t ON t.credential_id = u.id"
-                " AND t.at >= %s AND t.at < %s GROUP BY t.credential_id HAVING" + CANDIDATE_RULES +
-                " UNION SELECT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) JOIN incidents i ON i.scope = u.s"
-                " AND i.acked_at IS NULL AND i.first_at >= %s",
+                # Per credential, an index probe (see postgres.taps: a LATERAL subquery, never a scan of the window).
+                "SELECT u.id FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM (SELECT decision,"
+                " flags, kind, site, product FROM taps WHERE credential_id = u.id AND at >= %s AND at < %s OFFSET 0) t"
+                " HAVING" + CANDIDATE_RULES + ") c"
+                " UNION SELECT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) CROSS JOIN LATERAL (SELECT scope"
+                " FROM incidents WHERE scope = u.s AND acked_at IS NULL AND first_at >= %s OFFSET 0) i",
                 [ids, since, until, [f"c:{c}" for c in ids], since]).fetchall()
         return [r[0] for r in rows]
 
@@ -146,9 +149,9 @@ class ControlTables(LedgerTables):
         ids = sorted(set(tap_ids))
         if not ids:
             return []
-        rows = self.fetchall(f"SELECT t.{_TAP_COLUMNS.replace(', ', ', t.')} FROM unnest(%b::text[]) AS u(id)"
-                             " JOIN tap_ids i ON i.tap_id = u.id JOIN taps t ON t.tap_id = i.tap_id AND t.at = i.at",
-                             [ids])
+        rows = self.fetchall(f"SELECT t.* FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL (SELECT at FROM tap_ids"
+                             f" WHERE tap_id = u.id OFFSET 0) i CROSS JOIN LATERAL (SELECT {_TAP_COLUMNS} FROM taps"
+                             " WHERE tap_id = u.id AND at = i.at OFFSET 0) t", [ids])
         return [_record(r) for r in rows]
 
     def taps_page(self, *, since: int, until: int, after: tuple[int, str] | None = None, site: int | None = None,
@@ -172,8 +175,9 @@ class ControlTables(LedgerTables):
             return
         with self.write() as conn:
             lock_keys(conn, LOCK_CREDENTIAL, ids)  # held already when ingest looked for incidents
-            conn.execute("DELETE FROM journeys j USING unnest(%b::text[]) AS u(id) WHERE j.credential_id = u.id"
-                         " AND coalesce(j.ended_at, j.at) >= %s", [ids, since])
+            conn.execute("DELETE FROM journeys WHERE ctid = ANY(ARRAY(SELECT j.ctid FROM unnest(%b::text[]) AS u(id)"
+                         " CROSS JOIN LATERAL (SELECT ctid FROM journeys WHERE credential_id = u.id"
+                         " AND coalesce(ended_at, at) >= %s OFFSET 0) j))", [ids, since])
             if legs:
                 conn.execute(f"INSERT INTO journeys ({LEG_COLUMNS}) SELECT * FROM unnest(%b::text[], %b::text[],"
                              " %b::text[], %b::text[], %b::int[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],"
