@@ -218,11 +218,21 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
     rows.append(Row("journeys, evening peak hour, paired from its taps", f"{read_s + pair_s:,.1f} s",
                     f"{len(made):,} journeys paired in {pair_s:.1f} s after the {read_s:.1f} s read (the API's way "
                     "before journeys were kept)"))
-    kept, kept_s = _timed(lambda: window_journeys(store.journey_legs(start - 4 * HOUR, end), fares, since=start,
-                                                  until=end, now=end, max_journey_s=4 * HOUR))
-    rows.append(Row("journeys, the day (kept at ingest: /v1/journeys)", f"{kept_s:,.1f} s",
-                    f"{len(kept):,} journeys, {sum(j.complete for j in kept):,} complete: the day's legs read from "
-                    "the journeys table and priced"))
+    page, page_s = _timed(lambda: window_journeys(
+        store.journey_legs(start, end, max_journey_s=4 * HOUR, limit=10_000), fares, since=start, until=end,
+        now=end, max_journey_s=4 * HOUR))
+    rows.append(Row("journeys, the day, /v1/journeys (kept at ingest)", f"{page_s * 1e3:,.0f} ms",
+                    f"the report's first {len(page):,} journeys (its largest page) read from the journeys table in "
+                    "order and priced"))
+    shapes, shapes_s = _timed(lambda: store.fetchall(
+        "SELECT shape, count(*) FROM journeys WHERE at >= %s AND at < %s GROUP BY 1 ORDER BY 1", [start, end]))
+    rows.append(Row("journeys, the day, counted (kept at ingest)", f"{shapes_s:,.1f} s",
+                    ", ".join(f"{int(n):,} {shape}" for shape, n in shapes) + " (legs of the journeys table)"))
+    everything, all_s = _timed(lambda: window_journeys(
+        store.journey_legs(start, end, max_journey_s=4 * HOUR), fares, since=start, until=end, now=end,
+        max_journey_s=4 * HOUR))
+    rows.append(Row("journeys, the day, every one priced in Python", f"{all_s:,.1f} s",
+                    f"{len(everything):,} journeys from the kept legs (what a full export costs; the API pages)"))
     counted, took = _timed(lambda: store.scalar(
         "SELECT count(*) FROM (SELECT kind, lead(kind) OVER w AS next_kind, lead(at) OVER w - at AS gap"
         " FROM taps WHERE at >= %s AND at < %s AND product = 3 AND decision = 'allow' AND kind IN ('tap_in',"

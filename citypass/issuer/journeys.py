@@ -317,7 +317,9 @@ def window_journeys(stored: Iterable[Leg], fares: FareTable, *, since: int, unti
                     category_of: Callable[[str], str | None] | None = None) -> list[Journey]:
     """The journeys of ``[since, until)`` from legs kept at ingest: the same list :func:`journeys` gives for the
     taps of ``[since − max_journey_s, until)`` (the ``/v1/journeys`` window), filtered to those with a tap at or
-    after ``since``. ``stored`` must hold every leg starting in ``[since − max_journey_s, until)``.
+    after ``since``. ``stored`` holds the legs starting in ``[since − max_journey_s, until)`` — or only those that
+    give one of these journeys (:meth:`~citypass.issuer.repository.ControlRoomRepository.journey_legs` reads those:
+    the legs starting in the window, and complete rides started before it that end in it).
 
     A tap at or after ``until`` does not exist for the window: a tap-in completed (or closed) by a later tap is
     still open at ``until``, and is *in progress* or ``no_tap_out`` by ``now`` as in :func:`journeys`."""

@@ -274,10 +274,13 @@ class ControlRoomRepository(Protocol):
         """Replace the kept journeys of these credentials whose last tap is at or after ``since`` by ``legs``
         (recomputed from their taps; see :func:`citypass.issuer.watch.update_journeys`)."""
         ...
-    def journey_legs(self, since: int, until: int, *, credential_id: str | None = None,
+    def journey_legs(self, since: int, until: int, *, max_journey_s: int, credential_id: str | None = None,
                      limit: int = 1_000_000) -> list[Leg]:
-        """The kept journeys starting in ``[since, until)`` (of one credential, when given), by start, at most
-        ``limit``: what :func:`citypass.issuer.journeys.window_journeys` makes the journeys report of."""
+        """The kept journeys the report of ``[since, until)`` shows (of one credential, when given), in the report's
+        order (start, credential, tap ids), at most ``limit``: the legs starting in the window, and the complete
+        rides that started up to ``max_journey_s`` before it and ended in it. Each gives one journey of the
+        report (:func:`citypass.issuer.journeys.window_journeys`), so ``limit`` legs are the report's first
+        ``limit`` journeys: a day's report reads a page, not the day."""
         ...
 
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],

@@ -183,11 +183,15 @@ class ControlTables(LedgerTables):
                              " %b::text[], %b::text[], %b::int[], %b::int[], %b::bigint[], %b::bigint[], %b::bigint[],"
                              " %b::bigint[])", [list(c) for c in zip(*[leg.as_row() for leg in legs], strict=True)])
 
-    def journey_legs(self, since: int, until: int, *, credential_id: str | None = None,
+    def journey_legs(self, since: int, until: int, *, max_journey_s: int, credential_id: str | None = None,
                      limit: int = 1_000_000) -> list[Leg]:
-        only = "" if credential_id is None else " AND credential_id = %s"
-        rows = self.fetchall(f"SELECT {LEG_COLUMNS} FROM journeys WHERE at >= %s AND at < %s{only} ORDER BY at"
-                             " LIMIT %s", [since, until, *([] if credential_id is None else [credential_id]), limit])
+        only = "" if credential_id is None else " AND credential_id = %(cid)s"
+        rows = self.fetchall(
+            f"SELECT {LEG_COLUMNS} FROM journeys WHERE ((at >= %(since)s AND at < %(until)s) OR (at >= %(early)s"
+            " AND at < %(since)s AND shape = 'complete' AND ended_at >= %(since)s AND ended_at < %(until)s))"
+            f"{only} ORDER BY at, credential_id COLLATE \"C\", coalesce(tap_in_id, '') COLLATE \"C\","
+            " coalesce(tap_out_id, '') COLLATE \"C\" LIMIT %(limit)s",  # the report's order: Python's, code points
+            {"since": since, "until": until, "early": since - max_journey_s, "cid": credential_id, "limit": limit})
         return [Leg(*r[:-1]) for r in rows]
 
     # -- incidents -------------------------------------------------------------------------------------

@@ -156,12 +156,15 @@ class ControlTables(LedgerTables):
             conn.executemany(f"INSERT INTO journeys ({LEG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              [leg.as_row() for leg in legs])
 
-    def journey_legs(self, since: int, until: int, *, credential_id: str | None = None,
+    def journey_legs(self, since: int, until: int, *, max_journey_s: int, credential_id: str | None = None,
                      limit: int = 1_000_000) -> list[Leg]:
-        only = "" if credential_id is None else " AND credential_id = ?"
-        rows = self.conn.execute(f"SELECT {LEG_COLUMNS} FROM journeys WHERE at >= ? AND at < ?{only} ORDER BY at"
-                                 " LIMIT ?", [since, until, *([] if credential_id is None else [credential_id]),
-                                              limit]).fetchall()
+        only = "" if credential_id is None else " AND credential_id = :cid"
+        rows = self.conn.execute(
+            f"SELECT {LEG_COLUMNS} FROM journeys WHERE ((at >= :since AND at < :until) OR (at >= :early"
+            " AND at < :since AND shape = 'complete' AND ended_at >= :since AND ended_at < :until))"
+            f"{only} ORDER BY at, credential_id, coalesce(tap_in_id, ''), coalesce(tap_out_id, '') LIMIT :limit",
+            {"since": since, "until": until, "early": since - max_journey_s, "cid": credential_id,
+             "limit": limit}).fetchall()
         return [Leg(*r[:-1]) for r in rows]
 
     # -- incidents -------------------------------------------------------------------------------------
