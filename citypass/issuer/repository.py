@@ -246,13 +246,10 @@ class ControlRoomRepository(Protocol):
     def taps_of_credentials(self, credential_ids: Iterable[str], since: int, until: int) -> list[TapRecord]:
         """Every tap of these credentials decided in ``[since, until)``, in no particular order."""
         ...
-    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
-        """Of these credentials, the ones whose taps in ``[since, until)`` could hold an incident: a refusal or
-        a flag (other than a metro exit's ``not_tapped_in``), admissions at two places, two admissions of a reservation
-        or group ticket (products 2, 4), more ride ends than starts — and the ones with an unacknowledged incident
-        beginning in the window, whatever their taps now say (a ride end uploaded before its start made a
-        ``gate_jumper`` that the start, arriving later, must clear). A cheap filter (one grouped query) before the
-        incidents are computed."""
+    def open_incident_credentials(self, credential_ids: Iterable[str], since: int) -> list[str]:
+        """Of these credentials, the ones with an unacknowledged incident that began at or after ``since`` — and,
+        on a backend with several writers, lock them all for the rest of the transaction, so that no other worker
+        recomputes their incidents and journeys until this one commits (ingest's upkeep calls this first)."""
         ...
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
         """A gate's refused or flagged taps decided in ``[since, until)`` (what incidents grouped by gate are

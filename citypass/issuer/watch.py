@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from citypass.issuer.control_records import QUARTER
-from citypass.issuer.incidents import Incident, find_incidents
+from citypass.issuer.incidents import SINGLE_USE_PRODUCTS, Incident, find_incidents
 from citypass.issuer.journeys import legs
 from citypass.issuer.tap_records import ENTRY, EXIT, TAP, TAP_IN, TAP_OUT, TapRecord, unique_taps
 
@@ -83,21 +83,26 @@ def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int, *, 
         return parties[credential_id]
 
     touched = sorted({t.credential_id for t in taps if t.credential_id})
-    # Only a credential whose taps could hold an incident is recomputed — and one that has an open incident,
-    # which its newer taps may have made wrong (a ride's end uploaded before its start, say).
-    credentials = store.incident_candidates(touched, start, end) if touched else []
     riders = _riders(taps) if keep_journeys else []
     found: list[tuple[str, Incident]] = []
-    if credentials or riders:
-        # One read for both: the candidates' taps of the window, the riders' taps from a ride before it on.
-        read = store.taps_of_credentials(sorted({*credentials, *riders}), start - MAX_RIDE_S,
-                                         end if not riders else FAR)
-        wanted = set(credentials)
-        theirs = [t for t in read if t.credential_id in wanted and start <= t.at < end]
+    if touched:
+        # Lock the credentials (PostgreSQL), then one read of their taps — from a ride before the window on, for
+        # the riders' journeys — and recompute the incidents of those whose taps could hold one, or that have an
+        # open incident: newer taps may have made it wrong (a ride's end uploaded before its start, say).
+        flagged = set(store.open_incident_credentials(touched, start))
+        read = store.taps_of_credentials(touched, start - MAX_RIDE_S, FAR if riders else end)
+        window: dict[str, list[TapRecord]] = defaultdict(list)
+        for tap in read:
+            if start <= tap.at < end and tap.credential_id:
+                window[tap.credential_id].append(tap)
+        credentials = sorted(c for c in touched if c in flagged or could_hold_incident(window[c]))
+        theirs = [t for c in credentials for t in window[c]]
         found += [(f"c:{i.credential_id}", i) for i in [*find_incidents(theirs, party_of), *gate_jumpers(theirs)]
                   if i.credential_id]
         if riders:
             _replace_journeys(store, riders, start, read)
+    else:
+        credentials = []
     gates = sorted({t.gate_id for t in taps if _gate_scoped(t)})
     for gate in gates:
         site = next(t.site for t in taps if t.gate_id == gate)
@@ -120,6 +125,24 @@ def rebuild_incidents(store: WatchStore, now: int, *, page: int = 5000) -> int:
             update_incidents(store, taps, now)
         read += len(taps)
         after = (taps[-1].at, taps[-1].tap_id)
+
+
+def could_hold_incident(taps: Sequence[TapRecord]) -> bool:
+    """Whether one credential's taps could hold an incident, cheaply (the full rules only run where this says so):
+    a refusal or a flag other than a metro exit's ``not_tapped_in`` (the exit gate's local view: the issuer pairs
+    rides across stations, and would otherwise recompute every metro rider), admissions at two places, two
+    admissions of a reservation or group ticket, more ride ends than starts. Every incident rule
+    (:func:`citypass.issuer.incidents.find_incidents`, :func:`gate_jumpers`) needs one of these."""
+    sites, single_use, ends = set(), 0, 0
+    for t in taps:
+        if t.decision == "deny" or (t.flags and t.flags != ("not_tapped_in",)):
+            return True
+        if t.allowed:
+            if t.kind in (ENTRY, TAP_IN):
+                sites.add(t.site)
+            single_use += t.kind == ENTRY and t.product in SINGLE_USE_PRODUCTS
+            ends += (t.kind == TAP_OUT) - (t.kind == TAP_IN)
+    return len(sites) > 1 or single_use > 1 or ends > 0
 
 
 def update_journeys(store: WatchStore, taps: Sequence[TapRecord]) -> None:

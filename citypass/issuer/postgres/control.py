@@ -28,7 +28,7 @@ from citypass.issuer.journeys import LEG_COLUMNS, Leg
 from citypass.issuer.postgres.ledger import LedgerTables
 from citypass.issuer.postgres.taps import _TAP_COLUMNS
 from citypass.issuer.records import Conflict, DeviceHealth, NotFound, RevocationRecord
-from citypass.issuer.sqlite.control import CANDIDATE_RULES, _incident  # row decoders: the same columns on both backends
+from citypass.issuer.sqlite.control import _incident  # row decoders: the same columns on both backends
 from citypass.issuer.sqlite.taps import _record
 from citypass.issuer.tap_records import TapRecord
 
@@ -121,20 +121,16 @@ class ControlTables(LedgerTables):
                              [ids, since, until])
         return [_record(r) for r in rows]
 
-    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
+    def open_incident_credentials(self, credential_ids: Iterable[str], since: int) -> list[str]:
         ids = sorted(set(credential_ids))
         if not ids:
             return []
         with self.write() as conn:  # inside ingest's transaction: the locks last until it commits
             lock_keys(conn, LOCK_CREDENTIAL, ids)
             rows = conn.execute(
-                # Per credential, an index probe (see postgres.taps: a LATERAL subquery, never a scan of the window).
-                "SELECT u.id FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL (SELECT 1 FROM (SELECT decision,"
-                " flags, kind, site, product FROM taps WHERE credential_id = u.id AND at >= %s AND at < %s OFFSET 0) t"
-                " HAVING" + CANDIDATE_RULES + ") c"
-                " UNION SELECT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) CROSS JOIN LATERAL (SELECT scope"
+                "SELECT DISTINCT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) CROSS JOIN LATERAL (SELECT scope"
                 " FROM incidents WHERE scope = u.s AND acked_at IS NULL AND first_at >= %s OFFSET 0) i",
-                [ids, since, until, [f"c:{c}" for c in ids], since]).fetchall()
+                [[f"c:{c}" for c in ids], since]).fetchall()
         return [r[0] for r in rows]
 
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:

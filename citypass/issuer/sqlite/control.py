@@ -25,19 +25,6 @@ _GROUP_COLUMNS = "id, agency, guide, contact, party, price_fen, created_at, warn
 _STOP_COLUMNS = "stop, site, planned_from, planned_to, credential_id, admitted, first_entry_at"
 
 
-#: What makes a credential's taps worth recomputing its incidents from (the HAVING clause of
-#: ``incident_candidates``, the same on both backends): a refusal or a flag other than a metro exit's
-#: ``not_tapped_in`` (the exit gate's local view: the issuer pairs rides across stations, and would otherwise
-#: recompute every metro rider), admissions at two places, two admissions of a reservation or group ticket, more
-#: ride ends than starts.
-CANDIDATE_RULES = (
-    " sum(CASE WHEN decision = 'deny' OR (flags <> '[]' AND flags <> '[\"not_tapped_in\"]') THEN 1 ELSE 0 END) > 0"
-    " OR count(DISTINCT CASE WHEN decision = 'allow' AND kind IN ('entry', 'tap_in') THEN site END) > 1"
-    " OR sum(CASE WHEN decision = 'allow' AND kind = 'entry' AND product IN (2, 4) THEN 1 ELSE 0 END) > 1"
-    " OR sum(CASE WHEN decision = 'allow' AND kind = 'tap_out' THEN 1 ELSE 0 END)"
-    " > sum(CASE WHEN decision = 'allow' AND kind = 'tap_in' THEN 1 ELSE 0 END)")
-
-
 class ControlTables(LedgerTables):
     def exclusive(self) -> AbstractContextManager[object]:
         return self.write()
@@ -106,15 +93,13 @@ class ControlTables(LedgerTables):
                 [*chunk, since, until])]
         return out
 
-    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
-        out: list[str] = []
-        for chunk in _chunks(sorted(set(credential_ids))):
+    def open_incident_credentials(self, credential_ids: Iterable[str], since: int) -> list[str]:
+        out: list[str] = []  # one writer at a time (BEGIN IMMEDIATE): nothing to lock
+        for chunk in _chunks(sorted({f"c:{c}" for c in credential_ids})):
             marks = ",".join("?" * len(chunk))
             out += [r[0] for r in self.conn.execute(
-                f"SELECT credential_id FROM taps WHERE credential_id IN ({marks}) AND at >= ? AND at < ?"
-                " GROUP BY credential_id HAVING" + CANDIDATE_RULES +
-                f" UNION SELECT substr(scope, 3) FROM incidents WHERE scope IN ({marks}) AND acked_at IS NULL"
-                " AND first_at >= ?", [*chunk, since, until, *[f"c:{c}" for c in chunk], since])]
+                f"SELECT DISTINCT substr(scope, 3) FROM incidents WHERE scope IN ({marks}) AND acked_at IS NULL"
+                " AND first_at >= ?", [*chunk, since])]
         return out
 
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
