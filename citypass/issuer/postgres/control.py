@@ -128,8 +128,11 @@ class ControlTables(LedgerTables):
         with self.write() as conn:  # inside ingest's transaction: the locks last until it commits
             lock_keys(conn, LOCK_CREDENTIAL, ids)
             rows = conn.execute(
-                "SELECT DISTINCT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) CROSS JOIN LATERAL (SELECT scope"
-                " FROM incidents WHERE scope = u.s AND acked_at IS NULL AND first_at >= %s OFFSET 0) i",
+                # Only the scope inside the fence: with the other conditions there, the planner took the partial index
+                # of open incidents and read all of them for every credential (the day's ingest slowed 4× at 0.8 M).
+                "SELECT DISTINCT substr(i.scope, 3) FROM unnest(%b::text[]) AS u(s) CROSS JOIN LATERAL (SELECT scope,"
+                " acked_at, first_at FROM incidents WHERE scope = u.s OFFSET 0) i WHERE i.acked_at IS NULL"
+                " AND i.first_at >= %s",
                 [[f"c:{c}" for c in ids], since]).fetchall()
         return [r[0] for r in rows]
 
