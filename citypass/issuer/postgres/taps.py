@@ -237,8 +237,8 @@ class TapTables(PgBase):
 
     def drop_taps_before(self, cutoff: int) -> list[str]:
         """Retention: drop the day partitions that end at or before ``cutoff`` (a UTC midnight) and delete what
-        else belongs to those days (events and collisions received before the cutoff, tap ids, rollup rows, taps
-        in the default partition).
+        else belongs to those days (events and collisions received before the cutoff, tap ids, rollup rows, kept
+        journeys, taps in the default partition).
         The partitions dropped, by name."""
         cutoff -= cutoff % DAY
         dropped = []
@@ -258,6 +258,7 @@ class TapTables(PgBase):
             conn.execute("DELETE FROM tap_ids WHERE at < %s", [cutoff])
             conn.execute("DELETE FROM tap_collisions WHERE received_at < %s", [cutoff])
             conn.execute("DELETE FROM tap_hours WHERE hour < %s", [cutoff])
+            conn.execute("DELETE FROM journeys WHERE coalesce(ended_at, at) < %s", [cutoff])  # legs of those days
         self._known_partitions().clear()
         return sorted(dropped)
 
