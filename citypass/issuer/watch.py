@@ -16,6 +16,11 @@ stored taps say, whichever order they came in.
   now" and "entries today" read these, never the raw taps).
 * **Groups**: a tap of a tour group's pass recounts its stop and moves the group (see
   :mod:`citypass.issuer.groups`).
+* **Journeys**: the transit credentials a batch touched are paired again from their taps and their legs in the
+  ``journeys`` table replaced (:func:`update_journeys`); ``/v1/journeys`` reads those, not the taps.
+
+The credentials' taps are read once per batch (after locking the credentials, on PostgreSQL) and serve both
+the incidents and the journeys.
 
 Kinds added here (stable codes):
 
