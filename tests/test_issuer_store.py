@@ -46,7 +46,7 @@ def test_a_first_release_store_upgrades_in_place_and_deltas_start_at_its_sequenc
     _v1_file(path)
     store = IssuerStore(path)
     try:
-        assert store.schema_version() == SCHEMA_VERSION == 6
+        assert store.schema_version() == SCHEMA_VERSION == 7
         assert store.ledger_seq() == 5 and store.changes_logged_from() == 5
         assert list(store.revoked_ids()) == [b"\xaa" * 8] and [s.name for s in store.sites()] == ["west-lake"]
         assert store.revoke(b"\xbb" * 8, NOW + 1) and store.ledger_seq() == 6

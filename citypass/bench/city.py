@@ -22,7 +22,8 @@ databases this bench creates and drops):
    window's taps read, then :func:`~citypass.issuer.incidents.find_incidents` /
    :func:`~citypass.issuer.journeys.journeys`) for the evening peak hour — the whole day's 10 M taps would not
    fit the API's 1 M-tap report window — and the day's journeys counted in SQL (tap-in/tap-out pairs by a
-   window function over the day's transit taps).
+   window function over the day's transit taps); then the day's journeys as ``/v1/journeys`` makes them now,
+   from the legs kept at ingest (:func:`~citypass.issuer.journeys.window_journeys`).
 
 Example::
 
@@ -59,7 +60,8 @@ def day_start(now: float) -> int:
 
 def write_day(day: CityDay, work: Path, batch: int, progress: Progress) -> list[Path]:
     """The day's batches, as pickled ``(device id, rows)`` records, in :data:`FILES` files (made in parallel)."""
-    paths = [work / f"day-{day.taps}-{day.seed}-v2-{k}.pickle" for k in range(FILES)]  # v2: tap-outs flagged
+    # v2: tap-outs flagged not_tapped_in; v3: refusals as a gate records them (no kind, no persons)
+    paths = [work / f"day-{day.taps}-{day.seed}-v3-{k}.pickle" for k in range(FILES)]
     if all(p.exists() for p in paths):  # --rows-dir: made by an earlier run (same size, same seed)
         progress(f"reusing the rows of {day.taps:,} taps in {work}")
         return paths
@@ -174,7 +176,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 def report_rows(store: Any, day: CityDay) -> list[Row]:
     from citypass.issuer.incidents import find_incidents
-    from citypass.issuer.journeys import FareTable, journeys
+    from citypass.issuer.journeys import FareTable, journeys, window_journeys
     from citypass.issuer.occupancy import occupancy
 
     start, end = day.day_start, day.day_start + DAY
@@ -211,9 +213,26 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
     rows.append(Row("incidents, evening peak hour, recomputed", f"{read_s + find_s:,.1f} s",
                     f"{len(taps):,} taps read in {read_s:.1f} s + {find_s:.1f} s to find {len(found):,} incidents; "
                     f"the day ≈ {(read_s + find_s) * day.taps / max(len(taps), 1):,.0f} s"))
-    made, pair_s = _timed(lambda: journeys(taps, FareTable.from_dict({"default_fare": 200}), now=end))
-    rows.append(Row("journeys, evening peak hour (API path)", f"{read_s + pair_s:,.1f} s",
-                    f"{len(made):,} journeys paired in {pair_s:.1f} s after the {read_s:.1f} s read"))
+    fares = FareTable.from_dict({"default_fare": 200})
+    made, pair_s = _timed(lambda: journeys(taps, fares, now=end))
+    rows.append(Row("journeys, evening peak hour, paired from its taps", f"{read_s + pair_s:,.1f} s",
+                    f"{len(made):,} journeys paired in {pair_s:.1f} s after the {read_s:.1f} s read (the API's way "
+                    "before journeys were kept)"))
+    page, page_s = _timed(lambda: window_journeys(
+        store.journey_legs(start, end, max_journey_s=4 * HOUR, limit=10_000), fares, since=start, until=end,
+        now=end, max_journey_s=4 * HOUR))
+    rows.append(Row("journeys, the day, /v1/journeys (kept at ingest)", f"{page_s * 1e3:,.0f} ms",
+                    f"the report's first {len(page):,} journeys (its largest page) read from the journeys table in "
+                    "order and priced"))
+    shapes, shapes_s = _timed(lambda: store.fetchall(
+        "SELECT shape, count(*) FROM journeys WHERE at >= %s AND at < %s GROUP BY 1 ORDER BY 1", [start, end]))
+    rows.append(Row("journeys, the day, counted (kept at ingest)", f"{shapes_s:,.1f} s",
+                    ", ".join(f"{int(n):,} {shape}" for shape, n in shapes) + " (legs of the journeys table)"))
+    everything, all_s = _timed(lambda: window_journeys(
+        store.journey_legs(start, end, max_journey_s=4 * HOUR), fares, since=start, until=end, now=end,
+        max_journey_s=4 * HOUR))
+    rows.append(Row("journeys, the day, every one priced in Python", f"{all_s:,.1f} s",
+                    f"{len(everything):,} journeys from the kept legs (what a full export costs; the API pages)"))
     counted, took = _timed(lambda: store.scalar(
         "SELECT count(*) FROM (SELECT kind, lead(kind) OVER w AS next_kind, lead(at) OVER w - at AS gap"
         " FROM taps WHERE at >= %s AND at < %s AND product = 3 AND decision = 'allow' AND kind IN ('tap_in',"

@@ -45,7 +45,7 @@ PLACES = (
 PROFILES = {"metro": METRO_HOURS, "bus": BUS_HOURS, "scenic": SCENIC_HOURS, "museum": MUSEUM_HOURS}
 
 _BODY = ('{{"at":{at},"credential_id":"{cred}","decision":"{decision}","direction":"{direction}",'
-         '"event_id":"{event}","flags":{flags},"gate_id":"{gate}","kind":"{kind}","persons":{persons},'
+         '"event_id":"{event}","flags":{flags},"gate_id":"{gate}","kind":{kind},"persons":{persons},'
          '"presentation_id":null,"product":{product},"reason":{reason},"site":{site},'
          '"stages":{{"decided":{at}.0}},"tap_id":"{tap}"}}')
 
@@ -130,13 +130,15 @@ class CityDay:
                 persons: int = 1, refused: str | None = None) -> Iterator[tuple[str, OutboxRow]]:
             # A metro exit gate never saw the tap-in (another station's gate did): it flags the tap-out, as the
             # gate's decision does (citypass.gate.decision), and the issuer pairs the ride across stations.
-            flags = '["not_tapped_in"]' if kind == "tap_out" else "[]"
+            flags = '["not_tapped_in"]' if kind == "tap_out" and not refused else "[]"
             nonlocal counter
             counter += 1
             base = (self.seed << 112) | (unit.index << 40) | (counter << 2)
             tap_id, event_id = _uuid(base), _uuid(base | 1)
+            # A refusal admits nobody: no kind, no persons (what the gate records; anything else is quarantined).
             body = _BODY.format(at=at, cred=cred, decision="deny" if refused else "allow", direction=direction,
-                                event=event_id, flags=flags, gate=gate, kind=kind, persons=persons, product=product,
+                                event=event_id, flags=flags, gate=gate, kind="null" if refused else f'"{kind}"',
+                                persons=0 if refused else persons, product=product,
                                 reason=f'"{refused}"' if refused else "null", site=site, tap=tap_id)
             yield gate, OutboxRow(event_id, tap_id, "tap", body, at)
             if refused is None and rng.random() < 0.005:  # the barrier opened, nobody passed

@@ -26,7 +26,10 @@ and reported among the incidents (:mod:`citypass.issuer.quarantine`).
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
@@ -35,7 +38,7 @@ from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER, Product
 from citypass.credential.devices import check_outbox_id
 from citypass.issuer import watch
 from citypass.issuer.benefits import count_taps
-from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent
+from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent, TransactionConflict
 from citypass.issuer.tap_records import ANNUAL, TRANSIT, TapRecord
 
 if TYPE_CHECKING:
@@ -53,6 +56,11 @@ if TYPE_CHECKING:
         tables, benefit-card uses."""
 
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
+#: Tries of one batch's transaction when the database rolls it back to break a deadlock or a serialization
+#: conflict with another worker's (PostgreSQL), with a growing, jittered pause between them. Past the last, the
+#: error reaches the uploader unacknowledged (HTTP 503), and the gate sends the batch again later.
+ATTEMPTS = 5
+RETRY_PAUSE_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -146,11 +154,19 @@ def ingest(store: IngestStore, raw: Iterable[RawEvent], device_id: str | None, r
         except NotFound:  # not registered (a worker told not to require it): the gate id is all there is to check
             uploader = Uploader(device_id)
     batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid))
-    with store.exclusive():  # the taps and the control room's tables in one transaction (see ControlRoomRepository)
-        result = store.store_batch(batch, device_id, received_at)
-        count_taps(store, (p.tap for p in batch.events if p.tap is not None))  # the benefit card's city-wide count
-        watch.after_batch(store, batch, received_at)  # incidents, tallies, groups: recomputed, a resend is harmless
-    return result
+    for attempt in itertools.count(1):
+        try:
+            # The taps and the control room's tables in one transaction (see ControlRoomRepository).
+            with store.exclusive():
+                result = store.store_batch(batch, device_id, received_at)
+                count_taps(store, (p.tap for p in batch.events if p.tap is not None))  # the benefit card's count
+                watch.after_batch(store, batch, received_at)  # incidents, tallies, groups, journeys: recomputed
+            return result
+        except TransactionConflict:  # rolled back whole (a deadlock between workers' upkeep): nothing was stored
+            if attempt >= ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.5, 1.5) * RETRY_PAUSE_S * attempt)
+    raise AssertionError("unreachable")
 
 
 def party_of_credential(store: IngestStore, credential_id: str) -> int | None:

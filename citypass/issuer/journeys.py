@@ -227,3 +227,138 @@ def _journey_order(j: Journey) -> tuple[int, str, str, str]:
     start = j.started_at if j.started_at is not None else j.ended_at
     assert start is not None  # every journey has a start or an end
     return (start, j.credential_id, j.tap_in_id or "", j.tap_out_id or "")
+
+
+# -- journeys kept at ingest -------------------------------------------------------------------------
+#: The shapes of a :class:`Leg`.
+SINGLE, COMPLETE, OPENED, NO_TAP_IN = "single", "complete", "opened", "no_tap_in"
+
+
+@dataclass(frozen=True)
+class Leg:
+    """A journey as ingest keeps it (a row of the ``journeys`` table): the pairing of one credential's taps,
+    before a report's window, clock, fares and concessions apply. :func:`window_journeys` turns legs into the
+    :class:`Journey` values :func:`journeys` gives for the same taps.
+
+    ``shape`` is ``single`` (a bus or water-bus tap), ``complete`` (a tap-in and the tap-out that ended it),
+    ``no_tap_in`` (a tap-out with no open tap-in) or ``opened`` (a tap-in that no tap-out completed):
+    ``closed_at`` is then the time of the tap that ended its chance of one (the next tap-in, or a tap-out too
+    late), None while nothing has. ``at`` is when the leg starts (its tap-in, or its tap-out if it has none):
+    legs are stored and read by it."""
+
+    credential_id: str
+    shape: str
+    tap_in_id: str | None
+    tap_out_id: str | None
+    from_site: int | None
+    to_site: int | None
+    started_at: int | None
+    ended_at: int | None
+    closed_at: int | None = None
+
+    @property
+    def at(self) -> int:
+        start = self.started_at if self.started_at is not None else self.ended_at
+        assert start is not None  # every leg has a tap
+        return start
+
+    @property
+    def last_at(self) -> int:
+        """The time of the leg's last tap (what decides whether a recomputation replaces it)."""
+        return max(t for t in (self.started_at, self.ended_at) if t is not None)
+
+    def as_row(self) -> tuple[Any, ...]:
+        return (self.credential_id, self.shape, self.tap_in_id, self.tap_out_id, self.from_site, self.to_site,
+                self.started_at, self.ended_at, self.closed_at, self.at)
+
+
+#: The ``journeys`` table's columns, in :meth:`Leg.as_row` order.
+LEG_COLUMNS = ("credential_id, shape, tap_in_id, tap_out_id, from_site, to_site, started_at, ended_at, closed_at,"
+               " at")
+
+
+def legs(taps: Iterable[TapRecord], *, max_journey_s: int = 4 * 3600) -> list[Leg]:
+    """Pair taps (any order, duplicates allowed) into legs, per credential in ``(at, tap_id)`` order, by the
+    rules of :func:`journeys`; the taps that count are the ones :func:`journeys` counts."""
+    by_credential: dict[str, list[TapRecord]] = defaultdict(list)
+    for tap in unique_taps(taps):
+        if tap.allowed and tap.credential_id and tap.net_persons > 0 and tap.kind in (TAP_IN, TAP_OUT, TAP):
+            by_credential[tap.credential_id].append(tap)
+    out: list[Leg] = []
+    for credential_id in sorted(by_credential):
+        open_in: TapRecord | None = None
+        for tap in by_credential[credential_id]:
+            if tap.kind == TAP:
+                out.append(Leg(credential_id, SINGLE, tap.tap_id, None, tap.site, tap.site, tap.at, tap.at))
+            elif tap.kind == TAP_IN:
+                if open_in is not None:
+                    out.append(_opened(credential_id, open_in, tap.at))
+                open_in = tap
+            elif open_in is not None and tap.at - open_in.at < max_journey_s:
+                out.append(Leg(credential_id, COMPLETE, open_in.tap_id, tap.tap_id, open_in.site, tap.site, open_in.at,
+                               tap.at))
+                open_in = None
+            else:
+                if open_in is not None:
+                    out.append(_opened(credential_id, open_in, tap.at))
+                    open_in = None
+                out.append(Leg(credential_id, NO_TAP_IN, None, tap.tap_id, None, tap.site, None, tap.at))
+        if open_in is not None:
+            out.append(_opened(credential_id, open_in, None))
+    return out
+
+
+def _opened(credential_id: str, tap_in: TapRecord, closed_at: int | None) -> Leg:
+    return Leg(credential_id, OPENED, tap_in.tap_id, None, tap_in.site, None, tap_in.at, None, closed_at)
+
+
+def window_journeys(stored: Iterable[Leg], fares: FareTable, *, since: int, until: int, now: int,
+                    max_journey_s: int = 4 * 3600,
+                    category_of: Callable[[str], str | None] | None = None) -> list[Journey]:
+    """The journeys of ``[since, until)`` from legs kept at ingest: the same list :func:`journeys` gives for the
+    taps of ``[since − max_journey_s, until)`` (the ``/v1/journeys`` window), filtered to those with a tap at or
+    after ``since``. ``stored`` holds the legs starting in ``[since − max_journey_s, until)`` — or only those that
+    give one of these journeys (:meth:`~citypass.issuer.repository.ControlRoomRepository.journey_legs` reads those:
+    the legs starting in the window, and complete rides started before it that end in it).
+
+    A tap at or after ``until`` does not exist for the window: a tap-in completed (or closed) by a later tap is
+    still open at ``until``, and is *in progress* or ``no_tap_out`` by ``now`` as in :func:`journeys`."""
+    found: list[Journey] = []
+    for leg in stored:
+        if leg.at >= until:
+            continue
+        cid = leg.credential_id
+        if leg.shape == SINGLE:
+            journey = Journey(cid, leg.tap_in_id, None, leg.from_site, leg.to_site, leg.started_at, leg.ended_at,
+                              fares.fare(leg.from_site or 0, leg.to_site or 0), True, None, single_tap=True)
+        elif leg.shape == NO_TAP_IN:
+            journey = Journey(cid, None, leg.tap_out_id, None, leg.to_site, None, leg.ended_at, None, False,
+                              NO_TAP_IN)
+        elif leg.shape == COMPLETE and leg.ended_at is not None and leg.ended_at < until:
+            journey = Journey(cid, leg.tap_in_id, leg.tap_out_id, leg.from_site, leg.to_site, leg.started_at,
+                              leg.ended_at, fares.fare(leg.from_site or 0, leg.to_site or 0), True, None)
+        else:  # a tap-in open at ``until`` (what ended it, if anything, came later) or closed before it
+            closed = leg.shape == OPENED and leg.closed_at is not None and leg.closed_at < until
+            started = leg.at
+            in_progress = not closed and now - started < max_journey_s
+            journey = Journey(cid, leg.tap_in_id, None, leg.from_site, None, started, None, None, False,
+                              None if in_progress else "no_tap_out")
+        if max(journey.started_at or 0, journey.ended_at or 0) >= since:
+            found.append(journey)
+    return sorted(_priced(found, category_of), key=_journey_order)
+
+
+def _priced(found: list[Journey], category_of: Callable[[str], str | None] | None) -> list[Journey]:
+    """Concession fares, as :func:`journeys` applies them."""
+    if category_of is None:
+        return found
+    categories: dict[str, str | None] = {}
+    out = []
+    for j in found:
+        if j.credential_id not in categories:
+            categories[j.credential_id] = category_of(j.credential_id)
+        category = categories[j.credential_id]
+        if category in CONCESSION and CONCESSION[category] != 1:
+            j = replace(j, fare=None if j.fare is None else round(j.fare * CONCESSION[category]), category=category)
+        out.append(j)
+    return out

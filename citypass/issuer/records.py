@@ -30,6 +30,11 @@ class StorageFull(Unavailable):
     """The store's disk (or quota) is full: nothing was written; try again once there is space."""
 
 
+class TransactionConflict(Unavailable):
+    """The database broke a deadlock or a serialization conflict by rolling this transaction back: nothing was
+    written, and running it again is safe (PostgreSQL; SQLite's one writer at a time never raises it)."""
+
+
 @dataclass(frozen=True)
 class StoredKey:
     entry: TrustedKey

@@ -21,6 +21,7 @@ from citypass.credential.trustlist import TrustedKey
 from citypass.issuer.control_records import GroupStop, QuarterTally, StoredIncident, TourGroup
 from citypass.issuer.incidents import Incident
 from citypass.issuer.ingest import PreparedBatch
+from citypass.issuer.journeys import Leg
 from citypass.issuer.records import (
     AuditEntry,
     BenefitUse,
@@ -248,10 +249,10 @@ class ControlRoomRepository(Protocol):
     def taps_of_credentials(self, credential_ids: Iterable[str], since: int, until: int) -> list[TapRecord]:
         """Every tap of these credentials decided in ``[since, until)``, in no particular order."""
         ...
-    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
-        """Of these credentials, the ones whose taps in ``[since, until)`` could hold an incident: a refusal or
-        a flag, admissions at two places, two admissions of a reservation or group ticket (products 2, 4), more
-        ride ends than starts. A cheap filter (one grouped query) before the incidents are computed."""
+    def open_incident_credentials(self, credential_ids: Iterable[str], since: int) -> list[str]:
+        """Of these credentials, the ones with an unacknowledged incident that began at or after ``since`` — and,
+        on a backend with several writers, lock them all for the rest of the transaction, so that no other worker
+        recomputes their incidents and journeys until this one commits (ingest's upkeep calls this first)."""
         ...
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
         """A gate's refused or flagged taps decided in ``[since, until)`` (what incidents grouped by gate are
@@ -267,6 +268,19 @@ class ControlRoomRepository(Protocol):
     def tap_ids_received(self, since: int, limit: int = 50_000) -> list[tuple[int, str]]:
         """(received_at, tap_id) of the taps received at or after ``since``, in that order (an index-only read:
         the live stream's way to find what is new, including a batch committed late with an earlier time)."""
+        ...
+
+    def replace_journeys(self, credential_ids: Sequence[str], since: int, legs: Sequence[Leg]) -> None:
+        """Replace the kept journeys of these credentials whose last tap is at or after ``since`` by ``legs``
+        (recomputed from their taps; see :func:`citypass.issuer.watch.update_journeys`)."""
+        ...
+    def journey_legs(self, since: int, until: int, *, max_journey_s: int, credential_id: str | None = None,
+                     limit: int = 1_000_000) -> list[Leg]:
+        """The kept journeys the report of ``[since, until)`` shows (of one credential, when given), in the report's
+        order (start, credential, tap ids), at most ``limit``: the legs starting in the window, and the complete
+        rides that started up to ``max_journey_s`` before it and ended in it. Each gives one journey of the
+        report (:func:`citypass.issuer.journeys.window_journeys`), so ``limit`` legs are the report's first
+        ``limit`` journeys: a day's report reads a page, not the day."""
         ...
 
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],

@@ -24,9 +24,10 @@ from citypass.issuer.sqlite.bookings import BookingTables
 from citypass.issuer.sqlite.control import ControlTables
 from citypass.issuer.sqlite.fleet import FleetTables
 from citypass.issuer.sqlite.ledger import LedgerTables
-from citypass.issuer.sqlite.migrations import SCHEMA_VERSION, StoreSchemaError, migrate
+from citypass.issuer.sqlite.migrations import JOURNEYS_VERSION, SCHEMA_VERSION, StoreSchemaError, migrate
 from citypass.issuer.sqlite.taps import TapTables
 from citypass.issuer.sqlite.wallet import WalletTables
+from citypass.issuer.watch import rebuild_journeys
 
 __all__ = ["SCHEMA_VERSION", "IssuerStore", "StorageFull", "StoreSchemaError", "StoredKey"]
 
@@ -39,6 +40,8 @@ class IssuerStore(ControlTables, LedgerTables, BookingTables, FleetTables, TapTa
         super().__init__(path, max_bytes=max_bytes)
         #: The schema version the file had when this store opened it (before migrating).
         self.opened_at_version = migrate(self)
+        if 0 < self.opened_at_version < JOURNEYS_VERSION:
+            rebuild_journeys(self)  # journeys were not kept before: pair the stored taps once
 
     def schema_version(self) -> int:
         return int(self.get_meta("schema_version", "0") or 0)

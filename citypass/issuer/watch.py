@@ -16,6 +16,11 @@ stored taps say, whichever order they came in.
   now" and "entries today" read these, never the raw taps).
 * **Groups**: a tap of a tour group's pass recounts its stop and moves the group (see
   :mod:`citypass.issuer.groups`).
+* **Journeys**: the transit credentials a batch touched are paired again from their taps and their legs in the
+  ``journeys`` table replaced (:func:`update_journeys`); ``/v1/journeys`` reads those, not the taps.
+
+The credentials' taps are read once per batch (after locking the credentials, on PostgreSQL) and serve both
+the incidents and the journeys.
 
 Kinds added here (stable codes):
 
@@ -32,8 +37,9 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from citypass.issuer.control_records import QUARTER
-from citypass.issuer.incidents import Incident, find_incidents
-from citypass.issuer.tap_records import ENTRY, EXIT, TAP_IN, TAP_OUT, TapRecord, unique_taps
+from citypass.issuer.incidents import SINGLE_USE_PRODUCTS, Incident, find_incidents
+from citypass.issuer.journeys import legs
+from citypass.issuer.tap_records import ENTRY, EXIT, TAP, TAP_IN, TAP_OUT, TapRecord, unique_taps
 
 if TYPE_CHECKING:
     from citypass.issuer.ingest import PreparedBatch
@@ -49,6 +55,8 @@ LOOKBACK_S = 2 * DAY
 #: A metro ride longer than this is not one ride (as in the journeys report).
 MAX_RIDE_S = 4 * 3600
 GATE_JUMPER = "gate_jumper"
+#: "No upper bound" for a read of taps by time.
+FAR = 2**62
 
 
 def after_batch(store: WatchStore, batch: PreparedBatch, now: int) -> None:
@@ -61,12 +69,13 @@ def after_batch(store: WatchStore, batch: PreparedBatch, now: int) -> None:
     if not taps:
         return
     store.recount_quarters({(t.site, t.at // QUARTER * QUARTER) for t in taps if t.kind in (ENTRY, EXIT)})
-    update_incidents(store, taps, now)
+    update_incidents(store, taps, now, keep_journeys=True)
     track_groups(store, taps)
 
 
-def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> None:
-    """Recompute the incidents of every credential and gate scope these taps belong to."""
+def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int, *, keep_journeys: bool = False) -> None:
+    """Recompute the incidents of every credential and gate scope these taps belong to (and, with
+    ``keep_journeys``, the kept journeys of their transit credentials: :func:`update_journeys`)."""
     start = min(t.at for t in taps) - LOOKBACK_S
     end = max(t.at for t in taps) + DAY
     parties: dict[str, int | None] = {}
@@ -79,14 +88,26 @@ def update_incidents(store: WatchStore, taps: Sequence[TapRecord], now: int) -> 
         return parties[credential_id]
 
     touched = sorted({t.credential_id for t in taps if t.credential_id})
-    # Only a credential whose taps could hold an incident is recomputed; the filter only ever grows with more
-    # taps, so a credential that has an incident stays a candidate and its incidents are kept current.
-    credentials = store.incident_candidates(touched, start, end) if touched else []
+    riders = _riders(taps) if keep_journeys else []
     found: list[tuple[str, Incident]] = []
-    if credentials:
-        theirs = store.taps_of_credentials(credentials, start, end)
+    if touched:
+        # Lock the credentials (PostgreSQL), then one read of their taps — from a ride before the window on, for
+        # the riders' journeys — and recompute the incidents of those whose taps could hold one, or that have an
+        # open incident: newer taps may have made it wrong (a ride's end uploaded before its start, say).
+        flagged = set(store.open_incident_credentials(touched, start))
+        read = store.taps_of_credentials(touched, start - MAX_RIDE_S, FAR if riders else end)
+        window: dict[str, list[TapRecord]] = defaultdict(list)
+        for tap in read:
+            if start <= tap.at < end and tap.credential_id:
+                window[tap.credential_id].append(tap)
+        credentials = sorted(c for c in touched if c in flagged or could_hold_incident(window[c]))
+        theirs = [t for c in credentials for t in window[c]]
         found += [(f"c:{i.credential_id}", i) for i in [*find_incidents(theirs, party_of), *gate_jumpers(theirs)]
                   if i.credential_id]
+        if riders:
+            _replace_journeys(store, riders, start, read)
+    else:
+        credentials = []
     gates = sorted({t.gate_id for t in taps if _gate_scoped(t)})
     for gate in gates:
         site = next(t.site for t in taps if t.gate_id == gate)
@@ -109,6 +130,63 @@ def rebuild_incidents(store: WatchStore, now: int, *, page: int = 5000) -> int:
             update_incidents(store, taps, now)
         read += len(taps)
         after = (taps[-1].at, taps[-1].tap_id)
+
+
+def could_hold_incident(taps: Sequence[TapRecord]) -> bool:
+    """Whether one credential's taps could hold an incident, cheaply (the full rules only run where this says so):
+    a refusal or a flag other than a metro exit's ``not_tapped_in`` (the exit gate's local view: the issuer pairs
+    rides across stations, and would otherwise recompute every metro rider), admissions at two places, two
+    admissions of a reservation or group ticket, more ride ends than starts. Every incident rule
+    (:func:`citypass.issuer.incidents.find_incidents`, :func:`gate_jumpers`) needs one of these."""
+    sites, single_use, ends = set(), 0, 0
+    for t in taps:
+        if t.decision == "deny" or (t.flags and t.flags != ("not_tapped_in",)):
+            return True
+        if t.allowed:
+            if t.kind in (ENTRY, TAP_IN):
+                sites.add(t.site)
+            single_use += t.kind == ENTRY and t.product in SINGLE_USE_PRODUCTS
+            ends += (t.kind == TAP_OUT) - (t.kind == TAP_IN)
+    return len(sites) > 1 or single_use > 1 or ends > 0
+
+
+def update_journeys(store: WatchStore, taps: Sequence[TapRecord]) -> None:
+    """Recompute the kept journeys (:class:`~citypass.issuer.journeys.Leg`) of the transit credentials these taps
+    belong to: their taps from :data:`LOOKBACK_S` before the earliest of ``taps`` on are paired again, and their
+    legs whose last tap is in that span replaced. Pairing walks a credential's taps in time order, so a tap that
+    arrives late (a ride's end before its start) changes the legs around it, never more than a ride before it:
+    a leg that ended before the span cannot pair with a tap in it."""
+    riders = _riders(taps)
+    if riders:
+        start = min(t.at for t in taps) - LOOKBACK_S
+        _replace_journeys(store, riders, start, store.taps_of_credentials(riders, start - MAX_RIDE_S, FAR))
+
+
+def rebuild_journeys(store: WatchStore, *, page: int = 5000) -> int:
+    """Recompute the kept journeys of every stored tap's transit credential, a page of taps at a time: for a
+    store upgraded from before journeys were kept. Returns how many taps were read."""
+    read = 0
+    after: tuple[int, str] | None = None
+    while True:
+        taps = store.taps_page(since=0, until=2**40, after=after, limit=page)
+        if not taps:
+            return read
+        with store.exclusive():
+            update_journeys(store, taps)
+        read += len(taps)
+        after = (taps[-1].at, taps[-1].tap_id)
+
+
+def _riders(taps: Iterable[TapRecord]) -> list[str]:
+    """The credentials of these taps that ride (a tap-in, tap-out or single tap, whatever its decision)."""
+    return sorted({t.credential_id for t in taps if t.credential_id and t.kind in (TAP_IN, TAP_OUT, TAP)})
+
+
+def _replace_journeys(store: WatchStore, riders: Sequence[str], start: int, read: Iterable[TapRecord]) -> None:
+    mine = set(riders)
+    kept = [leg for leg in legs((t for t in read if t.credential_id in mine), max_journey_s=MAX_RIDE_S)
+            if leg.last_at >= start]
+    store.replace_journeys(riders, start, kept)
 
 
 def _gate_scoped(tap: TapRecord) -> bool:

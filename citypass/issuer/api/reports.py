@@ -27,12 +27,12 @@ from citypass.issuer.api.deps import (
     roles_doc,
 )
 from citypass.issuer.benefits import over_quota_incidents
+from citypass.issuer.journeys import window_journeys
 from citypass.issuer.quarantine import quarantine_incidents
 from citypass.issuer.reconcile import (
     FareTable,
     TapRecord,
     gate_activity,
-    journeys,
     local_midnight,
     occupancy,
 )
@@ -230,18 +230,19 @@ def list_journeys(services: ServicesDep, _: ReportsRole, since: Since = None, un
                   credential_id: Annotated[str | None, Query(pattern=r"^([0-9a-f]{2}){1,16}$")] = None,
                   limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> list[JourneyOut]:
     start, end = _window(services, since, until, DAY)
-    taps = _taps(services, since=start - MAX_JOURNEY_S, until=end, credential_id=credential_id)
     store = services.store
+    # Journeys are kept at ingest (citypass.issuer.watch.update_journeys): the report's first ``limit`` legs are
+    # read, in its order, not the window's taps.
+    kept = store.journey_legs(start, end, max_journey_s=MAX_JOURNEY_S, credential_id=credential_id, limit=limit)
 
     def category_of(cid: str) -> str | None:  # a concession rider's category, from the credential we issued
         details = store.credential_details(bytes.fromhex(cid)) or {}
         category = details.get("category")
         return category if isinstance(category, str) else None
 
-    rides = journeys(taps, _fares(services), now=min(end, services.now()), max_journey_s=MAX_JOURNEY_S,
-                     category_of=category_of)
-    rides = [j for j in rides if max(j.started_at or 0, j.ended_at or 0) >= start]
-    return [JourneyOut(**j.to_dict()) for j in rides[:limit]]
+    rides = window_journeys(kept, _fares(services), since=start, until=end, now=min(end, services.now()),
+                            max_journey_s=MAX_JOURNEY_S, category_of=category_of)
+    return [JourneyOut(**j.to_dict()) for j in rides]
 
 
 class GateActivityOut(BaseModel):

@@ -20,7 +20,9 @@ the repository promises are made with statements that lock exactly what they dec
   worker or node inserts it at the same moment.
 
 A transaction that fails on a serialization failure or a deadlock (rare: two batches annulling the same
-taps in opposite orders) is retried a few times before the error is raised.
+taps in opposite orders) is rolled back whole and raised as :class:`~citypass.issuer.records.TransactionConflict`;
+:meth:`PgBase.transact` and :func:`citypass.issuer.ingest.ingest` (a batch with its control-room upkeep) run it
+again a bounded number of times before giving up.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
-from citypass.issuer.records import StorageFull
+from citypass.issuer.records import StorageFull, TransactionConflict
 
 #: Connections one store keeps open (a server's request threads and ingest workers share them).
 POOL_MAX = 16
@@ -87,7 +89,9 @@ class PgBase:
     def write(self) -> Iterator[psycopg.Connection[Any]]:
         """One transaction (``BEGIN`` … ``COMMIT``; ``ROLLBACK`` if the block raises). Nested calls join it.
 
-        A block is not retried here (it may have side effects in Python); :meth:`transact` retries a function."""
+        A block is not retried here (it may have side effects in Python); :meth:`transact` retries a function, and
+        ingest its whole batch. A deadlock or serialization failure leaves the outermost block as
+        :class:`~citypass.issuer.records.TransactionConflict` (rolled back: nothing written)."""
         current: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if current is not None:
             yield current
@@ -100,6 +104,9 @@ class PgBase:
             except pg_errors.DiskFull as exc:
                 raise StorageFull(f"the issuer's database is full ({exc}): nothing was written; free space on "
                                   "the database server, then try again") from exc
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                raise TransactionConflict(f"the transaction was rolled back to break a conflict ({exc}); nothing "
+                                          "was written") from exc
             finally:
                 self._local.conn = None
 
@@ -109,8 +116,8 @@ class PgBase:
             try:
                 with self.write() as conn:
                     return fn(conn, *args)
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if attempt == RETRIES - 1 or getattr(self._local, "conn", None) is not None:
+            except TransactionConflict:  # only the outermost block raises it: a nested one is retried with it
+                if attempt == RETRIES - 1:
                     raise
                 time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")

@@ -137,8 +137,19 @@ CREATE TABLE benefit_uses (ref text PRIMARY KEY, credential_id text NOT NULL, pe
 CREATE INDEX benefit_uses_card ON benefit_uses (credential_id, period_start);
 """
 
+# Journeys kept at ingest (citypass.issuer.journeys.Leg), read by /v1/journeys instead of the taps; filled for the
+# taps already stored when the store opens (citypass.issuer.watch.rebuild_journeys).
+_V4_JOURNEYS = """
+CREATE TABLE journeys (credential_id text NOT NULL, shape text NOT NULL, tap_in_id text, tap_out_id text,
+    from_site integer, to_site integer, started_at bigint, ended_at bigint, closed_at bigint, at bigint NOT NULL);
+CREATE INDEX journeys_at ON journeys (at);
+CREATE INDEX journeys_credential ON journeys (credential_id, at);
+"""
+
 #: Each entry is one migration's SQL (several statements); version = its position, from 1.
-MIGRATIONS: list[str] = [_V1, _V2_CONTROL_ROOM, _V3_BENEFIT_USES]
+MIGRATIONS: list[str] = [_V1, _V2_CONTROL_ROOM, _V3_BENEFIT_USES, _V4_JOURNEYS]
+#: The version that added the journeys table (a store opened from before it has its journeys rebuilt).
+JOURNEYS_VERSION = 4
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

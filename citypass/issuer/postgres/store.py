@@ -14,9 +14,10 @@ from citypass.issuer.postgres.connection import POOL_MAX
 from citypass.issuer.postgres.control import ControlTables
 from citypass.issuer.postgres.fleet import FleetTables
 from citypass.issuer.postgres.ledger import LedgerTables
-from citypass.issuer.postgres.migrations import SCHEMA_VERSION, migrate
+from citypass.issuer.postgres.migrations import JOURNEYS_VERSION, SCHEMA_VERSION, migrate
 from citypass.issuer.postgres.taps import TapTables
 from citypass.issuer.postgres.wallet import WalletTables
+from citypass.issuer.watch import rebuild_journeys
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore"]
 
@@ -30,6 +31,8 @@ class PostgresStore(ControlTables, BenefitTables, LedgerTables, BookingTables, F
         #: The schema version the database had when this store opened it (before migrating).
         try:
             self.opened_at_version = migrate(self) if migrate_schema else self.schema_version()
+            if migrate_schema and 0 < self.opened_at_version < JOURNEYS_VERSION:
+                rebuild_journeys(self)  # journeys were not kept before: pair the stored taps once
         except BaseException:
             self.close()  # a database this software cannot use: release the pool's connections and threads
             raise

@@ -57,9 +57,16 @@ _ROLLUP = (
     " taps = h.taps + excluded.taps, persons = h.persons + excluded.persons, annulled = h.annulled + excluded.annulled"
 )
 
+# Lookups of a batch's ids are ``unnest(ids) CROSS JOIN LATERAL (… WHERE key = u.id OFFSET 0)``: one index probe
+# per id whatever the planner believes of the table's size. A table (a day's partition) filled since its last
+# ANALYZE looks nearly empty, and a plain join — or a LATERAL subquery the planner flattens into one; ``OFFSET 0``
+# keeps it a subquery — then hashes the whole table, or scans the window by time: tens of milliseconds per
+# batch, growing with the day.
 _LOOKUP = (
-    "SELECT 'e', e.event_id, e.device_id FROM unnest(%b::text[]) AS u(id) JOIN tap_events e ON e.event_id = u.id"
-    " UNION ALL SELECT 't', i.tap_id, i.gate_id FROM unnest(%b::text[]) AS u(id) JOIN tap_ids i ON i.tap_id = u.id"
+    "SELECT 'e', e.event_id, e.device_id FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL"
+    " (SELECT event_id, device_id FROM tap_events WHERE event_id = u.id OFFSET 0) e"
+    " UNION ALL SELECT 't', i.tap_id, i.gate_id FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL"
+    " (SELECT tap_id, gate_id FROM tap_ids WHERE tap_id = u.id OFFSET 0) i"
 )
 _TAP_ARRAYS = ("%b::text[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
                " %b::int[], %b::int[], %b::text[], %b::text[], %b::bigint[], %b::int[], %b::bigint[], %b::text[]")
@@ -179,9 +186,11 @@ class TapTables(PgBase):
         best: dict[str, int] = {}
         # Only the tap's own gate can annul it (an annulment uploaded by an admin names no device).
         for tap_id, body in conn.execute(
-            "SELECT e.tap_id, e.body FROM unnest(%b::text[]) AS u(id) JOIN tap_events e ON e.tap_id = u.id"
-            " AND e.kind = 'annul' JOIN tap_ids i ON i.tap_id = e.tap_id"
-            " WHERE e.error IS NULL AND (e.device_id IS NULL OR e.device_id = i.gate_id)", [tap_ids],
+            "SELECT e.tap_id, e.body FROM unnest(%b::text[]) AS u(id) CROSS JOIN LATERAL"
+            " (SELECT tap_id, body, device_id FROM tap_events WHERE tap_id = u.id AND kind = 'annul'"
+            " AND error IS NULL OFFSET 0) e CROSS JOIN LATERAL (SELECT gate_id FROM tap_ids WHERE tap_id = u.id"
+            " OFFSET 0) i"
+            " WHERE e.device_id IS NULL OR e.device_id = i.gate_id", [tap_ids],
         ).fetchall():
             persons = int(json.loads(body).get("persons_unused", 0))
             best[tap_id] = max(best.get(tap_id, 0), persons)
@@ -228,8 +237,8 @@ class TapTables(PgBase):
 
     def drop_taps_before(self, cutoff: int) -> list[str]:
         """Retention: drop the day partitions that end at or before ``cutoff`` (a UTC midnight) and delete what
-        else belongs to those days (events and collisions received before the cutoff, tap ids, rollup rows, taps
-        in the default partition).
+        else belongs to those days (events and collisions received before the cutoff, tap ids, rollup rows, kept
+        journeys, taps in the default partition).
         The partitions dropped, by name."""
         cutoff -= cutoff % DAY
         dropped = []
@@ -249,6 +258,7 @@ class TapTables(PgBase):
             conn.execute("DELETE FROM tap_ids WHERE at < %s", [cutoff])
             conn.execute("DELETE FROM tap_collisions WHERE received_at < %s", [cutoff])
             conn.execute("DELETE FROM tap_hours WHERE hour < %s", [cutoff])
+            conn.execute("DELETE FROM journeys WHERE coalesce(ended_at, at) < %s", [cutoff])  # legs of those days
         self._known_partitions().clear()
         return sorted(dropped)
 

@@ -13,6 +13,7 @@ from typing import Any
 from citypass.credential.sites import SiteSettings
 from citypass.issuer.control_records import QUARTER, GroupStop, QuarterTally, StoredIncident, TourGroup
 from citypass.issuer.incidents import Incident
+from citypass.issuer.journeys import LEG_COLUMNS, Leg
 from citypass.issuer.records import Conflict, DeviceHealth, NotFound, RevocationRecord
 from citypass.issuer.sqlite.ledger import LedgerTables
 from citypass.issuer.sqlite.taps import _TAP_COLUMNS, _chunks, _record
@@ -92,19 +93,13 @@ class ControlTables(LedgerTables):
                 [*chunk, since, until])]
         return out
 
-    def incident_candidates(self, credential_ids: Iterable[str], since: int, until: int) -> list[str]:
-        out: list[str] = []
-        for chunk in _chunks(sorted(set(credential_ids))):
+    def open_incident_credentials(self, credential_ids: Iterable[str], since: int) -> list[str]:
+        out: list[str] = []  # one writer at a time (BEGIN IMMEDIATE): nothing to lock
+        for chunk in _chunks(sorted({f"c:{c}" for c in credential_ids})):
             marks = ",".join("?" * len(chunk))
             out += [r[0] for r in self.conn.execute(
-                "SELECT credential_id FROM taps WHERE credential_id IN (" + marks + ") AND at >= ? AND at < ?"
-                " GROUP BY credential_id HAVING"
-                " sum(CASE WHEN decision = 'deny' OR flags <> '[]' THEN 1 ELSE 0 END) > 0"
-                " OR count(DISTINCT CASE WHEN decision = 'allow' AND kind IN ('entry', 'tap_in') THEN site END) > 1"
-                " OR sum(CASE WHEN decision = 'allow' AND kind = 'entry' AND product IN (2, 4) THEN 1 ELSE 0 END) > 1"
-                " OR sum(CASE WHEN decision = 'allow' AND kind = 'tap_out' THEN 1 ELSE 0 END)"
-                " > sum(CASE WHEN decision = 'allow' AND kind = 'tap_in' THEN 1 ELSE 0 END)",
-                [*chunk, since, until])]
+                f"SELECT DISTINCT substr(scope, 3) FROM incidents WHERE scope IN ({marks}) AND acked_at IS NULL"
+                " AND first_at >= ?", [*chunk, since])]
         return out
 
     def gate_taps_of_note(self, site: int, gate_id: str, since: int, until: int) -> list[TapRecord]:
@@ -135,6 +130,27 @@ class ControlTables(LedgerTables):
         rows = self.conn.execute("SELECT received_at, tap_id FROM taps WHERE received_at >= ?"
                                  " ORDER BY received_at, tap_id LIMIT ?", [since, limit]).fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
+
+    # -- journeys --------------------------------------------------------------------------------------
+    def replace_journeys(self, credential_ids: Sequence[str], since: int, legs: Sequence[Leg]) -> None:
+        with self.write() as conn:
+            for chunk in _chunks(sorted(set(credential_ids))):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM journeys WHERE credential_id IN ({marks}) AND coalesce(ended_at, at) >= ?",
+                             [*chunk, since])
+            conn.executemany(f"INSERT INTO journeys ({LEG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             [leg.as_row() for leg in legs])
+
+    def journey_legs(self, since: int, until: int, *, max_journey_s: int, credential_id: str | None = None,
+                     limit: int = 1_000_000) -> list[Leg]:
+        only = "" if credential_id is None else " AND credential_id = :cid"
+        rows = self.conn.execute(
+            f"SELECT {LEG_COLUMNS} FROM journeys WHERE ((at >= :since AND at < :until) OR (at >= :early"
+            " AND at < :since AND shape = 'complete' AND ended_at >= :since AND ended_at < :until))"
+            f"{only} ORDER BY at, credential_id, coalesce(tap_in_id, ''), coalesce(tap_out_id, '') LIMIT :limit",
+            {"since": since, "until": until, "early": since - max_journey_s, "cid": credential_id,
+             "limit": limit}).fetchall()
+        return [Leg(*r[:-1]) for r in rows]
 
     # -- incidents -------------------------------------------------------------------------------------
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],

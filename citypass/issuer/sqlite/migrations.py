@@ -205,8 +205,23 @@ def _v6_benefit_uses(db: Database) -> None:
     db.table("benefit_uses").create_index(["credential_id", "period_start"])
 
 
+def _v7_journeys(db: Database) -> None:
+    """Journeys kept at ingest (citypass.issuer.journeys.Leg): the ``/v1/journeys`` report reads these, not the taps.
+    Filled for the taps already stored when the store opens (:func:`citypass.issuer.watch.rebuild_journeys`)."""
+    for statement in (
+        "CREATE TABLE journeys (credential_id TEXT NOT NULL, shape TEXT NOT NULL, tap_in_id TEXT, tap_out_id TEXT,"
+        " from_site INTEGER, to_site INTEGER, started_at INTEGER, ended_at INTEGER, closed_at INTEGER,"
+        " at INTEGER NOT NULL)",
+        "CREATE INDEX idx_journeys_at ON journeys (at)",
+        "CREATE INDEX idx_journeys_credential ON journeys (credential_id, at)",
+    ):
+        db.execute(statement)
+
+
 MIGRATIONS: list[Migration] = [_v1_initial, _v2_service, _v3_collisions, _v4_wallet, _v5_control_room,
-                             _v6_benefit_uses]
+                             _v6_benefit_uses, _v7_journeys]
+#: The version that added the journeys table (a store opened from before it has its journeys rebuilt).
+JOURNEYS_VERSION = 7
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

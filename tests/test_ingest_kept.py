@@ -1,0 +1,127 @@
+"""What ingest keeps besides the taps, checked against recomputing it from the taps, on both backends: a small
+city day (``citypass bench city``'s generator) uploaded in a shuffled batch order — journeys kept at ingest answer
+``/v1/journeys`` windows as pairing the window's taps did, the incidents kept are the ones the rules find in all
+the taps (no ``gate_jumper`` left behind by a ride's end uploaded before its start) — and, on PostgreSQL, a batch
+whose transaction loses a deadlock is stored once, on a later try."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from citypass.bench.cityday import DAY, HOUR, CityDay, OutboxRow
+from citypass.issuer.incidents import find_incidents
+from citypass.issuer.ingest import ATTEMPTS, ingest
+from citypass.issuer.journeys import FareTable, journeys, window_journeys
+from citypass.issuer.records import Device, TransactionConflict
+from citypass.issuer.watch import gate_jumpers, rebuild_journeys
+from tests.helpers.databases import Databases, query
+
+START = 1_800_000_000 - 1_800_000_000 % DAY - 8 * HOUR  # a local (UTC+8) midnight
+FARES = FareTable.from_dict({"default_fare": 200, "pairs": [[6, 7, 300]]})
+LIMIT = 4 * HOUR
+
+
+def open_store(location: str | None, tmp_path: Path) -> Any:
+    from citypass.issuer.postgres.store import PostgresStore
+    from citypass.issuer.store import IssuerStore
+
+    return IssuerStore(tmp_path / "issuer.db") if location is None else PostgresStore(location, pool_max=4)
+
+
+@pytest.fixture
+def store(issuer_database: Databases, tmp_path: Path) -> Iterator[Any]:
+    s = open_store(issuer_database(), tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def day_batches(day: CityDay, size: int, unflag: bool) -> list[tuple[str, list[OutboxRow]]]:
+    """The day's rows as gate batches of at most ``size``, in a shuffled order (gates upload independently)."""
+    pending: dict[str, list[OutboxRow]] = defaultdict(list)
+    out = []
+    for unit in day.units:
+        for device, row in day.rows(unit):
+            if unflag:  # a metro exit that does not flag a ride end it did not see start
+                row = row._replace(body=row.body.replace('"flags":["not_tapped_in"]', '"flags":[]'))
+            pending[device].append(row)
+            if len(pending[device]) == size:
+                out.append((device, pending.pop(device)))
+    out += list(pending.items())
+    random.Random(5).shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize("unflag", [False, True], ids=["exits-flag-not-tapped-in", "exits-flag-nothing"])
+def test_a_shuffled_city_day_keeps_what_recomputing_its_taps_finds(store: Any, unflag: bool) -> None:
+    """With the metro exits' ``not_tapped_in`` flag and without it (then nothing but the open incident makes a
+    ride whose end came first a candidate again)."""
+    day = CityDay(1200, START, seed=3)
+    for gate in day.gates():
+        store.add_device(Device(gate.id, gate.site, gate.direction, "test", "enrolled", START))
+    for device, rows in day_batches(day, 40, unflag):
+        ingest(store, rows, device, START + DAY + HOUR)
+    taps = store.taps(since=START - DAY, until=START + 3 * DAY)
+    assert len(taps) > 1000
+
+    kept = {(s.incident.kind, s.incident.incident_id) for s in store.stored_incidents(limit=100_000)}
+    found = {(i.kind, i.incident_id) for i in [*find_incidents(taps, lambda _c: None), *gate_jumpers(taps)]}
+    assert kept == found
+    assert {k for k, _ in kept} == {"revoked_presented"}  # the day's riders all tapped in: no gate jumper
+
+    under_way = 0
+    for since, until, now in [(START, START + DAY, START + 2 * DAY), (START + 8 * HOUR, START + 9 * HOUR,
+                              START + 9 * HOUR), (START + 17 * HOUR, START + 18 * HOUR + 600, START + 30 * DAY)]:
+        window = [t for t in taps if since - LIMIT <= t.at < until]
+        old = [j for j in journeys(window, FARES, now=min(until, now), max_journey_s=LIMIT)
+               if max(j.started_at or 0, j.ended_at or 0) >= since]
+        new = window_journeys(store.journey_legs(since, until, max_journey_s=LIMIT), FARES, since=since,
+                              until=until, now=min(until, now), max_journey_s=LIMIT)
+        assert new == old and len(new) > 20
+        page = store.journey_legs(since, until, max_journey_s=LIMIT, limit=9)  # /v1/journeys?limit=9 reads 9 legs
+        assert window_journeys(page, FARES, since=since, until=until, now=min(until, now)) == old[:9]
+        under_way += sum(j.flag is None and not j.complete for j in new)  # rides under way at the window's end
+    assert under_way > 0
+
+    legs = sorted(store.journey_legs(0, 2**40, max_journey_s=0), key=lambda leg: leg.as_row())
+    with store.write() as conn:
+        conn.execute("DELETE FROM journeys")
+    assert rebuild_journeys(store, page=700) == len(taps)  # an upgraded store pairs its stored taps once
+    assert sorted(store.journey_legs(0, 2**40, max_journey_s=0), key=lambda leg: leg.as_row()) == legs
+
+
+def test_a_batch_that_loses_a_deadlock_is_stored_once_on_a_later_try(pg_databases: Databases, tmp_path: Path) -> None:
+    store = open_store(pg_databases(), tmp_path)
+    try:
+        day = CityDay(1000, START, seed=4)
+        for gate in day.gates():
+            store.add_device(Device(gate.id, gate.site, gate.direction, "test", "enrolled", START))
+        [(device, rows), (other, more)] = sorted(day_batches(day, 30, False), key=lambda b: -len(b[1]))[:2]
+        recount = store.recount_quarters
+        failures = {"left": 2}
+
+        def deadlocking(keys: Any) -> None:  # the server itself raises SQLSTATE 40P01 inside the upkeep
+            recount(keys)
+            if failures["left"]:
+                failures["left"] -= 1
+                with store.write() as conn:
+                    conn.execute("DO $$ BEGIN RAISE EXCEPTION 'injected' USING ERRCODE = 'deadlock_detected'; END $$")
+
+        store.recount_quarters = deadlocking
+        result = ingest(store, rows, device, START + DAY)
+        assert failures["left"] == 0 and result.new_taps == sum(r.kind == "tap" for r in rows)
+        assert query(store, "SELECT count(*) FROM taps")[0][0] == result.new_taps  # once, not three times
+
+        failures["left"] = ATTEMPTS
+        with pytest.raises(TransactionConflict):
+            ingest(store, more, other, START + DAY)
+        assert query(store, "SELECT count(*) FROM tap_events WHERE device_id = ?", [other])[0][0] == 0
+    finally:
+        store.close()
