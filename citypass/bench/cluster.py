@@ -34,10 +34,8 @@ from pathlib import Path
 import click
 
 from citypass.bench.report import Row, print_rows, scratch_dir
-from citypass.bench.syncworld import ISSUER_IDS, SITES, backlog, fill_outbox, wait_for
+from citypass.bench.syncworld import ISSUER_IDS, SITES, backlog, fill_outbox, seeded_gate_ledger, wait_for
 from citypass.credential.keys import VerifyKey
-from citypass.gate.ledger import GateLedger
-from citypass.gate.policy import Direction
 from citypass.issuer.home import IssuerHome
 from citypass.issuer.records import Device
 from citypass.issuer.service import Issuer
@@ -82,12 +80,7 @@ class ClusterWorld:
                         fallbacks=tuple(a for a in addresses if a != first), mqtt_version="3.1.1")
 
     def gate_ledger(self, gate: str) -> Path:
-        path = self.path / f"{gate}.sqlite3"
-        if not path.exists():
-            with GateLedger.open(path, root=self.root) as ledger:
-                ledger.load_snapshot(self.issuer.export(int(time.time())))
-                ledger.set_identity(gate, 1, Direction.ENTRY)
-        return path
+        return seeded_gate_ledger(self.path, gate, self.issuer, self.root)
 
     def close(self) -> None:
         self.cluster.stop()

@@ -64,16 +64,22 @@ class SyncWorld:
 
     def gate_ledger(self, gate: str) -> Path:
         """The gate's ledger file, created with the issuer's current snapshot on first use."""
-        path = self.path / f"{gate}.sqlite3"
-        if not path.exists():
-            with GateLedger.open(path, root=self.root) as ledger:
-                ledger.load_snapshot(self.issuer.export(int(time.time())))
-                ledger.set_identity(gate, 1, Direction.ENTRY)
-        return path
+        return seeded_gate_ledger(self.path, gate, self.issuer, self.root)
 
     def close(self) -> None:
         self.broker.kill()
         self.issuer.close()
+
+
+def seeded_gate_ledger(folder: Path, gate: str, issuer: Issuer, root: VerifyKey) -> Path:
+    """``folder/<gate>.sqlite3``: a gate ledger at site 1 (entry), created with ``issuer``'s current snapshot the
+    first time it is asked for."""
+    path = folder / f"{gate}.sqlite3"
+    if not path.exists():
+        with GateLedger.open(path, root=root) as ledger:
+            ledger.load_snapshot(issuer.export(int(time.time())))
+            ledger.set_identity(gate, 1, Direction.ENTRY)
+    return path
 
 
 def fill_outbox(path: Path, gate: str, count: int, *, start: int = 0) -> list[str]:

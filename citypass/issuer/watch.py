@@ -33,7 +33,7 @@ Kinds added here (stable codes):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from citypass.issuer.control_records import QUARTER
@@ -120,6 +120,11 @@ def rebuild_incidents(store: WatchStore, now: int, *, page: int = 5000) -> int:
     """Recompute the incidents of every stored tap's scope, a page of taps at a time (each page in one
     transaction): for a store upgraded from before incidents were kept at ingest, or to apply changed rules.
     Acknowledged incidents stay. Returns how many taps were read."""
+    return _every_page(store, lambda taps: update_incidents(store, taps, now), page)
+
+
+def _every_page(store: WatchStore, apply: Callable[[Sequence[TapRecord]], None], page: int) -> int:
+    """``apply`` to every stored tap in time order, a page at a time, each page in one transaction; taps read."""
     read = 0
     after: tuple[int, str] | None = None
     while True:
@@ -127,7 +132,7 @@ def rebuild_incidents(store: WatchStore, now: int, *, page: int = 5000) -> int:
         if not taps:
             return read
         with store.exclusive():
-            update_incidents(store, taps, now)
+            apply(taps)
         read += len(taps)
         after = (taps[-1].at, taps[-1].tap_id)
 
@@ -165,16 +170,7 @@ def update_journeys(store: WatchStore, taps: Sequence[TapRecord]) -> None:
 def rebuild_journeys(store: WatchStore, *, page: int = 5000) -> int:
     """Recompute the kept journeys of every stored tap's transit credential, a page of taps at a time: for a
     store upgraded from before journeys were kept. Returns how many taps were read."""
-    read = 0
-    after: tuple[int, str] | None = None
-    while True:
-        taps = store.taps_page(since=0, until=2**40, after=after, limit=page)
-        if not taps:
-            return read
-        with store.exclusive():
-            update_journeys(store, taps)
-        read += len(taps)
-        after = (taps[-1].at, taps[-1].tap_id)
+    return _every_page(store, lambda taps: update_journeys(store, taps), page)
 
 
 def _riders(taps: Iterable[TapRecord]) -> list[str]:
