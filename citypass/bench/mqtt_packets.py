@@ -27,12 +27,14 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from citypass.errors import InvalidInput
+
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK = 1, 2, 3, 4, 8, 9
 PINGREQ, PINGRESP, DISCONNECT = 12, 13, 14
 SESSION_EXPIRY = 0x11  # property identifier: Session Expiry Interval (four-byte integer)
 
 
-class ProtocolError(ValueError):
+class ProtocolError(InvalidInput):
     """Bytes from the broker that are not the MQTT 5 this client expects."""
 
 
