@@ -22,6 +22,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -46,16 +48,35 @@ def _need(*tools: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def packages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
     _need("dpkg-deb", "dpkg", "/usr/bin/python3", "systemd-analyze", "systemd-sysusers", "unshare")
-    out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run([str(ROOT / "scripts" / "build-deb"), "--fast", "--out", str(out)], capture_output=True,
-                          text=True, timeout=1200, env={**os.environ, "PIP_PYTHON": sys.executable})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    started = os.environ.get("CITYPASS_TEST_DEB_DIR")
+    if started:  # ./run-tests started the same build in the background before lint
+        out, log = _wait_for_background_build(Path(started))
+    else:
+        out = tmp_path_factory.mktemp("dist")
+        proc = subprocess.run([str(ROOT / "scripts" / "build-deb"), "--fast", "--out", str(out)],
+                              capture_output=True, text=True, timeout=1200,
+                              env={**os.environ, "PIP_PYTHON": sys.executable})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        log = proc.stderr
     found = {p.name.split("_")[0]: p for p in out.glob("*.deb")}
     assert set(found) == {"citypass-gate", "citypass-central"}, found
-    print(proc.stderr.replace("\n", " | "))  # the installed sizes, for docs/operations.md
-    return found
+    print(log.replace("\n", " | "))  # the installed sizes, for docs/operations.md
+    yield found
+    if started:
+        shutil.rmtree(started, ignore_errors=True)
+
+
+def _wait_for_background_build(folder: Path, timeout_s: float = 1200) -> tuple[Path, str]:
+    """The packages ``./run-tests`` is building into ``folder/dist``: wait for its exit status, then check it."""
+    deadline = time.monotonic() + timeout_s
+    while not (folder / "exit").exists():
+        assert time.monotonic() < deadline, f"the background package build in {folder} did not finish"
+        time.sleep(0.5)
+    log = (folder / "build.log").read_text(encoding="utf-8", errors="replace")
+    assert (folder / "exit").read_text().strip() == "0", log[-3000:]
+    return folder / "dist", log
 
 
 def _host_state() -> str:
