@@ -12,7 +12,7 @@ import pytest
 from citypass.fuzz.targets import TARGETS, run, seeds
 
 CORPUS = Path(__file__).parent.parent / "fuzz" / "corpus"
-RUNS = 4000
+RUNS = 20000
 SECONDS = 10
 
 
