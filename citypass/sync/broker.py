@@ -39,15 +39,20 @@ log = logging.getLogger(__name__)
 RELOADED = "Reloading config."  # what mosquitto 2.0 logs when it handles SIGHUP
 
 
-def find_mosquitto(explicit: str | None = None) -> str:
-    """The mosquitto executable (``explicit`` if given), or :class:`BrokerError` saying how to install it."""
-    candidates = [explicit] if explicit else [shutil.which("mosquitto"), "/usr/sbin/mosquitto",
-                                              "/usr/local/sbin/mosquitto"]
+def find_program(name: str, explicit: str | None, places: tuple[str, ...], install: str) -> str:
+    """A broker engine's executable: ``explicit`` if given, else ``name`` on PATH or in one of ``places``; or
+    :class:`BrokerError` saying how to ``install`` it."""
+    candidates = [explicit] if explicit else [shutil.which(name), *places]
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    raise BrokerError(f"mosquitto not found{f' at {explicit}' if explicit else ''}: install it "
-                      "(`apt-get install mosquitto`, or scripts/bootstrap.sh)")
+    raise BrokerError(f"{name} not found{f' at {explicit}' if explicit else ''}: install it ({install})")
+
+
+def find_mosquitto(explicit: str | None = None) -> str:
+    """The mosquitto executable (``explicit`` if given), or :class:`BrokerError` saying how to install it."""
+    return find_program("mosquitto", explicit, ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"),
+                        "`apt-get install mosquitto`, or scripts/bootstrap.sh")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

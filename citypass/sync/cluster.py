@@ -18,7 +18,6 @@ a few seconds on a new cluster; clients retry, as they always do.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -27,20 +26,15 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 
-from citypass.sync.broker import free_port
+from citypass.sync.broker import find_program, free_port
 from citypass.sync.home import BrokerError, BrokerHome
 from citypass.sync.natsconf import ClusterSettings, NatsNode, render_node, render_users
 
 
 def find_nats_server(explicit: str | None = None) -> str:
     """The nats-server executable, or :class:`BrokerError` saying how to install it."""
-    candidates = [explicit] if explicit else [shutil.which("nats-server"), "/usr/sbin/nats-server",
-                                              "/usr/bin/nats-server"]
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise BrokerError(f"nats-server not found{f' at {explicit}' if explicit else ''}: "
-                      "install it (`apt-get install nats-server`)")
+    return find_program("nats-server", explicit, ("/usr/sbin/nats-server", "/usr/bin/nats-server"),
+                        "`apt-get install nats-server`")
 
 
 def _terminate(procs: dict[int, subprocess.Popen[bytes]]) -> None:
