@@ -82,8 +82,9 @@ def test_a_pass_ordered_for_a_wallet_is_signed_for_the_key_that_claims_it_and_th
     assert cred.holder is not None and cred.holder.key.raw == phone.public.raw  # bound like `holder present`
     assert got["credential_id"] == cred.id.hex() and got["claim_id"] == token.split("_")[1]
     assert base64.urlsafe_b64decode(got["credential"] + "==") == decode_text(got["code"])
-    assert got["display"] == {"product": "transit", "sites": [], "modes": ["metro", "bus"], "party": 1,
-                              "valid_from": NOW, "valid_to": NOW + 86_400, "benefit_left": None, "benefit_period": None}
+    assert got["display"] == {"product": "transit", "sites": [], "site_names": [], "modes": ["metro", "bus"],
+                              "party": 1, "valid_from": NOW, "valid_to": NOW + 86_400, "benefit_left": None,
+                              "benefit_period": None}
     assert (got["refresh_s"], got["window_s"]) == (5, 30)
 
     live = present(got["code"], phone, NOW)
@@ -107,6 +108,21 @@ def test_a_p256_key_as_webcrypto_exports_it_is_bound_compressed_and_its_r_s_sign
     assert holder is not None and holder.key.alg is Alg.ES256 and holder.key.raw == phone.public.raw  # 33 bytes
     assert got["display"]["sites"] == ["west-lake", "lingyin"] and got["display"]["product"] == "annual"
     assert gate_decides(served, present(got["code"], phone, NOW), "west-lake", NOW + 5) == (True, None)
+
+
+def test_the_wallet_is_told_each_sites_title_per_language_and_its_slug_where_it_has_none(
+        issuer_api: httpx.Client, anonymous: httpx.Client) -> None:
+    for site in ({"name": "leifeng-pagoda", "title": "雷峰塔", "title_en": "Leifeng Pagoda"},
+                 {"name": "gushan", "title": "孤山"}, {"name": "xixi-wetland"}):
+        assert issuer_api.post("/v1/sites", json=site).status_code == 201
+    token = order(issuer_api, product="annual", sites=["xixi-wetland", "gushan", "leifeng-pagoda"])
+    phone = SigningKey.generate()
+    display = anonymous.post("/v1/wallet/claims", json=claim_body(token, phone)).json()["display"]
+    assert display["site_names"] == [  # in site-number order, like ``sites``
+        {"name": "leifeng-pagoda", "title": {"zh": "雷峰塔", "en": "Leifeng Pagoda"}},
+        {"name": "gushan", "title": {"zh": "孤山"}},  # no English title: the wallet's English line shows the slug
+        {"name": "xixi-wetland", "title": {}}]
+    assert display["sites"] == ["雷峰塔", "孤山", "xixi-wetland"]  # what wallets from before site_names show
 
 
 def test_what_a_claim_is_refused_for(served: ServedIssuer, issuer_api: httpx.Client,

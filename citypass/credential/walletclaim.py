@@ -55,11 +55,31 @@ class WalletClaim(BaseModel):
                        description="base64url of the 64-byte signature over the claim proof message.")
 
 
+class SiteName(BaseModel):
+    """One site a pass is valid at, as the wallet names it: the slug, and the site's display names by language.
+
+    The wallet shows ``title["zh"]`` on its Chinese line and ``title["en"]`` on its English line; a language the
+    site has no title in is left out, and the wallet shows the slug there instead::
+
+        >>> SiteName(name="lingyin", title={"zh": "灵隐寺"}).model_dump()
+        {'name': 'lingyin', 'title': {'zh': '灵隐寺'}}
+    """
+
+    name: str = Field(description="The site's slug: shown for a language it has no title in.", examples=["lingyin"])
+    title: dict[str, str] = Field(default_factory=dict, description="Display names by language (the site records' "
+                                  "`title` as zh, `title_en` as en); only the languages it has one in.",
+                                  examples=[{"zh": "灵隐寺", "en": "Lingyin Temple"}])
+
+
 class PassDisplay(BaseModel):
     """What the wallet shows beside the code (texts are looked up in the catalogs by the page)."""
 
     product: str = Field(description="annual, reservation, transit or group.", examples=["transit"])
-    sites: list[str] = Field(description="The sites' display names (annual, reservation, group).")
+    sites: list[str] = Field(description="The sites' Chinese display names, each the slug where it has none "
+                                         "(annual, reservation, group, benefit, event): what wallets that predate "
+                                         "`site_names` show on every line.")
+    site_names: list[SiteName] = Field(default_factory=list, description="The same sites in the same order, "
+                                       "named per language: what the wallet shows.")
     modes: list[str] = Field(description="Transit modes: metro, bus, water_bus.")
     party: int = Field(1, description="Persons admitted (reservation, group).")
     valid_from: int | None = Field(None, description="Unix seconds.")

@@ -132,12 +132,19 @@ function detail (dl, key, values) {
   dl.append(dt, dd)
 }
 
+/** The pass's sites as the ``lang`` line names them: each site's title in that language, else its slug. A pass
+ * kept from before the issuer sent ``site_names`` has only ``sites`` (Chinese titles or slugs, one list for all). */
+function siteNames (d, lang) {
+  if (!d.site_names?.length) return d.sites
+  return d.site_names.map((site) => site.title?.[lang] || site.name)
+}
+
 function describe (pass) {
   const d = pass.display
   lines($('product'), `wallet.product.${d.product}`)
   const dl = $('details')
   dl.replaceChildren()
-  if (d.sites.length) detail(dl, 'wallet.sites', () => d.sites.join(' · '))
+  if (d.sites.length) detail(dl, 'wallet.sites', (lang) => siteNames(d, lang).join(' · '))
   if (d.modes.length) detail(dl, 'wallet.modes', (lang) => d.modes.map((m) => t(`wallet.mode.${m}`, lang)).join(' · '))
   if (d.party > 1) detail(dl, 'wallet.party', (lang) => t('wallet.party', lang, { n: d.party }))
   if (d.benefit_period && d.benefit_left != null) {

@@ -36,7 +36,8 @@ from citypass.credential.codes import decode_text, parse
 from citypass.credential.cose import FormatError, decode_cbor, encode_cbor
 from citypass.credential.keys import VerifyKey
 from citypass.credential.policy import VerifyPolicy
-from citypass.credential.walletclaim import PassDisplay, WalletPass, verify_claim_proof
+from citypass.credential.sites import SiteSettings
+from citypass.credential.walletclaim import PassDisplay, SiteName, WalletPass, verify_claim_proof
 from citypass.errors import InvalidInput, NotFound
 from citypass.issuer import benefits
 from citypass.issuer.records import WalletClaimRecord
@@ -117,27 +118,38 @@ def wallet_pass(issuer: Issuer, claim_id: str, code: str, now: int | None = None
     )
 
 
+def site_name(site: SiteSettings) -> SiteName:
+    """How the wallet names ``site``: its slug, with its Chinese ``title`` and English ``title_en`` where set."""
+    titles = {"zh": site.title, "en": site.title_en}
+    return SiteName(name=site.name, title={lang: text for lang, text in titles.items() if text})
+
+
 def display(issuer: Issuer, cred: Credential, now: int | None = None) -> PassDisplay:
-    """What the wallet shows beside the code: product, the sites' display names or the modes, party, validity."""
-    titles = {s.number: s.title or s.name for s in issuer.store.sites()}
+    """What the wallet shows beside the code: product, the sites' display names or the modes, party, validity.
+
+    Each site comes twice: in ``site_names``, named per language (what the wallet shows), and in ``sites`` as its
+    Chinese title or slug (what a wallet from before ``site_names`` shows). A site number the store does not
+    know stands as the number itself."""
+    known = {s.number: site_name(s) for s in issuer.store.sites()}
     t = cred.terms
-    sites: list[str] = []
+    numbers: list[int] = []
     modes: list[str] = []
     party = 1
-    if isinstance(t, Annual):
-        sites = [titles.get(n, str(n)) for n in sorted(t.sites)]
+    if isinstance(t, Annual | Benefit):
+        numbers = sorted(t.sites)
     elif isinstance(t, Reservation):
-        sites, party = [titles.get(t.venue, str(t.venue))], t.party
+        numbers, party = [t.venue], t.party
     elif isinstance(t, Group):
-        sites, party = [titles.get(t.site, str(t.site))], t.party
+        numbers, party = [t.site], t.party
     elif isinstance(t, Transit):
         modes = t.modes.names()
     elif isinstance(t, Event):
-        sites = [titles.get(n, str(n)) for n in sorted(t.sessions)]
+        numbers = sorted(t.sessions)
+    names = [known.get(n) or SiteName(name=str(n)) for n in numbers]
     left = period = None
     if isinstance(t, Benefit):
-        sites = [titles.get(n, str(n)) for n in sorted(t.sites)]
         status = benefits.remaining(issuer.store, cred.id.hex(), now if now is not None else cred.valid_from or 0)
         left, period = (status[0], t.period.name.lower()) if status is not None else (t.quota, t.period.name.lower())
-    return PassDisplay(product=cred.product_name, sites=sites, modes=modes, party=party,
-                       valid_from=cred.valid_from, valid_to=cred.valid_to, benefit_left=left, benefit_period=period)
+    return PassDisplay(product=cred.product_name, sites=[s.title.get("zh") or s.name for s in names], site_names=names,
+                       modes=modes, party=party, valid_from=cred.valid_from, valid_to=cred.valid_to,
+                       benefit_left=left, benefit_period=period)
