@@ -52,6 +52,11 @@ STORED_KEYS = """async () => {
   try { await crypto.subtle.exportKey('pkcs8', p.keys.privateKey); exported = 'exported' } catch (e) {}
   return { n: all.length, alg: p.alg, extractable: p.keys.privateKey.extractable, exported };
 }"""
+SITES_ROW = """() => {
+  const dt = [...document.querySelectorAll('#details dt')].find((d) => d.textContent.includes('适用景点'));
+  const line = (s) => [s.lang, s.textContent.replace(/\\s+/g, ' ')];
+  return dt ? Object.fromEntries([...dt.nextElementSibling.children].map(line)) : null;
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +162,11 @@ def test_a_browser_without_ed25519_makes_a_p256_key_and_a_benefit_cards_uses_lef
     """P-256 where the browser lacks Ed25519; and a benefit card (惠民卡) whose uses left the page asks the issuer
     for with a fresh presentation whenever it is online, and shows with the time of that count when offline."""
     served_p256.clock.now = int(time.time())  # the issuer judges the page's presentations by its clock
+    with served_p256.client("operator") as api:
+        for name, title, title_en in (("zhejiang-museum", "浙江省博物馆", "Zhejiang Provincial Museum"),
+                                      ("lingyin", "灵隐寺", "Lingyin Temple")):
+            edited = api.patch(f"/v1/sites/{name}", json={"title": title, "title_en": title_en})
+            assert edited.status_code == 200, edited.text
     link = claim_link(served_p256, product="benefit", sites=["zhejiang-museum", "lingyin"], quota=4)
     phone = browser.context(PHONE)
     phone.add_init_script(NO_ED25519)
@@ -168,6 +178,10 @@ def test_a_browser_without_ed25519_makes_a_p256_key_and_a_benefit_cards_uses_lef
     assert cred.holder is not None and cred.holder.key.alg is Alg.ES256  # WebCrypto's r || s is COSE's ES256
     assert page.evaluate(STORED_KEYS)["alg"] == "ES256"
     assert at_gate(served_p256, code, "zhejiang-museum", at + 1) == (True, None)
+    # 适用景点 / Valid at: each line names the sites in its own language (by site number), never by their slugs
+    row = page.evaluate(SITES_ROW)
+    assert row == {"zh": "灵隐寺 · 浙江省博物馆", "en": "Lingyin Temple · Zhejiang Provincial Museum"}, row
+    assert not any(slug in line for line in row.values() for slug in ("lingyin", "zhejiang-museum")), row
 
     live = "document.body.dataset.benefitLive === 'true' && document.body.dataset.benefitLeft === '{n}'"
     wait_js(page, live.format(n=4), what="the uses left, counted by the issuer")

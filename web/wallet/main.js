@@ -119,6 +119,8 @@ function formatTime (unix, lang) {
     .format(new Date(unix * 1000))
 }
 
+/** One row of the details: ``key``'s label, then ``values(lang)`` on one line per language. A list of names is
+ * shown joined by " · ", each name kept whole where the phone's width allows (a line wraps between names). */
 function detail (dl, key, values) {
   const dt = document.createElement('dt')
   lines(dt, key)
@@ -126,7 +128,16 @@ function detail (dl, key, values) {
   dd.replaceChildren(...langs.map((lang) => {
     const span = document.createElement('span')
     span.lang = lang
-    span.textContent = values(lang)
+    const value = values(lang)
+    if (!Array.isArray(value)) span.textContent = value
+    else {
+      span.replaceChildren(...value.flatMap((name, i) => {
+        const item = document.createElement('span')
+        item.className = 'item'
+        item.textContent = name
+        return i ? ['\u00a0· ', item] : [item] // the dot stays with the name before it
+      }))
+    }
     return span
   }))
   dl.append(dt, dd)
@@ -144,7 +155,7 @@ function describe (pass) {
   lines($('product'), `wallet.product.${d.product}`)
   const dl = $('details')
   dl.replaceChildren()
-  if (d.sites.length) detail(dl, 'wallet.sites', (lang) => siteNames(d, lang).join(' · '))
+  if (d.sites.length) detail(dl, 'wallet.sites', (lang) => siteNames(d, lang))
   if (d.modes.length) detail(dl, 'wallet.modes', (lang) => d.modes.map((m) => t(`wallet.mode.${m}`, lang)).join(' · '))
   if (d.party > 1) detail(dl, 'wallet.party', (lang) => t('wallet.party', lang, { n: d.party }))
   if (d.benefit_period && d.benefit_left != null) {
