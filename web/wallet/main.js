@@ -134,8 +134,8 @@ function detail (dl, key, values) {
       span.replaceChildren(...value.flatMap((name, i) => {
         const item = document.createElement('span')
         item.className = 'item'
-        item.textContent = name
-        return i ? ['\u00a0· ', item] : [item] // the dot stays with the name before it
+        item.textContent = i < value.length - 1 ? `${name}\u00a0·` : name // the dot stays with the name before it
+        return i ? [' ', item] : [item]
       }))
     }
     return span
