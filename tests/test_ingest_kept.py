@@ -125,3 +125,60 @@ def test_a_batch_that_loses_a_deadlock_is_stored_once_on_a_later_try(pg_database
         assert query(store, "SELECT count(*) FROM tap_events WHERE device_id = ?", [other])[0][0] == 0
     finally:
         store.close()
+
+
+def test_uploads_stored_together_are_stored_as_if_one_by_one(issuer_database: Databases, tmp_path: Path) -> None:
+    """``ingest_many`` (an ingest worker storing the uploads waiting in one transaction) against ``ingest`` one
+    upload at a time, in two stores of the same backend: the same result for every upload and the same stored
+    day — taps and annulments, the rollup, quarantine and collisions, incidents, journeys, tallies — with the
+    uploads that must not share a transaction among them: a batch resent at once, another device's batch
+    re-uploaded (its event ids collide), an upload with an id that breaks the id rule."""
+    from citypass.errors import InvalidInput
+    from citypass.issuer.ingest import Upload, ingest_many
+
+    day = CityDay(1500, START, seed=6)
+    uploads = [Upload(device, rows) for device, rows in day_batches(day, 35, False)]
+    devices = sorted({u.device_id for u in uploads if u.device_id})
+    resent, stolen = uploads[3], uploads[10]
+    thief = next(d for d in devices if d != stolen.device_id)
+    bad = Upload(devices[0], [OutboxRow("not an id!", "t-x", "tap", "{}", START)])
+    uploads[4:4] = [resent, Upload(thief, stolen.events), bad]
+    uploads.insert(2, Upload(thief, uploads[20].events))  # a collision before the owner's own upload
+    received = START + DAY + HOUR
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    together, alone = open_store(issuer_database(), tmp_path / "a"), open_store(issuer_database(), tmp_path / "b")
+    try:
+        for store in (together, alone):
+            for gate in day.gates():
+                store.add_device(Device(gate.id, gate.site, gate.direction, "test", "enrolled", START))
+        outcomes: list[Any] = []
+        for start in range(0, len(uploads), 30):  # what a busy worker finds waiting, 30 uploads at a time
+            outcomes += ingest_many(together, uploads[start:start + 30], received, max_events=700)
+        expected: list[Any] = []
+        for upload in uploads:
+            try:
+                expected.append(ingest(alone, upload.events, upload.device_id, received))
+            except InvalidInput as exc:
+                expected.append(exc)
+        assert [o if not isinstance(o, InvalidInput) else str(o) for o in outcomes] == \
+               [e if not isinstance(e, InvalidInput) else str(e) for e in expected]
+        assert sum(isinstance(o, InvalidInput) for o in outcomes) == 1
+        assert outcomes[5].duplicates == len(resent.events) and outcomes[6].quarantined  # resent; collided
+
+        def state(store: Any) -> tuple[Any, ...]:
+            return (store.taps(since=0, until=2**40, limit=10**6),
+                    store.tap_hours(0, 2**40) if hasattr(store, "tap_hours") else (),  # PostgreSQL's rollup
+                    store.quarantined(),
+                    sorted((s.incident.kind, s.incident.incident_id) for s in store.stored_incidents(limit=10**6)),
+                    sorted(leg.as_row() for leg in store.journey_legs(0, 2**40, max_journey_s=0)),
+                    store.quarter_tallies(0, 2**40))
+
+        mine, theirs = state(together), state(alone)
+        assert len(mine[0]) > 1200 and any(t.annulled for t in mine[0]) and mine[2]
+        for a, b in zip(mine, theirs, strict=True):
+            assert a == b
+    finally:
+        together.close()
+        alone.close()

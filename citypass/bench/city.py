@@ -99,22 +99,44 @@ def _batches(paths: list[str]) -> Iterator[tuple[str, list[OutboxRow]]]:
                     break
 
 
-def _ingest_worker(url: str, paths: list[str], received_at: int, ready: Any, go: Any, results: Any) -> None:
-    """One ingest worker (a process): its own pool, the batches of its files, through ``ingest``."""
-    from citypass.issuer.ingest import ingest
+def _waiting(paths: list[str], events: int) -> Iterator[list[tuple[str, list[OutboxRow]]]]:
+    """The batches of ``paths`` as a busy worker's queue hands them over: as many as hold ``events`` events at a
+    time (at least one batch; ``events`` 0: one batch at a time)."""
+    waiting: list[tuple[str, list[OutboxRow]]] = []
+    size = 0
+    for device, rows in _batches(paths):
+        if waiting and size + len(rows) > events:
+            yield waiting
+            waiting, size = [], 0
+        waiting.append((device, rows))
+        size += len(rows)
+    if waiting:
+        yield waiting
+
+
+def _ingest_worker(url: str, paths: list[str], received_at: int, per_transaction: int, ready: Any, go: Any,
+                   results: Any) -> None:
+    """One ingest worker (a process): its own pool, the batches of its files, through ``ingest_many`` — the
+    uploads waiting, up to ``per_transaction`` events, stored together, as the MQTT ingest worker does."""
+    from citypass.issuer.ingest import Upload, ingest_many
     from citypass.issuer.postgres.store import PostgresStore
 
     store = PostgresStore(url, pool_max=2)
-    stored = events = 0
+    stored = events = transactions = 0
     try:
         ready.release()
         go.wait()
         started = time.perf_counter()
-        for device, rows in _batches(paths):
-            result = ingest(store, rows, device, received_at)
-            stored += result.new_taps
-            events += len(rows)
-        results.put((stored, events, time.perf_counter() - started))
+        for waiting in _waiting(paths, per_transaction):
+            outcomes = ingest_many(store, [Upload(device, rows) for device, rows in waiting], received_at,
+                                   max_events=max(per_transaction, 1))
+            for outcome in outcomes:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                stored += outcome.new_taps
+            events += sum(len(rows) for _, rows in waiting)
+            transactions += 1
+        results.put((stored, events, time.perf_counter() - started, transactions))
     finally:
         store.close()
 
@@ -135,12 +157,14 @@ def prepare_database(server: str, day: CityDay) -> str:
     return url
 
 
-def run_ingest(url: str, paths: list[Path], workers: int, received_at: int) -> tuple[int, int, float]:
-    """(taps stored, events, wall seconds) with ``workers`` worker processes over the files ``paths``."""
+def run_ingest(url: str, paths: list[Path], workers: int, received_at: int,
+               per_transaction: int = 0) -> tuple[int, int, float, int]:
+    """(taps stored, events, wall seconds, transactions) with ``workers`` worker processes over the files
+    ``paths``, storing up to ``per_transaction`` events of waiting uploads together (0: one upload at a time)."""
     ctx = multiprocessing.get_context("spawn")
     ready, go, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_ingest_worker, args=(url, [str(p) for p in paths[w::workers]], received_at, ready,
-                                                       go, results)) for w in range(workers)]
+    procs = [ctx.Process(target=_ingest_worker, args=(url, [str(p) for p in paths[w::workers]], received_at,
+                                                       per_transaction, ready, go, results)) for w in range(workers)]
     for p in procs:
         p.start()
     for _ in procs:
@@ -154,7 +178,7 @@ def run_ingest(url: str, paths: list[Path], workers: int, received_at: int) -> t
         p.join(60)
         if p.exitcode != 0:
             raise RuntimeError(f"ingest worker exited with {p.exitcode}")
-    return sum(o[0] for o in outcome), sum(o[1] for o in outcome), elapsed
+    return sum(o[0] for o in outcome), sum(o[1] for o in outcome), elapsed, sum(o[3] for o in outcome)
 
 
 def storage_rows(store: Any, taps: int, grown: int) -> list[Row]:
@@ -244,7 +268,7 @@ def report_rows(store: Any, day: CityDay) -> list[Row]:
 
 
 def run_city_bench(taps: int, workers: list[int], sample: int, server: str, batch: int, work: Path,
-                   progress: Progress, keep: bool = False) -> list[Row]:
+                   progress: Progress, keep: bool = False, per_transaction: int = 0) -> list[Row]:
     from citypass.issuer.postgres.admin import drop_database
     from citypass.issuer.postgres.store import PostgresStore
 
@@ -261,10 +285,13 @@ def run_city_bench(taps: int, workers: list[int], sample: int, server: str, batc
         url = prepare_database(server, days[n])
         store = PostgresStore(url, pool_max=2)
         before = int(store.scalar("SELECT pg_database_size(current_database())"))
-        stored, events, elapsed = run_ingest(url, files[n], count, received_at)
+        stored, events, elapsed, transactions = run_ingest(url, files[n], count, received_at, per_transaction)
         progress(f"{count} worker(s): {stored:,} taps ({events:,} events) in {elapsed:.0f} s")
+        together = (f"uploads waiting stored together, ≤ {per_transaction:,} events a transaction"
+                    if per_transaction else "one upload a transaction")
         rows.append(Row(f"ingest, {count} worker(s)", f"{stored / elapsed:,.0f} taps/s",
-                        f"{stored:,} taps + annulments, batches of ≤ {batch}, {elapsed:.0f} s"))
+                        f"{stored:,} taps + annulments, gate batches of ≤ {batch}; {together} ({transactions:,}, "
+                        f"{events / max(transactions, 1):,.0f} events each); {elapsed:.0f} s"))
         if count == max(workers):
             with store.connection() as conn:
                 conn.execute("ANALYZE")
@@ -293,13 +320,16 @@ def run_city_bench(taps: int, workers: list[int], sample: int, server: str, batc
 @click.option("--server", default=None, metavar="URL",
               help="PostgreSQL server (its maintenance database); the bench creates and drops its own databases. "
                    "Default: postgresql://postgres@127.0.0.1:5432/postgres.")
+@click.option("--per-transaction", type=click.IntRange(0, 20_000), default=2000, show_default=True,
+              help="Events of the uploads waiting at a worker stored in one transaction, as the MQTT ingest workers "
+                   "do under load (0: one upload a transaction).")
 @click.option("--keep", is_flag=True, help="Keep the full day's database (its URL is printed).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Scratch files here (default: a new temporary directory; ~0.45 GB per million taps).")
 @click.option("--rows-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep the day's rows here and reuse them in a later run of the same size (not deleted).")
 def city_command(taps: int, full: bool, workers: str, sample: int | None, batch: int, server: str | None,
-                 keep: bool, directory: Path | None, rows_dir: Path | None) -> None:
+                 per_transaction: int, keep: bool, directory: Path | None, rows_dir: Path | None) -> None:
     """Issuer at city scale: a day of Hangzhou-shaped taps ingested into PostgreSQL with 1, 2, 4 workers;
     storage per million taps; the day's reports."""
     from rich.console import Console
@@ -322,7 +352,7 @@ def city_command(taps: int, full: bool, workers: str, sample: int | None, batch:
             rows_dir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         rows = run_city_bench(taps, counts, sample or taps, server, batch, rows_dir or work,
-                              lambda msg: console.log(msg, highlight=False), keep)
+                              lambda msg: console.log(msg, highlight=False), keep, per_transaction)
         elapsed = time.perf_counter() - started
     after = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
     print_rows(f"A city day on PostgreSQL — {taps:,} taps; {elapsed:.0f} s in all; load {' '.join(load)} before, "

@@ -168,6 +168,13 @@ class TapRepository(Protocol):
         acknowledged and changes nothing; a tap id seen before is stored once; an annulment applies
         once, whether it arrives before or after its tap."""
         ...
+
+    def store_batches(self, uploads: Sequence[tuple[PreparedBatch, str | None]],
+                      received_at: int) -> list[IngestResult]:
+        """Store several devices' validated batches (batch, device id) in one transaction, each by the rules of
+        :meth:`store_batch`; their results in order. The batches' event ids and tap ids are disjoint
+        (:func:`citypass.issuer.ingest.disjoint_groups`)."""
+        ...
     def taps(self, *, site: int | None = None, since: int | None = None, until: int | None = None,
              credential_id: str | None = None, limit: int = 200_000) -> list[TapRecord]: ...
     def tap_count(self) -> int: ...

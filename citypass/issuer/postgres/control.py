@@ -197,9 +197,11 @@ class ControlTables(LedgerTables):
     def save_incidents(self, scopes: Sequence[str], since: int, incidents: Sequence[tuple[str, Incident]],
                        found_at: int) -> int:
         with self.write() as conn:
-            if scopes:
-                conn.execute("DELETE FROM incidents WHERE scope = ANY(%b::text[]) AND acked_at IS NULL"
-                             " AND first_at >= %s", [sorted(set(scopes)), since])
+            if scopes:  # one index probe per scope (the planner would read every open incident of the window)
+                conn.execute("DELETE FROM incidents WHERE ctid = ANY(ARRAY(SELECT i.ctid FROM unnest(%b::text[])"
+                             " AS u(s) CROSS JOIN LATERAL (SELECT ctid, acked_at, first_at FROM incidents"
+                             " WHERE scope = u.s OFFSET 0) i WHERE i.acked_at IS NULL AND i.first_at >= %s))",
+                             [sorted(set(scopes)), since])
             if not incidents:
                 return 0
             rows = conn.execute(

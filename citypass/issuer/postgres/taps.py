@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -110,51 +110,69 @@ class TapTables(PgBase):
 
     # -- ingest --------------------------------------------------------------------------------------
     def store_batch(self, batch: PreparedBatch, device_id: str | None, received_at: int) -> IngestResult:
-        if not batch.events:
-            return IngestResult((), 0, 0)
-        self.ensure_partitions([p.tap.at for p in batch.events if p.tap is not None and p.error is None],
-                               received_at)
-        result: IngestResult = self.transact(self._store_batch, batch, device_id, received_at)
-        return result
+        return self.store_batches([(batch, device_id)], received_at)[0]
 
-    def _store_batch(self, conn: psycopg.Connection[Any], batch: PreparedBatch, device_id: str | None,
-                     received_at: int) -> IngestResult:
-        events = batch.events
+    def store_batches(self, uploads: Sequence[tuple[PreparedBatch, str | None]],
+                      received_at: int) -> list[IngestResult]:
+        """Store several devices' batches in one transaction, with the statements of one: the same rules for each
+        as if it came alone (its device owns what it uploads first). The caller keeps their event and tap ids
+        disjoint (:func:`citypass.issuer.ingest.disjoint_groups`), so no batch's outcome depends on another's."""
+        if not any(b.events for b, _ in uploads):
+            return [IngestResult((), 0, 0) for _ in uploads]
+        self.ensure_partitions([p.tap.at for batch, _ in uploads for p in batch.events
+                                if p.tap is not None and p.error is None], received_at)
+        results: list[IngestResult] = self.transact(self._store_batches, uploads, received_at)
+        return results
+
+    def _store_batches(self, conn: psycopg.Connection[Any], uploads: Sequence[tuple[PreparedBatch, str | None]],
+                       received_at: int) -> list[IngestResult]:
         # One read for what is already stored: events by id (whose?) and taps by id (whose gate?).
         owners: dict[str, str | None] = {}
         holders: dict[str, str] = {}
-        for which, ident, owner in conn.execute(_LOOKUP, [batch.event_ids, sorted({p.event.tap_id for p in events})]):
+        event_ids = [e for b, _ in uploads for e in b.event_ids]
+        tap_ids = sorted({p.event.tap_id for b, _ in uploads for p in b.events})
+        for which, ident, owner in conn.execute(_LOOKUP, [event_ids, tap_ids]):
             if which == "e":
                 owners[ident] = owner
             else:
                 holders[ident] = owner
-        clashes = [p for p in events if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
-        recorded = self._record_collisions(conn, clashes, owners, device_id, received_at)
-        candidates = _claim_tap_ids([p for p in events if p.event.event_id not in owners], device_id, holders)
-        taps: dict[str, tuple[PreparedEvent, TapRecord]] = {}
-        for p in candidates:
-            if p.error is None and p.tap is not None:
-                taps.setdefault(p.tap.tap_id, (p, p.tap))
+        plans = []
+        rows: list[tuple[Any, ...]] = []
+        tap_rows: list[tuple[Any, ...]] = []
+        for batch, device_id in uploads:
+            events = batch.events
+            clashes = [p for p in events
+                       if p.event.event_id in owners and _foreign(owners[p.event.event_id], device_id)]
+            recorded = self._record_collisions(conn, clashes, owners, device_id, received_at)
+            candidates = _claim_tap_ids([p for p in events if p.event.event_id not in owners], device_id, holders)
+            taps: dict[str, tuple[PreparedEvent, TapRecord]] = {}
+            for p in candidates:
+                if p.error is None and p.tap is not None:
+                    taps.setdefault(p.tap.tap_id, (p, p.tap))
+            rows += [(p.event.event_id, p.event.tap_id, p.event.kind, p.stored_body(), p.event.created_at,
+                      received_at, device_id, p.error) for p in candidates]
+            tap_rows += [(t.tap_id, t.gate_id, t.site, t.direction, t.decision, t.reason, _flags_json(t.flags),
+                          t.credential_id, t.product, t.persons, t.kind, t.presentation_id, t.at, 0, received_at,
+                          p.event.event_id) for p, t in taps.values()]
+            plans.append((batch, candidates, recorded, set(taps)))
         # One statement stores the events, claims the tap ids, stores the taps whose claim succeeded now and
         # counts them in the rollup: what it returns is what this transaction stored (another worker may have
         # stored the rest a moment before).
         inserted: set[str] = set()
         claimed: set[str] = set()
-        for which, ident in conn.execute(_STORE, [
-            *_columns([(p.event.event_id, p.event.tap_id, p.event.kind, p.stored_body(), p.event.created_at,
-                        received_at, device_id, p.error) for p in candidates], 8),
-            *_columns([(t.tap_id, t.gate_id, t.site, t.direction, t.decision, t.reason, json.dumps(list(t.flags)),
-                        t.credential_id, t.product, t.persons, t.kind, t.presentation_id, t.at, 0, received_at,
-                        p.event.event_id) for p, t in taps.values()], 16),
-        ]):
+        for which, ident in conn.execute(_STORE, [*_columns(rows, 8), *_columns(tap_rows, 16)]):
             (inserted if which == "e" else claimed).add(ident)
-        new = [p for p in candidates if p.event.event_id in inserted]
         # An annulment may arrive before its tap (another batch, out of order) or after it.
-        touched = sorted({p.event.tap_id for p in new if p.error is None and p.event.kind in ("tap", "annul")})
-        self._apply_annulments(conn, touched)
-        duplicates = len(events) - len(new) - len(recorded)
-        quarantined = tuple(Quarantined(p.event.event_id, p.error) for p in new if p.error is not None)
-        return IngestResult(tuple(batch.event_ids), duplicates, len(claimed), quarantined + recorded)
+        self._apply_annulments(conn, sorted({p.event.tap_id for _, candidates, _, _ in plans for p in candidates
+                                             if p.event.event_id in inserted and p.error is None
+                                             and p.event.kind in ("tap", "annul")}))
+        results = []
+        for batch, candidates, recorded, mine in plans:
+            new = [p for p in candidates if p.event.event_id in inserted]
+            quarantined = tuple(Quarantined(p.event.event_id, p.error) for p in new if p.error is not None)
+            results.append(IngestResult(tuple(batch.event_ids), len(batch.events) - len(new) - len(recorded),
+                                        len(mine & claimed), quarantined + recorded))
+        return results
 
     @staticmethod
     def _roll_up_annulled(conn: psycopg.Connection[Any], annulled: Counter[RollupKey]) -> None:
@@ -314,6 +332,10 @@ def _claim_tap_ids(events: list[PreparedEvent], device_id: str | None,
             holders.setdefault(p.event.tap_id, device_id)
         out.append(p)
     return out
+
+
+def _flags_json(flags: tuple[str, ...]) -> str:
+    return json.dumps(list(flags)) if flags else "[]"
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

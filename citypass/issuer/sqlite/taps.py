@@ -13,7 +13,7 @@ applies to a tap of the device that uploaded it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +28,13 @@ _TAP_COLUMNS = ("tap_id, gate_id, site, direction, decision, reason, flags, cred
 
 
 class TapTables(SqliteBase):
+    def store_batches(self, uploads: Sequence[tuple[PreparedBatch, str | None]],
+                      received_at: int) -> list[IngestResult]:
+        """Several devices' batches in one transaction, each as :meth:`store_batch` stores it (one writer at a time
+        on SQLite: there is no statement to save, only the commit)."""
+        with self.write():
+            return [self.store_batch(batch, device_id, received_at) for batch, device_id in uploads]
+
     def store_batch(self, batch: PreparedBatch, device_id: str | None, received_at: int) -> IngestResult:
         events = batch.events
         if not events:
@@ -155,12 +162,12 @@ def _foreign(owner: str | None, device_id: str | None) -> bool:
 
 
 def _record(row: Any) -> TapRecord:
+    """A stored tap's row (the columns of ``_TAP_COLUMNS``) as its record (validated when it was stored)."""
     (tap_id, gate_id, site, direction, decision, reason, flags, cred, product, persons, kind, pid, at, annulled,
      received_at) = row
-    return TapRecord(tap_id=tap_id, gate_id=gate_id, site=site, direction=direction, decision=decision,
-                     reason=reason, flags=tuple(json.loads(flags or "[]")), credential_id=cred, product=product,
-                     persons=persons, kind=kind, presentation_id=pid, at=at, annulled=annulled,
-                     received_at=received_at)
+    return TapRecord.stored(tap_id, gate_id, site, direction, decision, reason,
+                            () if not flags or flags == "[]" else tuple(json.loads(flags)), cred, product, persons,
+                            kind, pid, at, annulled, received_at)
 
 
 def _chunks(items: Iterable[str]) -> Iterator[list[str]]:
