@@ -342,11 +342,12 @@ async def live_stream(request: Request, site: int | None = None, gate: str | Non
                     if _matches(tap, site, gate, product, decision):
                         shown.append(tap)
                 unknown = {tap.site for tap in shown} - asked
-                if unknown:  # a site added since the stream opened: name it before its taps
+                if unknown:  # a site added since the stream opened is named before its taps (read once per number)
                     asked |= unknown
                     named = await run_in_threadpool(services.store.sites)
-                    asked |= {x.number for x in named}
-                    out.append(f"event: sites\ndata: {_sites_json(named, s.lang)}\n\n")
+                    if unknown & {x.number for x in named}:
+                        asked |= {x.number for x in named}
+                        out.append(f"event: sites\ndata: {_sites_json(named, s.lang)}\n\n")
                 out += [f"event: tap\nid: {tap.tap_id}\ndata: {_tap_json(tap)}\n\n" for tap in shown]
             if ids:
                 received = max(received, ids[-1][0])
@@ -413,8 +414,8 @@ def devices(request: Request, notice: str = "") -> Response:
         h = r.health
         state = {"ok": ("online", "ok"), "stale": ("stale", "bad"), "never_seen": ("never", "warn"),
                  "retired": ("none", "muted")}[r.status]
-        rows.append([tag("code", r.device.id), title_of(titles, r.device.site), r.device.direction, tag("span", t(state[0]),
-                     class_=state[1]), _time(h.last_seen if h else None), r.link or "—",
+        rows.append([tag("code", r.device.id), title_of(titles, r.device.site), r.device.direction,
+                     tag("span", t(state[0]), class_=state[1]), _time(h.last_seen if h else None), r.link or "—",
                      (h.ledger_seq if h and h.ledger_seq is not None else "—", "num"),
                      (h.outbox_backlog if h and h.outbox_backlog is not None else "—", "num"),
                      (f"{h.clock_offset_s:+.1f} s" if h and h.clock_offset_s is not None else "—", "num"),
