@@ -46,7 +46,14 @@ def sync(served: ServedIssuer, gate: Gate) -> None:
         assert health.status_code == 204, health.text
 
 
+def site_cell(page: Any, tap_id: str) -> str:
+    """The 景点 / Site cell of a tap's row in the live taps table (the second column)."""
+    return str(page.locator(f"tr[data-tap-id='{tap_id}'] td").nth(1).inner_text())
+
+
 def test_log_in_and_see_a_gate_tap_appear_live(browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:
+    with served.client("operator") as operator:  # the lake has titles; the museum (site 3) has only its slug
+        assert operator.patch("/v1/sites/west-lake", json={"title": "西湖", "title_en": "West Lake"}).is_success
     page = login(browser, served)
     assert page.url.endswith("/console/city") and page.locator("#city-table").count() == 1
     cookie = next(c for c in page.context.cookies() if c["name"] == "cp_console")
@@ -64,6 +71,23 @@ def test_log_in_and_see_a_gate_tap_appear_live(browser: Any, served: ServedIssue
     assert page.locator(f"tr[data-tap-id='{other}']").count() == 0
     assert "lake-in" in page.locator(f"tr[data-tap-id='{tap}']").inner_text()
     print(f"tap shown {waited:.2f} s after its upload was acknowledged")
+    # The site is named as the rest of the console names it — its title, not the number taps carry.
+    assert site_cell(page, tap) == "西湖"
+    assert page.locator("#live-taps tbody td:nth-child(2)").all_inner_texts() == ["西湖"]  # not "1"
+    assert page.locator("#live-taps thead th").nth(1).inner_text() == "景点"
+
+    # In English: the English title; a site with no title, its slug. (Every site's, unfiltered.)
+    page.goto(served.url + "/console/lang?to=en&back=/console/live")
+    wait_js(page, "document.body.dataset.stream === 'open'", what="the live stream to reopen")
+    lake = gates["lake-in-2"].tap(_code(served, product="annual", sites=["west-lake"]), NOW + 20)
+    museum = gates["museum-b"].tap(_code(served, product="annual", sites=["zhejiang-museum"]), NOW + 25)
+    gates["lake-in-2"].upload()
+    gates["museum-b"].upload()
+    wait_js(page, f"!!document.querySelector('tr[data-tap-id=\"{museum}\"]')", timeout=5, what="the museum's tap")
+    wait_js(page, f"!!document.querySelector('tr[data-tap-id=\"{lake}\"]')", timeout=5, what="the lake's tap")
+    assert (site_cell(page, lake), site_cell(page, museum)) == ("West Lake", "zhejiang-museum")
+    cells = page.locator("#live-taps tbody td:nth-child(2)").all_inner_texts()
+    assert not [c for c in cells if c.isdigit()], cells  # no bare site number anywhere in the table
 
 
 def test_acknowledge_an_incident(browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:

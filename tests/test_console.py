@@ -3,14 +3,18 @@ Origin check on every form, refusals for other roles and revoked tokens, every p
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from citypass.issuer.console import sample
+from citypass.issuer.records import TapEvent
 from citypass.issuer.testing import ServedIssuer, served_issuer
 
 NOW = 1_800_000_000
@@ -113,3 +117,66 @@ def test_the_groups_page_names_overdue_groups_and_pages_by_id(served: ServedIssu
     first = min(late["id"], fine["id"])
     rest = re.search(r'<table id="groups">(.*?)</table>', client.get("/console/groups", params={"after": first}).text)
     assert rest is not None and max(late["id"], fine["id"]) in rest.group(1) and first not in rest.group(1)
+
+
+def _events(lines: Iterator[str], count: int, within: float = 5.0) -> list[tuple[str, dict[str, Any]]]:
+    """The next ``count`` events of a server-sent event stream, as (event, data) — comments and retry skipped —
+    within ``within`` seconds (the stream says ``: idle`` every 250 ms, so the clock is looked at that often)."""
+    found: list[tuple[str, dict[str, Any]]] = []
+    kind = data = None
+    deadline = time.monotonic() + within
+    for line in lines:
+        assert time.monotonic() < deadline, f"waited {within} s for {count} events; got {found}"
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and kind is not None:
+            found.append((kind, data or {}))
+            kind = data = None
+            if len(found) == count:
+                return found
+    raise AssertionError(f"the stream ended after {found}")
+
+
+def _tap(tap_id: str, site: int) -> TapEvent:
+    return TapEvent(f"{tap_id}-e", tap_id, "tap", {
+        "gate_id": f"gate-{site}", "site": site, "direction": "entry", "decision": "allow", "reason": None,
+        "flags": [], "credential_id": f"{0xc0ffee00 + site:016x}", "product": 1, "persons": 1, "kind": "entry",
+        "presentation_id": None, "at": NOW}, NOW)
+
+
+def test_the_live_stream_names_every_site_once_and_a_new_site_before_its_first_tap(served: ServedIssuer) -> None:
+    """The live taps table names a tap's site from the stream's ``sites`` event (titles in the session's language,
+    the slug where there is none); the taps themselves carry only the site's number."""
+    with served.client("operator") as operator:
+        assert operator.patch("/v1/sites/west-lake", json={"title": "西湖", "title_en": "West Lake"}).is_success
+    client, _ = login(served)
+    client.get("/console/lang", params={"to": "en", "back": "/console/live"})
+    with client.stream("GET", "/console/live/stream", timeout=10) as answer:
+        lines = answer.iter_lines()
+        [(kind, sites)] = _events(lines, 1)
+        assert kind == "sites" and len(sites) == len(served.issuer.store.sites())
+        assert sites["1"] == {"title": "West Lake", "name": "west-lake"}
+        assert sites["2"] == {"title": "lingyin", "name": "lingyin"}  # no title: the slug
+        with served.client("issuer") as issuer:
+            added = issuer.post("/v1/sites", json={"name": "leifeng", "title": "雷峰塔"}).json()["number"]
+        sample.ingest_all(served.issuer, iter([_tap("t-lake", 1), _tap("t-pagoda", added)]), lambda e: NOW)
+        got = _events(lines, 3)
+    assert [kind for kind, _ in got] == ["sites", "tap", "tap"]  # the new site is named before its tap
+    assert got[0][1][str(added)] == {"title": "雷峰塔", "name": "leifeng"}  # no English title: the Chinese one
+    assert [(data["tap_id"], data["site"]) for _, data in got[1:]] == [("t-lake", 1), ("t-pagoda", added)]
+    assert not any("title" in data or "name" in data for _, data in got[1:])  # each tap: just the number
+
+
+def test_the_devices_table_names_a_gates_site_by_its_title(served: ServedIssuer) -> None:
+    with served.client("operator") as operator:
+        assert operator.patch("/v1/sites/west-lake", json={"title": "西湖"}).is_success
+    with served.client("technician") as technician:
+        for gate, site in (("lake-in", "west-lake"), ("temple-in", "lingyin")):
+            assert technician.post("/v1/devices", json={"id": gate, "site": site}).is_success
+    client, _ = login(served)
+    table = re.search(r'<table id="devices">(.*?)</table>', client.get("/console/devices").text)
+    assert table is not None
+    rows = {r[0]: r[1] for r in re.findall(r"<tr><td><code>([a-z-]+)</code></td><td>([^<]*)</td>", table.group(1))}
+    assert rows == {"lake-in": "西湖", "temple-in": "lingyin"}

@@ -25,6 +25,7 @@ def test_a_rebuild_from_the_lock_file_reproduces_the_committed_assets() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "wallet: the committed assets are what the sources build" in result.stdout
     assert "screen: the committed assets are what the sources build" in result.stdout
+    assert "console: the committed assets are what the sources build" in result.stdout
 
 
 def test_the_pages_are_small_and_self_contained() -> None:

@@ -15,6 +15,16 @@ function cell (text) {
   return td
 }
 
+// A tap names its site by number; the stream's `sites` event (sent as it opens, and again should a tap name a site
+// added since) maps each number to the title in the operator's language (the slug where there is none) and the
+// slug, shown on hover. Only a number the issuer knows no site for is shown as the number itself.
+function siteCell (sites, number) {
+  const site = sites[number]
+  const td = cell(site ? site.title || site.name : number)
+  if (site) td.title = `${site.name} (${number})`
+  return td
+}
+
 // The sites' local time (the table says its UTC offset in minutes), as the server-rendered pages show it.
 function clock (at, offsetMinutes) {
   const d = new Date((at + offsetMinutes * 60) * 1000)
@@ -28,15 +38,20 @@ function liveTaps () {
   const counter = document.getElementById('live-count')
   const offset = Number(table.dataset.utcOffset || 480)
   let seen = 0
+  let sites = {}
   const source = new EventSource(table.dataset.stream)
   source.addEventListener('open', () => { document.body.dataset.stream = 'open' })
   source.addEventListener('error', () => { document.body.dataset.stream = 'retrying' })
+  source.addEventListener('sites', (event) => { sites = JSON.parse(event.data) })
   source.addEventListener('tap', (event) => {
     const tap = JSON.parse(event.data)
     const row = document.createElement('tr')
     row.dataset.tapId = tap.tap_id
     row.className = tap.decision === 'allow' ? 'allow' : 'deny'
-    for (const field of FIELDS) row.appendChild(cell(field === 'at' ? clock(tap.at, offset) : tap[field]))
+    for (const field of FIELDS) {
+      if (field === 'site') row.appendChild(siteCell(sites, tap.site))
+      else row.appendChild(cell(field === 'at' ? clock(tap.at, offset) : tap[field]))
+    }
     body.prepend(row)
     while (body.rows.length > MAX_ROWS) body.deleteRow(body.rows.length - 1)
     seen += 1

@@ -4,6 +4,7 @@ An incident's ``detail`` is one English sentence made when it is found (:mod:`ci
 modules beside it) and kept as it is, for the API and the audit trail. The console shows an operator working in
 Chinese a Chinese description instead, made here from what every incident carries — its kind, how many taps or
 events, which gates and sites — and keeps the English sentence, with its reason codes and timings, on hover.
+Sites are named by their titles (:mod:`.sitenames`; the slug where a site has no title), not by their numbers.
 
     >>> from citypass.issuer.incidents import Incident
     >>> i = Incident("forged_code", None, ("t1", "t2"), ("scenic-009-in",), (9,), 0, 60, "2 attempts with a forged …")
@@ -13,10 +14,16 @@ events, which gates and sites — and keeps the English sentence, with its reaso
     '伪造或外来票证尝试 2 次，闸机 scenic-009-in'
     >>> describe(i, "en")
     '2 attempts with a forged …'
+    >>> shared = Incident("shared_pass", "c0ffee", ("t1", "t2"), ("lake-in", "temple-in"), (1, 2), 0, 600, "…")
+    >>> describe(shared, "zh", {1: "西湖", 2: "灵隐寺"})
+    '在景点 西湖、灵隐寺 入园 2 次，间隔短于两地间所需时间：票证可能被共用'
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from citypass.issuer.console.sitenames import title_of
 from citypass.issuer.incidents import Incident
 
 #: kind: (zh, en) — every kind the issuer finds (docs/issuer.md, "Incidents").
@@ -60,14 +67,15 @@ def kind_name(kind: str, lang: str) -> str:
     return names[0] if lang == "zh" else names[1]
 
 
-def describe(incident: Incident, lang: str) -> str:
+def describe(incident: Incident, lang: str, site_titles: Mapping[int, str] | None = None) -> str:
     """The incident in ``lang``: English is its stored sentence; Chinese is built from its fields (the stored
-    sentence for a kind this module does not know)."""
+    sentence for a kind this module does not know), each site by its title in ``site_titles`` (from
+    :func:`.sitenames.site_titles`; a site not there, by its number)."""
     template = ZH_DETAILS.get(incident.kind)
     if lang != "zh" or template is None:
         return incident.detail
     return template.format(n=len(incident.tap_ids), gates="、".join(incident.gate_ids) or "—",
-                           sites="、".join(str(s) for s in incident.sites) or "—")
+                           sites="、".join(title_of(site_titles or {}, s) for s in incident.sites) or "—")
 
 
 __all__ = ["KIND_NAMES", "ZH_DETAILS", "describe", "kind_name"]

@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from citypass.credential.sites import SiteKind
+from citypass.credential.sites import SiteKind, SiteSettings
 from citypass.errors import CityPassError, Conflict, InvalidInput, NotFound
 from citypass.issuer import bookings, groups
 from citypass.issuer.api.deps import Principal, Services, get_services, note
@@ -31,6 +31,7 @@ from citypass.issuer.console import session as sessions
 from citypass.issuer.console.charts import occupancy_svg
 from citypass.issuer.console.markup import Child, Safe, esc, join, raw, table, tag
 from citypass.issuer.console.session import ConsoleDenied, Session
+from citypass.issuer.console.sitenames import site_title, site_titles, title_of
 from citypass.issuer.console.texts import text
 from citypass.issuer.groups import status as group_status
 from citypass.issuer.service import IssueError
@@ -261,9 +262,19 @@ def city(request: Request, site: str | None = None, fragment: int = 0, notice: s
 
 # -- Live taps ---------------------------------------------------------------------------------------------
 def _tap_json(tap: TapRecord) -> str:
+    """One tap of the live stream (``event: tap``): its site as a number, named by the ``sites`` event."""
     return json.dumps({"tap_id": tap.tap_id, "at": tap.at, "site": tap.site, "gate_id": tap.gate_id,
                        "product": PRODUCTS.get(tap.product or 0, tap.product), "decision": tap.decision,
                        "reason": tap.reason, "persons": tap.persons, "credential_id": tap.credential_id})
+
+
+def _sites_json(sites: Iterable[SiteSettings], lang: str) -> str:
+    """The live stream's ``sites`` event: by site number, the title the operator reads (in the session's language,
+    the slug where there is none) and the slug. Sent once as the stream opens — and again only if a tap names a
+    site it does not hold — so each tap carries just its site's number; the page shows the number itself only for
+    a site the issuer does not know."""
+    return json.dumps({str(x.number): {"title": site_title(x, lang), "name": x.name} for x in sites},
+                      ensure_ascii=False, separators=(",", ":"))
 
 
 def _matches(tap: TapRecord, site: int | None, gate: str | None, product: int | None, decision: str | None) -> bool:
@@ -305,7 +316,7 @@ def live(request: Request, site: str = "", gate: str = "", product: str = "", de
 @router.get("/console/live/stream")
 async def live_stream(request: Request, site: int | None = None, gate: str | None = None,
                       product: int | None = None, decision: str | None = None) -> StreamingResponse:
-    await run_in_threadpool(_need, request)
+    s = await run_in_threadpool(_need, request)
     services = _services(request)
     gate = gate or None
     decision = decision if decision in ("allow", "deny") else None
@@ -316,17 +327,28 @@ async def live_stream(request: Request, site: int | None = None, gate: str | Non
         received = services.now() - 2  # a tap uploaded just before the page opened still shows
         seen: dict[str, int] = {}
         started = time.monotonic()
-        yield b"retry: 1000\n\n"
+        named = await run_in_threadpool(services.store.sites)
+        asked = {x.number for x in named}  # site numbers looked up already: an unknown one is read for once
+        yield f"retry: 1000\n\nevent: sites\ndata: {_sites_json(named, s.lang)}\n\n".encode()
         while time.monotonic() - started < STREAM_MAX_S and not await request.is_disconnected():
             ids = await run_in_threadpool(services.store.tap_ids_received, received - 1)
             new = [tap_id for _, tap_id in ids if tap_id not in seen]
             out = []
             if new:
                 taps = await run_in_threadpool(services.store.taps_by_id, new)
+                shown = []
                 for tap in sorted(taps, key=lambda t: (t.received_at or 0, t.tap_id)):
                     seen[tap.tap_id] = tap.received_at or 0
                     if _matches(tap, site, gate, product, decision):
-                        out.append(f"event: tap\nid: {tap.tap_id}\ndata: {_tap_json(tap)}\n\n")
+                        shown.append(tap)
+                unknown = {tap.site for tap in shown} - asked
+                if unknown:  # a site added since the stream opened is named before its taps (read once per number)
+                    asked |= unknown
+                    named = await run_in_threadpool(services.store.sites)
+                    if unknown & {x.number for x in named}:
+                        asked |= {x.number for x in named}
+                        out.append(f"event: sites\ndata: {_sites_json(named, s.lang)}\n\n")
+                out += [f"event: tap\nid: {tap.tap_id}\ndata: {_tap_json(tap)}\n\n" for tap in shown]
             if ids:
                 received = max(received, ids[-1][0])
                 seen = {k: v for k, v in seen.items() if v >= received - 1}
@@ -344,6 +366,7 @@ def incidents(request: Request, all: int = 0, notice: str = "") -> Response:
     t = words(s.lang)
     store = _services(request).store
     found = store.stored_incidents(open_only=not all, limit=500, latest_first=True)  # the 500 most recently active
+    titles = site_titles(store.sites(), s.lang)
     rows = []
     for item in found:
         i = item.incident
@@ -356,7 +379,7 @@ def incidents(request: Request, all: int = 0, notice: str = "") -> Response:
         when: list[Child] = [_time(i.last_at)]
         if i.first_at != i.last_at:
             when += [tag("br", void=True), tag("span", f"{t('since')} {_time(i.first_at)}", class_="muted")]
-        detail = incidenttexts.describe(i, s.lang)
+        detail = incidenttexts.describe(i, s.lang, titles)
         rows.append([when, tag("span", incidenttexts.kind_name(i.kind, s.lang), class_="kind", title=i.kind,
                                data_kind=i.kind),
                      i.credential_id or "—", ", ".join(i.gate_ids),
@@ -385,13 +408,14 @@ def devices(request: Request, notice: str = "") -> Response:
     s = _need(request)
     t = words(s.lang)
     services = _services(request)
+    titles = site_titles(services.store.sites(), s.lang)
     rows = []
     for r in views.devices(services.store, services.now()):
         h = r.health
         state = {"ok": ("online", "ok"), "stale": ("stale", "bad"), "never_seen": ("never", "warn"),
                  "retired": ("none", "muted")}[r.status]
-        rows.append([tag("code", r.device.id), r.device.site, r.device.direction, tag("span", t(state[0]),
-                     class_=state[1]), _time(h.last_seen if h else None), r.link or "—",
+        rows.append([tag("code", r.device.id), title_of(titles, r.device.site), r.device.direction,
+                     tag("span", t(state[0]), class_=state[1]), _time(h.last_seen if h else None), r.link or "—",
                      (h.ledger_seq if h and h.ledger_seq is not None else "—", "num"),
                      (h.outbox_backlog if h and h.outbox_backlog is not None else "—", "num"),
                      (f"{h.clock_offset_s:+.1f} s" if h and h.clock_offset_s is not None else "—", "num"),
@@ -433,7 +457,8 @@ def passes(request: Request, q: str = "", notice: str = "") -> Response:
             content.append(tag("form", _hidden(s), _field(t("reason"), "reason", required=True, maxlength=200),
                                tag("button", t("revoke_holder"), type="submit", class_="danger"), method="post",
                                action=f"/console/passes/{found.credential_id}/revoke-holder", class_="card"))
-        receipts = [[tag("code", g.device.id), g.device.site,
+        titles = site_titles(services.store.sites(), s.lang)
+        receipts = [[tag("code", g.device.id), title_of(titles, g.device.site),
                      (g.ledger_seq if g.ledger_seq is not None else "—", "num"),
                      tag("span", f"{t('received')} ({t('reported')} {_time(g.reported_at)})", class_="ok")
                      if g.received else
