@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,7 +44,9 @@ from citypass.sync.cluster import NatsCluster
 from citypass.sync.endpoint import ClientFiles, Endpoint
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
 from citypass.sync.home import BrokerHome
+from citypass.sync.ingest_queue import QueueWorker
 from citypass.sync.issuer_sync import IssuerSync
+from citypass.sync.workqueue import WorkQueue
 
 
 class ClusterWorld:
@@ -81,6 +84,19 @@ class ClusterWorld:
 
     def gate_ledger(self, gate: str) -> Path:
         return seeded_gate_ledger(self.path, gate, self.issuer, self.root)
+
+    def work_queue(self, **settings: Any) -> WorkQueue:
+        """The issuer's JetStream work queue on this cluster (every node named: R3 on three nodes)."""
+        return WorkQueue(self.cluster.client_urls, **settings)
+
+    def make_issuer_sync(self, workers: int, queue: WorkQueue | None = None) -> IssuerSync:
+        """The issuer's MQTT side, not started: ingest worker i on node i - 1, the publisher on node 1; the
+        workers take the work queue ``queue``, or (None) hold plain subscriptions (the degraded mode)."""
+        n = len(self.cluster.addresses)
+        make = None if queue is None else (lambda cn, ep: QueueWorker(self.issuer, ep, cn, queue))
+        return IssuerSync(self.issuer, lambda cn: self.endpoint(cn, _node_of(cn, n)), workers=workers,
+                          subscription="plain" if queue is None else "queue", make_worker=make, tick_s=1.0,
+                          poll_s=0.05)
 
     def close(self) -> None:
         self.cluster.stop()

@@ -181,6 +181,8 @@ class QueueWorker(IngestWorker):
         servers = list(self.queue.servers)
 
         async def disconnected() -> None:
+            if self._halt.is_set():
+                return
             log.warning("%s: NATS connection to %s lost; reconnecting", self.client_id, self.nats_server)
 
         async def reconnected() -> None:

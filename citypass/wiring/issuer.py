@@ -125,6 +125,7 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     if tls_cert is None and not insecure_http and not _loopback(host):
         raise click.UsageError(f"--host {host} is not a loopback address: serve HTTPS (--tls-cert, --tls-key) or "
                                "keep the default 127.0.0.1 behind a TLS proxy (--insecure-http to override)")
+    queue = _work_queue(ingest, nats_servers, mqtt_workers, mqtt_version)
     if broker_address is not None and broker_home is None:
         raise click.UsageError("--broker needs --broker-home")
     bhome = None
@@ -136,7 +137,6 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
             raise BrokerError(f"{broker_home} is not a broker home ({exc}): run `citypass broker init`") from None
     if mqtt_workers and (bhome is None or broker_address is None):
         raise click.UsageError("--mqtt-workers needs --broker-home and --broker")
-    queue = _work_queue(ingest, nats_servers, mqtt_workers, mqtt_version)
     iss = Issuer.open(open_home(home), database=database)
     iss.root_key()  # fail now, not on the first request, when the passphrase is wrong
     group = mqtt_group or iss.ingest_group()
