@@ -2,8 +2,9 @@
 
     python -m tests.queue_ingest_worker ISSUER_HOME CN MQTT_HOST:PORT[,…] CA CERT KEY NATS_URLS ACK_WAIT_S DELAY_S
 
-Prints ``ready`` once its consumer is bound, then ``taken SEQ`` for each message it is handed — *before* it
-stores it, after which it waits DELAY_S: a worker slow enough to be killed with batches in hand.
+Prints ``ready`` once its consumer is bound, then ``stored SEQ LEAF`` for each message it has handled (stored
+a batch, answered a request), after which it waits DELAY_S before the next: it acks the messages of a fetch
+together after the last, so it is slow enough to be killed with stored but unacknowledged batches in hand.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ class SlowWorker(QueueWorker):
     delay_s = 0.0
 
     def take(self, message: Msg) -> bool:
-        print("taken", message.metadata.sequence.stream, flush=True)
-        time.sleep(self.delay_s)
-        return super().take(message)
+        done = super().take(message)
+        print("stored", message.metadata.sequence.stream, message.subject.rsplit(".", 1)[-1], flush=True)
+        time.sleep(self.delay_s)  # the fetched messages are acked together, after the last one: a window to die in
+        return done
 
 
 def main(argv: list[str]) -> None:
