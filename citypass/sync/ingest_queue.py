@@ -119,6 +119,16 @@ async def ensure_queue(js: JetStreamContext, queue: WorkQueue, timeout: float) -
                                f"{exc.description or exc}") from None
 
 
+def _confirmed(info: mqtt.MQTTMessageInfo, deadline: float) -> bool:
+    """True once the engine has PUBACKed a QoS 1 answer; False at ``deadline`` or when paho could not send it
+    (not connected: paho sends it after the reconnect, and the message comes back from the queue meanwhile)."""
+    try:
+        info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
+
+
 class QueueWorker(IngestWorker):
     """An ingest worker that takes the gates' batches from the work queue (see the module's docstring).
 
@@ -223,7 +233,11 @@ class QueueWorker(IngestWorker):
                     log.debug("%s: fetch: %s", self.client_id, exc)
                     await asyncio.sleep(0.5)
                     continue
-                done = await asyncio.to_thread(self.process, messages)
+                try:
+                    done = await asyncio.to_thread(self.process, messages)
+                except Exception:  # a bug must not end the worker: the messages come back, to it or another
+                    log.exception("%s: processing a fetch failed", self.client_id)
+                    done = [False] * len(messages)
                 for message, ok in zip(messages, done, strict=True):
                     try:
                         if ok:
@@ -253,13 +267,8 @@ class QueueWorker(IngestWorker):
             replies.append(sent)
         deadline = time.monotonic() + self.reply_timeout_s
         for index, sent in enumerate(replies):
-            for info in sent:
-                try:
-                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-                except (RuntimeError, ValueError):  # not connected: paho sends it later, the queue once more
-                    pass
-                if not info.is_published():
-                    done[index] = False
+            if not all(_confirmed(info, deadline) for info in sent):
+                done[index] = False
         return done
 
     def take(self, message: Msg) -> bool:
