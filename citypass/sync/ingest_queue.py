@@ -199,7 +199,10 @@ class QueueWorker(IngestWorker):
             self.nats_server = nc.connected_url.netloc if nc.connected_url else None
             log.warning("%s: NATS connection on %s", self.client_id, self.nats_server)
 
+        last: list[Exception] = []
+
         async def error(exc: Exception) -> None:
+            last[:] = [exc]
             log.debug("%s: NATS: %s", self.client_id, exc)
 
         nc = NatsClient()
@@ -210,8 +213,9 @@ class QueueWorker(IngestWorker):
                 disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error),
                 self.queue.connect_timeout_s)
         except (TimeoutError, OSError, nats.errors.Error) as exc:
+            why = last[0] if last else exc
             raise Unavailable(f"{self.client_id}: no NATS server of {', '.join(servers)} answered within "
-                              f"{self.queue.connect_timeout_s:g} s ({type(exc).__name__}: {exc})") from None
+                              f"{self.queue.connect_timeout_s:g} s (last: {type(why).__name__}: {why})") from None
         self.nats_server = nc.connected_url.netloc if nc.connected_url else None
         return nc
 

@@ -17,6 +17,9 @@ Two kinds of client, each with its own broker identity (the broker forces client
   such (``duplicates``) — and the gate, acknowledged once per worker, marks its rows once. The cost is one
   store transaction per batch per worker: run two such workers for redundancy, not for throughput. Plain
   workers keep a persistent session, so the engine holds what arrives while a worker is between nodes.
+  **On the engine's work queue** (``subscription="queue"``, a NATS JetStream stream:
+  :class:`citypass.sync.ingest_queue.QueueWorker`) a worker subscribes to nothing over MQTT: it takes each batch
+  from the queue, one worker per batch, and its MQTT client only publishes the acks and deltas (:meth:`reply`).
 * :class:`LedgerPublisher` — one per issuer node. It polls the ledger sequence and publishes each change as
   a signed delta on ``all/ledger`` (several nodes on one PostgreSQL database each run one; a delta is claimed
   in the store before it is sent — :meth:`~citypass.issuer.repository.LedgerRepository.claim_publication` —
