@@ -220,39 +220,60 @@ class QueueWorker(IngestWorker):
         return nc
 
     async def _serve(self) -> None:
-        nc = await self._connect()
-        try:
-            js = nc.jetstream(timeout=5)
-            await ensure_queue(js, self.queue, self.queue.connect_timeout_s)
-            pull = await js.pull_subscribe_bind(durable=self.queue.consumer, stream=self.queue.stream)
-            self.bound.set()
-            log.info("%s: taking %s/%s on %s", self.client_id, self.queue.stream, self.queue.consumer,
-                     self.nats_server)
-            while not self._halt.is_set():
+        """Connect, make sure of the queue, take from it; a connection nats-py gave up on (closed) is made
+        again, until :meth:`stop`. Failing at the first start is an error for :meth:`start` to raise."""
+        while not self._halt.is_set():
+            try:
+                nc = await self._connect()
+            except Unavailable:
+                if not self.bound.is_set():
+                    raise
+                log.warning("%s: no NATS server answers; trying again", self.client_id)
+                await asyncio.sleep(1)
+                continue
+            try:
+                await self._take(nc)
+            except Unavailable as exc:  # JetStream without a leader for longer than connect_timeout_s
+                if not self.bound.is_set():
+                    raise
+                log.warning("%s: %s; trying again", self.client_id, exc)
+                await asyncio.sleep(1)
+            finally:
+                await nc.close()
+            if not self._halt.is_set():
+                log.warning("%s: NATS connection closed; connecting again", self.client_id)
+
+    async def _take(self, nc: NatsClient) -> None:
+        """Make sure of the queue, bind to its consumer and take its messages until :meth:`stop` or until the
+        connection is closed for good."""
+        js = nc.jetstream(timeout=5)
+        await ensure_queue(js, self.queue, self.queue.connect_timeout_s)
+        pull = await js.pull_subscribe_bind(durable=self.queue.consumer, stream=self.queue.stream)
+        self.bound.set()
+        log.info("%s: taking %s/%s on %s", self.client_id, self.queue.stream, self.queue.consumer, self.nats_server)
+        while not self._halt.is_set() and not nc.is_closed:
+            try:
+                messages = await pull.fetch(self.queue.fetch_batch, timeout=1)
+            except _PASSING:
+                continue  # nothing waiting, or a node is going: ask again (nats-py reconnects meanwhile)
+            except nats.errors.Error as exc:
+                log.debug("%s: fetch: %s", self.client_id, exc)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                done = await asyncio.to_thread(self.process, messages)
+            except Exception:  # a bug must not end the worker: the messages come back, to it or another
+                log.exception("%s: processing a fetch failed", self.client_id)
+                done = [False] * len(messages)
+            for message, ok in zip(messages, done, strict=True):
                 try:
-                    messages = await pull.fetch(self.queue.fetch_batch, timeout=1)
-                except _PASSING:
-                    continue  # nothing waiting, or a node is going: ask again (nats-py reconnects meanwhile)
-                except nats.errors.Error as exc:
-                    log.debug("%s: fetch: %s", self.client_id, exc)
-                    await asyncio.sleep(0.5)
-                    continue
-                try:
-                    done = await asyncio.to_thread(self.process, messages)
-                except Exception:  # a bug must not end the worker: the messages come back, to it or another
-                    log.exception("%s: processing a fetch failed", self.client_id)
-                    done = [False] * len(messages)
-                for message, ok in zip(messages, done, strict=True):
-                    try:
-                        if ok:
-                            await message.ack()
-                        else:
-                            self.stats["retried"] += 1
-                            await message.nak(delay=min(self.queue.ack_wait_s, message.metadata.num_delivered))
-                    except nats.errors.Error as exc:  # it comes back after ack_wait: stored twice, harmlessly
-                        log.debug("%s: ack: %s", self.client_id, exc)
-        finally:
-            await nc.close()
+                    if ok:
+                        await message.ack()
+                    else:
+                        self.stats["retried"] += 1
+                        await message.nak(delay=min(self.queue.ack_wait_s, message.metadata.num_delivered))
+                except nats.errors.Error as exc:  # it comes back after ack_wait: stored twice, harmlessly
+                    log.debug("%s: ack: %s", self.client_id, exc)
 
     # -- the work -----------------------------------------------------------------------------------------------
 
