@@ -7,6 +7,7 @@ with batches in hand loses none (they come back to another worker after the ack 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -14,6 +15,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import nats
 import pytest
@@ -87,6 +90,44 @@ def test_a_cluster_that_is_not_reachable_is_a_clear_error(tmp_path: Path) -> Non
     with pytest.raises(Unavailable, match=rf"no NATS server of nats://127.0.0.1:{port} answered"):
         worker.start()
     assert time.monotonic() - started < 10
+    world.issuer.close()
+
+
+def _message(subject_: str, data: bytes, *, age_s: float = 0.0, delivered: int = 1) -> Any:
+    """What nats-py hands a worker, as far as the worker reads it."""
+    meta = SimpleNamespace(num_delivered=delivered, timestamp=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s),
+                           sequence=SimpleNamespace(stream=1))
+    return SimpleNamespace(subject=subject_, data=data, metadata=meta)
+
+
+def test_what_a_worker_acks_drops_or_leaves_to_be_tried_again(tmp_path: Path) -> None:
+    from citypass.issuer.records import Device
+    from citypass.sync import codec
+    from citypass.sync.broker import free_port
+
+    world = _Issuer(tmp_path)
+    world.issuer.store.add_device(Device("gate-1", 1, "entry", "test gate", "enrolled", int(time.time()) - 60))
+    # never started: its MQTT client is not connected, so no answer it publishes is confirmed by the engine
+    worker = QueueWorker(world.issuer, Endpoint("127.0.0.1", free_port(), None, mqtt_version="3.1.1"),
+                         "issuer-ingest-1", WorkQueue(("nats://127.0.0.1:1",)), reply_timeout_s=0.2)
+    taps = subject(topics.gate_taps("gate-1"))
+    messages = [
+        _message(subject(topics.gate_requests("gate-1")), codec.encode_request(0), age_s=120),  # stale: dropped
+        _message("citypass.v1.elsewhere", b"x"),                                  # not a gate's topic: dropped
+        _message(taps, b"garbage"),                                              # undecodable: refused, acked
+        _message(subject(topics.gate_taps("gate-9")), codec.encode_taps(1, [])),  # unregistered: refused, acked
+        _message(taps, codec.encode_taps(2, []), delivered=2),  # stored, but its ack unconfirmed: tried again
+    ]
+    assert worker.process(messages) == [True, True, True, True, False]
+    assert {k: worker.stats[k] for k in ("dropped", "refused", "batches", "redelivered", "taken")} == {
+        "dropped": 2, "refused": 2, "batches": 1, "redelivered": 1, "taken": 5}
+
+    def broken(topic_: str, payload: bytes) -> None:
+        raise RuntimeError("the database went away")
+
+    worker.handle = broken  # type: ignore[method-assign]
+    assert worker.process([_message(taps, codec.encode_taps(3, []))]) == [False]  # tried again later
+    worker.stop()
     world.issuer.close()
 
 
