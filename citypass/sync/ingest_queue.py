@@ -252,6 +252,11 @@ class QueueWorker(IngestWorker):
         self.bound.set()
         log.info("%s: taking %s/%s on %s", self.client_id, self.queue.stream, self.queue.consumer, self.nats_server)
         while not self._halt.is_set() and not nc.is_closed:
+            if not self.connected.is_set():
+                # No MQTT link (its node died, it is reconnecting): it could store but not answer, and every
+                # batch it took would come back to be stored again. The other workers take them meanwhile.
+                await asyncio.sleep(0.1)
+                continue
             try:
                 messages = await pull.fetch(self.queue.fetch_batch, timeout=1)
             except _PASSING:
