@@ -286,3 +286,33 @@ def test_a_node_that_vanishes_moves_the_workers_connection_to_another(tmp_path: 
             s.stop()
         world.close()
 
+
+
+@pytest.mark.slow
+def test_issuer_serve_ingest_jetstream_takes_the_gates_uploads(tmp_path: Path) -> None:
+    """The option as an operator runs it: `citypass issuer serve --ingest jetstream --nats …` in a process of its
+    own, its identities enrolled by itself, gates uploading over MQTT 3.1.1 to another node."""
+    from tests.helpers.served import Served
+
+    world = ClusterWorld(tmp_path, GATES)
+    served = None
+    gates: list[GateSync] = []
+    try:
+        (host, port), *others = world.cluster.addresses
+        served = Served(["--home", str(tmp_path / "issuer"), "--broker-home", str(world.home.path),
+                         "--broker", f"{host}:{port}", *[x for h, p in others for x in ("--broker-node", f"{h}:{p}")],
+                         "--mqtt-version", "3.1.1", "--mqtt-workers", "2", "--ingest", "jetstream",
+                         "--nats", ",".join(world.cluster.client_urls)])
+        served.start(timeout=60)
+        sent = {tap for g in GATES for tap in fill_outbox(world.gate_ledger(g), g, 500)}
+        gates = [_gate(world, g, 2).start() for g in GATES]
+        assert wait_for(lambda: all(backlog(world.gate_ledger(g)) == 0 for g in GATES), 40), \
+            {g: backlog(world.gate_ledger(g)) for g in GATES}
+        assert {t.tap_id for t in world.issuer.store.taps(limit=10_000)} == sent
+        assert wait_for(lambda: _held(world) == 0, 10)
+    finally:
+        for s in gates:
+            s.stop()
+        if served is not None and served.process is not None and served.process.poll() is None:
+            served.stop(signal.SIGTERM)
+        world.close()
