@@ -17,10 +17,14 @@ when every gate has applied the signed delta. Figures (:class:`ClusterRun`): tap
 gates of the dead node went without an ack (kill → first ack through another node), the delta's delivery
 time, and the exactly-once check (taps stored == distinct tap ids sent, duplicates counted separately).
 
+With ``ingest="queue"`` the workers take the batches from the cluster's JetStream work queue instead
+(:mod:`citypass.sync.ingest_queue`: each batch to one worker). The command runs both ways by default, each on a
+fresh cluster, and prints them side by side with a line comparing taps/s and duplicate arrivals.
+
 Example::
 
-    citypass bench cluster                    # 4 gates × 10,000 taps, 2 ingest workers
-    citypass bench cluster --gates 6 --taps 50000 --no-kill
+    citypass bench cluster                    # 4 gates × 10,000 taps, 2 ingest workers, plain and work queue
+    citypass bench cluster --gates 6 --taps 50000 --no-kill --ingest queue
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import click
 
@@ -43,7 +48,13 @@ from citypass.sync.cluster import NatsCluster
 from citypass.sync.endpoint import ClientFiles, Endpoint
 from citypass.sync.gate_sync import GateSync, GateSyncConfig
 from citypass.sync.home import BrokerHome
+from citypass.sync.ingest_queue import QueueWorker
 from citypass.sync.issuer_sync import IssuerSync
+from citypass.sync.workqueue import WorkQueue
+
+#: How the issuer's ingest workers take the gates' batches on the cluster: plain MQTT subscriptions (every worker
+#: every batch) or the JetStream work queue (each batch to one worker).
+Ingest = Literal["plain", "queue"]
 
 
 class ClusterWorld:
@@ -82,6 +93,19 @@ class ClusterWorld:
     def gate_ledger(self, gate: str) -> Path:
         return seeded_gate_ledger(self.path, gate, self.issuer, self.root)
 
+    def work_queue(self, **settings: Any) -> WorkQueue:
+        """The issuer's JetStream work queue on this cluster (every node named: R3 on three nodes)."""
+        return WorkQueue(self.cluster.client_urls, **settings)
+
+    def make_issuer_sync(self, workers: int, queue: WorkQueue | None = None) -> IssuerSync:
+        """The issuer's MQTT side, not started: ingest worker i on node i - 1, the publisher on node 1; the
+        workers take the work queue ``queue``, or (None) hold plain subscriptions (the degraded mode)."""
+        n = len(self.cluster.addresses)
+        make = None if queue is None else (lambda cn, ep: QueueWorker(self.issuer, ep, cn, queue))
+        return IssuerSync(self.issuer, lambda cn: self.endpoint(cn, _node_of(cn, n)), workers=workers,
+                          subscription="plain" if queue is None else "queue", make_worker=make, tick_s=1.0,
+                          poll_s=0.05)
+
     def close(self) -> None:
         self.cluster.stop()
         self.issuer.close()
@@ -102,6 +126,7 @@ class ClusterRun:
     recovery_s: float | None  # kill → a gate of the dead node reconnected and acknowledged through another node
     delta_s: float           # revocation → every gate applied the signed delta
     gates_on_seq: int        # gates whose ledger is at the issuer's sequence
+    ingest: Ingest = "plain"  # how the workers took the batches
 
     @property
     def taps_per_s(self) -> float:
@@ -110,10 +135,11 @@ class ClusterRun:
 
 def run(path: Path, *, gates: int = 4, taps: int = 10_000, workers: int = 2, kill: bool = True, batch: int = 500,
         ack_timeout_s: float = 30.0, timeout: float = 120.0,
-        then: Callable[[ClusterWorld], None] | None = None) -> ClusterRun:
+        then: Callable[[ClusterWorld], None] | None = None, ingest: Ingest = "plain") -> ClusterRun:
     """One run in ``path`` (see the module's docstring). Raises :class:`TimeoutError` if the gates do not
     drain or the delta does not arrive within ``timeout`` seconds each. ``then(world)`` runs at the end, with the
-    cluster, the issuer's sync (``world.issuer_sync``) and the gates (``world.gates``) still up: a test's checks."""
+    cluster, the issuer's sync (``world.issuer_sync``) and the gates (``world.gates``) still up: a test's checks.
+    ``ingest="queue"``: the workers take the JetStream work queue instead of plain subscriptions."""
     names = tuple(f"gate-{i}" for i in range(1, gates + 1))
     world = ClusterWorld(path, names)
     syncs: list[GateSync] = []
@@ -123,8 +149,7 @@ def run(path: Path, *, gates: int = 4, taps: int = 10_000, workers: int = 2, kil
             sent.update(fill_outbox(world.gate_ledger(name), name, taps))
         n = len(world.cluster.addresses)
         # Worker i on node i (worker 1 on the node that dies); the publisher on node 1.
-        issuer_sync = IssuerSync(world.issuer, lambda cn: world.endpoint(cn, _node_of(cn, n)), workers=workers,
-                                 subscription="plain", tick_s=1.0, poll_s=0.05)
+        issuer_sync = world.make_issuer_sync(workers, world.work_queue() if ingest == "queue" else None)
         # The engine makes its MQTT streams at the first connection to a new cluster: allow for it.
         world.issuer_sync = issuer_sync.start(timeout=30)
         try:
@@ -180,7 +205,8 @@ def run(path: Path, *, gates: int = 4, taps: int = 10_000, workers: int = 2, kil
                 s.stop()
             issuer_sync.stop()
         return ClusterRun(gates, len(sent), world.issuer.store.tap_count(), sum(s["new_taps"] for s in stats),
-                          sum(s["duplicates"] for s in stats), upload, kill, reconnect, recovery, delta, on_seq)
+                          sum(s["duplicates"] for s in stats), upload, kill, reconnect, recovery, delta, on_seq,
+                          ingest)
     finally:
         world.close()
 
@@ -203,22 +229,43 @@ def _node_of(cn: str, nodes: int) -> int:
 @click.option("--gates", default=4, show_default=True, type=click.IntRange(1, 32), help="Simulated gates.")
 @click.option("--taps", default=10_000, show_default=True, type=click.IntRange(1), help="Taps per gate.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 4),
-              help="Issuer ingest workers (plain subscriptions: each gets every batch).")
+              help="Issuer ingest workers (plain subscriptions: each gets every batch; work queue: each one).")
 @click.option("--kill/--no-kill", default=True, show_default=True, help="SIGKILL node 0 mid-upload.")
-def cluster_command(gates: int, taps: int, workers: int, kill: bool) -> None:
-    """Taps/s through a three-node NATS cluster (MQTT 3.1.1, TLS), recovery after a node's SIGKILL, delta delivery."""
-    with scratch_dir("citypass-bench-cluster-") as path:
-        r = run(path, gates=gates, taps=taps, workers=workers, kill=kill)
+@click.option("--ingest", "modes", type=click.Choice(["both", "plain", "queue"]), default="both", show_default=True,
+              help="How the workers take the batches: plain subscriptions, the JetStream work queue, or a run of "
+                   "each (a fresh cluster for each), compared side by side.")
+def cluster_command(gates: int, taps: int, workers: int, kill: bool, modes: str) -> None:
+    """Taps/s through a three-node NATS cluster (MQTT 3.1.1, TLS), recovery after a node's SIGKILL, delta delivery;
+    with plain-subscription workers and with the JetStream work queue."""
+    ingests: list[Ingest] = [m for m in ("plain", "queue") if modes in ("both", m)]
+    results: dict[Ingest, ClusterRun] = {}
+    for ingest in ingests:
+        with scratch_dir("citypass-bench-cluster-") as path:
+            results[ingest] = run(path, gates=gates, taps=taps, workers=workers, kill=kill, ingest=ingest)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    rows = [
-        Row("end to end", f"{r.taps_per_s:,.0f} taps/s", f"{r.gates} gates × {taps:,} taps in {r.upload_s:.1f} s; "
-            f"{workers} plain-subscription worker(s)" + (", node 0 SIGKILLed mid-upload" if r.killed else "")),
-        Row("exactly once", f"{r.taps_stored:,} stored", f"of {r.taps_sent:,} sent; {r.new_taps:,} new + "
-            f"{r.duplicates:,} duplicates recognised"),
-        Row("reconnect after SIGKILL", "-" if r.reconnect_s is None else f"{r.reconnect_s:.2f} s",
-            "kill → every gate of the dead node connected to another node"),
-        Row("recovery after SIGKILL", "-" if r.recovery_s is None else f"{r.recovery_s:.2f} s",
-            "kill → the first ack for a gate of the dead node after it reconnected"),
-        Row("delta delivery", f"{r.delta_s:.2f} s", f"revocation → applied at {r.gates_on_seq}/{r.gates} gates"),
-    ]
+    rows: list[Row] = []
+    for ingest, r in results.items():
+        how = (f"{workers} plain-subscription worker(s)" if ingest == "plain"
+               else f"{workers} worker(s) on the JetStream work queue")
+        tag = "" if len(results) == 1 else f"{_LABELS[ingest]}: "
+        rows += [
+            Row(f"{tag}end to end", f"{r.taps_per_s:,.0f} taps/s", f"{r.gates} gates × {taps:,} taps in "
+                f"{r.upload_s:.1f} s; {how}" + (", node 0 SIGKILLed mid-upload" if r.killed else "")),
+            Row(f"{tag}exactly once", f"{r.taps_stored:,} stored", f"of {r.taps_sent:,} sent; {r.new_taps:,} new + "
+                f"{r.duplicates:,} duplicates recognised"),
+            Row(f"{tag}reconnect after SIGKILL", "-" if r.reconnect_s is None else f"{r.reconnect_s:.2f} s",
+                "kill → every gate of the dead node connected to another node"),
+            Row(f"{tag}recovery after SIGKILL", "-" if r.recovery_s is None else f"{r.recovery_s:.2f} s",
+                "kill → the first ack for a gate of the dead node after it reconnected"),
+            Row(f"{tag}delta delivery", f"{r.delta_s:.2f} s",
+                f"revocation → applied at {r.gates_on_seq}/{r.gates} gates"),
+        ]
+    if len(results) == 2:
+        plain, queue = results["plain"], results["queue"]
+        rows.append(Row("plain vs work queue", f"{plain.taps_per_s:,.0f} / {queue.taps_per_s:,.0f} taps/s",
+                        f"upload → every tap stored and acked: {plain.upload_s:.1f} s / {queue.upload_s:.1f} s; "
+                        f"duplicate arrivals recognised: {plain.duplicates:,} / {queue.duplicates:,}"))
     print_rows(f"sync on a 3-node NATS cluster (load average {load})", rows)
+
+
+_LABELS = {"plain": "plain", "queue": "work queue"}

@@ -65,6 +65,11 @@ class NatsCluster:
         """Each node's MQTT (host, port), in node order."""
         return tuple((self.settings.bind, n.mqtt_port) for n in self.settings.nodes)
 
+    @property
+    def client_urls(self) -> tuple[str, ...]:
+        """Each node's NATS protocol port as a URL (the issuer's work queue, :mod:`citypass.sync.workqueue`)."""
+        return tuple(f"nats://{self.settings.bind}:{n.client_port}" for n in self.settings.nodes)
+
     def node_dir(self, index: int) -> Path:
         return self.directory / self.settings.nodes[index].name
 

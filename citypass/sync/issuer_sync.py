@@ -17,6 +17,9 @@ Two kinds of client, each with its own broker identity (the broker forces client
   such (``duplicates``) — and the gate, acknowledged once per worker, marks its rows once. The cost is one
   store transaction per batch per worker: run two such workers for redundancy, not for throughput. Plain
   workers keep a persistent session, so the engine holds what arrives while a worker is between nodes.
+  **On the engine's work queue** (``subscription="queue"``, a NATS JetStream stream:
+  :class:`citypass.sync.ingest_queue.QueueWorker`) a worker subscribes to nothing over MQTT: it takes each batch
+  from the queue, one worker per batch, and its MQTT client only publishes the acks and deltas (:meth:`reply`).
 * :class:`LedgerPublisher` — one per issuer node. It polls the ledger sequence and publishes each change as
   a signed delta on ``all/ledger`` (several nodes on one PostgreSQL database each run one; a delta is claimed
   in the store before it is sent — :meth:`~citypass.issuer.repository.LedgerRepository.claim_publication` —
@@ -54,9 +57,11 @@ log = logging.getLogger(__name__)
 #: Most changes in a delta sent over MQTT: 20,000 ids of ≤16 bytes stay well under 1 MiB packets.
 MQTT_DELTA_LIMIT = 20_000
 
-#: How ingest workers share the gates' batches: an MQTT 5 shared subscription (each batch to one worker), or a
-#: plain subscription where every worker gets every batch and the store dedupes (MQTT 3.1.1 engines).
-Subscription = Literal["shared", "plain"]
+#: How ingest workers share the gates' batches: an MQTT 5 shared subscription (each batch to one worker), a
+#: plain subscription where every worker gets every batch and the store dedupes (MQTT 3.1.1 engines), or the
+#: engine's work queue (a NATS JetStream stream, :mod:`citypass.sync.ingest_queue`): no MQTT subscription at all,
+#: the MQTT client only publishes the acks and deltas.
+Subscription = Literal["shared", "plain", "queue"]
 
 
 class _Client:
@@ -84,6 +89,9 @@ class _Client:
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
             log.warning("%s refused: %s", self.client_id, rc)
+            return
+        if not self.subscriptions():  # a client that only publishes is ready at CONNACK
+            self.connected.set()
             return
         client.subscribe(self.subscriptions())
 
@@ -148,7 +156,7 @@ class IngestWorker(_Client):
     def __init__(self, issuer: Issuer, endpoint: Endpoint, client_id: str, group: str, *,
                  clock: Callable[[], float] = time.time, require_registered: bool = True,
                  subscription: Subscription = "shared") -> None:
-        super().__init__(endpoint, client_id, clock, clean_start=subscription == "shared")
+        super().__init__(endpoint, client_id, clock, clean_start=subscription != "plain")
         self.issuer = issuer
         self.group = group
         self.subscription = subscription
@@ -157,6 +165,8 @@ class IngestWorker(_Client):
         self.complaints = Complaints()
 
     def subscriptions(self) -> list[tuple[str, int]]:
+        if self.subscription == "queue":
+            return []
         if self.subscription == "plain":
             return [(topics.ALL_TAPS, 1), (topics.ALL_REQUESTS, 1)]
         return [(topics.shared(self.group, topics.ALL_TAPS), 1), (topics.shared(self.group, topics.ALL_REQUESTS), 1)]
@@ -194,8 +204,8 @@ class IngestWorker(_Client):
         result = ingest(store, batch.events, device, int(self.clock()))
         ack = codec.Ack(batch.batch_id, result.acknowledged, result.new_taps, result.duplicates,
                         len(result.quarantined))
-        self.client.publish(topics.gate_acks(device), codec.encode_ack(ack.batch_id, ack.event_ids, ack.new_taps,
-                                                                       ack.duplicates, ack.quarantined), qos=1)
+        self.reply(topics.gate_acks(device), codec.encode_ack(ack.batch_id, ack.event_ids, ack.new_taps,
+                                                              ack.duplicates, ack.quarantined))
         for key, value in (("batches", 1), ("events", len(batch.events)), ("new_taps", result.new_taps),
                            ("duplicates", result.duplicates)):
             self.stats[key] += value
@@ -211,7 +221,11 @@ class IngestWorker(_Client):
             if delta is None:
                 return
             payload = delta.sign(self.issuer.ledger_key())
-        self.client.publish(topics.gate_ledger(device), payload, qos=1)
+        self.reply(topics.gate_ledger(device), payload)
+
+    def reply(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+        """Publish an answer to a gate (an ack, a delta) at QoS 1; what paho says of its delivery."""
+        return self.client.publish(topic, payload, qos=1)
 
 
 class LedgerPublisher(_Client):
@@ -313,23 +327,33 @@ class LedgerPublisher(_Client):
 
 class IssuerSync:
     """A publisher and ``workers`` ingest workers; ``endpoint_for(cn)`` gives each identity's endpoint.
-    ``subscription="plain"`` for an engine without shared subscriptions (see :class:`IngestWorker`)."""
+    ``subscription="plain"`` for an engine without shared subscriptions (see :class:`IngestWorker`).
+    ``make_worker(cn, endpoint)``, when given, makes each worker instead (e.g. a
+    :class:`citypass.sync.ingest_queue.QueueWorker` on the engine's work queue)."""
 
     def __init__(self, issuer: Issuer, endpoint_for: Callable[[str], Endpoint], *, workers: int = 1,
                  group: str = "ingest", publisher_id: str = "issuer", worker_prefix: str = "issuer-ingest-",
                  tick_s: float = 10.0, poll_s: float = 0.5, clock: Callable[[], float] = time.time,
-                 subscription: Subscription = "shared") -> None:
+                 subscription: Subscription = "shared",
+                 make_worker: Callable[[str, Endpoint], IngestWorker] | None = None) -> None:
         self.publisher = LedgerPublisher(issuer, endpoint_for(publisher_id), publisher_id, clock=clock,
                                          tick_s=tick_s, poll_s=poll_s)
-        self.workers = [IngestWorker(issuer, endpoint_for(f"{worker_prefix}{i}"), f"{worker_prefix}{i}", group,
-                                     clock=clock, subscription=subscription) for i in range(1, workers + 1)]
+        if make_worker is None:
+            def make_worker(cn: str, endpoint: Endpoint) -> IngestWorker:
+                return IngestWorker(issuer, endpoint, cn, group, clock=clock, subscription=subscription)
+        self.workers = [make_worker(f"{worker_prefix}{i}", endpoint_for(f"{worker_prefix}{i}"))
+                        for i in range(1, workers + 1)]
 
     def start(self, timeout: float = 10.0) -> IssuerSync:
-        for part in (self.publisher, *self.workers):
-            part.start()
-        for part in (self.publisher, *self.workers):
-            if not part.connected.wait(timeout):
-                raise TimeoutError(f"{part.client_id} did not connect within {timeout:g} s")
+        try:
+            for part in (self.publisher, *self.workers):
+                part.start()
+            for part in (self.publisher, *self.workers):
+                if not part.connected.wait(timeout):
+                    raise TimeoutError(f"{part.client_id} did not connect within {timeout:g} s")
+        except BaseException:  # nothing left running behind an error (a worker that cannot reach its queue)
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:

@@ -19,6 +19,7 @@ import click
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 
+from citypass.errors import InvalidInput
 from citypass.issuer.api import create_app
 from citypass.issuer.api.limits import CapLength
 from citypass.issuer.api.logjson import JsonFormatter
@@ -29,6 +30,7 @@ from citypass.sync.ca import CAError
 from citypass.sync.endpoint import MQTT_VERSIONS, Endpoint, MqttVersion
 from citypass.sync.home import BrokerError, BrokerHome
 from citypass.sync.issuer_sync import IssuerSync
+from citypass.sync.workqueue import WorkQueue, parse_servers
 
 _NODE = re.compile(r"[A-Za-z0-9-]{1,32}")
 
@@ -83,6 +85,14 @@ class BrokerAuthority:
                    "the ingest workers then subscribe plainly; each gets every batch, the store keeps each tap once.")
 @click.option("--broker-node", "broker_nodes", metavar="HOST:PORT", multiple=True,
               help="Another node of a clustered broker (repeat for each): every reconnection dials the next one.")
+@click.option("--ingest", type=click.Choice(["mqtt", "jetstream"]), default="mqtt", show_default=True,
+              help="Where the ingest workers take the gates' batches: their MQTT subscription, or the NATS cluster's "
+                   "JetStream work queue (with --nats and --mqtt-version 3.1.1): each batch to one worker, held "
+                   "while none runs (docs/broker.md 'A clustered engine').")
+@click.option("--nats", "nats_servers", metavar="URL[,URL…]", multiple=True,
+              help="With --ingest jetstream: the cluster's NATS client ports, e.g. nats://n1:4222,nats://n2:4222 "
+                   "(name every node: the queue is replicated over as many, at most three). The workers connect "
+                   "with their MQTT identities' certificates.")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Serve HTTPS with this certificate (PEM, with its chain); needs --tls-key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -99,7 +109,8 @@ class BrokerAuthority:
 def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | None,
           broker_address: str | None, mqtt_workers: int, mqtt_group: str | None, tls_cert: Path | None,
           tls_key: Path | None, insecure_http: bool, wallet_url: str | None, database: str | None,
-          node: str | None, mqtt_version: MqttVersion, broker_nodes: tuple[str, ...]) -> None:
+          node: str | None, mqtt_version: MqttVersion, broker_nodes: tuple[str, ...], ingest: str,
+          nats_servers: tuple[str, ...]) -> None:
     """Run the issuer's HTTP API (FastAPI on uvicorn) over HOME. See docs/issuer.md.
 
     Create a token first: `citypass issuer token create --home HOME --role admin`. It listens on
@@ -114,6 +125,7 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     if tls_cert is None and not insecure_http and not _loopback(host):
         raise click.UsageError(f"--host {host} is not a loopback address: serve HTTPS (--tls-cert, --tls-key) or "
                                "keep the default 127.0.0.1 behind a TLS proxy (--insecure-http to override)")
+    queue = _work_queue(ingest, nats_servers, mqtt_workers, mqtt_version)
     if broker_address is not None and broker_home is None:
         raise click.UsageError("--broker needs --broker-home")
     bhome = None
@@ -131,8 +143,12 @@ def serve(home: Path, host: str, port: int, log_level: str, broker_home: Path | 
     if node is not None and not _NODE.fullmatch(node):
         raise click.BadParameter("use 1-32 letters, digits and dashes", param_hint="--node")
     fallbacks = tuple(_address(a, "--broker-node") for a in broker_nodes)
-    mqtt = (_start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home, node, mqtt_version, fallbacks)
-            if mqtt_workers else None)
+    try:
+        mqtt = (_start_mqtt(iss, bhome, broker_address, mqtt_workers, group, home, node, mqtt_version, fallbacks,
+                            queue) if mqtt_workers else None)
+    except BaseException:
+        iss.close()
+        raise
     try:
         authority = None if bhome is None else BrokerAuthority(bhome, broker_address)
         uvicorn.run(create_app(iss, authority=authority, wallet_url=wallet_url), host=host, port=port,
@@ -172,9 +188,30 @@ def _address(value: str, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _work_queue(ingest: str, nats_servers: tuple[str, ...], workers: int,
+                mqtt_version: MqttVersion) -> WorkQueue | None:
+    """The JetStream work queue ``--ingest jetstream --nats …`` asks for, or None; a usage error for options that
+    do not go together."""
+    if ingest == "mqtt":
+        if nats_servers:
+            raise click.UsageError("--nats is for --ingest jetstream")
+        return None
+    if not nats_servers:
+        raise click.UsageError("--ingest jetstream needs --nats URL[,URL…] (the cluster's NATS client ports)")
+    if not workers:
+        raise click.UsageError("--ingest jetstream needs --mqtt-workers N (the workers that take the queue)")
+    if mqtt_version != "3.1.1":
+        raise click.UsageError("--ingest jetstream runs on a NATS cluster, whose MQTT is 3.1.1: "
+                               "add --mqtt-version 3.1.1")
+    try:
+        return WorkQueue(parse_servers(nats_servers))
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), param_hint="--nats") from None
+
+
 def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, workers: int, group: str,
                 home: Path, node: str | None, mqtt_version: MqttVersion = "5",
-                fallbacks: tuple[tuple[str, int], ...] = ()) -> IssuerSync:
+                fallbacks: tuple[tuple[str, int], ...] = (), queue: WorkQueue | None = None) -> IssuerSync:
     """Enrol the issuer's MQTT identities — made at the first start, the same key and certificate at every
     later one (renewed when due) — and start the sync beside the API."""
     assert bhome is not None and address is not None
@@ -185,6 +222,12 @@ def _start_mqtt(iss: Issuer, bhome: BrokerHome | None, address: str | None, work
                         mqtt_version=mqtt_version)
 
     publisher = "issuer" if node is None else f"issuer-{node}"
+    if queue is not None:  # the workers take the NATS cluster's work queue; nats-py is needed only then
+        from citypass.sync.ingest_queue import QueueWorker
+
+        return IssuerSync(iss, endpoint_for, workers=workers, publisher_id=publisher,
+                          worker_prefix=f"{publisher}-ingest-", subscription="queue",
+                          make_worker=lambda cn, endpoint: QueueWorker(iss, endpoint, cn, queue)).start()
     return IssuerSync(iss, endpoint_for, workers=workers, group=group, publisher_id=publisher,
                       worker_prefix=f"{publisher}-ingest-",
                       subscription="plain" if mqtt_version == "3.1.1" else "shared").start()
