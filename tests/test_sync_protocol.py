@@ -120,6 +120,39 @@ def test_two_workers_on_a_shared_subscription_split_the_load(world: SyncWorld) -
     assert sum(s["new_taps"] for s in stats) == 6000 == world.issuer.store.tap_count()
 
 
+def test_a_busy_worker_stores_the_batches_waiting_together_and_acks_each(world: SyncWorld) -> None:
+    """A store slower than the gates (each transaction held 0.2 s): the batches that arrive meanwhile wait, and the
+    worker stores them in one transaction the next time — fewer transactions than batches — while every gate gets
+    its own acks and every tap is stored once."""
+    paths = {g: world.gate_ledger(g) for g in ("gate-a", "gate-b")}
+    for gate, path in paths.items():
+        fill_outbox(path, gate, 2000)
+    store = world.issuer.store
+    real = store.store_batches
+    sizes: list[int] = []
+
+    def slow(uploads, received_at):  # type: ignore[no-untyped-def]
+        sizes.append(len(uploads))
+        time.sleep(0.2)
+        return real(uploads, received_at)
+
+    store.store_batches = slow
+    try:
+        with issuer_sync(world, workers=1) as isync:
+            gates = [gate_sync(world, g, batch_size=100, ack_timeout_s=30.0) for g in paths]
+            try:
+                assert wait_for(lambda: all(backlog(p) == 0 for p in paths.values()), 60)
+            finally:
+                for g in gates:
+                    g.stop()
+            [stats] = [w.stats for w in isync.workers]
+    finally:
+        del store.store_batches
+    assert stats["new_taps"] == 4000 == store.tap_count() and stats["batches"] >= 40
+    assert stats["transactions"] < stats["batches"] and max(sizes) > 1, (stats, sizes)
+    assert sum(sizes) == stats["batches"]  # each batch stored in exactly one transaction
+
+
 def test_signed_deltas_apply_in_order_and_bad_ones_are_rejected_and_reported(world: SyncWorld) -> None:
     path = world.gate_ledger("gate-a")
     issuer = world.issuer

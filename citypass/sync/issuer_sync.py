@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from citypass.errors import CityPassError
 from citypass.issuer.deltas import SnapshotRequired, build_delta
-from citypass.issuer.ingest import ingest
+from citypass.issuer.ingest import Upload, ingest_many
 from citypass.issuer.records import DeviceHealth, NotFound
 from citypass.issuer.service import Issuer
 from citypass.sync import codec, topics
@@ -151,7 +152,19 @@ class IngestWorker(_Client):
     ``require_registered``: batches from a device the issuer's registry does not know are not stored
     and not acknowledged (they stay in the gate's outbox until the device is registered). ``subscription``:
     ``"shared"`` (MQTT 5, the group splits the batches) or ``"plain"`` (every worker gets every batch; see the
-    module's docstring)."""
+    module's docstring).
+
+    Batches that arrive over MQTT go to a queue of :data:`WAITING` uploads, and a storing thread takes from it
+    all that is waiting, up to :data:`PER_TRANSACTION` events, and stores them together
+    (:func:`citypass.issuer.ingest.ingest_many`: one transaction, each upload's result its own) before it acks
+    each. Under light load that is one batch at a time, as before; under a peak the fixed cost of a transaction
+    is shared by many gates' batches. When the queue is full the network thread waits, and the broker holds
+    the rest (QoS 1 flow control): nothing is taken that cannot be stored soon, and nothing waiting is acked."""
+
+    #: Uploads received and not yet stored, at most.
+    WAITING = 64
+    #: Most events of waiting uploads stored in one transaction.
+    PER_TRANSACTION = 2000
 
     def __init__(self, issuer: Issuer, endpoint: Endpoint, client_id: str, group: str, *,
                  clock: Callable[[], float] = time.time, require_registered: bool = True,
@@ -161,8 +174,10 @@ class IngestWorker(_Client):
         self.group = group
         self.subscription = subscription
         self.require_registered = require_registered
-        self.stats = {"batches": 0, "events": 0, "new_taps": 0, "duplicates": 0, "refused": 0}
+        self.stats = {"batches": 0, "events": 0, "new_taps": 0, "duplicates": 0, "refused": 0, "transactions": 0}
         self.complaints = Complaints()
+        self._waiting: queue.Queue[tuple[str, bytes] | None] = queue.Queue(self.WAITING)
+        self._storer: threading.Thread | None = None
 
     def subscriptions(self) -> list[tuple[str, int]]:
         if self.subscription == "queue":
@@ -170,6 +185,56 @@ class IngestWorker(_Client):
         if self.subscription == "plain":
             return [(topics.ALL_TAPS, 1), (topics.ALL_REQUESTS, 1)]
         return [(topics.shared(self.group, topics.ALL_TAPS), 1), (topics.shared(self.group, topics.ALL_REQUESTS), 1)]
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        parsed = topics.parse_gate_topic(message.topic)
+        if parsed is not None and parsed[1] == topics.TAPS and self._storer is not None:
+            self._waiting.put((parsed[0], bytes(message.payload)))  # full: the network thread waits here
+            return
+        super()._on_message(client, userdata, message)
+
+    def start(self) -> None:
+        self._storer = threading.Thread(target=self._store_waiting, name=f"store-{self.client_id}", daemon=True)
+        self._storer.start()
+        super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._storer is not None:
+            try:  # what is still waiting is dropped unacknowledged: its gates send it again
+                while True:
+                    self._waiting.get_nowait()
+            except queue.Empty:
+                pass
+            self._waiting.put(None)
+            self._storer.join(10)
+            self._storer = None
+
+    def _store_waiting(self) -> None:
+        """The storing thread: everything waiting (up to :data:`PER_TRANSACTION` events) stored together."""
+        while True:
+            first = self._waiting.get()
+            if first is None:
+                return
+            taken, size = [first], len(first[1])
+            while size < self.PER_TRANSACTION * 200:  # ~200 bytes an event on the wire: cut before decoding
+                try:
+                    item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._waiting.put(None)
+                    break
+                taken.append(item)
+                size += len(item[1])
+            try:
+                self.ingest_waiting(taken)
+            except CityPassError as exc:  # the store is full or unreachable: nothing acked, the gates resend
+                self.stats["refused"] += len(taken)
+                for device in sorted({device for device, _ in taken}):
+                    self.complaints.note(device, f"taps: {exc}")
+            except Exception:  # a bad batch must never end the storing thread
+                log.exception("%s: storing %d waiting batches failed", self.client_id, len(taken))
 
     def handle(self, topic: str, payload: bytes) -> None:
         parsed = topics.parse_gate_topic(topic)
@@ -187,29 +252,50 @@ class IngestWorker(_Client):
 
     def ingest(self, device: str, payload: bytes) -> codec.Ack | None:
         """Store one batch and publish its ack; None (nothing acked) for a batch that cannot be taken."""
+        return self.ingest_waiting([(device, payload)])[0]
+
+    def ingest_waiting(self, uploads: list[tuple[str, bytes]]) -> list[codec.Ack | None]:
+        """Store these uploads (device, payload) together and publish each one's ack once they are committed;
+        per upload its ack, or None for one that cannot be taken (undecodable, from an unregistered device, an
+        id breaking the id rule: counted, complained of, not acked). A failure of the store raises
+        (:class:`~citypass.errors.CityPassError`): nothing of these was acked."""
         store = self.issuer.store
-        try:
-            batch = codec.decode_taps(payload)
-        except codec.CodecError as exc:
-            self.stats["refused"] += 1
-            self.complaints.note(device, f"undecodable tap batch: {exc}")
-            return None
-        if self.require_registered:
+        acks: list[codec.Ack | None] = [None] * len(uploads)
+        taken: list[tuple[int, str, codec.TapBatch]] = []
+        for index, (device, payload) in enumerate(uploads):
             try:
-                store.device(device)
-            except NotFound:
+                batch = codec.decode_taps(payload)
+            except codec.CodecError as exc:
                 self.stats["refused"] += 1
-                log.warning("tap batch from unregistered device %s: not acknowledged", device)
-                return None
-        result = ingest(store, batch.events, device, int(self.clock()))
-        ack = codec.Ack(batch.batch_id, result.acknowledged, result.new_taps, result.duplicates,
-                        len(result.quarantined))
-        self.reply(topics.gate_acks(device), codec.encode_ack(ack.batch_id, ack.event_ids, ack.new_taps,
-                                                              ack.duplicates, ack.quarantined))
-        for key, value in (("batches", 1), ("events", len(batch.events)), ("new_taps", result.new_taps),
-                           ("duplicates", result.duplicates)):
-            self.stats[key] += value
-        return ack
+                self.complaints.note(device, f"undecodable tap batch: {exc}")
+                continue
+            if self.require_registered:
+                try:
+                    store.device(device)
+                except NotFound:
+                    self.stats["refused"] += 1
+                    log.warning("tap batch from unregistered device %s: not acknowledged", device)
+                    continue
+            taken.append((index, device, batch))
+        if not taken:
+            return acks
+        outcomes = ingest_many(store, [Upload(device, batch.events) for _, device, batch in taken], int(self.clock()),
+                               max_events=self.PER_TRANSACTION)
+        self.stats["transactions"] += 1
+        for (index, device, batch), result in zip(taken, outcomes, strict=True):
+            if isinstance(result, CityPassError):
+                self.stats["refused"] += 1
+                self.complaints.note(device, f"taps: {result}")
+                continue
+            ack = codec.Ack(batch.batch_id, result.acknowledged, result.new_taps, result.duplicates,
+                            len(result.quarantined))
+            self.reply(topics.gate_acks(device), codec.encode_ack(ack.batch_id, ack.event_ids, ack.new_taps,
+                                                                  ack.duplicates, ack.quarantined))
+            for key, value in (("batches", 1), ("events", len(batch.events)), ("new_taps", result.new_taps),
+                               ("duplicates", result.duplicates)):
+                self.stats[key] += value
+            acks[index] = ack
+        return acks
 
     def answer(self, device: str, since: int) -> None:
         """One signed delta after ``since`` to that gate alone, or a notice that it needs a snapshot."""
