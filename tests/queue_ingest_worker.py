@@ -2,9 +2,9 @@
 
     python -m tests.queue_ingest_worker ISSUER_HOME CN MQTT_HOST:PORT[,…] CA CERT KEY NATS_URLS ACK_WAIT_S DELAY_S
 
-Prints ``ready`` once its consumer is bound, then ``stored SEQ LEAF`` for each message it has handled (stored
-a batch, answered a request), after which it waits DELAY_S before the next: it acks the messages of a fetch
-together after the last, so it is slow enough to be killed with stored but unacknowledged batches in hand.
+Prints ``ready`` once its consumer is bound, then ``stored SEQ LEAF`` for each message of a fetch it has handled
+(its batches stored together, its requests answered), after which it waits DELAY_S a message before it acks them: slow
+enough to be killed with stored but unacknowledged batches in hand.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from citypass.sync.workqueue import WorkQueue, parse_servers
 class SlowWorker(QueueWorker):
     delay_s = 0.0
 
-    def take(self, message: Msg) -> bool:
-        done = super().take(message)
-        print("stored", message.metadata.sequence.stream, message.subject.rsplit(".", 1)[-1], flush=True)
-        time.sleep(self.delay_s)  # the fetched messages are acked together, after the last one: a window to die in
+    def process(self, messages: list[Msg]) -> list[bool]:
+        done = super().process(messages)  # a fetch's batches stored together, its requests answered
+        for message in messages:
+            print("stored", message.metadata.sequence.stream, message.subject.rsplit(".", 1)[-1], flush=True)
+        time.sleep(self.delay_s * len(messages))  # acked together after this returns: a window to die in
         return done
 
 

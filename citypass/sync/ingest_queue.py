@@ -55,7 +55,7 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from citypass.errors import InvalidInput, Unavailable
+from citypass.errors import CityPassError, InvalidInput, Unavailable
 from citypass.issuer.service import Issuer
 from citypass.sync import subjects, topics
 from citypass.sync.endpoint import Endpoint, tls_context
@@ -283,30 +283,63 @@ class QueueWorker(IngestWorker):
     # -- the work -----------------------------------------------------------------------------------------------
 
     def process(self, messages: list[Msg]) -> list[bool]:
-        """Take each message (store, answer); then wait for the engine to confirm every answer. True for a
-        message that is done (ack it), False for one to try again."""
-        done: list[bool] = []
-        replies: list[list[mqtt.MQTTMessageInfo]] = []
-        for message in messages:
+        """Take a fetch's messages: its tap batches stored together (:meth:`~IngestWorker.ingest_waiting`, one
+        transaction), the rest one by one (:meth:`take`); then wait for the engine to confirm every answer. True
+        for a message that is done (ack it), False for one to try again — the batches stored together are done
+        or retried together."""
+        done: list[bool] = [True] * len(messages)
+        replies: list[tuple[list[int], list[mqtt.MQTTMessageInfo]]] = []
+        uploads: list[tuple[int, str, bytes]] = []
+        for index, message in enumerate(messages):
+            parsed = self._parse(message)
+            if parsed is not None and parsed[1] == topics.TAPS:
+                uploads.append((index, parsed[0], bytes(message.data)))
+                continue
             sent: list[mqtt.MQTTMessageInfo] = []
             self._replies = sent
             try:
-                done.append(self.take(message))
+                done[index] = self.take(message)
             finally:
                 self._replies = None
-            replies.append(sent)
+            replies.append(([index], sent))
+        if uploads:
+            sent = []
+            self._replies = sent
+            try:
+                acks = self.ingest_waiting([(device, payload) for _, device, payload in uploads])
+            except Exception as exc:  # the store failed (full, unreachable) or a bug: all of them come back
+                level = logging.WARNING if isinstance(exc, CityPassError) else logging.ERROR
+                log.log(level, "%s: %d batches to be tried again: %s", self.client_id, len(uploads), exc,
+                        exc_info=level == logging.ERROR)
+                for index, _, _ in uploads:
+                    done[index] = False
+            else:  # one answer per batch acked, in order; a refused batch (no answer) is done: the gate resends it
+                answers = iter(sent)
+                replies += [([index], [next(answers)]) for (index, _, _), ack in zip(uploads, acks, strict=True)
+                            if ack is not None]
+            finally:
+                self._replies = None
         deadline = time.monotonic() + self.reply_timeout_s
-        for index, sent in enumerate(replies):
+        for indexes, sent in replies:
             if not all(_confirmed(info, deadline) for info in sent):
-                done[index] = False
+                for index in indexes:
+                    done[index] = False
         return done
 
-    def take(self, message: Msg) -> bool:
-        """Handle one message as the MQTT workers handle a PUBLISH; False when it should be tried again."""
+    def _parse(self, message: Msg) -> tuple[str, str] | None:
+        """(device, leaf) of a message's gate topic, or None; counts what it is handed."""
         self.stats["taken"] += 1
-        meta = message.metadata
-        if meta.num_delivered > 1:
+        if message.metadata.num_delivered > 1:
             self.stats["redelivered"] += 1
+        try:
+            return topics.parse_gate_topic(subjects.topic(message.subject))
+        except ValueError:
+            return None
+
+    def take(self, message: Msg) -> bool:
+        """Handle one message (counted by :meth:`_parse`) as the MQTT workers handle a PUBLISH; False when it should
+        be tried again."""
+        meta = message.metadata
         try:
             topic = subjects.topic(message.subject)
         except ValueError:
