@@ -90,6 +90,47 @@ def test_log_in_and_see_a_gate_tap_appear_live(browser: Any, served: ServedIssue
     assert not [c for c in cells if c.isdigit()], cells  # no bare site number anywhere in the table
 
 
+def code_cells(page: Any, tap_id: str) -> list[tuple[str, str | None]]:
+    """The 产品 / 结果 / 原因 cells of a tap's row (columns 4–6): (what they say, the code on hover)."""
+    cells = page.locator(f"tr[data-tap-id='{tap_id}'] td")
+    return [(str(cells.nth(i).inner_text()), cells.nth(i).get_attribute("title")) for i in (3, 4, 5)]
+
+
+def test_live_taps_name_products_decisions_and_reasons_in_the_operators_language(
+        browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:
+    """Taps carry codes (annual, allow, deny, expired); the operator reads the wallet's product names, 通过 / 拒绝 and
+    the gate's reason messages, in Chinese or English, with the code on hover, and the filters name them too."""
+    gate = gates["lake-in"]
+    page = login(browser, served)
+    page.goto(served.url + "/console/lang?to=zh&back=/console/live")
+    wait_js(page, "document.body.dataset.stream === 'open'", what="the live stream to open")
+    allowed = gate.tap(_code(served, product="annual", sites=["west-lake"]), NOW + 10)
+    expired = gate.tap(_code(served, product="annual", sites=["west-lake"], valid_from=NOW - 3 * 86_400,
+                             valid_to=NOW - 2 * 86_400), NOW + 11)
+    gate.upload()
+    for tap in (allowed, expired):
+        wait_js(page, f"!!document.querySelector('tr[data-tap-id=\"{tap}\"]')", timeout=5, what="the taps")
+    assert code_cells(page, allowed) == [("景点年卡", "annual"), ("通过", "allow"), ("", None)]
+    assert code_cells(page, expired) == [("景点年卡", "annual"), ("拒绝", "deny"), ("凭证已过期", "expired")]
+    products = page.locator("select[name=product] option")
+    assert "景点年卡" in products.all_inner_texts() and "annual" not in products.all_inner_texts()
+    assert page.locator("select[name=product] option", has_text="景点年卡").get_attribute("value") == "1"
+    decisions = page.locator("select[name=decision] option")
+    assert decisions.all_inner_texts() == ["全部", "通过", "拒绝"]
+    assert [decisions.nth(i).get_attribute("value") for i in (1, 2)] == ["allow", "deny"]
+
+    page.goto(served.url + "/console/lang?to=en&back=/console/live?decision=deny")
+    wait_js(page, "document.body.dataset.stream === 'open'", what="the live stream to reopen")
+    again = gate.tap(_code(served, product="annual", sites=["west-lake"], valid_from=NOW - 3 * 86_400,
+                           valid_to=NOW - 2 * 86_400), NOW + 20)
+    gate.upload()
+    wait_js(page, f"!!document.querySelector('tr[data-tap-id=\"{again}\"]')", timeout=5, what="the English tap")
+    assert code_cells(page, again) == [("Annual scenic pass", "annual"), ("Denied", "deny"),
+                                       ("Pass expired", "expired")]
+    assert page.locator("select[name=decision] option[selected]").inner_text() == "Denied"
+    assert "Annual scenic pass" in page.locator("select[name=product] option").all_inner_texts()
+
+
 def test_acknowledge_an_incident(browser: Any, served: ServedIssuer, gates: dict[str, Gate]) -> None:
     with served.client("issuer") as issuer:
         slot = issuer.post("/v1/venues/zhejiang-museum/slots",
@@ -200,6 +241,8 @@ def test_register_a_group_follow_it_across_two_sites_and_find_it_in_an_emergency
     assert "zhejiang-museum" in page.locator("#group-where").inner_text()
     timeline = page.locator("#timeline tbody tr").all_inner_texts()
     assert len(timeline) == 2 and "lake-in" in timeline[0] and "museum-a" in timeline[1]
+    assert page.locator("#timeline tbody td:nth-child(5)").all_inner_texts() == ["通过", "通过"]  # not "allow"
+    assert page.locator("#timeline tbody td:nth-child(5) span").first.get_attribute("title") == "allow"
     assert "15/15" in page.locator("#stops").inner_text()
 
     # The emergency question: which groups are inside the museum now?

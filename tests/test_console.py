@@ -180,3 +180,32 @@ def test_the_devices_table_names_a_gates_site_by_its_title(served: ServedIssuer)
     assert table is not None
     rows = {r[0]: r[1] for r in re.findall(r"<tr><td><code>([a-z-]+)</code></td><td>([^<]*)</td>", table.group(1))}
     assert rows == {"lake-in": "西湖", "temple-in": "lingyin"}
+
+
+def test_a_pass_and_the_live_page_name_products_decisions_and_reasons_with_the_code_on_hover(
+        served: ServedIssuer) -> None:
+    """The pass's product by the wallet's name (景点年卡), its code on hover; the live page carries the names of every
+    product, decision and reason code once (``data-codes``), in the session's language, while the taps of its
+    stream keep carrying the codes."""
+    with served.client("issuer") as issuer:
+        credential_id = issuer.post("/v1/passes", json={"product": "annual", "sites": ["west-lake"]}).json()[
+            "credential_id"]
+    client, _ = login(served)
+    facts = client.get("/console/passes", params={"q": credential_id}).text
+    assert '<span class="code" title="annual" data-code="annual">景点年卡</span>' in facts
+    live = client.get("/console/live").text
+    found = re.search(r'data-codes="([^"]*)"', live)
+    assert found is not None
+    codes = json.loads(found.group(1).replace("&quot;", '"'))
+    assert codes["product"]["annual"] == "景点年卡" and codes["decision"] == {"allow": "通过", "deny": "拒绝"}
+    assert codes["reason"]["expired"] == "凭证已过期" and codes["reason"]["passback"] == "刚刚已入园，请稍后再试"
+    assert '<option value="1" title="annual">景点年卡</option>' in live
+    en = client.get("/console/lang", params={"to": "en", "back": "/console/passes?q=" + credential_id},
+                    follow_redirects=True).text
+    assert ">Annual scenic pass</span>" in en
+    with client.stream("GET", "/console/live/stream", timeout=10) as answer:
+        lines = answer.iter_lines()
+        _events(lines, 1)
+        sample.ingest_all(served.issuer, iter([_tap("t-coded", 1)]), lambda e: NOW)
+        [(kind, tap)] = _events(lines, 1)
+    assert kind == "tap" and (tap["product"], tap["decision"], tap["reason"]) == ("annual", "allow", None)

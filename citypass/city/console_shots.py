@@ -72,6 +72,9 @@ def take(directory: Path, *, lang: str = "zh-CN") -> list[Path]:
                 page.click("form.login button[type=submit]")
                 page.wait_for_url("**/console/city")
                 shot("city")
+                # The stream opens on the taps received in its last 2 s: let the sample's own (just ingested) age
+                # out of that window, so the live page shows the feed's taps — allowed and denied — as they arrive.
+                time.sleep(2.5)
                 stop = threading.Event()
                 feeder = threading.Thread(target=_feed, args=(issuer, site.name, site.number, stop), daemon=True)
                 page.goto(server.url + "/console/live")

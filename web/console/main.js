@@ -25,6 +25,19 @@ function siteCell (sites, number) {
   return td
 }
 
+// A tap's product, decision and reason are codes (`annual`, `allow`, `expired`); the page's `data-codes` table (built
+// into the page by the issuer, in the operator's language: citypass/issuer/console/codetexts.py) names each, and the
+// code stays on hover for searching logs by it. A code the table does not name is shown as the code itself.
+const NAMED = ['product', 'decision', 'reason']
+
+function codeCell (names, code) {
+  if (code === null || code === undefined || code === '') return cell('')
+  const td = cell((names && names[code]) || code)
+  td.title = String(code)
+  td.dataset.code = String(code)
+  return td
+}
+
 // The sites' local time (the table says its UTC offset in minutes), as the server-rendered pages show it.
 function clock (at, offsetMinutes) {
   const d = new Date((at + offsetMinutes * 60) * 1000)
@@ -39,6 +52,7 @@ function liveTaps () {
   const offset = Number(table.dataset.utcOffset || 480)
   let seen = 0
   let sites = {}
+  const codes = JSON.parse(table.dataset.codes || '{}')
   const source = new EventSource(table.dataset.stream)
   source.addEventListener('open', () => { document.body.dataset.stream = 'open' })
   source.addEventListener('error', () => { document.body.dataset.stream = 'retrying' })
@@ -50,6 +64,7 @@ function liveTaps () {
     row.className = tap.decision === 'allow' ? 'allow' : 'deny'
     for (const field of FIELDS) {
       if (field === 'site') row.appendChild(siteCell(sites, tap.site))
+      else if (NAMED.includes(field)) row.appendChild(codeCell(codes[field], tap[field]))
       else row.appendChild(cell(field === 'at' ? clock(tap.at, offset) : tap[field]))
     }
     body.prepend(row)

@@ -29,6 +29,16 @@ from citypass.issuer.api.venues import edit_site
 from citypass.issuer.console import incidenttexts, views
 from citypass.issuer.console import session as sessions
 from citypass.issuer.console.charts import occupancy_svg
+from citypass.issuer.console.codetexts import (
+    DECISIONS,
+    PRODUCT_CODES,
+    code_cell,
+    codes_json,
+    decision_name,
+    product_code,
+    product_name,
+    reason_text,
+)
 from citypass.issuer.console.markup import Child, Safe, esc, join, raw, table, tag
 from citypass.issuer.console.session import ConsoleDenied, Session
 from citypass.issuer.console.sitenames import site_title, site_titles, title_of
@@ -45,7 +55,6 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HTMX_CONFIG = '{"includeIndicatorStyles": false, "allowEval": false, "allowScriptTags": false}'
 NAV = ("city", "live", "incidents", "devices", "passes", "venues", "groups")
-PRODUCTS = {1: "annual", 2: "reservation", 3: "transit", 4: "group"}
 #: The live stream looks for new taps this often (seconds), and closes after this long (the browser reconnects).
 STREAM_POLL_S = 0.25
 STREAM_MAX_S = 300.0
@@ -262,9 +271,10 @@ def city(request: Request, site: str | None = None, fragment: int = 0, notice: s
 
 # -- Live taps ---------------------------------------------------------------------------------------------
 def _tap_json(tap: TapRecord) -> str:
-    """One tap of the live stream (``event: tap``): its site as a number, named by the ``sites`` event."""
+    """One tap of the live stream (``event: tap``): its site as a number, named by the ``sites`` event; its product,
+    decision and reason as codes, named by the page's ``data-codes`` table (:func:`.codetexts.codes_json`)."""
     return json.dumps({"tap_id": tap.tap_id, "at": tap.at, "site": tap.site, "gate_id": tap.gate_id,
-                       "product": PRODUCTS.get(tap.product or 0, tap.product), "decision": tap.decision,
+                       "product": product_code(tap.product) or None, "decision": tap.decision,
                        "reason": tap.reason, "persons": tap.persons, "credential_id": tap.credential_id})
 
 
@@ -296,10 +306,12 @@ def live(request: Request, site: str = "", gate: str = "", product: str = "", de
                tag("label", t("site"), tag("select", site_options, name="site")),
                _field(t("gate"), "gate", q.get("gate")),
                tag("label", t("product"), tag("select", [tag("option", t("any"), value="")] + [
-                   tag("option", name, value=number, selected=q.get("product") == str(number))
-                   for number, name in PRODUCTS.items()], name="product")),
+                   tag("option", product_name(number, s.lang), value=number, title=code,
+                       selected=q.get("product") == str(number))
+                   for number, code in PRODUCT_CODES.items()], name="product")),
                tag("label", t("decision"), tag("select", [tag("option", t("any"), value="")] + [
-                   tag("option", d, value=d, selected=q.get("decision") == d) for d in ("allow", "deny")],
+                   tag("option", decision_name(d, s.lang), value=d, title=d, selected=q.get("decision") == d)
+                   for d in DECISIONS],
                    name="decision")),
                tag("button", t("filter"), type="submit"), method="get", action="/console/live", class_="card")
     sites = services.store.sites()
@@ -310,7 +322,8 @@ def live(request: Request, site: str = "", gate: str = "", product: str = "", de
                t("credential")]
     return layout(request, s, s.lang, "live", t("live"), form,
                   tag("p", f"{t('taps_seen')}: ", tag("span", "0", id="live-count")),
-                  table(headers, [], id="live-taps", data_stream=stream, data_utc_offset=offset))
+                  table(headers, [], id="live-taps", data_stream=stream, data_utc_offset=offset,
+                        data_codes=codes_json(s.lang)))
 
 
 @router.get("/console/live/stream")
@@ -441,8 +454,9 @@ def passes(request: Request, q: str = "", notice: str = "") -> Response:
         content.append(tag("p", t("no_pass"), class_="notice error"))
     if found is not None:
         d = found.details
+        product = str(d.get("product") or "")  # its code, as the credential describes itself (``annual``)
         facts = table([t("credential"), t("product"), t("valid"), t("status")], [[
-            tag("code", found.credential_id), str(d.get("product", "")),
+            tag("code", found.credential_id), code_cell(product, product_name(product or None, s.lang)),
             f"{_time(d.get('valid_from'))} → {_time(d.get('valid_to'))}",  # type: ignore[arg-type]
             tag("span", f"{t('revoked')} ({found.revocation.reason}) seq {found.revocation_seq}", class_="bad",
                 id="pass-status") if found.revocation else tag("span", t("not_revoked"), class_="ok",
@@ -697,8 +711,10 @@ def _group_response(request: Request, s: Session, group_id: str, codes: tuple[st
     taps = services.store.taps_of_credentials([x.credential_id for x in g.stops if x.credential_id],
                                               min(x.planned_from for x in g.stops) - 86_400,
                                               max(x.planned_to for x in g.stops) + 86_400)
-    timeline = [[_time(tap.at), names.get(tap.site, tap.site), tap.gate_id, tap.kind or "", tap.decision,
-                 tap.reason or "", (tap.persons - tap.annulled, "num")] for tap in sorted(taps, key=lambda x: x.order)]
+    timeline = [[_time(tap.at), names.get(tap.site, tap.site), tap.gate_id, tap.kind or "",
+                 code_cell(tap.decision, decision_name(tap.decision, s.lang)),
+                 code_cell(tap.reason, reason_text(tap.reason, s.lang)), (tap.persons - tap.annulled, "num")]
+                for tap in sorted(taps, key=lambda x: x.order)]
     facts = tag("p", f"{g.agency} · {g.guide} {g.contact} · {t('party')} {g.party} · {g.price_fen / 100:.2f} · ",
                 tag("span", f"{t('overdue')} {st.overdue_s // 60} min", class_="bad", id="overdue") if st.overdue
                 else "", tag("span", g.warning, class_="warn") if g.warning else "")

@@ -30,6 +30,8 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "gate": ("闸机", "Gate"),
     "product": ("产品", "Product"),
     "decision": ("结果", "Decision"),
+    "decision.allow": ("通过", "Allowed"),  # a tap's decision (codetexts.py)
+    "decision.deny": ("拒绝", "Denied"),
     "reason": ("原因", "Reason"),
     "persons": ("人数", "Persons"),
     "credential": ("票证", "Credential"),
