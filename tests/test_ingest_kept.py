@@ -6,6 +6,7 @@ whose transaction loses a deadlock is stored once, on a later try."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 from collections.abc import Iterator
@@ -182,3 +183,79 @@ def test_uploads_stored_together_are_stored_as_if_one_by_one(issuer_database: Da
     finally:
         together.close()
         alone.close()
+
+
+def test_overlapping_uploads_stored_at_once_by_two_workers_wait_instead_of_deadlocking(pg_databases: Databases,
+                                                                                      tmp_path: Path) -> None:
+    """Two workers (nodes) store the same two gates' batches in opposite orders at the same moment — a resend
+    meeting its first copy — each in one transaction without retries: rows go in id order, so the second waits for
+    the first and finds its rows stored; before, most rounds ended in a deadlock."""
+    import threading
+
+    from citypass.issuer.ingest import Uploader, prepare
+    from citypass.issuer.records import TapEvent
+
+    url = pg_databases()
+    first, second = open_store(url, tmp_path), open_store(url, tmp_path)
+    try:
+        for gate in ("gate-x", "gate-y"):
+            first.add_device(Device(gate, 1, "entry", "test", "enrolled", START))
+
+        def batch(gate: str, n: int, r: int) -> Any:
+            return prepare([TapEvent(f"{gate}-{r}-e{i}", f"{gate}-{r}-t{i}", "tap", {
+                "gate_id": gate, "site": 1, "direction": "entry", "decision": "allow", "reason": None, "flags": [],
+                "credential_id": f"{i:04x}", "product": 1, "persons": 1, "kind": "entry", "at": START + i}, START)
+                for i in range(n)], Uploader(gate, 1, "entry"))
+
+        for r in range(4):
+            x, y = (batch("gate-x", 500, r), "gate-x"), (batch("gate-y", 500, r), "gate-y")
+            barrier = threading.Barrier(2)
+            out: dict[str, Any] = {}
+
+            def run(name: str, store: Any, uploads: Any, barrier: threading.Barrier, out: dict[str, Any]) -> None:
+                barrier.wait()
+                try:
+                    with store.write() as conn:
+                        out[name] = store._store_batches(conn, uploads, START + DAY)
+                except TransactionConflict as exc:
+                    out[name] = exc
+
+            workers = [threading.Thread(target=run, args=("one", first, [x, y], barrier, out)),
+                       threading.Thread(target=run, args=("two", second, [y, x], barrier, out))]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            assert not any(isinstance(v, TransactionConflict) for v in out.values()), out
+            assert sorted(sum(result.new_taps for result in v) for v in out.values()) == [0, 1000]
+        assert query(first, "SELECT count(*) FROM taps")[0][0] == 4000
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_repeated_event_id_is_stored_as_its_first_copy_and_holds_up_no_other_upload(store: Any) -> None:
+    """An upload that repeats an annulment's event id with a broken second copy: the first copy is the one validated
+    and the one stored, so when the tap arrives the annulment applies — and the other gate's batch stored in the
+    same transaction is stored and acknowledged either way."""
+    from citypass.issuer.ingest import Upload, ingest_many
+
+    for gate, direction in (("museum-a", "entry"), ("museum-b", "entry")):
+        store.add_device(Device(gate, 3, direction, "test", "enrolled", START))
+
+    def tap(gate: str, tap_id: str, persons: int = 3) -> OutboxRow:
+        body = {"at": START + 60, "credential_id": "c0ffee", "decision": "allow", "direction": "entry",
+                "event_id": "e-" + tap_id, "flags": [], "gate_id": gate, "kind": "entry", "persons": persons,
+                "presentation_id": None, "product": 4, "reason": None, "site": 3, "tap_id": tap_id}
+        return OutboxRow("e-" + tap_id, tap_id, "tap", json.dumps(body, separators=(",", ":")), START + 60)
+
+    good = OutboxRow("a-1", "t-1", "annul", '{"at":1,"persons_unused":2}', START + 70)
+    poison = OutboxRow("a-1", "t-1", "annul", '{"persons_unused":"x"}', START + 70)
+    received = START + DAY
+    [annulled] = ingest_many(store, [Upload("museum-a", [good, poison])], received)  # before its tap
+    assert not isinstance(annulled, Exception) and annulled.acknowledged == ("a-1",)
+    results = ingest_many(store, [Upload("museum-a", [tap("museum-a", "t-1")]),
+                                  Upload("museum-b", [tap("museum-b", "t-2")])], received)
+    assert [r.new_taps for r in results if not isinstance(r, Exception)] == [1, 1]
+    stored = {t.tap_id: t for t in store.taps(since=0, until=2**40)}
+    assert stored["t-1"].annulled == 2 and stored["t-2"].annulled == 0

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeGuard
 
 from citypass.credential.claims import MAX_PARTY, MAX_SITE_NUMBER, Product
 from citypass.credential.devices import check_outbox_id
-from citypass.errors import CityPassError, InvalidInput
+from citypass.errors import CityPassError, InvalidInput, Unavailable
 from citypass.issuer import watch
 from citypass.issuer.benefits import count_taps
 from citypass.issuer.records import Device, IngestResult, NotFound, TapEvent, TransactionConflict
@@ -56,12 +57,15 @@ if TYPE_CHECKING:
         """What ingest reads and writes: taps, the device registry, issued credentials, the control room's
         tables, benefit-card uses."""
 
+log = logging.getLogger(__name__)
 EVENT_KINDS = ("tap", "annul", "passage", "stage")
 #: Tries of one batch's transaction when the database rolls it back to break a deadlock or a serialization
 #: conflict with another worker's (PostgreSQL), with a growing, jittered pause between them. Past the last, the
 #: error reaches the uploader unacknowledged (HTTP 503), and the gate sends the batch again later.
 ATTEMPTS = 5
 RETRY_PAUSE_S = 0.02
+#: The most a run of uploads stored together may span in tap time (see :func:`disjoint_groups`).
+MAX_GROUP_SPAN_S = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,8 @@ class Upload:
     events: Iterable[RawEvent]
 
 
-def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int,
-                max_events: int = 2000) -> list[IngestResult | InvalidInput]:
+def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int | Callable[[], int],
+                max_events: int = 2000) -> list[IngestResult | CityPassError]:
     """Several uploads (from any devices) as :func:`ingest` takes one, stored together: up to ``max_events``
     events of batches whose ids do not overlap go into one transaction with one set of statements and one round
     of control-room upkeep. An ingest worker with a queue of uploads waiting uses this to spend its database's
@@ -168,9 +172,12 @@ def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int,
     dozen; each upload's result is the same as if it had come alone (:func:`disjoint_groups`).
 
     Per upload, in order: its result, or the :class:`~citypass.errors.InvalidInput` that refused it whole (an id
-    breaking the id rule; nothing of it stored). A failure of the store (full, unreachable, a conflict past the
-    retries) raises: nothing of that group was stored, and no upload of it may be acknowledged."""
-    outcomes: list[IngestResult | InvalidInput | None] = [None] * len(uploads)
+    breaking the id rule; nothing of it stored), or :class:`~citypass.errors.Unavailable` for one that made its
+    transaction fail in another way (a bug it triggers: logged; the others of its group are then stored one by
+    one, so it holds up nobody). A failure of the store (full, unreachable, a conflict past the retries) raises:
+    that group is not stored, and no upload of it may be acknowledged. ``received_at`` is a time, or a clock read
+    for each transaction (a long call's later transactions are received later)."""
+    outcomes: list[IngestResult | CityPassError | None] = [None] * len(uploads)
     prepared: list[tuple[int, PreparedBatch, str | None]] = []
     uploaders: dict[str, Uploader] = {}
     for index, upload in enumerate(uploads):
@@ -189,22 +196,49 @@ def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int,
             uploader = uploaders[upload.device_id]
         batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid), texts=texts)
         prepared.append((index, batch, upload.device_id))
+    clock = received_at if callable(received_at) else lambda: received_at
     for group in disjoint_groups([(b, d) for _, b, d in prepared], max_events):
-        results = _store_group(store, [(prepared[i][1], prepared[i][2]) for i in group], received_at)
+        try:
+            results: list[IngestResult | CityPassError] = list(
+                _store_group(store, [(prepared[i][1], prepared[i][2]) for i in group], clock()))
+        except CityPassError:  # the store is full, unreachable, or lost a conflict past the retries: all of it
+            raise
+        except Exception:
+            if len(group) == 1:
+                raise
+            # Something in one upload broke the transaction (a bug it triggers): each alone, so the others are
+            # stored and acked and only the one that fails alone is left for its gate to send again.
+            log.exception("a transaction of %d uploads failed; storing each alone", len(group))
+            results = [_store_alone(store, prepared[i][1], prepared[i][2], clock()) for i in group]
         for i, result in zip(group, results, strict=True):
             outcomes[prepared[i][0]] = result
     return [o if o is not None else IngestResult((), 0, 0) for o in outcomes]
+
+
+def _store_alone(store: IngestStore, batch: PreparedBatch, device_id: str | None,
+                 received_at: int) -> IngestResult | CityPassError:
+    try:
+        return _store_group(store, [(batch, device_id)], received_at)[0]
+    except CityPassError:
+        raise
+    except Exception as exc:
+        log.exception("an upload from %s could not be stored; not acknowledged", device_id)
+        return Unavailable(f"this batch could not be stored ({type(exc).__name__}); it was not acknowledged")
 
 
 def _parse(raw: Iterable[RawEvent]) -> tuple[list[TapEvent], dict[str, str], dict[str, str]]:
     """An upload's events with their bodies parsed; the event ids whose body is broken, and why; the JSON text of
     each body that came as text. Raises InvalidInput for an id that breaks the id rule."""
     events, problems, texts = [], {}, {}
+    seen: set[str] = set()
     for e in raw:
         check_outbox_id(e.event_id, "event id")
         check_outbox_id(e.tap_id, "tap id")
         body, problem = parse_body(e.body)
         events.append(TapEvent(e.event_id, e.tap_id, e.kind, body, e.created_at))
+        if e.event_id in seen:  # the first copy is the one validated and stored (prepare): its problem, its text
+            continue
+        seen.add(e.event_id)
         if problem:
             problems[e.event_id] = problem
         elif isinstance(e.body, str):  # stored as sent: no second encoding of what the gate already wrote
@@ -216,7 +250,9 @@ def disjoint_groups(batches: Sequence[tuple[PreparedBatch, str | None]], max_eve
     """The batches' indexes cut into runs, in order, that may be stored in one transaction: within a run no two
     batches share an event id or a tap id (so none's outcome depends on another's — a resent batch, a tap and
     its annulment in two uploads, a collision between devices all go to the next run, which sees the first's
-    rows stored), and a run holds at most ``max_events`` events (a batch larger than that alone).
+    rows stored), a run holds at most ``max_events`` events (a batch larger than that alone), and its taps span at
+    most :data:`MAX_GROUP_SPAN_S` (the upkeep reads each credential's taps over the run's whole span: a gate whose
+    clock is years off must not widen it for the others).
 
         >>> ev = lambda e, t: PreparedEvent(TapEvent(e, t, "tap", {}, 0))
         >>> a, b = PreparedBatch((ev("e1", "t1"),)), PreparedBatch((ev("e2", "t2"),))
@@ -228,14 +264,21 @@ def disjoint_groups(batches: Sequence[tuple[PreparedBatch, str | None]], max_eve
     groups: list[list[int]] = []
     seen: set[str] = set()
     size = 0
+    span: tuple[int, int] | None = None  # the group's earliest and latest tap
     for index, (batch, _device) in enumerate(batches):
         ids = {p.event.event_id for p in batch.events} | {"\0" + p.event.tap_id for p in batch.events}
-        if not groups or ids & seen or size + len(batch.events) > max_events:
+        times = [p.tap.at for p in batch.events if p.tap is not None]
+        joined = span if not times else (min(times), max(times)) if span is None else \
+            (min(span[0], *times), max(span[1], *times))
+        if (not groups or ids & seen or size + len(batch.events) > max_events
+                or (joined is not None and span is not None and joined[1] - joined[0] > MAX_GROUP_SPAN_S)):
             groups.append([])
             seen, size = set(), 0
+            joined = (min(times), max(times)) if times else None
         groups[-1].append(index)
         seen |= ids
         size += len(batch.events)
+        span = joined
     return groups
 
 

@@ -279,8 +279,8 @@ class IngestWorker(_Client):
             taken.append((index, device, batch))
         if not taken:
             return acks
-        outcomes = ingest_many(store, [Upload(device, batch.events) for _, device, batch in taken], int(self.clock()),
-                               max_events=self.PER_TRANSACTION)
+        outcomes = ingest_many(store, [Upload(device, batch.events) for _, device, batch in taken],
+                               lambda: int(self.clock()), max_events=self.PER_TRANSACTION)
         self.stats["transactions"] += 1
         for (index, device, batch), result in zip(taken, outcomes, strict=True):
             if isinstance(result, CityPassError):

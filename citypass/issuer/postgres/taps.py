@@ -137,6 +137,7 @@ class TapTables(PgBase):
             else:
                 holders[ident] = owner
         plans = []
+        holders_now: set[str] = set()
         rows: list[tuple[Any, ...]] = []
         tap_rows: list[tuple[Any, ...]] = []
         for batch, device_id in uploads:
@@ -153,11 +154,16 @@ class TapTables(PgBase):
                       received_at, device_id, p.error) for p in candidates]
             tap_rows += [(t.tap_id, t.gate_id, t.site, t.direction, t.decision, t.reason, _flags_json(t.flags),
                           t.credential_id, t.product, t.persons, t.kind, t.presentation_id, t.at, 0, received_at,
-                          p.event.event_id) for p, t in taps.values()]
+                          p.event.event_id) for p, t in taps.values() if t.tap_id not in holders_now]
+            holders_now.update(taps)  # one row per tap id, whatever a caller passes (no key on taps stops a second)
             plans.append((batch, candidates, recorded, set(taps)))
         # One statement stores the events, claims the tap ids, stores the taps whose claim succeeded now and
         # counts them in the rollup: what it returns is what this transaction stored (another worker may have
-        # stored the rest a moment before).
+        # stored the rest a moment before). Rows go in id order: two workers storing overlapping batches (a resend
+        # meeting its first copy) lock the same rows in the same order, and wait for each other instead of
+        # deadlocking.
+        rows.sort(key=lambda row: row[0])
+        tap_rows.sort(key=lambda row: row[0])
         inserted: set[str] = set()
         claimed: set[str] = set()
         for which, ident in conn.execute(_STORE, [*_columns(rows, 8), *_columns(tap_rows, 16)]):
@@ -210,8 +216,9 @@ class TapTables(PgBase):
             " OFFSET 0) i"
             " WHERE e.device_id IS NULL OR e.device_id = i.gate_id", [tap_ids],
         ).fetchall():
-            persons = int(json.loads(body).get("persons_unused", 0))
-            best[tap_id] = max(best.get(tap_id, 0), persons)
+            persons = _persons_unused(body)
+            if persons:
+                best[tap_id] = max(best.get(tap_id, 0), persons)
         if not best:
             return
         # A gate annuls a tap at most once; if two reports differ, the larger wins whatever the order.
@@ -244,9 +251,15 @@ class TapTables(PgBase):
                 known.add(day)
 
     def _create_partition(self, day: int) -> None:
+        """Create a day's partition in a transaction of its own, committed before it is remembered: made inside
+        the batch's transaction, a rollback of the batch would undo it while this node went on believing in it
+        (and sent the day's taps to the default partition, where they would block creating it later)."""
         name = partition_name(day)
         try:
-            with self.write() as conn:
+            with self.pool.connection() as conn, conn.transaction():
+                # It waits for every open transaction that wrote taps (the new partition locks the parent); a
+                # caller of this very thread holding one would wait forever: a minute, then an error that says so.
+                conn.execute("SET LOCAL lock_timeout = '60s'")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", [PARTITION_LOCK])
                 if conn.execute("SELECT to_regclass(%s)", [name]).fetchone() in (None, (None,)):
                     conn.execute(f"CREATE TABLE {name} PARTITION OF taps FOR VALUES FROM ({day}) TO ({day + DAY})")
@@ -332,6 +345,16 @@ def _claim_tap_ids(events: list[PreparedEvent], device_id: str | None,
             holders.setdefault(p.event.tap_id, device_id)
         out.append(p)
     return out
+
+
+def _persons_unused(body: str) -> int:
+    """An annulment's persons (validated before it was stored; 0 for anything else, never an exception that would
+    roll back the batch of the tap it names)."""
+    try:
+        value = json.loads(body).get("persons_unused", 0)
+    except (ValueError, AttributeError, RecursionError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= 1000 else 0
 
 
 def _flags_json(flags: tuple[str, ...]) -> str:
