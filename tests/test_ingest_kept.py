@@ -259,3 +259,24 @@ def test_a_repeated_event_id_is_stored_as_its_first_copy_and_holds_up_no_other_u
     assert [r.new_taps for r in results if not isinstance(r, Exception)] == [1, 1]
     stored = {t.tap_id: t for t in store.taps(since=0, until=2**40)}
     assert stored["t-1"].annulled == 2 and stored["t-2"].annulled == 0
+
+
+def test_a_batch_from_a_clock_years_off_is_not_stored_with_the_others() -> None:
+    """The upkeep reads each credential's taps over a run's whole span of tap times: a gate whose clock says 2000
+    gets a transaction of its own, while a day's backlog joins other batches of the same day."""
+    from citypass.issuer.ingest import Uploader, disjoint_groups, prepare
+    from citypass.issuer.records import TapEvent
+
+    def batch(gate: str, times: list[int]) -> Any:
+        return prepare([TapEvent(f"{gate}-e{i}", f"{gate}-t{i}", "tap", {
+            "gate_id": gate, "site": 1, "direction": "entry", "decision": "allow", "reason": None, "flags": [],
+            "credential_id": "0a", "product": 1, "persons": 1, "kind": "entry", "at": at}, at)
+            for i, at in enumerate(times)], Uploader(gate))
+
+    day = [START + h * HOUR for h in range(0, 24, 3)]
+    backlog, live, later, dead = (batch("g1", day), batch("g2", [START + 9 * HOUR]), batch("g3", [START + 20 * HOUR]),
+                                  batch("g4", [946_684_800]))
+    assert disjoint_groups([(live, "g2"), (backlog, "g1"), (later, "g3")], 100) == [[0, 1, 2]]
+    assert disjoint_groups([(live, "g2"), (dead, "g4"), (later, "g3")], 100) == [[0], [1], [2]]
+    assert disjoint_groups([(live, "g2"), (later, "g3")], 100) == [[0], [1]]  # 11 h apart, neither wide itself
+    assert disjoint_groups([(live, "g2"), (batch("g5", [START + 14 * HOUR]), "g5")], 100) == [[0, 1]]  # 5 h

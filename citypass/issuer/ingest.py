@@ -64,7 +64,7 @@ EVENT_KINDS = ("tap", "annul", "passage", "stage")
 #: error reaches the uploader unacknowledged (HTTP 503), and the gate sends the batch again later.
 ATTEMPTS = 5
 RETRY_PAUSE_S = 0.02
-#: The most a run of uploads stored together may span in tap time (see :func:`disjoint_groups`).
+#: How much a batch may widen the tap-time span of a run of uploads stored together (see :func:`disjoint_groups`).
 MAX_GROUP_SPAN_S = 6 * 3600
 
 
@@ -250,9 +250,10 @@ def disjoint_groups(batches: Sequence[tuple[PreparedBatch, str | None]], max_eve
     """The batches' indexes cut into runs, in order, that may be stored in one transaction: within a run no two
     batches share an event id or a tap id (so none's outcome depends on another's — a resent batch, a tap and
     its annulment in two uploads, a collision between devices all go to the next run, which sees the first's
-    rows stored), a run holds at most ``max_events`` events (a batch larger than that alone), and its taps span at
-    most :data:`MAX_GROUP_SPAN_S` (the upkeep reads each credential's taps over the run's whole span: a gate whose
-    clock is years off must not widen it for the others).
+    rows stored), a run holds at most ``max_events`` events (a batch larger than that alone), and a batch joins a
+    run only if together they span at most :data:`MAX_GROUP_SPAN_S` more than the wider of the two (the upkeep
+    reads each credential's taps over the run's whole span: a gate whose clock is years off must not widen it for
+    the others, while a day's backlog joins other batches of that day).
 
         >>> ev = lambda e, t: PreparedEvent(TapEvent(e, t, "tap", {}, 0))
         >>> a, b = PreparedBatch((ev("e1", "t1"),)), PreparedBatch((ev("e2", "t2"),))
@@ -268,13 +269,14 @@ def disjoint_groups(batches: Sequence[tuple[PreparedBatch, str | None]], max_eve
     for index, (batch, _device) in enumerate(batches):
         ids = {p.event.event_id for p in batch.events} | {"\0" + p.event.tap_id for p in batch.events}
         times = [p.tap.at for p in batch.events if p.tap is not None]
-        joined = span if not times else (min(times), max(times)) if span is None else \
-            (min(span[0], *times), max(span[1], *times))
-        if (not groups or ids & seen or size + len(batch.events) > max_events
-                or (joined is not None and span is not None and joined[1] - joined[0] > MAX_GROUP_SPAN_S)):
+        own = (min(times), max(times)) if times else None
+        joined = own if span is None else span if own is None else (min(span[0], own[0]), max(span[1], own[1]))
+        widened = (span is not None and own is not None and joined is not None
+                   and joined[1] - joined[0] > max(span[1] - span[0], own[1] - own[0]) + MAX_GROUP_SPAN_S)
+        if not groups or ids & seen or size + len(batch.events) > max_events or widened:
             groups.append([])
             seen, size = set(), 0
-            joined = (min(times), max(times)) if times else None
+            joined = own
         groups[-1].append(index)
         seen |= ids
         size += len(batch.events)
