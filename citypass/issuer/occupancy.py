@@ -111,3 +111,47 @@ def occupancy(taps: Iterable[TapRecord], site: int, now: int, *, hours: int = 24
         inside_at_end[rest] = inside
     series = tuple(OccupancyPoint(starts[i], entries[i], exits[i], inside_at_end[i]) for i in range(hours))
     return Occupancy(site=site, at=now, inside=inside, entries_today=entries_today, series=series)
+
+
+def occupancy_from_quarters(tallies: Iterable[Any], site: int, now: int, *, hours: int = 24,
+                            utc_offset_minutes: int = 480) -> Occupancy:
+    """:func:`occupancy` from the quarter-hour tallies ingest keeps (``QuarterTally``: ``site``, ``quarter``,
+    ``entries``, ``exits``, annulled persons already left out) instead of the taps: what ``/v1/sites/{id}/occupancy``
+    reads, so a report costs a few hundred rows however many taps a day brings (a city's busiest scenic site: 4 s
+    read from its taps, milliseconds from its tallies). The clamp at zero is applied quarter by quarter, as the
+    console's city view does — within a quarter, its entries before its exits — so an exit whose entry came before
+    the counting began is forgiven at the quarter, not at the tap; every other figure is the same sum.
+
+        >>> from types import SimpleNamespace as T
+        >>> q = [T(site=3, quarter=1_799_996_400, entries=5, exits=0), T(site=3, quarter=1_800_000_000, entries=2,
+        ...      exits=4), T(site=4, quarter=1_800_000_000, entries=9, exits=0)]
+        >>> occ = occupancy_from_quarters(q, 3, 1_800_000_000, hours=2)
+        >>> occ.inside, occ.entries_today, [(p.entries, p.exits, p.inside_at_end) for p in occ.series]
+        (3, 7, [(5, 0, 5), (2, 4, 3)])
+    """
+    if not 1 <= hours <= MAX_HOURS:
+        raise InvalidInput(f"hours must be 1..{MAX_HOURS}, not {hours}")
+    if not -720 <= utc_offset_minutes <= 840:
+        raise InvalidInput(f"utc_offset_minutes must be -720..840, not {utc_offset_minutes}")
+    current = local_hour_start(now, utc_offset_minutes)
+    starts = [current - HOUR * (hours - 1 - i) for i in range(hours)]
+    midnight = local_midnight(now, utc_offset_minutes)
+    inside = entries_today = 0
+    entries = [0] * hours
+    exits = [0] * hours
+    inside_at_end = [0] * hours
+    point = 0
+    for tally in sorted((t for t in tallies if t.site == site and t.quarter <= now), key=lambda t: t.quarter):
+        while point < hours and tally.quarter >= starts[point] + HOUR:
+            inside_at_end[point] = inside
+            point += 1
+        inside = max(0, inside + tally.entries - tally.exits)
+        entries_today += tally.entries if tally.quarter >= midnight else 0
+        if point < hours and tally.quarter >= starts[point]:
+            entries[point] += tally.entries
+            exits[point] += tally.exits
+    for rest in range(point, hours):
+        inside_at_end[rest] = inside
+    series = tuple(OccupancyPoint(starts[i], entries[i], exits[i], inside_at_end[i]) for i in range(hours))
+    return Occupancy(site=site, at=now, inside=inside, entries_today=entries_today, series=series)
+

@@ -7,7 +7,8 @@ what they hold:
   :func:`unique_taps` (one record per tap id, in ``(at, tap_id)`` order);
 * :mod:`citypass.issuer.incidents` — :func:`find_incidents`: double use of a party ticket across gates that were
   offline, anti-passback, forged/replayed/revoked codes, untrusted clocks, shared passes;
-* :mod:`citypass.issuer.occupancy` — :func:`occupancy`: people inside a site, entries today, an hourly series;
+* :mod:`citypass.issuer.occupancy` — :func:`occupancy`: people inside a site, entries today, an hourly series
+  (:func:`occupancy_from_quarters`: the same from the quarter-hour tallies kept at ingest, what the API reads);
 * :mod:`citypass.issuer.journeys` — :class:`FareTable` and :func:`journeys`: metro tap-ins paired with tap-outs
   across stations and midnight, bus and water-bus single taps, fares;
 * :mod:`citypass.issuer.activity` — :class:`GateActivity` and :func:`gate_activity`: taps per gate, allowed and
@@ -43,7 +44,14 @@ from citypass.issuer.incidents import (
     find_incidents,
 )
 from citypass.issuer.journeys import FareTable, Journey, journeys
-from citypass.issuer.occupancy import Occupancy, OccupancyPoint, local_hour_start, local_midnight, occupancy
+from citypass.issuer.occupancy import (
+    Occupancy,
+    OccupancyPoint,
+    local_hour_start,
+    local_midnight,
+    occupancy,
+    occupancy_from_quarters,
+)
 from citypass.issuer.tap_records import KINDS, TapRecord, unique_taps
 
 __all__ = [
@@ -66,5 +74,6 @@ __all__ = [
     "local_hour_start",
     "local_midnight",
     "occupancy",
+    "occupancy_from_quarters",
     "unique_taps",
 ]

@@ -34,7 +34,7 @@ from citypass.issuer.reconcile import (
     TapRecord,
     gate_activity,
     local_midnight,
-    occupancy,
+    occupancy_from_quarters,
 )
 from citypass.issuer.records import NotFound
 
@@ -201,8 +201,8 @@ def site_occupancy(site_id: Annotated[str, Path(min_length=1, max_length=48, exa
         raise NotFound(f"no site {site_id!r}")
     now = services.now()
     start = min(local_midnight(now, site.utc_offset_minutes), now - hours * 3600) - DAY
-    taps = _taps(services, site=site.number, since=start, until=now + 1)
-    occ = occupancy(taps, site.number, now, hours=hours, utc_offset_minutes=site.utc_offset_minutes)
+    tallies = services.store.quarter_tallies(start, now + 1, site=site.number)  # kept at ingest: no day of taps
+    occ = occupancy_from_quarters(tallies, site.number, now, hours=hours, utc_offset_minutes=site.utc_offset_minutes)
     data: dict[str, Any] = occ.to_dict()
     return OccupancyOut(**data, capacity=site.capacity)
 
