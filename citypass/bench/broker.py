@@ -31,8 +31,11 @@ Method (a scratch directory, deleted afterwards; every part real except that a g
    :meth:`~citypass.gate.ledger.GateLedger.apply_delta`), p50 / max; then a lookup in each ledger
    (:meth:`~citypass.gate.ledger.GateLedger.is_revoked`) must find the credential revoked. The real gates are
    heavy — two threads and a SQLite connection each, all in one worker process, one GIL on two cores — so they
-   are few, connect before the light fleet (whose connection figures are the light sessions' alone) and are
-   not counted in ``--gates``; their figure is an upper bound for gates that are devices of their own.
+   are few, and not counted in ``--gates``. They connect **after** the light fleet is held and its memory read
+   (the connection and memory figures are the light sessions' alone), so their subscriptions are Mosquitto's
+   newest: it delivers a message to a topic's subscribers in the order they subscribed, and the real gates
+   get the first revocations last — the fan-out's tail. (After the restart the order is whatever Mosquitto
+   restored from its persistence.) Their figure is an upper bound for gates that are devices of their own.
 7. **Restart.** SIGTERM (Mosquitto writes its persistence), start again on the same port; every session
    reconnects on its own backoff. Per gate: from the broker accepting again to its SUBACK; whether the broker
    still had its session (``session present``). The real gates reconnect on their own (paho, the same policy).
@@ -242,11 +245,6 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress,
         publisher.start()
         if not publisher.connected.wait(30):
             raise click.ClickException("the issuer's ledger publisher did not connect")
-        if real_specs:  # connected first: the light fleet's connection figures are its own
-            began = time.monotonic()
-            real = RealGates(broker.host, broker.port, real_specs, issuer.root_key().public.pem())
-            result.real_connected = real.wait_connected(began, 60)
-            log(f"{result.real_connected} of {real_gates} real gates connected")
         fleet = Fleet(split(broker.host, broker.port, home.ca_cert, fleet_files, processes))
         result.prepare_s = max(fleet.call("prepare"))
         log(f"TLS contexts ready ({result.prepare_s:.1f} s in the slowest process)")
@@ -272,6 +270,11 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress,
         result.rss_held_kb = proc_status(broker.pid, "VmRSS")
         held = fleet.state()["connected"]
         timeout = 30 + gates * 0.002
+        if real_specs:  # last: the light sessions' figures above are their own, and see the module (step 6)
+            began = time.monotonic()
+            real = RealGates(broker.host, broker.port, real_specs, issuer.root_key().public.pem())
+            result.real_connected = real.wait_connected(began, 60)
+            log(f"{result.real_connected} of {real_gates} real gates connected")
 
         for i in range(rounds):
             result.fanouts.append(fan_out(f"revocation {i + 1}", issuer, publisher, fleet, held, timeout, real))
