@@ -50,6 +50,9 @@ def test_a_hundred_gates_get_the_revocation_real_gates_apply_it_and_all_come_bac
         assert len(fan_out.applied_latencies) == REAL, (fan_out.label, fan_out.applied, lines)
         assert all(a.revoked for a in fan_out.applied), fan_out.applied
         assert min(fan_out.applied_latencies) > fan_out.publish_s
+        # received from the broker after the issuer published it, applied after it was received
+        assert all(a.receipt is not None and fan_out.publish_s < a.receipt <= a.latency  # type: ignore[operator]
+                   for a in fan_out.applied), fan_out.applied
     assert result.real_connected == REAL and result.real_reconnected == REAL
     # one ledger sequence per revocation: the round after the restart is a later one
     seqs = [f.applied[0].ledger_seq for f in result.fanouts]
@@ -64,7 +67,7 @@ def test_a_hundred_gates_get_the_revocation_real_gates_apply_it_and_all_come_bac
     table = markdown([result])
     assert f"| sessions held | {GATES} of {GATES} |" in table
     assert table.count("revoke → applied in a real gate's ledger") == 2
-    assert table.count(f"({REAL} of {REAL}; {REAL} revoked)") == 2
+    assert table.count(f"({REAL} of {REAL}; {REAL} revoked); receipt → applied ") == 2
 
 
 def test_a_real_gate_has_applied_a_revocation_once_its_ledger_reached_that_sequence_after_the_call() -> None:

@@ -61,6 +61,7 @@ class Applied:
 
     device_id: str
     latency: float | None  # seconds from the revoke call to the delta committed in its ledger (None: not yet)
+    receipt: float | None  # seconds from the revoke call to paho handing the gate the delta that did it
     revoked: bool          # its ledger, asked afterwards (GateLedger.is_revoked), says the credential is revoked
     ledger_seq: int | None
 
@@ -82,7 +83,8 @@ class TimedFollower(LedgerFollower):
 
 
 class TimedGateSync(GateSync):
-    """:class:`GateSync` unchanged, with a :class:`TimedFollower` and the instant of each usable connection."""
+    """:class:`GateSync` unchanged, with a :class:`TimedFollower`, the instant of each usable connection, and
+    of each ledger message paho's network thread hands it (the sync thread applies it after that)."""
 
     def __init__(self, endpoint: Endpoint, config: GateSyncConfig, *, fetcher: HttpLedgerSource | None = None,
                  ) -> None:
@@ -90,6 +92,12 @@ class TimedGateSync(GateSync):
         self.timed = TimedFollower(config, fetcher, self.counters, self._event, self.estimator)
         self.follower = self.timed
         self.connects: list[float] = []
+        self.received: list[float] = []
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
+        if m.topic.endswith("/ledger"):
+            self.received.append(time.monotonic())
+        super()._on_message(client, userdata, m)
 
     def _handle(self, client: mqtt.Client, ledger: GateLedger, item: tuple[Any, ...]) -> None:
         super()._handle(client, ledger, item)
@@ -124,10 +132,12 @@ class _Worker:
         out = []
         for spec, gate in zip(self.specs, self.gates, strict=True):
             at = first_applied(list(gate.timed.applied), since, seq)
+            # the last ledger message received before it was applied: the one that did it
+            got = max((t for t in list(gate.received) if since <= t <= at), default=None) if at is not None else None
             # A lookup through the gate's ledger API, on a connection of its own (the sync thread keeps its).
             with GateLedger.open(spec.ledger, root=self.root) as ledger:
                 out.append(Applied(spec.device_id, None if at is None else at - since,
-                                   ledger.is_revoked(credential), ledger.seq))
+                                   None if got is None else got - since, ledger.is_revoked(credential), ledger.seq))
         return out
 
     def stop(self) -> None:
