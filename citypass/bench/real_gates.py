@@ -27,6 +27,7 @@ their own. Keep them few (the bench's default is 10).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
@@ -146,6 +147,9 @@ class _Worker:
 
 
 def _worker_main(conn: Connection, host: str, port: int, specs: Sequence[RealGateSpec], root_pem: bytes) -> None:
+    # Sync's warnings (a gate disconnected: the bench restarts the broker) would reach stderr through logging's
+    # last-resort handler, once per gate; errors (a delta rejected) still do.
+    logging.getLogger("citypass").setLevel(logging.ERROR)
     worker = _Worker(host, port, specs, root_pem)
     try:
         while True:
