@@ -275,6 +275,8 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress,
             real = RealGates(broker.host, broker.port, real_specs, issuer.root_key().public.pem())
             result.real_connected = real.wait_connected(began, 60)
             log(f"{result.real_connected} of {real_gates} real gates connected")
+            if result.real_connected < real_gates:
+                result.notes.append(f"only {result.real_connected} of {real_gates} real gates connected")
 
         for i in range(rounds):
             result.fanouts.append(fan_out(f"revocation {i + 1}", issuer, publisher, fleet, held, timeout, real))
@@ -304,6 +306,9 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress,
             result.real_reconnected = real.wait_connected(stopping, max(1.0, ready + 120 + gates * 0.02
                                                                         - time.monotonic()))
             log(f"{result.real_reconnected} of {real_gates} real gates reconnected")
+            if result.real_reconnected < real_gates:
+                result.notes.append(f"only {result.real_reconnected} of {real_gates} real gates reconnected after "
+                                    "the restart")
         if not publisher.connected.wait(60):
             raise click.ClickException("the issuer's ledger publisher did not reconnect")
         result.fanouts.append(fan_out("after the restart", issuer, publisher, fleet, reconnected, timeout, real))
@@ -317,6 +322,11 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress,
             publisher.stop()
         broker.stop()
         issuer.close()
+    for f in result.fanouts:
+        applied, revoked = len(f.applied_latencies), sum(a.revoked for a in f.applied)
+        if applied < len(f.applied) or revoked < len(f.applied):
+            result.notes.append(f"{f.label}: applied in {applied} of {len(f.applied)} real gate ledgers, revoked "
+                                f"on lookup in {revoked}")
     result.load_after = load_average()
     return result
 
