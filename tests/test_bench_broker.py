@@ -3,7 +3,8 @@
 A real Mosquitto from a broker home with the generated TLS + ACL + persistence config, 100 enrolled device
 identities held by one asyncio worker process, the issuer's ledger publisher: every session connects, every gate
 receives the operator's revocation as a signed delta that verifies, and every session comes back after the
-broker is restarted — with the session the broker kept on disk.
+broker is restarted — with the session the broker kept on disk. Beside them, 3 real gates (GateSync with their
+own SQLite ledgers) apply each revocation, before and after the restart, and their ledgers say it is revoked.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ from citypass.bench.broker import run_size
 from citypass.bench.broker_figures import markdown
 from citypass.bench.cli import bench
 from citypass.bench.fleet_session import GateSession
+from citypass.bench.real_gates import first_applied
 from citypass.sync import topics
 
 GATES = 100
+REAL = 3
 
 
 @pytest.mark.slow
-def test_a_hundred_gates_connect_receive_the_revocation_and_come_back_after_a_restart(tmp_path: Path) -> None:
+def test_a_hundred_gates_get_the_revocation_real_gates_apply_it_and_all_come_back_after_a_restart(
+        tmp_path: Path) -> None:
     lines: list[str] = []
-    result = run_size(GATES, processes=1, rounds=1, work=tmp_path, log=lines.append)
+    result = run_size(GATES, processes=1, rounds=1, work=tmp_path, log=lines.append, real_gates=REAL)
 
     assert result.connected == GATES, (result.notes, lines)
     assert result.refusals == 0
@@ -40,6 +44,19 @@ def test_a_hundred_gates_connect_receive_the_revocation_and_come_back_after_a_re
         assert sum(r.verified for r in fan_out.receipts) >= GATES // 10
         assert sum(r.verified + r.identical for r in fan_out.receipts) == GATES
         assert fan_out.publish_s is not None  # the issuer's publisher sent it (not a test's shortcut)
+        # every real gate applied it in its own ledger — after the issuer published it — and a lookup there
+        # finds this round's credential revoked
+        assert [a.device_id for a in fan_out.applied] == [f"gate-real-{i:02d}" for i in range(REAL)]
+        assert len(fan_out.applied_latencies) == REAL, (fan_out.label, fan_out.applied, lines)
+        assert all(a.revoked for a in fan_out.applied), fan_out.applied
+        assert min(fan_out.applied_latencies) > fan_out.publish_s
+        # received from the broker after the issuer published it, applied after it was received
+        assert all(a.receipt is not None and fan_out.publish_s < a.receipt <= a.latency  # type: ignore[operator]
+                   for a in fan_out.applied), fan_out.applied
+    assert result.real_connected == REAL and result.real_reconnected == REAL
+    # one ledger sequence per revocation: the round after the restart is a later one
+    seqs = [f.applied[0].ledger_seq for f in result.fanouts]
+    assert seqs[0] is not None and seqs[1] == seqs[0] + 1
 
     assert len(result.reconnect) == GATES, lines
     assert result.sessions_present == GATES  # the broker restored every session from its persistence
@@ -49,6 +66,16 @@ def test_a_hundred_gates_connect_receive_the_revocation_and_come_back_after_a_re
 
     table = markdown([result])
     assert f"| sessions held | {GATES} of {GATES} |" in table
+    assert table.count("revoke → applied in a real gate's ledger") == 2
+    assert table.count(f"({REAL} of {REAL}; {REAL} revoked); receipt → applied ") == 2
+
+
+def test_a_real_gate_has_applied_a_revocation_once_its_ledger_reached_that_sequence_after_the_call() -> None:
+    applied = [(10.0, 7), (20.0, 8), (30.0, 9)]
+    assert first_applied(applied, since=15.0, seq=8) == 20.0
+    assert first_applied(applied, since=15.0, seq=9) == 30.0
+    assert first_applied(applied, since=5.0, seq=10) is None   # not yet
+    assert first_applied(applied, since=25.0, seq=8) == 30.0   # a later delta includes it
 
 
 def test_a_simulated_gate_subscribes_to_what_a_real_gate_subscribes_to() -> None:

@@ -23,14 +23,29 @@ Method (a scratch directory, deleted afterwards; every part real except that a g
    gate: p50 / p99 / max. Every 10th gate's copy (and any copy unlike those) is verified as a gate verifies it
    — :func:`citypass.credential.delta.load_delta` against the trust list, itself checked against the pinned
    root key — and must revoke that credential; the other copies must be byte-identical to a verified one.
+   **Applied**, beside it: ``--real-gates`` real gates (default 10; :mod:`citypass.bench.real_gates`) share the
+   broker with the light sessions — each the production :class:`~citypass.sync.gate_sync.GateSync` with its
+   own device identity enrolled in the same home (``gate-real-00`` … at site 1, registered with the issuer)
+   and its own SQLite gate ledger, seeded with the issuer's snapshot before the first revocation. Per real gate:
+   from the revoke call to the moment its ledger has committed the delta (noted on its sync thread, after
+   :meth:`~citypass.gate.ledger.GateLedger.apply_delta`), p50 / max; then a lookup in each ledger
+   (:meth:`~citypass.gate.ledger.GateLedger.is_revoked`) must find the credential revoked. The real gates are
+   heavy — two threads and a SQLite connection each, all in one worker process, one GIL on two cores — so they
+   are few, and not counted in ``--gates``. They connect **after** the light fleet is held and its memory read
+   (the connection and memory figures are the light sessions' alone), so their subscriptions are Mosquitto's
+   newest: it delivers a message to a topic's subscribers in the order they subscribed, and the real gates
+   get the first revocations last — the fan-out's tail. (After the restart the order is whatever Mosquitto
+   restored from its persistence.) Their figure is an upper bound for gates that are devices of their own.
 7. **Restart.** SIGTERM (Mosquitto writes its persistence), start again on the same port; every session
    reconnects on its own backoff. Per gate: from the broker accepting again to its SUBACK; whether the broker
-   still had its session (``session present``). Then one more revocation, through the restored sessions.
+   still had its session (``session present``). The real gates reconnect on their own (paho, the same policy).
+   Then one more revocation, through the restored sessions, timed to arrival and to the real gates' ledgers.
 
 Example::
 
     citypass bench broker                           # 1,000 / 5,000 / 10,000 gates, side by side
     citypass bench broker --gates 2000 --processes 2
+    citypass bench broker --gates 1000 --real-gates 0   # arrival at the light sessions only
 """
 
 from __future__ import annotations
@@ -45,9 +60,11 @@ from cryptography.hazmat.primitives import serialization
 from citypass.bench.broker_figures import FanOut, SizeResult, markdown, table
 from citypass.bench.fleet import Connected, Fleet, raise_nofile, split
 from citypass.bench.machine import load_average
+from citypass.bench.real_gates import RealGates, RealGateSpec
 from citypass.bench.report import Progress, Row, percentile, print_rows, scratch_dir
-from citypass.bench.syncworld import SITES
+from citypass.bench.syncworld import SITES, seeded_gate_ledger
 from citypass.issuer.home import IssuerHome
+from citypass.issuer.records import Device
 from citypass.issuer.service import Issuer
 from citypass.sync.broker import Broker, free_port
 from citypass.sync.ca import make_csr, new_key
@@ -57,6 +74,8 @@ from citypass.sync.issuer_sync import LedgerPublisher
 
 SITE_COUNT = 50
 VERIFY_EVERY = 10
+#: The real gates' site (:func:`~citypass.bench.syncworld.seeded_gate_ledger` makes site-1 entry lanes).
+REAL_SITE = 1
 
 
 class TimedPublisher(LedgerPublisher):
@@ -134,6 +153,19 @@ def enrol_fleet(home: BrokerHome, gates: int, out_dir: Path) -> list[tuple[str, 
     return fleet
 
 
+def enrol_real_gates(home: BrokerHome, issuer: Issuer, count: int, folder: Path) -> list[RealGateSpec]:
+    """``count`` real gates at site 1: each enrolled in the broker home with its own key (as ``citypass broker
+    add-device`` enrols one), registered with the issuer, and given a ledger with the issuer's current snapshot."""
+    now = int(time.time())
+    ids = [f"gate-real-{i:02d}" for i in range(count)]
+    files = [home.add_device_with_key(device_id, REAL_SITE, folder / "keys") for device_id in ids]
+    for device_id in ids:
+        issuer.store.add_device(Device(device_id, REAL_SITE, "entry", "real gate (bench broker)", "enrolled", now))
+    root = issuer.root_key().public
+    return [RealGateSpec(device_id, REAL_SITE, f, seeded_gate_ledger(folder, device_id, issuer, root))
+            for device_id, f in zip(ids, files, strict=True)]
+
+
 def _count(fleet: Fleet, since: float) -> tuple[int, int]:
     """Sessions connected since ``since``, and sessions that received a ledger delta since then."""
     answers = fleet.call("count", since)
@@ -150,12 +182,18 @@ def _wait_count(fleet: Fleet, since: float, which: int, target: int, timeout: fl
 
 
 def fan_out(label: str, issuer: Issuer, publisher: TimedPublisher, fleet: Fleet, expected: int,
-            timeout: float) -> FanOut:
-    """One revocation by the operator, timed to every connected gate (see the module, step 6)."""
+            timeout: float, real: RealGates | None = None) -> FanOut:
+    """One revocation by the operator, timed to every connected gate, and to every real gate's ledger having
+    applied it (see the module, step 6)."""
     credential = os.urandom(8)
     started = time.monotonic()
     issuer.revoke(credential.hex(), int(time.time()), "lost phone (bench broker)")
+    seq = issuer.store.ledger_seq()  # the sequence that revocation made: a real gate has applied it at this one
     _wait_count(fleet, started, 1, expected, timeout)
+    applied = []
+    if real is not None:
+        real.wait_applied(started, seq, max(1.0, started + timeout - time.monotonic()))
+        applied = real.applied(started, seq, credential)
     now = int(time.time())
     root_pem = issuer.root_key().public.pem()
     trust_signed = issuer.trust_list(now).sign(issuer.root_key())
@@ -163,12 +201,21 @@ def fan_out(label: str, issuer: Issuer, publisher: TimedPublisher, fleet: Fleet,
     times = [t for r in receipts for t in r.times]
     published = [t for t in publisher.published if t >= started]
     return FanOut(label, [t - started for t in times if t is not None], sum(t is None for t in times),
-                  published[0] - started if published else None, receipts)
+                  published[0] - started if published else None, receipts, applied)
 
 
-def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress) -> SizeResult:
-    """Everything the module describes, for one fleet size, in ``work``."""
-    result = SizeResult(gates, processes, load_before=load_average())
+def _log_fan_out(f: FanOut, log: Progress) -> None:
+    real = f.applied_latencies
+    arrival = f"arrival p99 {percentile(f.latencies, 0.99):.2f} s" if f.latencies else "no arrival"
+    applied = (f"; applied in {len(real)} of {len(f.applied)} real gate ledgers, the last {max(real):.2f} s"
+               if real else f"; applied in 0 of {len(f.applied)} real gate ledgers" if f.applied else "")
+    log(f"{f.label}: {arrival}{applied}")
+
+
+def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress, real_gates: int = 0,
+             ) -> SizeResult:
+    """Everything the module describes, for one fleet size (and ``real_gates`` real ones), in ``work``."""
+    result = SizeResult(gates, processes, load_before=load_average(), real_gates=real_gates)
     result.nofile = raise_nofile()
     if gates + 100 > result.nofile[0]:
         result.notes.append(f"the open-file limit ({result.nofile[0]:,}) is below {gates:,} sessions + slack")
@@ -180,10 +227,12 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
     result.enrol_s = time.perf_counter() - started
     log(f"{gates:,} gates enrolled in {result.enrol_s:.1f} s")
     issuer = Issuer.init(IssuerHome(work / "issuer"), SITES, now=int(time.time()) - 60)
+    real_specs = enrol_real_gates(home, issuer, real_gates, work / "real-gates")
     # Mosquitto restores 10,000 sessions from its persistence file before it listens: give it time.
     broker = Broker(home, port=free_port(), startup_timeout=300)
     fleet: Fleet | None = None
     publisher: TimedPublisher | None = None
+    real: RealGates | None = None
     try:
         began = time.monotonic()
         broker.start()
@@ -221,10 +270,17 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
         result.rss_held_kb = proc_status(broker.pid, "VmRSS")
         held = fleet.state()["connected"]
         timeout = 30 + gates * 0.002
+        if real_specs:  # last: the light sessions' figures above are their own, and see the module (step 6)
+            began = time.monotonic()
+            real = RealGates(broker.host, broker.port, real_specs, issuer.root_key().public.pem())
+            result.real_connected = real.wait_connected(began, 60)
+            log(f"{result.real_connected} of {real_gates} real gates connected")
+            if result.real_connected < real_gates:
+                result.notes.append(f"only {result.real_connected} of {real_gates} real gates connected")
 
         for i in range(rounds):
-            result.fanouts.append(fan_out(f"revocation {i + 1}", issuer, publisher, fleet, held, timeout))
-            log(f"fan-out {i + 1}: p99 {percentile(result.fanouts[-1].latencies, 0.99):.2f} s")
+            result.fanouts.append(fan_out(f"revocation {i + 1}", issuer, publisher, fleet, held, timeout, real))
+            _log_fan_out(result.fanouts[-1], log)
 
         overflows, fleet_cpu = listen_overflows(), fleet.cpu_seconds()
         stopping = time.monotonic()
@@ -246,25 +302,40 @@ def run_size(gates: int, processes: int, rounds: int, work: Path, log: Progress)
         result.rss_restored_kb = proc_status(broker.pid, "VmRSS")
         log(f"{reconnected:,} reconnected after the restart, the last {max(result.reconnect, default=0):.1f} s "
             "after the broker was back")
+        if real is not None:
+            result.real_reconnected = real.wait_connected(stopping, max(1.0, ready + 120 + gates * 0.02
+                                                                        - time.monotonic()))
+            log(f"{result.real_reconnected} of {real_gates} real gates reconnected")
+            if result.real_reconnected < real_gates:
+                result.notes.append(f"only {result.real_reconnected} of {real_gates} real gates reconnected after "
+                                    "the restart")
         if not publisher.connected.wait(60):
             raise click.ClickException("the issuer's ledger publisher did not reconnect")
-        result.fanouts.append(fan_out("after the restart", issuer, publisher, fleet, reconnected, timeout))
+        result.fanouts.append(fan_out("after the restart", issuer, publisher, fleet, reconnected, timeout, real))
+        _log_fan_out(result.fanouts[-1], log)
     finally:
+        if real is not None:
+            real.close()
         if fleet is not None:
             fleet.close()
         if publisher is not None:
             publisher.stop()
         broker.stop()
         issuer.close()
+    for f in result.fanouts:
+        applied, revoked = len(f.applied_latencies), sum(a.revoked for a in f.applied)
+        if applied < len(f.applied) or revoked < len(f.applied):
+            result.notes.append(f"{f.label}: applied in {applied} of {len(f.applied)} real gate ledgers, revoked "
+                                f"on lookup in {revoked}")
     result.load_after = load_average()
     return result
 
 
-def run(sizes: list[int], processes: int, rounds: int, log: Progress) -> list[SizeResult]:
+def run(sizes: list[int], processes: int, rounds: int, log: Progress, real_gates: int = 0) -> list[SizeResult]:
     results = []
     for gates in sizes:
         with scratch_dir("citypass-bench-broker-") as work:
-            results.append(run_size(gates, processes, rounds, work, log))
+            results.append(run_size(gates, processes, rounds, work, log, real_gates))
     return results
 
 
@@ -275,8 +346,11 @@ def run(sizes: list[int], processes: int, rounds: int, log: Progress) -> list[Si
               help="Worker processes holding the simulated gates (one asyncio event loop each).")
 @click.option("--rounds", default=2, show_default=True, type=click.IntRange(1, 20),
               help="Revocations timed before the restart (one more after it).")
+@click.option("--real-gates", default=10, show_default=True, type=click.IntRange(0, 100),
+              help="Real gates (GateSync + its own SQLite ledger each) beside the simulated ones, timed to the "
+                   "delta applied in their ledgers; 0: none.")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Also print the table as Markdown.")
-def broker_command(sizes: str, processes: int, rounds: int, as_markdown: bool) -> None:
+def broker_command(sizes: str, processes: int, rounds: int, real_gates: int, as_markdown: bool) -> None:
     """Sessions one Mosquitto holds, its memory, revocation fan-out and reconnection after a restart."""
     from rich.console import Console
 
@@ -287,10 +361,10 @@ def broker_command(sizes: str, processes: int, rounds: int, as_markdown: bool) -
     if not counts or min(counts) < 1:
         raise click.BadParameter("at least one gate per size")
     console = Console()
-    results = run(counts, processes, rounds, lambda msg: console.log(f"  {msg}", highlight=False))
+    results = run(counts, processes, rounds, lambda msg: console.log(f"  {msg}", highlight=False), real_gates)
     rows = [Row(name, " | ".join(cells)) for name, cells in table(results)]
     print_rows(f"one Mosquitto at fleet size ({', '.join(f'{n:,}' for n in counts)} gates; "
-               f"{processes} client processes)", rows, console)
+               f"{processes} client processes; {real_gates} real gates beside them)", rows, console)
     for r in results:
         for note in r.notes:
             console.print(f"[yellow]{r.gates:,} gates: {note}[/yellow]")

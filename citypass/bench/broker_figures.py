@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from citypass.bench.fleet import Receipts
+from citypass.bench.real_gates import Applied
 from citypass.bench.report import percentile
 
 
@@ -20,6 +21,11 @@ class FanOut:
     missing: int
     publish_s: float | None  # revoke call → the publisher handed the delta to its client
     receipts: list[Receipts]
+    applied: list[Applied] = field(default_factory=list)  # the real gates: revoke call → committed in the ledger
+
+    @property
+    def applied_latencies(self) -> list[float]:
+        return [a.latency for a in self.applied if a.latency is not None]
 
 
 @dataclass
@@ -54,6 +60,9 @@ class SizeResult:
     fleet_cpu_reconnect_s: float = 0.0
     overflows_reconnect: int = 0
     broker_cpu_reconnect_s: float = 0.0
+    real_gates: int = 0        # real gates (GateSync + its own ledger) beside the simulated ones
+    real_connected: int = 0
+    real_reconnected: int = 0  # after the restart
     notes: list[str] = field(default_factory=list)
 
 
@@ -94,11 +103,18 @@ def table(results: list[SizeResult]) -> list[tuple[str, list[str]]]:
                  (f"{label}: gates reached / verified for real / byte-identical / bad", _fan_out_cell(i, _verified)),
                  (f"{label}: revoke → the issuer published",
                   _fan_out_cell(i, lambda f: "—" if f.publish_s is None else _ms(f.publish_s)))]
+        if any(r.real_gates for r in results):
+            rows.append((f"{label}: revoke → applied in a real gate's ledger, p50 / max (applied of real gates; "
+                         "revoked on a ledger lookup; the gate's own part: receipt → applied, p50 / max)",
+                         _fan_out_cell(i, _applied)))
     rows += [
         ("broker's first start (config and ACL written, no sessions on disk) → accepting TLS",
          lambda r: _ms(r.start_s)),
         ("broker restart: SIGTERM → exited (persistence written)", lambda r: _ms(r.stop_s)),
         ("broker restart: SIGTERM → accepting TLS again", lambda r: _ms(r.down_s)),
+        *([("real gates (GateSync + own SQLite ledger, one process): connected; reconnected after the restart",
+            lambda r: f"{r.real_connected} of {r.real_gates}; {r.real_reconnected} of {r.real_gates}")]
+          if any(r.real_gates for r in results) else []),
         ("reconnected; with their session; connection attempts it took",
          lambda r: f"{len(r.reconnect):,}; {r.sessions_present:,}; {r.reconnect_attempts:,}"),
         ("reconnect after the broker is back, p50 / p90 / p99 / max",
@@ -126,6 +142,21 @@ def _phases(steps: dict[str, list[float]]) -> str:
 
 def _fan_out_cell(i: int, show: Callable[[FanOut], str]) -> Callable[[SizeResult], str]:
     return lambda r: show(r.fanouts[i]) if i < len(r.fanouts) else "—"
+
+
+def _applied(f: FanOut) -> str:
+    if not f.applied:
+        return "—"
+    times = f.applied_latencies
+    spread = f"{_ms(percentile(times, 0.5))} / {_ms(max(times))}" if times else "—"
+    # the gate's own part: paho handed it the delta → its ledger committed it (verify, check, SQLite commit)
+    own = [a.latency - a.receipt for a in f.applied if a.latency is not None and a.receipt is not None]
+    return (f"{spread} ({len(times)} of {len(f.applied)}; {sum(a.revoked for a in f.applied)} revoked)"
+            + (f"; receipt → applied {_ms1(percentile(own, 0.5))} / {_ms1(max(own))}" if own else ""))
+
+
+def _ms1(seconds: float) -> str:
+    return f"{seconds * 1000:,.1f} ms"
 
 
 def _verified(f: FanOut) -> str:
