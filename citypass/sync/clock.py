@@ -40,6 +40,20 @@ class OffsetEstimator:
 
     @property
     def alarm(self) -> bool:
-        """The estimate is past the threshold either way (gate ahead or behind)."""
+        """The estimate is past the threshold either way (gate ahead or behind), from two ticks at least.
+
+        One tick is not enough: a tick the issuer sent as the broker went down can reach a gate only when it
+        reconnects, seconds later, and alone it reads as a clock that far ahead (seen in ``citypass bench broker``
+        after a broker restart: 17–23 s at gates connected a few seconds before). The next tick, ``tick_s`` later,
+        is fresh, and the smaller of the two is the estimate.
+
+            >>> est = OffsetEstimator(alarm_s=10.0)
+            >>> _ = est.add(1000.0, 1020.0)   # sent before the restart, delivered after it
+            >>> est.alarm
+            False
+            >>> _ = est.add(1030.0, 1030.1)
+            >>> round(est.offset or 0, 1), est.alarm
+            (0.1, False)
+        """
         offset = self.offset
-        return offset is not None and abs(offset) > self.alarm_s
+        return offset is not None and len(self.samples) >= 2 and abs(offset) > self.alarm_s
