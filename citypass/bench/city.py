@@ -16,14 +16,14 @@ databases this bench creates and drops):
    The largest worker count ingests the whole day; smaller ones a ``--sample`` of it (same shape).
 3. **Storage.** The database's growth over the whole day, per million taps, and the part of it that is
    the taps' day partitions, the events, the tap-id claims and the rollup.
-4. **Reports** over the day in the database of the full run: the occupancy of every site hour by hour from
-   the ``tap_hours`` rollup; the API's occupancy of the busiest scenic site (its quarter-hour tallies read, then
-   :func:`~citypass.issuer.occupancy.occupancy_from_quarters`; and, for comparison, from its taps); incidents
-   and journeys as the API computes them (the window's taps read, then :func:`~citypass.issuer.incidents.find_incidents` /
-   :func:`~citypass.issuer.journeys.journeys`) for the evening peak hour — the whole day's 10 M taps would not
-   fit the API's 1 M-tap report window — and the day's journeys counted in SQL (tap-in/tap-out pairs by a
-   window function over the day's transit taps); then the day's journeys as ``/v1/journeys`` makes them now,
-   from the legs kept at ingest (:func:`~citypass.issuer.journeys.window_journeys`).
+4. **Reports** over the day in the database of the full run: the occupancy of every site hour by hour from the
+   ``tap_hours`` rollup; the API's occupancy of the busiest scenic site (its quarter-hour tallies read, then
+   :func:`~citypass.issuer.occupancy.occupancy_from_quarters`; and, for comparison, from its taps); incidents and
+   journeys as the API computes them (the window's taps read, then :func:`~citypass.issuer.incidents.find_incidents`
+   / :func:`~citypass.issuer.journeys.journeys`) for the evening peak hour — the whole day's 10 M taps would not fit
+   the API's 1 M-tap report window — and the day's journeys counted in SQL (tap-in/tap-out pairs by a window
+   function over the day's transit taps); then the day's journeys as ``/v1/journeys`` makes them now, from the legs
+   kept at ingest (:func:`~citypass.issuer.journeys.window_journeys`).
 
 Example::
 
