@@ -74,17 +74,21 @@ def local_midnight(at: int, utc_offset_minutes: int) -> int:
     return (at + offset) // DAY * DAY - offset
 
 
-def occupancy(taps: Iterable[TapRecord], site: int, now: int, *, hours: int = 24,
-              utc_offset_minutes: int = 480) -> Occupancy:
-    """Occupancy of ``site`` at ``now`` from ``taps`` (any order, duplicates allowed), with ``hours``
-    hourly points ending with the current local hour."""
+def _frame(now: int, hours: int, utc_offset_minutes: int) -> tuple[list[int], int]:
+    """The series' local hour starts, oldest first, and the local midnight of ``now`` (arguments checked)."""
     if not 1 <= hours <= MAX_HOURS:
         raise InvalidInput(f"hours must be 1..{MAX_HOURS}, not {hours}")
     if not -720 <= utc_offset_minutes <= 840:
         raise InvalidInput(f"utc_offset_minutes must be -720..840, not {utc_offset_minutes}")
     current = local_hour_start(now, utc_offset_minutes)
-    starts = [current - HOUR * (hours - 1 - i) for i in range(hours)]
-    midnight = local_midnight(now, utc_offset_minutes)
+    return [current - HOUR * (hours - 1 - i) for i in range(hours)], local_midnight(now, utc_offset_minutes)
+
+
+def occupancy(taps: Iterable[TapRecord], site: int, now: int, *, hours: int = 24,
+              utc_offset_minutes: int = 480) -> Occupancy:
+    """Occupancy of ``site`` at ``now`` from ``taps`` (any order, duplicates allowed), with ``hours``
+    hourly points ending with the current local hour."""
+    starts, midnight = _frame(now, hours, utc_offset_minutes)
 
     moves = [t for t in unique_taps(taps)
              if t.site == site and t.at <= now and t.allowed and t.kind in (ENTRY, EXIT) and t.net_persons > 0]
@@ -129,13 +133,7 @@ def occupancy_from_quarters(tallies: Iterable[Any], site: int, now: int, *, hour
         >>> occ.inside, occ.entries_today, [(p.entries, p.exits, p.inside_at_end) for p in occ.series]
         (3, 7, [(5, 0, 5), (2, 4, 3)])
     """
-    if not 1 <= hours <= MAX_HOURS:
-        raise InvalidInput(f"hours must be 1..{MAX_HOURS}, not {hours}")
-    if not -720 <= utc_offset_minutes <= 840:
-        raise InvalidInput(f"utc_offset_minutes must be -720..840, not {utc_offset_minutes}")
-    current = local_hour_start(now, utc_offset_minutes)
-    starts = [current - HOUR * (hours - 1 - i) for i in range(hours)]
-    midnight = local_midnight(now, utc_offset_minutes)
+    starts, midnight = _frame(now, hours, utc_offset_minutes)
     inside = entries_today = 0
     entries = [0] * hours
     exits = [0] * hours

@@ -20,12 +20,8 @@ configuration:
   through such a subject (an MQTT client cannot subscribe to a ``$MQTT`` topic itself). Gates may use MQTT
   only, never the NATS protocol port.
 
->>> subject("citypass/v1/gate/+/taps")
-'citypass.v1.gate.*.taps'
->>> subject("citypass/v1/site/7/#")
-'citypass.v1.site.7.>'
->>> subject("citypass/v1/gate/gate.wl.e1/acks")
-'citypass.v1.gate.gate//wl//e1.acks'
+(:mod:`citypass.sync.subjects` shows the mapping.)
+
 >>> print(render_users([Identity("gate-wl-e1", "device", 7)]).splitlines()[4])
   { user: "CN=gate-wl-e1,OU=device,O=City Pass", allowed_connection_types: ["MQTT"], permissions: {
 """
