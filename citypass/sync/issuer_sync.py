@@ -35,7 +35,6 @@ Two kinds of client, each with its own broker identity (the broker forces client
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -44,7 +43,6 @@ from types import TracebackType
 from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
 
 from citypass.errors import CityPassError
 from citypass.issuer.deltas import SnapshotRequired, build_delta
@@ -52,7 +50,8 @@ from citypass.issuer.ingest import Upload, ingest_many
 from citypass.issuer.records import DeviceHealth, NotFound
 from citypass.issuer.service import Issuer
 from citypass.sync import codec, topics
-from citypass.sync.endpoint import Endpoint, granted, stop
+from citypass.sync.endpoint import Endpoint
+from citypass.sync.service_client import Complaints, ServiceClient
 
 log = logging.getLogger(__name__)
 #: Most changes in a delta sent over MQTT: 20,000 ids of ≤16 bytes stay well under 1 MiB packets.
@@ -65,88 +64,7 @@ MQTT_DELTA_LIMIT = 20_000
 Subscription = Literal["shared", "plain", "queue"]
 
 
-class _Client:
-    """A paho client with a connected event; subclasses subscribe in :meth:`subscriptions`."""
-
-    def __init__(self, endpoint: Endpoint, client_id: str, clock: Callable[[], float], *,
-                 clean_start: bool = True) -> None:
-        self.endpoint = endpoint
-        self.client_id = client_id
-        self.clock = clock
-        self.clean_start = clean_start
-        self.connected = threading.Event()
-        self._started = False
-        self._stopping_client = False
-        self.client = endpoint.client(client_id, clean_start=clean_start)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = lambda c, u, f, rc, p: self.connected.clear()
-        self.client.on_message = self._on_message
-        # Ready once the broker confirmed the subscriptions, not at CONNACK: nothing is missed after start().
-        self.client.on_subscribe = self._on_subscribe
-
-    def subscriptions(self) -> list[tuple[str, int]]:
-        raise NotImplementedError
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-        if rc.is_failure:
-            log.warning("%s refused: %s", self.client_id, rc)
-            return
-        if not self.subscriptions():  # a client that only publishes is ready at CONNACK
-            self.connected.set()
-            return
-        client.subscribe(self.subscriptions())
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
-        if granted(client, self.subscriptions(), codes):
-            self.connected.set()
-        else:  # e.g. a clustered engine whose consumer leader is being re-elected: subscribed again shortly
-            log.warning("%s: subscription refused (%s), trying again", self.client_id, ", ".join(map(str, codes)))
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if self._stopping_client:
-            return  # stopping: whatever arrives now is not acked by us, and its gate sends it again
-        try:
-            self.handle(message.topic, bytes(message.payload))
-        except Exception:  # a bad message must never kill the network thread
-            log.exception("%s: message on %s failed", self.client_id, message.topic)
-
-    def handle(self, topic: str, payload: bytes) -> None:
-        raise NotImplementedError
-
-    def start(self) -> None:
-        if self._started:  # a second loop thread on one client would interleave packets on the socket
-            raise RuntimeError(f"{self.client_id} is already started")
-        self._started = True
-        # A persistent session lives a day past a disconnect (MQTT 5); 3.1.1 keeps it until a clean connect.
-        self.endpoint.start(self.client, clean_start=self.clean_start, session_expiry=0 if self.clean_start else 86_400)
-
-    def stop(self) -> None:
-        self._stopping_client = True
-        stop(self.client)
-
-
-class Complaints:
-    """One warning per device per ``interval_s`` about its messages the issuer could not take, with a count:
-    a broken (or hostile) gate sending garbage in a loop must not write a traceback per message."""
-
-    def __init__(self, interval_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval_s, self.clock = interval_s, clock
-        self._last: dict[str, tuple[float, int]] = {}  # device → (when last logged, suppressed since)
-        self.total = 0
-
-    def note(self, device: str, what: str) -> None:
-        self.total += 1
-        now = self.clock()
-        last, suppressed = self._last.get(device, (-math.inf, 0))
-        if now - last < self.interval_s:
-            self._last[device] = (last, suppressed + 1)
-            return
-        self._last[device] = (now, 0)
-        more = f" (and {suppressed} more since the last warning)" if suppressed else ""
-        log.warning("message from %s not taken: %s%s", device, what[:300], more)
-
-
-class IngestWorker(_Client):
+class IngestWorker(ServiceClient):
     """Stores tap batches from the shared subscription and acks them; answers gates' delta requests.
 
     ``require_registered``: batches from a device the issuer's registry does not know are not stored
@@ -314,7 +232,7 @@ class IngestWorker(_Client):
         return self.client.publish(topic, payload, qos=1)
 
 
-class LedgerPublisher(_Client):
+class LedgerPublisher(ServiceClient):
     """Signed deltas on ``all/ledger`` when the ledger changes, signed ticks on ``issuer/time``, presence."""
 
     def __init__(self, issuer: Issuer, endpoint: Endpoint, client_id: str = "issuer", *,
