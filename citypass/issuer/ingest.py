@@ -164,7 +164,7 @@ class Upload:
 
 
 def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int | Callable[[], int],
-                max_events: int = 2000) -> list[IngestResult | CityPassError]:
+                max_events: int = 2000, *, registered_only: bool = False) -> list[IngestResult | CityPassError]:
     """Several uploads (from any devices) as :func:`ingest` takes one, stored together: up to ``max_events``
     events of batches whose ids do not overlap go into one transaction with one set of statements and one round
     of control-room upkeep. An ingest worker with a queue of uploads waiting uses this to spend its database's
@@ -176,10 +176,18 @@ def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int 
     transaction fail in another way (a bug it triggers: logged; the others of its group are then stored one by
     one, so it holds up nobody). A failure of the store (full, unreachable, a conflict past the retries) raises:
     that group is not stored, and no upload of it may be acknowledged. ``received_at`` is a time, or a clock read
-    for each transaction (a long call's later transactions are received later)."""
+    for each transaction (a long call's later transactions are received later). With ``registered_only``, an upload
+    from a device the registry does not know is not stored: its outcome is :class:`~citypass.errors.NotFound`."""
     outcomes: list[IngestResult | CityPassError | None] = [None] * len(uploads)
     prepared: list[tuple[int, PreparedBatch, str | None]] = []
-    uploaders: dict[str, Uploader] = {}
+    uploaders: dict[str, Uploader | None] = {}  # each device looked up once; None: not registered
+    parties: dict[str, int | None] = {}  # each credential's issued party looked up once
+
+    def party_of(credential_id: str) -> int | None:
+        if credential_id not in parties:
+            parties[credential_id] = party_of_credential(store, credential_id)
+        return parties[credential_id]
+
     for index, upload in enumerate(uploads):
         try:
             events, problems, texts = _parse(upload.events)
@@ -191,10 +199,15 @@ def ingest_many(store: IngestStore, uploads: Sequence[Upload], received_at: int 
             if upload.device_id not in uploaders:
                 try:
                     uploaders[upload.device_id] = Uploader.of(store.device(upload.device_id))
-                except NotFound:  # not registered (a worker told not to require it): the gate id is all there is
-                    uploaders[upload.device_id] = Uploader(upload.device_id)
+                except NotFound:
+                    uploaders[upload.device_id] = None
             uploader = uploaders[upload.device_id]
-        batch = prepare(events, uploader, problems, party_of=lambda cid: party_of_credential(store, cid), texts=texts)
+            if uploader is None and registered_only:
+                outcomes[index] = NotFound(f"device {upload.device_id!r} is not registered")
+                continue
+            # not registered (a worker told not to require it): the gate id is all there is to check
+            uploader = uploader or Uploader(upload.device_id)
+        batch = prepare(events, uploader, problems, party_of=party_of, texts=texts)
         prepared.append((index, batch, upload.device_id))
     clock = received_at if callable(received_at) else lambda: received_at
     for group in disjoint_groups([(b, d) for _, b, d in prepared], max_events):

@@ -187,20 +187,18 @@ class IngestWorker(ServiceClient):
                 self.stats["refused"] += 1
                 self.complaints.note(device, f"undecodable tap batch: {exc}")
                 continue
-            if self.require_registered:
-                try:
-                    store.device(device)
-                except NotFound:
-                    self.stats["refused"] += 1
-                    log.warning("tap batch from unregistered device %s: not acknowledged", device)
-                    continue
             taken.append((index, device, batch))
         if not taken:
             return acks
         outcomes = ingest_many(store, [Upload(device, batch.events) for _, device, batch in taken],
-                               lambda: int(self.clock()), max_events=self.PER_TRANSACTION)
+                               lambda: int(self.clock()), max_events=self.PER_TRANSACTION,
+                               registered_only=self.require_registered)
         self.stats["transactions"] += 1
         for (index, device, batch), result in zip(taken, outcomes, strict=True):
+            if isinstance(result, NotFound):  # not in the registry: stays in the gate's outbox until it is
+                self.stats["refused"] += 1
+                log.warning("tap batch from unregistered device %s: not acknowledged", device)
+                continue
             if isinstance(result, CityPassError):
                 self.stats["refused"] += 1
                 self.complaints.note(device, f"taps: {result}")

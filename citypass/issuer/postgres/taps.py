@@ -137,7 +137,7 @@ class TapTables(PgBase):
             else:
                 holders[ident] = owner
         plans = []
-        holders_now: set[str] = set()
+        placed: set[str] = set()
         rows: list[tuple[Any, ...]] = []
         tap_rows: list[tuple[Any, ...]] = []
         for batch, device_id in uploads:
@@ -154,8 +154,8 @@ class TapTables(PgBase):
                       received_at, device_id, p.error) for p in candidates]
             tap_rows += [(t.tap_id, t.gate_id, t.site, t.direction, t.decision, t.reason, _flags_json(t.flags),
                           t.credential_id, t.product, t.persons, t.kind, t.presentation_id, t.at, 0, received_at,
-                          p.event.event_id) for p, t in taps.values() if t.tap_id not in holders_now]
-            holders_now.update(taps)  # one row per tap id, whatever a caller passes (no key on taps stops a second)
+                          p.event.event_id) for p, t in taps.values() if t.tap_id not in placed]
+            placed.update(taps)  # one row per tap id, whatever a caller passes (no key on taps stops a second)
             plans.append((batch, candidates, recorded, set(taps)))
         # One statement stores the events, claims the tap ids, stores the taps whose claim succeeded now and
         # counts them in the rollup: what it returns is what this transaction stored (another worker may have
