@@ -141,12 +141,12 @@ class _Issuer:
         self.issuer = Issuer.init(IssuerHome(path / "issuer"), SITES, now=int(time.time()) - 60)
 
 
-def _gate(world: ClusterWorld, name: str, node: int) -> GateSync:
+def _gate(world: ClusterWorld, name: str, node: int, ack_timeout_s: float = 120) -> GateSync:
     """A gate that does not resend within a test (ack_timeout 120 s): whatever reaches the store came through the
     queue, not from a second copy sent by the gate."""
     return GateSync(world.endpoint(name, node), GateSyncConfig(
         device_id=name, ledger_path=world.gate_ledger(name), root=world.root, site=1, batch_size=50,
-        ack_timeout_s=120, status_interval_s=1.0, catch_up_interval_s=60, lanes=False))
+        ack_timeout_s=ack_timeout_s, status_interval_s=1.0, catch_up_interval_s=60, lanes=False))
 
 
 def _held(world: ClusterWorld) -> int:
@@ -278,11 +278,14 @@ def test_a_node_that_vanishes_moves_the_workers_connection_to_another(tmp_path: 
             victim = urls.index(workers[0].nats_server or "")  # the node the first worker's connection is on
             others = [i for i in range(len(urls)) if i != victim]
             sent = {tap for g in GATES for tap in fill_outbox(world.gate_ledger(g), g, 1000)}
-            gates = [_gate(world, g, others[i]).start() for i, g in enumerate(GATES)]
+            # Gates that resend after 10 s: a batch a gate published while the killed node led the stream is
+            # confirmed by MQTT but not in the queue (docs/broker.md, the work queue's limits), and only its gate's
+            # resend brings it — nothing is lost, as the protocol promises, but not without the gate.
+            gates = [_gate(world, g, others[i], ack_timeout_s=10).start() for i, g in enumerate(GATES)]
             assert wait_for(lambda: world.issuer.store.tap_count() > 0, 30)
             world.cluster.kill(victim)
             assert wait_for(lambda: workers[0].nats_server not in (None, urls[victim]), 30), workers[0].nats_server
-            assert wait_for(lambda: world.issuer.store.tap_count() == 2000, 60), world.issuer.store.tap_count()
+            assert wait_for(lambda: world.issuer.store.tap_count() == 2000, 90), world.issuer.store.tap_count()
         finally:
             sync.stop()
         assert {t.tap_id for t in world.issuer.store.taps(limit=10_000)} == sent
