@@ -243,6 +243,8 @@ def test_register_a_group_follow_it_across_two_sites_and_find_it_in_an_emergency
     assert len(timeline) == 2 and "lake-in" in timeline[0] and "museum-a" in timeline[1]
     assert page.locator("#timeline tbody td:nth-child(5)").all_inner_texts() == ["通过", "通过"]  # not "allow"
     assert page.locator("#timeline tbody td:nth-child(5) span").first.get_attribute("title") == "allow"
+    assert page.locator("#timeline tbody td:nth-child(4)").all_inner_texts() == ["入园", "入园"]  # not "entry"
+    assert page.locator("#timeline tbody td:nth-child(4) span").first.get_attribute("title") == "entry"
     assert "15/15" in page.locator("#stops").inner_text()
 
     # The emergency question: which groups are inside the museum now?

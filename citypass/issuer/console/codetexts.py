@@ -9,7 +9,8 @@ language, with the code kept on hover for searching logs by it. There is one voc
 * **reasons** by the gate's messages (:data:`citypass.credential.reasons.MESSAGES`, what the lane's screen,
   ``citypass gate check`` and ``citypass city summary`` say); a code the table does not hold (a gate newer than
   this issuer) is shown as the code itself;
-* **decisions** by the console's own words (``decision.allow`` / ``decision.deny`` in :mod:`.texts`: 通过 / 拒绝).
+* **decisions**, **gate directions** and **tap kinds** by the console's own words (``decision.*``, ``direction.*``,
+  ``kind.*`` in :mod:`.texts`: 通过 / 拒绝, 入口 / 出口, 入园 / 出园 / 进站 / 出站 / 乘车).
 
 Server-rendered tables use :func:`code_cell`; the live page gets the whole table once, built into the page
 (:func:`codes_json`), while the taps it streams keep carrying codes.
@@ -18,6 +19,8 @@ Server-rendered tables use :func:`code_cell`; the live page gets the whole table
     ('景点年卡', 'Annual scenic pass', '99', '—')
     >>> decision_name("allow", "zh"), decision_name("deny", "en"), decision_name("maybe", "zh")
     ('通过', 'Denied', 'maybe')
+    >>> direction_name("exit", "zh"), kind_name("tap_in", "zh"), kind_name("tap_out", "en"), kind_name(None, "zh")
+    ('出口', '进站', 'Tap-out', '')
     >>> reason_text("expired", "zh"), reason_text("expired", "en"), reason_text("from_the_future", "zh")
     ('凭证已过期', 'Pass expired', 'from_the_future')
     >>> str(code_cell("expired", reason_text("expired", "zh")))
@@ -31,13 +34,14 @@ import json
 from citypass.credential.claims import Product
 from citypass.credential.reasons import MESSAGES
 from citypass.credential.visitortexts import TEXTS as VISITOR_TEXTS
+from citypass.issuer import tap_records
 from citypass.issuer.console.markup import Safe, tag
 from citypass.issuer.console.texts import text
 
 #: Product number: its code (``Product`` member's name in lower case, what the live stream and a pass's details carry).
 PRODUCT_CODES: dict[int, str] = {int(p): p.name.lower() for p in Product}
-#: The decisions a tap can have (``citypass.issuer.tap_records.DECISIONS``).
-DECISIONS = ("allow", "deny")
+#: The decisions, gate directions and tap kinds a tap can have (``citypass.issuer.tap_records``).
+DECISIONS, DIRECTIONS, KINDS = tap_records.DECISIONS, tap_records.DIRECTIONS, tap_records.KINDS
 _REASONS: dict[str, tuple[str, str]] = {reason.value: pair for reason, pair in MESSAGES.items()}
 
 
@@ -67,7 +71,23 @@ def product_name(product: int | str | None, lang: str) -> str:
 
 def decision_name(decision: str, lang: str) -> str:
     """``allow`` / ``deny`` in ``lang``; anything else as it is."""
-    return text(f"decision.{decision}", lang) if decision in DECISIONS else decision
+    return _named("decision", decision, DECISIONS, lang)
+
+
+def direction_name(direction: str | None, lang: str) -> str:
+    """A gate's direction (``entry`` / ``exit``) in ``lang``; anything else as it is (none — a gate registered for
+    both ways: ``""``)."""
+    return _named("direction", direction or "", DIRECTIONS, lang)
+
+
+def kind_name(kind: str | None, lang: str) -> str:
+    """A tap's kind (``entry``, ``exit``, ``tap_in``, ``tap_out``, ``tap``) in ``lang``; anything else as it is
+    (none: ``""``)."""
+    return _named("kind", kind or "", KINDS, lang)
+
+
+def _named(family: str, code: str, known: tuple[str, ...], lang: str) -> str:
+    return text(f"{family}.{code}", lang) if code in known else code
 
 
 def reason_text(reason: str | None, lang: str) -> str:
@@ -96,5 +116,5 @@ def codes_json(lang: str) -> str:
     return json.dumps(table, ensure_ascii=False, separators=(",", ":"))
 
 
-__all__ = ["DECISIONS", "PRODUCT_CODES", "code_cell", "codes_json", "decision_name", "product_code", "product_name",
-           "reason_text"]
+__all__ = ["DECISIONS", "DIRECTIONS", "KINDS", "PRODUCT_CODES", "code_cell", "codes_json", "decision_name",
+           "direction_name", "kind_name", "product_code", "product_name", "reason_text"]

@@ -35,6 +35,8 @@ from citypass.issuer.console.codetexts import (
     code_cell,
     codes_json,
     decision_name,
+    direction_name,
+    kind_name,
     product_code,
     product_name,
     reason_text,
@@ -427,7 +429,8 @@ def devices(request: Request, notice: str = "") -> Response:
         h = r.health
         state = {"ok": ("online", "ok"), "stale": ("stale", "bad"), "never_seen": ("never", "warn"),
                  "retired": ("none", "muted")}[r.status]
-        rows.append([tag("code", r.device.id), title_of(titles, r.device.site), r.device.direction,
+        rows.append([tag("code", r.device.id), title_of(titles, r.device.site),
+                     code_cell(r.device.direction, direction_name(r.device.direction, s.lang)),
                      tag("span", t(state[0]), class_=state[1]), _time(h.last_seen if h else None), r.link or "—",
                      (h.ledger_seq if h and h.ledger_seq is not None else "—", "num"),
                      (h.outbox_backlog if h and h.outbox_backlog is not None else "—", "num"),
@@ -621,14 +624,14 @@ def group_list(request: Request, site: str = "", after: str = "", notice: str = 
     services = _services(request)
     now = services.now()
     _, minutes = groups.settings(services.issuer)
-    names = {x.number: x.name for x in services.store.sites()}
+    names = site_titles(services.store.sites(), s.lang)
     chosen = next((x for x in services.store.sites() if site in (x.name, str(x.number))), None) if site else None
     listed = (services.store.groups(site=chosen.number, inside=True, limit=1000) if chosen
               else services.store.groups(after=after or None, limit=GROUPS_PER_PAGE))
     rows = []
     for g in listed:
         st = group_status(g, now, minutes * 60)
-        where = f"{names.get(g.last_site, g.last_site)} {_hm(g.last_at)}" if g.last_site is not None and g.last_at \
+        where = f"{title_of(names, g.last_site)} {_hm(g.last_at)}" if g.last_site is not None and g.last_at \
             else "—"
         rows.append([tag("a", g.id, href=f"/console/groups/{g.id}"), g.agency, f"{g.guide} {g.contact}",
                      (g.party, "num"), f"{g.price_fen / 100:.2f}", where, f"{st.visited}/{len(g.stops)}",
@@ -704,23 +707,24 @@ def _group_response(request: Request, s: Session, group_id: str, codes: tuple[st
     g = services.store.group(group_id)
     _, minutes = groups.settings(services.issuer)
     st = group_status(g, services.now(), minutes * 60)
-    names = {x.number: x.name for x in services.store.sites()}
-    stops = [[stop.stop + 1, names.get(stop.site, stop.site), f"{_time(stop.planned_from)} → {_hm(stop.planned_to)}",
+    names = site_titles(services.store.sites(), s.lang)
+    stops = [[stop.stop + 1, title_of(names, stop.site), f"{_time(stop.planned_from)} → {_hm(stop.planned_to)}",
               _time(stop.first_entry_at), (f"{stop.admitted}/{g.party}", "num"),
               tag("code", stop.credential_id or "")] for stop in g.stops]
     taps = services.store.taps_of_credentials([x.credential_id for x in g.stops if x.credential_id],
                                               min(x.planned_from for x in g.stops) - 86_400,
                                               max(x.planned_to for x in g.stops) + 86_400)
-    timeline = [[_time(tap.at), names.get(tap.site, tap.site), tap.gate_id, tap.kind or "",
+    timeline = [[_time(tap.at), title_of(names, tap.site), tap.gate_id,
+                 code_cell(tap.kind, kind_name(tap.kind, s.lang)),
                  code_cell(tap.decision, decision_name(tap.decision, s.lang)),
                  code_cell(tap.reason, reason_text(tap.reason, s.lang)), (tap.persons - tap.annulled, "num")]
                 for tap in sorted(taps, key=lambda x: x.order)]
     facts = tag("p", f"{g.agency} · {g.guide} {g.contact} · {t('party')} {g.party} · {g.price_fen / 100:.2f} · ",
                 tag("span", f"{t('overdue')} {st.overdue_s // 60} min", class_="bad", id="overdue") if st.overdue
                 else "", tag("span", g.warning, class_="warn") if g.warning else "")
-    last = f"{names.get(g.last_site, '—')} {_time(g.last_at)}" if g.last_site is not None else "—"
+    last = f"{title_of(names, g.last_site)} {_time(g.last_at)}" if g.last_site is not None else "—"
     where = tag("p", f"{t('where')}: ", tag("strong", last, id="group-where"))
-    shown = tag("ol", [tag("li", names.get(stop.site, stop.site), " ", tag("code", code, class_="group-code"))
+    shown = tag("ol", [tag("li", title_of(names, stop.site), " ", tag("code", code, class_="group-code"))
                        for stop, code in zip(g.stops, codes, strict=True)], id="group-codes") if codes else None
     return layout(request, s, s.lang, "groups", f"{t('groups')} {g.id}", facts, where, shown,
                   tag("h2", t("itinerary")),

@@ -32,6 +32,13 @@ TEXTS: dict[str, tuple[str, str]] = {  # key: (zh, en)
     "decision": ("结果", "Decision"),
     "decision.allow": ("通过", "Allowed"),  # a tap's decision (codetexts.py)
     "decision.deny": ("拒绝", "Denied"),
+    "direction.entry": ("入口", "Entry"),  # a gate's direction (codetexts.py)
+    "direction.exit": ("出口", "Exit"),
+    "kind.entry": ("入园", "Entry"),  # a tap's kind (codetexts.py)
+    "kind.exit": ("出园", "Exit"),
+    "kind.tap_in": ("进站", "Tap-in"),
+    "kind.tap_out": ("出站", "Tap-out"),
+    "kind.tap": ("乘车", "Ride"),
     "reason": ("原因", "Reason"),
     "persons": ("人数", "Persons"),
     "credential": ("票证", "Credential"),
